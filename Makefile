@@ -1,0 +1,35 @@
+# One entry point for every routine task. `make demo` and `make test` do all set-up themselves.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PROTOS := $(wildcard proto/bunnyrelay/v1/*.proto)
+
+.PHONY: install proto lint test demo clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+# Regenerate the committed contract code (tests/test_contract.py fails when it is stale).
+proto: $(STAMP)
+	$(BIN)/python -m bunnyrelay.protogen .
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy bunnyrelay bunny relay tests
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+demo: $(STAMP)
+	$(BIN)/python -m bunnyrelay.lab.demo
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .demo

@@ -1,0 +1,49 @@
+"""Span, metric and attribute names, in one place.
+
+Names from the OpenTelemetry semantic conventions are used where one exists
+(``dns.*``, ``rpc.*``, ``server.*``, ``network.*``, ``error.type``); the ones
+this project adds all share the ``bunnyrelay.`` prefix.
+"""
+
+from typing import Final
+
+# --- OpenTelemetry semantic conventions -------------------------------------------
+DNS_QUESTION_NAME: Final = "dns.question.name"
+DNS_ANSWERS: Final = "dns.answers"
+ERROR_TYPE: Final = "error.type"
+RPC_SYSTEM: Final = "rpc.system"
+RPC_SERVICE: Final = "rpc.service"
+RPC_METHOD: Final = "rpc.method"
+RPC_GRPC_STATUS_CODE: Final = "rpc.grpc.status_code"
+SERVER_ADDRESS: Final = "server.address"
+SERVER_PORT: Final = "server.port"
+NETWORK_PEER_ADDRESS: Final = "network.peer.address"
+NETWORK_PEER_PORT: Final = "network.peer.port"
+NETWORK_TRANSPORT: Final = "network.transport"
+
+METRIC_DNS_LOOKUP_DURATION: Final = "dns.lookup.duration"
+METRIC_RPC_CLIENT_DURATION: Final = "rpc.client.duration"
+METRIC_RPC_SERVER_DURATION: Final = "rpc.server.duration"
+
+# --- bunny/relay's own, one prefix -------------------------------------------------
+PREFIX: Final = "bunnyrelay."
+
+JOB_ID: Final = "bunnyrelay.job.id"
+JOB_KIND: Final = "bunnyrelay.job.kind"
+JOB_STATUS: Final = "bunnyrelay.job.status"
+JOB_ATTEMPT: Final = "bunnyrelay.job.attempt"
+JOB_REPLAYED: Final = "bunnyrelay.job.replayed"
+RELAY_INSTANCE: Final = "bunnyrelay.relay.instance"
+
+DNS_QUESTION_TYPE: Final = "bunnyrelay.dns.question.type"
+DNS_NAMESERVER: Final = "bunnyrelay.dns.nameserver"
+DNS_RCODE: Final = "bunnyrelay.dns.rcode"
+DNS_TTL: Final = "bunnyrelay.dns.ttl"
+DNS_ATTEMPT: Final = "bunnyrelay.dns.attempt"
+# Where an answer came from: "wire", "c-ares-cache", "cache", "stale-cache", "negative-cache".
+DNS_SOURCE: Final = "bunnyrelay.dns.source"
+DNS_CANDIDATES: Final = "bunnyrelay.dns.candidates"
+DNS_QUERIES_SENT: Final = "bunnyrelay.dns.queries_sent"
+DNS_HOP: Final = "bunnyrelay.dns.hop"
+
+METRIC_JOBS: Final = "bunnyrelay.jobs"

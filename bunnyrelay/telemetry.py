@@ -1,0 +1,162 @@
+"""OpenTelemetry bootstrap for both processes, driven by the standard ``OTEL_*`` variables.
+
+- ``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES`` name the process (the
+  default service name is used only when neither sets ``service.name``).
+- ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` choose the sampler; they
+  are checked here so that a typo is an error instead of a silent fallback.
+- ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or the ``_TRACES_`` / ``_METRICS_`` variants)
+  turns on OTLP export; ``OTEL_EXPORTER_OTLP_PROTOCOL`` picks ``grpc`` or
+  ``http/protobuf`` (the specification's default). The exporters read the rest
+  of their ``OTEL_EXPORTER_OTLP_*`` settings themselves.
+- ``OTEL_PROPAGATORS`` is honoured by the OpenTelemetry API (W3C trace context
+  and baggage by default).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+
+from bunnyrelay.settings import SettingError
+
+_SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+_PROTOCOLS = ("grpc", "http/protobuf")
+
+
+@dataclass
+class Telemetry:
+    """The providers this process installed; ``shutdown`` flushes what is buffered."""
+
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+    exporting: bool
+    _closed: bool = field(default=False, repr=False)
+
+    def shutdown(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.tracer_provider.force_flush()
+        self.tracer_provider.shutdown()
+        self.meter_provider.shutdown()
+
+
+def check_sampler_env(environ: Mapping[str, str] = os.environ) -> None:
+    """Reject an unknown ``OTEL_TRACES_SAMPLER`` or an out-of-range ratio."""
+    sampler = environ.get("OTEL_TRACES_SAMPLER", "").strip().lower()
+    if sampler and sampler not in _SAMPLERS:
+        raise SettingError(
+            f"OTEL_TRACES_SAMPLER={sampler!r} is not supported; use one of {', '.join(_SAMPLERS)}"
+        )
+    arg = environ.get("OTEL_TRACES_SAMPLER_ARG", "").strip()
+    if arg and sampler.endswith("traceidratio"):
+        try:
+            ratio = float(arg)
+        except ValueError:
+            raise SettingError(f"OTEL_TRACES_SAMPLER_ARG={arg!r} is not a number") from None
+        if not 0.0 <= ratio <= 1.0:
+            raise SettingError(f"OTEL_TRACES_SAMPLER_ARG={arg!r} must be between 0 and 1")
+
+
+def otlp_protocol(signal: str, environ: Mapping[str, str] = os.environ) -> str:
+    """The OTLP protocol for ``signal`` ("TRACES" or "METRICS"), validated."""
+    protocol = (
+        environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")
+        or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    ).strip()
+    if protocol not in _PROTOCOLS:
+        raise SettingError(
+            f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported; use grpc or http/protobuf"
+        )
+    return protocol
+
+
+def _otlp_endpoint_set(signal: str, environ: Mapping[str, str]) -> bool:
+    exporter = environ.get(f"OTEL_{signal}_EXPORTER", "otlp").strip().lower()
+    if exporter == "none":
+        return False
+    return bool(
+        environ.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")
+        or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
+
+
+def _span_exporter(protocol: str) -> SpanExporter:
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
+            OTLPSpanExporter,
+        )
+    return OTLPSpanExporter()
+
+
+def _metric_reader(protocol: str) -> MetricReader:
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[assignment]
+            OTLPMetricExporter,
+        )
+    return PeriodicExportingMetricReader(OTLPMetricExporter())
+
+
+def build_resource(default_service_name: str) -> Resource:
+    resource = Resource.create()
+    name = str(resource.attributes.get(SERVICE_NAME, ""))
+    if not name or name.startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: default_service_name}))
+    return resource
+
+
+def setup_telemetry(
+    default_service_name: str,
+    *,
+    span_processors: Sequence[SpanProcessor] = (),
+    metric_readers: Sequence[MetricReader] = (),
+    install_global: bool = True,
+    environ: Mapping[str, str] = os.environ,
+) -> Telemetry:
+    """Build tracer and meter providers from the environment and (by default) install them.
+
+    Raises SettingError for a bad ``OTEL_*`` value, before anything is started.
+    """
+    check_sampler_env(environ)
+    resource = build_resource(default_service_name)
+    exporting = False
+
+    tracer_provider = TracerProvider(resource=resource)
+    for processor in span_processors:
+        tracer_provider.add_span_processor(processor)
+    if _otlp_endpoint_set("TRACES", environ):
+        tracer_provider.add_span_processor(
+            BatchSpanProcessor(_span_exporter(otlp_protocol("TRACES", environ)))
+        )
+        exporting = True
+
+    readers = list(metric_readers)
+    if _otlp_endpoint_set("METRICS", environ):
+        readers.append(_metric_reader(otlp_protocol("METRICS", environ)))
+        exporting = True
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+
+    if install_global:
+        trace.set_tracer_provider(tracer_provider)
+        metrics.set_meter_provider(meter_provider)
+    return Telemetry(tracer_provider, meter_provider, exporting)

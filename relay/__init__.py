@@ -1,0 +1,1 @@
+"""relay: the gRPC server that runs jobs."""
