@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy bunnyrelay bunny relay tests
 
-test: $(STAMP)
+test: lint
 	$(BIN)/pytest
 
 demo: $(STAMP)

@@ -1,0 +1,3 @@
+from bunny.cli import main
+
+main()

@@ -1,0 +1,246 @@
+"""The ``bunny`` command: ``submit`` jobs to relay, ``resolve`` relay's name and show every query.
+
+Every flag has a ``BUNNY_…`` environment variable; a flag on the command line
+wins. Exit status: 0 when every job succeeded (or the name resolved), 1 when
+any job failed (or the lookup failed), 2 for bad flags or settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from bunny.errors import BunnyError
+from bunny.outcome import JobOutcome
+from bunny.relaypool import RelayPool
+from bunny.resolver import Resolver, ResolverSettings
+from bunny.retry import RetryPolicy
+from bunny.runner import JobRunner, RunSettings, UnaryRunner
+from bunny.streaming import StreamRunner
+from bunny.submit import build_requests, run_all
+from bunny.targets import LiteralAddress, parse_target
+from bunnyrelay.logs import configure_logging
+from bunnyrelay.settings import (
+    EnvArgumentParser,
+    HostPort,
+    SettingError,
+    choice,
+    non_negative_float,
+    parse_ip_port,
+    positive_int,
+)
+from bunnyrelay.telemetry import setup_telemetry
+
+log = logging.getLogger("bunny")
+
+
+def _ndots(text: str) -> int:
+    value = int(text) if text.isdigit() else -1
+    if not 0 <= value <= 15:
+        raise SettingError(f"{text!r}: ndots must be a whole number from 0 to 15")
+    return value
+
+
+def _nameserver(text: str) -> HostPort:
+    return parse_ip_port(text, default_port=53)
+
+
+def _timeout(text: str) -> float:
+    value = non_negative_float(text)
+    if value == 0:
+        raise SettingError(f"{text!r}: the timeout must be more than 0 seconds")
+    return value
+
+
+def _add_resolver_options(parser: EnvArgumentParser) -> None:
+    parser.option(
+        "--nameserver",
+        parse=_nameserver,
+        repeat=True,
+        metavar="IP[:PORT]",
+        help="ask this nameserver (repeat for several); without --resolv-conf, "
+        "/etc/resolv.conf is then not read at all",
+    )
+    parser.option(
+        "--resolv-conf",
+        metavar="PATH",
+        help="read nameservers, search list, ndots, timeout and attempts from this file "
+        "(default: /etc/resolv.conf unless --nameserver is given)",
+    )
+    parser.option(
+        "--ndots",
+        parse=_ndots,
+        help="override resolv.conf's ndots; names with at least this many dots are tried "
+        "as given first (a trailing dot always means exactly one name)",
+    )
+    parser.option(
+        "--family",
+        parse=choice("any", "ipv4", "ipv6"),
+        default="any",
+        help="which address records to ask for",
+    )
+
+
+def _add_output_options(parser: EnvArgumentParser) -> None:
+    parser.option("--json", switch=True, default=False, help="print JSON for machines")
+    parser.option(
+        "--log-format", parse=choice("text", "json"), default="text", help="log line format"
+    )
+    parser.option(
+        "--log-level",
+        parse=choice("DEBUG", "INFO", "WARNING", "ERROR"),
+        default="WARNING",
+        help="log level",
+    )
+
+
+def build_parser() -> EnvArgumentParser:
+    parser = EnvArgumentParser(
+        prog="bunny",
+        env_prefix="BUNNY_",
+        description="Send jobs to relay, found by DNS with every lookup retried and traced.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    submit = commands.add_parser(
+        "submit", env_prefix="BUNNY_", help="send jobs to relay and print their results"
+    )
+    submit.option(
+        "--target",
+        parse=parse_target,
+        metavar="NAME:PORT",
+        help="relay's DNS name (or an IP) and port, e.g. relay.private.aws.internal:50051",
+    )
+    _add_resolver_options(submit)
+    submit.option("--kind", default="echo", help="the job kind relay should run")
+    submit.option("--payload", default="", help="the job's payload, as UTF-8 text")
+    submit.option("--count", parse=positive_int, default=1, help="how many jobs to send")
+    submit.option(
+        "--concurrency", parse=positive_int, default=8, help="how many jobs may be in flight"
+    )
+    submit.option(
+        "--job-id",
+        metavar="ID",
+        help="use this job id (with --count N: ID-1 … ID-N) instead of fresh UUIDs, "
+        "so resubmitting is safe",
+    )
+    submit.option("--stream", switch=True, default=False, help="send jobs over one stream")
+    submit.option(
+        "--timeout", parse=_timeout, default=30.0, help="each job's deadline in seconds"
+    )
+    submit.option(
+        "--attempts",
+        parse=positive_int,
+        default=4,
+        help="RPC attempts per job (retries on UNAVAILABLE and on overload)",
+    )
+    _add_output_options(submit)
+
+    resolve = commands.add_parser(
+        "resolve", env_prefix="BUNNY_", help="resolve a name and show every query sent"
+    )
+    resolve.add_argument("name", help="the name to resolve, e.g. relay.private.aws.internal")
+    _add_resolver_options(resolve)
+    _add_output_options(resolve)
+    return parser
+
+
+def _resolver_settings(args: argparse.Namespace) -> ResolverSettings:
+    return ResolverSettings.from_sources(
+        resolv_conf=args.resolv_conf,
+        nameservers=tuple(args.nameserver or ()),
+        ndots=args.ndots,
+        family=args.family,
+    )
+
+
+def _print_outcome(outcome: JobOutcome, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(outcome.as_dict()), flush=True)
+        return
+    line = outcome.as_dict()
+    where = f"{line['relay_address']} ({line['relay_instance']})" if line["relay_address"] else "-"
+    text = (
+        f"{outcome.status:<9} {outcome.job_id}  relay={where}  attempts={outcome.attempts}  "
+        f"{outcome.duration_ms:.1f} ms  trace={outcome.trace_id}"
+    )
+    if outcome.error is not None:
+        text += f"\n          {outcome.error.type}: {outcome.error.message}"
+    elif line["output"] is not None:
+        text += f"\n          output: {line['output'][:200]}"
+    print(text, flush=True)
+
+
+async def _submit(args: argparse.Namespace) -> int:
+    if args.target is None:
+        raise SettingError("--target (or BUNNY_TARGET) is required, e.g. relay.private.aws.internal:50051")
+    target = args.target
+    if isinstance(target.host, LiteralAddress):
+        source: Resolver | LiteralAddress = target.host
+    else:
+        source = Resolver(_resolver_settings(args))
+    pool = RelayPool(source, str(target.host), target.port)
+    settings = RunSettings(timeout_s=args.timeout, retry=RetryPolicy(attempts=args.attempts))
+    runner: JobRunner = (StreamRunner if args.stream else UnaryRunner)(pool, settings)
+    requests = build_requests(
+        kind=args.kind, payload=args.payload.encode("utf-8"), count=args.count, job_id=args.job_id
+    )
+    succeeded = failed = 0
+    try:
+        async for outcome in run_all(runner, requests, concurrency=args.concurrency):
+            _print_outcome(outcome, args.json)
+            if outcome.ok:
+                succeeded += 1
+            else:
+                failed += 1
+    finally:
+        await runner.close()
+        await pool.close(grace=1.0)
+        await source.close()
+    print(f"bunny: {succeeded + failed} jobs, {succeeded} succeeded, {failed} failed", file=sys.stderr)
+    return 0 if failed == 0 else 1
+
+
+async def _resolve(args: argparse.Namespace) -> int:
+    resolver = Resolver(_resolver_settings(args))
+    try:
+        resolution = await resolver.resolve(args.name)
+    except BunnyError as exc:
+        if args.json:
+            print(json.dumps({"name": args.name, "error": {"type": type(exc).__name__, "message": str(exc)},
+                              "queries": [q.as_dict() for q in getattr(exc, "queries", ())]}))
+        else:
+            print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await resolver.close()
+    if args.json:
+        print(json.dumps(resolution.as_dict()))
+    else:
+        print(resolution.describe())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging("bunny", fmt=args.log_format, level=args.log_level)
+    try:
+        telemetry = setup_telemetry("bunny")
+    except SettingError as exc:
+        parser.exit(2, f"bunny: error: {exc}\n")
+    try:
+        command = _submit if args.command == "submit" else _resolve
+        code = asyncio.run(command(args))
+    except SettingError as exc:
+        parser.exit(2, f"bunny: error: {exc}\n")
+    except KeyboardInterrupt:
+        code = 130
+    finally:
+        telemetry.shutdown()
+    sys.exit(code)

@@ -1,0 +1,148 @@
+"""Channels to relay, one per resolved address, chosen round robin.
+
+bunny dials the addresses its own resolver found (``ipv4:``/``ipv6:`` targets)
+instead of handing the DNS name to gRPC: gRPC's resolver ignores TTLs and only
+re-resolves on disconnect (grpc/grpc#12295, grpc/grpc#22897), so a relay that
+moves would keep receiving nothing. One channel per address also tells bunny
+exactly which address served each call, which a single round-robin channel
+hides. The DNS name stays the ``:authority`` so TLS can verify it later.
+
+When the answer changes (TTL expiry, serve-stale ending), new addresses get
+channels at once and channels to addresses that left are closed with a grace
+period, so calls already on them finish instead of failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import grpc
+
+from bunny.resolver import Resolution
+from bunnyrelay.v1 import jobs_pb2_grpc
+
+# Calls on a channel whose address left the DNS answer get this long to finish.
+RETIRE_GRACE_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One relay address with its channel and stub."""
+
+    name: str
+    """The DNS name this address was resolved from (the ``server.address`` of spans)."""
+    address: str
+    """An IP literal."""
+    port: int
+    channel: grpc.aio.Channel
+    stub: jobs_pb2_grpc.JobServiceStub
+
+    @property
+    def peer(self) -> str:
+        """``IP:PORT`` (``[v6]:PORT`` for IPv6), as bunny reports ``relay_address``."""
+        return f"[{self.address}]:{self.port}" if ":" in self.address else f"{self.address}:{self.port}"
+
+
+def grpc_target(address: str, port: int) -> str:
+    """The gRPC target URI for one IP address: ``ipv4:IP:PORT`` or ``ipv6:[IP]:PORT``."""
+    if ipaddress.ip_address(address).version == 6:
+        return f"ipv6:[{address}]:{port}"
+    return f"ipv4:{address}:{port}"
+
+
+class AddressSource(Protocol):
+    """What the pool needs of a resolver (bunny's Resolver, or a literal address)."""
+
+    async def resolve(self, name: str, *, deadline: float | None = None) -> Resolution: ...
+
+
+class RelayPool:
+    """Endpoints for ``name:port``, kept in step with the resolver's answers."""
+
+    def __init__(
+        self,
+        resolver: AddressSource,
+        name: str,
+        port: int,
+        *,
+        channel_options: Sequence[tuple[str, object]] = (),
+    ) -> None:
+        self.resolver = resolver
+        self.name = name
+        self.port = port
+        self.host = name.rstrip(".")
+        self.authority = f"{self.host}:{port}"
+        self._options = [("grpc.default_authority", self.authority), *channel_options]
+        self._endpoints: dict[str, Endpoint] = {}
+        self._order: tuple[Endpoint, ...] = ()
+        self._addresses: tuple[str, ...] = ()
+        self._next = 0
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        return self._order
+
+    async def lookup(self, *, deadline: float | None = None) -> Resolution:
+        """Resolve the name (cache first) and bring the endpoints in line with the answer."""
+        resolution = await self.resolver.resolve(self.name, deadline=deadline)
+        if resolution.addresses != self._addresses:
+            self._apply(resolution.addresses)
+        return resolution
+
+    def pick(self, *, avoid: str | None = None) -> Endpoint:
+        """The next endpoint round robin.
+
+        Skips ``avoid`` (the peer that just failed) and channels that gRPC has
+        marked TRANSIENT_FAILURE, when another endpoint is left to try.
+        """
+        order = self._order
+        if not order:
+            raise RuntimeError("RelayPool.pick() before a successful lookup()")
+        for _ in range(len(order)):
+            endpoint = order[self._next % len(order)]
+            self._next += 1
+            if endpoint.peer == avoid:
+                continue
+            state = endpoint.channel.get_state(try_to_connect=False)
+            if state is not grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                return endpoint
+        return order[self._next % len(order)]
+
+    def _apply(self, addresses: tuple[str, ...]) -> None:
+        wanted = dict.fromkeys(addresses)
+        for address in list(self._endpoints):
+            if address not in wanted:
+                self._retire(self._endpoints.pop(address))
+        for address in wanted:
+            if address not in self._endpoints:
+                channel = grpc.aio.insecure_channel(
+                    grpc_target(address, self.port), options=self._options
+                )
+                self._endpoints[address] = Endpoint(
+                    self.host, address, self.port, channel, jobs_pb2_grpc.JobServiceStub(channel)
+                )
+        self._addresses = addresses
+        self._order = tuple(self._endpoints[a] for a in wanted)
+
+    def _retire(self, endpoint: Endpoint) -> None:
+        task = asyncio.get_running_loop().create_task(endpoint.channel.close(RETIRE_GRACE_S))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def close(self, grace: float | None = None) -> None:
+        """Close every channel; calls still running get ``grace`` seconds."""
+        endpoints, self._endpoints, self._order, self._addresses = (
+            list(self._endpoints.values()),
+            {},
+            (),
+            (),
+        )
+        await asyncio.gather(*(e.channel.close(grace) for e in endpoints))
+        for task in list(self._retiring):
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)

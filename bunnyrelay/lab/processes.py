@@ -1,0 +1,116 @@
+"""Starting relay and bunny as real processes, for the demo and the tests.
+
+Every process started here is ended by PID when its context exits, even when
+the body failed, so nothing outlives the demo or a test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+_LISTENING = re.compile(rb"relay listening on (\S+):(\d+)")
+
+
+@dataclass
+class RelayProcess:
+    process: asyncio.subprocess.Process
+    host: str
+    port: int
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    async def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM (relay drains), then wait; SIGKILL if it overstays ``timeout``."""
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(timeout):
+                return await self.process.wait()
+        except TimeoutError:
+            self.process.kill()
+            return await self.process.wait()
+
+
+def _child_env(extra: Mapping[str, str] | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "RELAY_", "BUNNY_"))}
+    env.update(extra or {})
+    return env
+
+
+@asynccontextmanager
+async def relay_process(
+    listen: str,
+    *,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    ready_timeout: float = 15.0,
+) -> AsyncIterator[RelayProcess]:
+    """Start ``relay serve --listen LISTEN`` and wait for its "listening" line."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "relay",
+        "serve",
+        "--listen",
+        listen,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        env=_child_env(env),
+    )
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(ready_timeout):
+            while True:
+                line = await process.stdout.readline()
+                if not line:
+                    code = await process.wait()
+                    raise RuntimeError(f"relay --listen {listen} exited with {code} before it was ready")
+                match = _LISTENING.search(line)
+                if match:
+                    break
+        # Keep reading stdout so that a chatty relay never blocks on a full pipe.
+        drain = asyncio.get_running_loop().create_task(_discard(process.stdout))
+        yield RelayProcess(process, match.group(1).decode(), int(match.group(2)))
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    await drain
+
+
+async def _discard(stream: asyncio.StreamReader) -> None:
+    while await stream.read(65536):
+        pass
+
+
+async def run_bunny(
+    *args: str, env: Mapping[str, str] | None = None, timeout: float = 120.0
+) -> tuple[int, str, str]:
+    """Run ``bunny ARGS`` to completion; return (exit status, stdout, stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bunny",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=_child_env(env),
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            out, err = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
