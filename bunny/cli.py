@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import json
 import logging
 import sys
@@ -130,9 +129,7 @@ def build_parser() -> EnvArgumentParser:
         "so resubmitting is safe",
     )
     submit.option("--stream", switch=True, default=False, help="send jobs over one stream")
-    submit.option(
-        "--timeout", parse=_timeout, default=30.0, help="each job's deadline in seconds"
-    )
+    submit.option("--timeout", parse=_timeout, default=30.0, help="each job's deadline in seconds")
     submit.option(
         "--attempts",
         parse=positive_int,
@@ -178,7 +175,9 @@ def _print_outcome(outcome: JobOutcome, as_json: bool) -> None:
 
 async def _submit(args: argparse.Namespace) -> int:
     if args.target is None:
-        raise SettingError("--target (or BUNNY_TARGET) is required, e.g. relay.private.aws.internal:50051")
+        raise SettingError(
+            "--target (or BUNNY_TARGET) is required, e.g. relay.private.aws.internal:50051"
+        )
     target = args.target
     if isinstance(target.host, LiteralAddress):
         source: Resolver | LiteralAddress = target.host
@@ -202,7 +201,9 @@ async def _submit(args: argparse.Namespace) -> int:
         await runner.close()
         await pool.close(grace=1.0)
         await source.close()
-    print(f"bunny: {succeeded + failed} jobs, {succeeded} succeeded, {failed} failed", file=sys.stderr)
+    print(
+        f"bunny: {succeeded + failed} jobs, {succeeded} succeeded, {failed} failed", file=sys.stderr
+    )
     return 0 if failed == 0 else 1
 
 
@@ -212,8 +213,15 @@ async def _resolve(args: argparse.Namespace) -> int:
         resolution = await resolver.resolve(args.name)
     except BunnyError as exc:
         if args.json:
-            print(json.dumps({"name": args.name, "error": {"type": type(exc).__name__, "message": str(exc)},
-                              "queries": [q.as_dict() for q in getattr(exc, "queries", ())]}))
+            print(
+                json.dumps(
+                    {
+                        "name": args.name,
+                        "error": {"type": type(exc).__name__, "message": str(exc)},
+                        "queries": [q.as_dict() for q in getattr(exc, "queries", ())],
+                    }
+                )
+            )
         else:
             print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -20,7 +20,8 @@ class OutcomeError:
     """Why a job failed, whichever side failed it."""
 
     type: str
-    """The bunny error class (``NameNotFound``, ``RelayUnavailable`` …) or ``JobFailed`` for relay's verdict."""
+    """bunny's error class (``NameNotFound``, ``RelayUnavailable`` …), or ``JobFailed``
+    when relay ran the job and it failed."""
     message: str
     code: str = ""
     """A gRPC status code name when relay (or the channel) gave one."""

@@ -39,12 +39,16 @@ class Endpoint:
     """An IP literal."""
     port: int
     channel: grpc.aio.Channel
-    stub: jobs_pb2_grpc.JobServiceStub
+    stub: jobs_pb2_grpc.JobServiceAsyncStub
 
     @property
     def peer(self) -> str:
         """``IP:PORT`` (``[v6]:PORT`` for IPv6), as bunny reports ``relay_address``."""
-        return f"[{self.address}]:{self.port}" if ":" in self.address else f"{self.address}:{self.port}"
+        return (
+            f"[{self.address}]:{self.port}"
+            if ":" in self.address
+            else f"{self.address}:{self.port}"
+        )
 
 
 def grpc_target(address: str, port: int) -> str:

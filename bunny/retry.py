@@ -40,7 +40,7 @@ class RetryPolicy:
 
     def backoff(self, retry_number: int) -> float:
         """Full jitter: uniform in [0, min(max, base * 2**n)]."""
-        return random.uniform(0.0, min(self.backoff_max_s, self.backoff_base_s * 2**retry_number))
+        return random.uniform(0.0, min(self.backoff_max_s, self.backoff_base_s * 2.0**retry_number))
 
 
 def _is_retryable(exc: BaseException) -> bool:

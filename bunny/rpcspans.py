@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import grpc
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.util.types import AnyValue
 
 from bunny.relaypool import Endpoint
 from bunnyrelay import semconv
@@ -44,7 +45,7 @@ def client_attempt(method: str, endpoint: Endpoint, attempt: int) -> Iterator[At
     ``record.metadata`` carries the span's W3C trace context for the call.
     Set ``record.code`` before leaving; an exception leaves the span in error.
     """
-    attributes = {
+    attributes: dict[str, AnyValue] = {
         semconv.RPC_SYSTEM: "grpc",
         semconv.RPC_SERVICE: SERVICE,
         semconv.RPC_METHOD: method,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import abc
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_status import rpc_status
@@ -112,7 +112,7 @@ class RunSettings:
 
     timeout_s: float = 30.0
     """Each job's deadline, from the moment it starts (lookup included)."""
-    retry: RetryPolicy = RetryPolicy()
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
     """RPC retries; DNS retries are the resolver's own."""
 
 
@@ -178,7 +178,7 @@ class JobRunner(abc.ABC):
     ) -> jobs_pb2.JobResult:
         """One attempt; raises a BunnyError (retryable or not) when it fails."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - most runners hold nothing to release
         """Release what the runner holds beyond the pool (streams)."""
 
     @staticmethod
@@ -247,7 +247,7 @@ class UnaryRunner(JobRunner):
         with client_attempt("Run", endpoint, attempt) as record:
             try:
                 return await endpoint.stub.Run(
-                    request, timeout=remaining, metadata=record.metadata
+                    request, timeout=remaining, metadata=tuple(record.metadata)
                 )
             except grpc.aio.AioRpcError as exc:
                 record.code = exc.code()

@@ -13,6 +13,7 @@ there is one): job ids make the resend safe.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import grpc
@@ -46,9 +47,11 @@ def raise_for_stream_error(result: jobs_pb2.JobResult, peer: str) -> None:
         return
     message = f"{peer}: {code.name}: {error.message}"
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED and error.retryable:
-        pushback = error.retry_after.ToTimedelta().total_seconds() if error.HasField(
-            "retry_after"
-        ) else None
+        pushback = (
+            error.retry_after.ToTimedelta().total_seconds()
+            if error.HasField("retry_after")
+            else None
+        )
         raise RelayOverloaded(
             message, code=code, peer=peer, reason=error.reason, pushback_s=pushback
         )
@@ -132,10 +135,8 @@ class _Stream:
 
     async def close(self) -> None:
         if self.broken is None:
-            try:
+            with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
                 await self.call.done_writing()
-            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
-                pass
         try:
             await asyncio.wait_for(asyncio.shield(self._reader), _CLOSE_GRACE_S)
         except TimeoutError:

@@ -12,7 +12,10 @@ from bunnyrelay.v1 import jobs_pb2
 
 
 def job_ids(count: int, base: str | None) -> Iterator[str]:
-    """Fresh UUIDs, or ``base`` (one job) / ``base-1`` … ``base-N`` so a script can resubmit safely."""
+    """Fresh UUIDs, or ``base`` (one job) / ``base-1`` … ``base-N``.
+
+    Deterministic ids let a script resubmit a batch safely: relay replays them.
+    """
     if base is None:
         for _ in range(count):
             yield str(uuid.uuid4())

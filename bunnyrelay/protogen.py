@@ -23,7 +23,7 @@ def generate(out_dir: Path) -> list[Path]:
     """Run protoc with the message, gRPC and typing plugins; return the files written."""
     from grpc_tools import protoc  # dev-only dependency
 
-    plugin_dir = Path(sys.executable).parent
+    plugin_dir = str(Path(sys.executable).parent)
     include = Path(protoc.__file__).parent / "_proto"
     sources = [str(p.relative_to(PROTO_ROOT)) for p in proto_files()]
     args = [
@@ -32,8 +32,8 @@ def generate(out_dir: Path) -> list[Path]:
         f"-I{include}",
         f"--python_out={out_dir}",
         f"--grpc_python_out={out_dir}",
-        f"--plugin=protoc-gen-mypy={shutil.which('protoc-gen-mypy', path=str(plugin_dir))}",
-        f"--plugin=protoc-gen-mypy_grpc={shutil.which('protoc-gen-mypy_grpc', path=str(plugin_dir))}",
+        f"--plugin=protoc-gen-mypy={shutil.which('protoc-gen-mypy', path=plugin_dir)}",
+        f"--plugin=protoc-gen-mypy_grpc={shutil.which('protoc-gen-mypy_grpc', path=plugin_dir)}",
         f"--mypy_out={out_dir}",
         f"--mypy_grpc_out={out_dir}",
         *sources,

@@ -45,5 +45,13 @@ DNS_SOURCE: Final = "bunnyrelay.dns.source"
 DNS_CANDIDATES: Final = "bunnyrelay.dns.candidates"
 DNS_QUERIES_SENT: Final = "bunnyrelay.dns.queries_sent"
 DNS_HOP: Final = "bunnyrelay.dns.hop"
+# A lookup that waited for one already in flight for the same name instead of asking itself.
+DNS_COALESCED: Final = "bunnyrelay.dns.coalesced"
+# Why a stale answer was served: the error type of the refresh that failed.
+DNS_REFRESH_ERROR: Final = "bunnyrelay.dns.refresh_error"
+
+SPAN_DNS_LOOKUP: Final = "dns.lookup"
+SPAN_DNS_QUERY: Final = "dns.query"
+EVENT_DNS_SERVE_STALE: Final = "bunnyrelay.dns.serve_stale"
 
 METRIC_JOBS: Final = "bunnyrelay.jobs"

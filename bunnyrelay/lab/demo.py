@@ -43,12 +43,17 @@ def _resolv_conf(dns_port: int) -> Path:
     return path
 
 
-def _has_whole_trace(trace_id: str) -> object:
-    def check(spans: list[SinkSpan]) -> bool:
-        names = {(s.service, s.name) for s in spans if s.trace_id == trace_id}
-        return ("bunny", "job.submit") in names and any(svc == "relay" for svc, _ in names)
+def _cold_trace(spans: list[SinkSpan]) -> str | None:
+    """The trace of a job whose own lookup went to the wire, once relay's spans are in too.
 
-    return check
+    Jobs that asked while that lookup was running joined it (their lookup span
+    links to it), so their traces have no queries of their own.
+    """
+    traced = {s.trace_id for s in spans if s.service == "bunny" and s.name == "dns.query"}
+    for trace_id in traced:
+        if any(s.trace_id == trace_id and s.service == "relay" for s in spans):
+            return trace_id
+    return None
 
 
 def _summary(outcomes: list[dict[str, object]]) -> str:
@@ -68,32 +73,44 @@ def _summary(outcomes: list[dict[str, object]]) -> str:
 
 
 async def demo() -> int:
+    STATE_DIR.mkdir(exist_ok=True)
     async with OtlpSink() as sink, ZoneServer(zone=ZONE) as dns:
         print(f"OTLP receiver on {sink.endpoint}; DNS server for {ZONE} on 127.0.0.1:{dns.port}")
-        async with relay_process(
-            f"{RELAY_ADDRESSES[0]}:0",
-            args=["--instance-name", "relay-a"],
-            env=sink.env("relay"),
-        ) as relay_a, relay_process(
-            f"{RELAY_ADDRESSES[1]}:{relay_a.port}",
-            args=["--instance-name", "relay-b"],
-            env=sink.env("relay"),
-        ) as relay_b:
+        async with (
+            relay_process(
+                f"{RELAY_ADDRESSES[0]}:0",
+                args=["--instance-name", "relay-a"],
+                env=sink.env("relay"),
+                log_path=STATE_DIR / "relay-a.log",
+            ) as relay_a,
+            relay_process(
+                f"{RELAY_ADDRESSES[1]}:{relay_a.port}",
+                args=["--instance-name", "relay-b"],
+                env=sink.env("relay"),
+                log_path=STATE_DIR / "relay-b.log",
+            ) as relay_b,
+        ):
             port = relay_a.port
             dns.set_records(RELAY_NAME, "A", list(RELAY_ADDRESSES), ttl=30)
             print(f"relay-a on {relay_a.host}:{port}, relay-b on {relay_b.host}:{port}")
             resolv_conf = _resolv_conf(dns.port)
             code, out, err = await run_bunny(
                 "submit",
-                "--target", f"{RELAY_NAME}:{port}",
-                "--resolv-conf", str(resolv_conf),
-                "--kind", "sha256",
-                "--payload", "hello from AKS",
-                "--count", str(JOBS),
-                "--concurrency", "6",
+                "--target",
+                f"{RELAY_NAME}:{port}",
+                "--resolv-conf",
+                str(resolv_conf),
+                "--kind",
+                "sha256",
+                "--payload",
+                "hello from AKS",
+                "--count",
+                str(JOBS),
+                "--concurrency",
+                "6",
                 "--json",
                 env=sink.env("bunny"),
-            )  # fmt: skip
+            )
             outcomes = [json.loads(line) for line in out.splitlines() if line.strip()]
             if code != 0 or len(outcomes) != JOBS:
                 print(out, err, sep="\n", file=sys.stderr)
@@ -102,9 +119,9 @@ async def demo() -> int:
             # SIGTERM: relay drains and flushes its telemetry before it exits.
             codes = await asyncio.gather(relay_a.terminate(), relay_b.terminate())
 
-        cold = next((o for o in outcomes if o["dns_source"] == "wire"), outcomes[0])
-        trace_id = str(cold["trace_id"])
-        await sink.wait_for(_has_whole_trace(trace_id), timeout=15)
+        spans = await sink.wait_for(lambda spans: _cold_trace(spans) is not None, timeout=15)
+        trace_id = _cold_trace(spans) or ""
+        cold = next(o for o in outcomes if o["trace_id"] == trace_id)
 
     print()
     print(f"One job's trace (job {cold['job_id']}, the one whose lookup went to the wire):")
@@ -119,7 +136,7 @@ async def demo() -> int:
     )
     print()
     print(_summary(outcomes))
-    print(f"relay exit codes after SIGTERM (drain): {codes}")
+    print(f"relay exit codes after SIGTERM (drain): {codes}; relay logs in {STATE_DIR}/")
     return 0 if all(c == 0 for c in codes) else 1
 
 

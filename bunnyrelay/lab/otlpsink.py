@@ -141,9 +141,7 @@ class OtlpSink:
     def trace(self, trace_id: str) -> list[SinkSpan]:
         return sorted((s for s in self.spans if s.trace_id == trace_id), key=lambda s: s.start_ns)
 
-    async def wait_for(
-        self, predicate: Any, *, timeout: float = 10.0
-    ) -> list[SinkSpan]:
+    async def wait_for(self, predicate: Any, *, timeout: float = 10.0) -> list[SinkSpan]:
         """Wait until ``predicate(spans)`` is true; return the spans (TimeoutError if never)."""
         async with asyncio.timeout(timeout):
             while not predicate(self.spans):
@@ -153,10 +151,11 @@ class OtlpSink:
 
     async def start(self) -> None:
         server = grpc.aio.server()
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(self), server)
-        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(
-            _MetricsService(self), server
-        )
+        # The OTLP packages ship untyped registration functions.
+        add_traces = trace_service_pb2_grpc.add_TraceServiceServicer_to_server
+        add_metrics = metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server
+        add_traces(_TraceService(self), server)  # type: ignore[no-untyped-call]
+        add_metrics(_MetricsService(self), server)  # type: ignore[no-untyped-call]
         self.port = server.add_insecure_port(f"{self.host}:{self.port}")
         await server.start()
         self._server = server

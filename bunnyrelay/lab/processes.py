@@ -14,6 +14,7 @@ import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 _LISTENING = re.compile(rb"relay listening on (\S+):(\d+)")
 
@@ -53,8 +54,13 @@ async def relay_process(
     args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     ready_timeout: float = 15.0,
+    log_path: Path | None = None,
 ) -> AsyncIterator[RelayProcess]:
-    """Start ``relay serve --listen LISTEN`` and wait for its "listening" line."""
+    """Start ``relay serve --listen LISTEN`` and wait for its "listening" line.
+
+    relay's log goes to ``log_path`` when given, else to this process's stderr.
+    """
+    log = log_path.open("ab") if log_path is not None else None
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -64,8 +70,11 @@ async def relay_process(
         listen,
         *args,
         stdout=asyncio.subprocess.PIPE,
+        stderr=log,
         env=_child_env(env),
     )
+    if log is not None:
+        log.close()  # the child holds its own descriptor
     try:
         assert process.stdout is not None
         async with asyncio.timeout(ready_timeout):
@@ -73,7 +82,9 @@ async def relay_process(
                 line = await process.stdout.readline()
                 if not line:
                     code = await process.wait()
-                    raise RuntimeError(f"relay --listen {listen} exited with {code} before it was ready")
+                    raise RuntimeError(
+                        f"relay --listen {listen} exited with {code} before it was ready"
+                    )
                 match = _LISTENING.search(line)
                 if match:
                     break

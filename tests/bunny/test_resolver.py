@@ -1,0 +1,579 @@
+"""bunny's resolver against a real DNS server on 127.0.0.1: what it sends, caches and traces."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+
+from bunny.errors import (
+    DnsBadAnswer,
+    DnsRefused,
+    DnsServerFailure,
+    DnsTimeout,
+    DnsUnreachable,
+    InvalidName,
+    NameNotFound,
+    NoAddresses,
+)
+from bunny.resolver import Resolver, ResolverSettings, candidates
+from bunnyrelay import semconv
+from bunnyrelay.lab.dnsserver import ZoneServer
+from bunnyrelay.settings import HostPort
+from tests.bunny.conftest import RELAY, RELAY_IP, SEARCH, MakeResolver, named
+
+
+def _attr(span: ReadableSpan, key: str) -> object:
+    assert span.attributes is not None
+    return span.attributes.get(key)
+
+
+async def _sleep_until(moment: float) -> None:
+    await asyncio.sleep(max(moment - time.monotonic(), 0.0) + 0.05)
+
+
+# --- the search list and ndots ---------------------------------------------------------------
+
+
+def test_candidates_follow_glibc_order() -> None:
+    assert candidates("relay.private.aws.internal", SEARCH, 5) == (
+        "relay.private.aws.internal.bunny.svc.cluster.local",
+        "relay.private.aws.internal.svc.cluster.local",
+        "relay.private.aws.internal.cluster.local",
+        "relay.private.aws.internal",
+    )
+    assert candidates("relay.private.aws.internal", SEARCH, 3)[0] == "relay.private.aws.internal"
+    assert candidates("Relay.Private.AWS.internal.", SEARCH, 5) == ("relay.private.aws.internal",)
+
+
+async def test_ndots_5_sends_the_search_candidates_first_and_the_trace_shows_the_waste(
+    dns: ZoneServer, make_resolver: MakeResolver, spans: InMemorySpanExporter
+) -> None:
+    resolver = make_resolver(search=SEARCH, ndots=5)
+
+    resolution = await resolver.resolve(RELAY)
+
+    assert resolution.addresses == (RELAY_IP,)
+    assert resolution.fqdn == RELAY
+    assert resolution.source == "wire"
+    wire = [(entry.qname, entry.outcome) for entry in dns.log]
+    assert wire == [
+        (f"{RELAY}.bunny.svc.cluster.local", "NXDOMAIN"),
+        (f"{RELAY}.svc.cluster.local", "NXDOMAIN"),
+        (f"{RELAY}.cluster.local", "NXDOMAIN"),
+        (RELAY, "NOERROR"),
+    ]
+    queries = named(spans, "dns.query")
+    assert [(_attr(q, "dns.question.name"), _attr(q, semconv.DNS_RCODE)) for q in queries] == [
+        (f"{RELAY}.bunny.svc.cluster.local", "NXDOMAIN"),
+        (f"{RELAY}.svc.cluster.local", "NXDOMAIN"),
+        (f"{RELAY}.cluster.local", "NXDOMAIN"),
+        (RELAY, "NOERROR"),
+    ]
+    # An NXDOMAIN for a search candidate is an answer, not an error of the lookup.
+    assert all(q.status.status_code is StatusCode.UNSET for q in queries)
+    (lookup,) = named(spans, "dns.lookup")
+    assert _attr(lookup, semconv.DNS_QUERIES_SENT) == 4
+    assert len(_attr(lookup, semconv.DNS_CANDIDATES)) == 4  # type: ignore[arg-type]
+    assert _attr(lookup, semconv.DNS_ANSWERS) == (RELAY_IP,)
+    assert [q.fqdn for q in resolution.queries] == [
+        str(_attr(q, "dns.question.name")) for q in queries
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "ndots"), [(f"{RELAY}.", 5), (RELAY, 3)], ids=["trailing-dot", "ndots-override"]
+)
+async def test_trailing_dot_or_lower_ndots_sends_exactly_one_query_per_type(
+    dns: ZoneServer, make_resolver: MakeResolver, name: str, ndots: int
+) -> None:
+    dns.set_records(RELAY, "AAAA", ["fd00::5"])
+    resolver = make_resolver(search=SEARCH, ndots=ndots, family="any")
+
+    resolution = await resolver.resolve(name)
+
+    assert resolution.addresses == (RELAY_IP, "fd00::5")
+    assert sorted((e.qname, e.qtype) for e in dns.log) == [(RELAY, "A"), (RELAY, "AAAA")]
+
+
+async def test_a_cname_chain_in_the_answer_is_followed(
+    dns: ZoneServer, make_resolver: MakeResolver
+) -> None:
+    dns.set_records("jobs.private.aws.internal", "CNAME", [f"{RELAY}."], ttl=10)
+    resolver = make_resolver()
+
+    resolution = await resolver.resolve("jobs.private.aws.internal.")
+
+    assert resolution.addresses == (RELAY_IP,)
+    assert resolution.ttl == 10  # the CNAME's shorter TTL bounds the answer
+
+
+# --- TTLs and caches -------------------------------------------------------------------------
+
+
+async def test_ttl_expiry_moves_to_the_new_address(
+    dns: ZoneServer, make_resolver: MakeResolver
+) -> None:
+    dns.set_records(RELAY, "A", ["10.20.0.5"], ttl=1)
+    resolver = make_resolver()
+    first = await resolver.resolve(RELAY)
+    dns.set_records(RELAY, "A", ["10.20.0.6"], ttl=1)
+
+    cached = await resolver.resolve(RELAY)
+    assert (cached.addresses, cached.source) == (("10.20.0.5",), "cache")
+    await _sleep_until(first.expires_at)
+    assert resolver.cached(RELAY) is None
+    moved = await resolver.resolve(RELAY)
+
+    assert (moved.addresses, moved.source) == (("10.20.0.6",), "wire")
+    assert [e.outcome for e in dns.queries(RELAY)] == ["NOERROR", "NOERROR"]
+
+
+async def test_cache_hit_through_resolve_is_one_span_without_children_and_cached_makes_none(
+    make_resolver: MakeResolver, spans: InMemorySpanExporter
+) -> None:
+    resolver = make_resolver()
+    await resolver.resolve(RELAY)
+    spans.clear()
+
+    hit = resolver.cached(RELAY)
+    assert spans.get_finished_spans() == ()
+    again = await resolver.resolve(RELAY)
+
+    assert hit is not None
+    assert hit.source == "cache"
+    assert hit.queries == ()
+    # The fast path hands back the stored object: no allocation per call.
+    assert resolver.cached(RELAY) is hit
+    assert again.source == "cache"
+    (lookup,) = spans.get_finished_spans()
+    assert lookup.name == "dns.lookup"
+    assert _attr(lookup, semconv.DNS_SOURCE) == "cache"
+    assert _attr(lookup, semconv.DNS_QUERIES_SENT) == 0
+
+
+async def test_serves_stale_when_the_server_stops_answering_then_gives_up_after_stale_max(
+    dns: ZoneServer, make_resolver: MakeResolver, spans: InMemorySpanExporter
+) -> None:
+    dns.set_records(RELAY, "A", [RELAY_IP], ttl=1)
+    resolver = make_resolver(timeout=0.3, attempts=2, stale_max=2.0, stale_ttl=7)
+    good = await resolver.resolve(RELAY)
+    dns.go_silent()
+    await _sleep_until(good.expires_at)
+    spans.clear()
+
+    stale = await resolver.resolve(RELAY)
+
+    assert (stale.addresses, stale.source, stale.ttl) == ((RELAY_IP,), "stale-cache", 7)
+    assert [q.rcode for q in stale.queries] == ["TIMEOUT", "TIMEOUT"]
+    (lookup,) = named(spans, "dns.lookup")
+    assert _attr(lookup, semconv.DNS_SOURCE) == "stale-cache"
+    assert _attr(lookup, semconv.DNS_REFRESH_ERROR) == "DnsTimeout"
+    assert [event.name for event in lookup.events] == [semconv.EVENT_DNS_SERVE_STALE]
+    assert len(named(spans, "dns.query")) == 2
+
+    # While the failed refresh backs off, stale answers come without asking again.
+    sent = len(dns.log)
+    assert (await resolver.resolve(RELAY)).source == "stale-cache"
+    assert len(dns.log) == sent
+
+    await _sleep_until(good.expires_at + 2.0)
+    with pytest.raises(DnsTimeout):
+        await resolver.resolve(RELAY)
+
+
+async def test_negative_answer_is_cached_then_a_new_record_is_seen_after_negative_ttl(
+    dns: ZoneServer, make_resolver: MakeResolver
+) -> None:
+    name = "new.private.aws.internal."
+    resolver = make_resolver(negative_ttl=0.5)
+    with pytest.raises(NameNotFound) as first:
+        await resolver.resolve(name)
+    assert not first.value.from_negative_cache
+    dns.set_records(name, "A", ["10.20.0.9"])
+
+    with pytest.raises(NameNotFound) as again:
+        await resolver.resolve(name)
+    assert again.value.from_negative_cache
+    assert "negative cache" in str(again.value)
+    assert again.value.queries == ()
+    assert len(dns.queries(name)) == 1
+
+    await asyncio.sleep(0.6)
+    resolution = await resolver.resolve(name)
+
+    # The server's SOA says NXDOMAIN may be cached for 60 s, and c-ares would;
+    # bunny flushed c-ares' cache, so the second question really went out.
+    assert resolution.addresses == ("10.20.0.9",)
+    assert resolution.source == "wire"
+    assert [e.outcome for e in dns.queries(name)] == ["NXDOMAIN", "NOERROR"]
+
+
+async def test_concurrent_resolves_of_one_name_share_one_query(
+    dns: ZoneServer, make_resolver: MakeResolver, spans: InMemorySpanExporter
+) -> None:
+    resolver = make_resolver()
+    dns.set_delay(0.1)
+
+    results = await asyncio.gather(*(resolver.resolve(RELAY) for _ in range(20)))
+
+    assert {r.addresses for r in results} == {(RELAY_IP,)}
+    assert len(dns.log) == 1
+    lookups = named(spans, "dns.lookup")
+    assert len(lookups) == 20
+    assert sum(1 for s in lookups if _attr(s, semconv.DNS_COALESCED)) == 19
+    assert sum(int(str(_attr(s, semconv.DNS_QUERIES_SENT))) for s in lookups) == 1
+    assert len(named(spans, "dns.query")) == 1
+
+
+async def test_c_ares_cache_answers_are_labelled_as_such_not_as_wire(
+    dns: ZoneServer, make_resolver: MakeResolver, spans: InMemorySpanExporter
+) -> None:
+    resolver = make_resolver()
+    await resolver.resolve(RELAY)
+    spans.clear()
+
+    # Another spelling is another entry in bunny's cache, but the same question
+    # to c-ares, which answers it from memory.
+    second = await resolver.resolve(f"{RELAY}.")
+
+    assert len(dns.log) == 1
+    assert second.source == "c-ares-cache"
+    assert [q.source for q in second.queries] == ["c-ares-cache"]
+    (query,) = named(spans, "dns.query")
+    assert _attr(query, semconv.DNS_SOURCE) == "c-ares-cache"
+    (lookup,) = named(spans, "dns.lookup")
+    assert _attr(lookup, semconv.DNS_QUERIES_SENT) == 0
+
+
+# --- retries ---------------------------------------------------------------------------------
+
+
+async def test_a_dropped_query_is_retried_and_succeeds_on_attempt_two(
+    dns: ZoneServer, make_resolver: MakeResolver, spans: InMemorySpanExporter
+) -> None:
+    resolver = make_resolver(timeout=0.5, attempts=2)
+    dns.drop_next(1)
+
+    resolution = await resolver.resolve(f"{RELAY}.")
+
+    assert resolution.addresses == (RELAY_IP,)
+    assert [e.outcome for e in dns.log] == ["dropped", "NOERROR"]
+    first, second = named(spans, "dns.query")
+    assert (_attr(first, semconv.DNS_ATTEMPT), _attr(first, semconv.DNS_RCODE)) == (1, "TIMEOUT")
+    assert _attr(first, semconv.ERROR_TYPE) == "DnsTimeout"
+    assert first.status.status_code is StatusCode.ERROR
+    assert (_attr(second, semconv.DNS_ATTEMPT), _attr(second, semconv.DNS_RCODE)) == (2, "NOERROR")
+
+
+async def test_servfail_is_retried(
+    dns: ZoneServer, make_resolver: MakeResolver, spans: InMemorySpanExporter
+) -> None:
+    resolver = make_resolver(attempts=3)
+    dns.answer_with_rcode("SERVFAIL", next_n=1)
+
+    resolution = await resolver.resolve(f"{RELAY}.")
+
+    assert resolution.addresses == (RELAY_IP,)
+    assert [e.outcome for e in dns.log] == ["SERVFAIL", "NOERROR"]
+    assert [_attr(s, semconv.DNS_RCODE) for s in named(spans, "dns.query")] == [
+        "SERVFAIL",
+        "NOERROR",
+    ]
+
+
+async def test_nxdomain_is_an_answer_and_is_never_retried(
+    dns: ZoneServer, make_resolver: MakeResolver
+) -> None:
+    resolver = make_resolver(attempts=3, search=SEARCH[1:], ndots=1)
+
+    with pytest.raises(NameNotFound) as caught:
+        await resolver.resolve("nothing.private.aws.internal")
+
+    asked = [(e.qname, e.outcome) for e in dns.log]
+    assert asked == [
+        ("nothing.private.aws.internal", "NXDOMAIN"),
+        ("nothing.private.aws.internal.svc.cluster.local", "NXDOMAIN"),
+        ("nothing.private.aws.internal.cluster.local", "NXDOMAIN"),
+    ]
+    assert not caught.value.retryable
+    assert str(caught.value) == (
+        "nothing.private.aws.internal: NXDOMAIN for every candidate "
+        "(nothing.private.aws.internal, nothing.private.aws.internal.svc.cluster.local, "
+        f"nothing.private.aws.internal.cluster.local) from {dns.address}"
+    )
+
+
+async def test_a_retryable_failure_stops_the_search_instead_of_trying_the_next_candidate(
+    dns: ZoneServer, make_resolver: MakeResolver
+) -> None:
+    resolver = make_resolver(attempts=2, search=SEARCH, ndots=5)
+    dns.answer_with_rcode("SERVFAIL")
+
+    with pytest.raises(DnsServerFailure) as caught:
+        await resolver.resolve(RELAY)
+
+    assert {e.qname for e in dns.log} == {f"{RELAY}.{SEARCH[0]}"}
+    assert caught.value.attempts == 2
+    assert str(caught.value) == (
+        f"{RELAY} (as {RELAY}.{SEARCH[0]}): SERVFAIL from {dns.address} after 2 attempts"
+    )
+
+
+async def test_retries_rotate_through_the_nameservers(
+    dns: ZoneServer, make_resolver: MakeResolver, spans: InMemorySpanExporter
+) -> None:
+    async with ZoneServer("127.0.0.1", 0, records={RELAY: {"A": [RELAY_IP]}}) as silent:
+        silent.go_silent()
+        resolver = make_resolver(nameservers=(silent.address, dns.address), timeout=0.3)
+
+        resolution = await resolver.resolve(f"{RELAY}.")
+
+    assert resolution.addresses == (RELAY_IP,)
+    assert [_attr(s, semconv.DNS_NAMESERVER) for s in named(spans, "dns.query")] == [
+        str(silent.address),
+        str(dns.address),
+    ]
+
+
+async def test_a_query_cut_short_by_c_ares_adaptive_timeout_is_retried_on_a_fresh_channel(
+    dns: ZoneServer, make_resolver: MakeResolver, spans: InMemorySpanExporter
+) -> None:
+    resolver = make_resolver(timeout=2.0, attempts=2)
+    for n in range(4):  # c-ares learns a sub-millisecond latency for this server
+        dns.set_records(f"warm{n}.private.aws.internal", "A", ["10.0.0.1"])
+        await resolver.resolve(f"warm{n}.private.aws.internal.")
+    dns.set_delay(0.6)  # now the path is slower, but well inside our 2 s timeout
+    spans.clear()
+
+    resolution = await resolver.resolve(f"{RELAY}.")
+
+    assert resolution.addresses == (RELAY_IP,)
+    first, second = named(spans, "dns.query")
+    # c-ares gave up after 5x its average latency (250 ms at least), not our 2 s...
+    assert _attr(first, semconv.DNS_RCODE) == "TIMEOUT"
+    assert resolution.queries[0].latency_ms < 1500
+    # ...and a new channel, which starts from our timeout, got the answer.
+    assert _attr(second, semconv.DNS_RCODE) == "NOERROR"
+
+
+# --- the span tree and the metric --------------------------------------------------------------
+
+
+async def test_query_spans_are_children_of_the_lookup_span_in_the_callers_trace(
+    dns: ZoneServer, make_resolver: MakeResolver, spans: InMemorySpanExporter
+) -> None:
+    dns.set_records(RELAY, "AAAA", ["fd00::5"])
+    resolver = make_resolver(family="any", search=SEARCH[:1], ndots=5)
+    tracer = trace.get_tracer("tests")
+
+    with tracer.start_as_current_span("job.submit") as job:
+        await resolver.resolve(RELAY)
+
+    (lookup,) = named(spans, "dns.lookup")
+    queries = named(spans, "dns.query")
+    assert len(queries) == 4  # (search candidate, as is) x (A, AAAA)
+    job_context = job.get_span_context()
+    assert lookup.parent is not None
+    assert lookup.parent.span_id == job_context.span_id
+    assert lookup.context is not None
+    for query in queries:
+        assert query.parent is not None
+        assert query.parent.span_id == lookup.context.span_id
+        assert query.context is not None
+        assert query.context.trace_id == job_context.trace_id
+        assert query.kind is trace.SpanKind.CLIENT
+
+
+async def test_lookup_duration_metric_is_recorded_with_the_error_type_on_failure(
+    dns: ZoneServer,
+) -> None:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    settings = ResolverSettings(nameservers=(dns.address,), family="ipv4")
+    resolver = Resolver(settings, meter_provider=provider)
+    try:
+        await resolver.resolve(RELAY)
+        with pytest.raises(NameNotFound):
+            await resolver.resolve("missing.private.aws.internal.")
+        data = reader.get_metrics_data()
+    finally:
+        await resolver.close()
+        provider.shutdown()
+
+    assert data is not None
+    (metric,) = [
+        metric
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "dns.lookup.duration"
+    ]
+    assert metric.unit == "s"
+    attributes = {
+        str((point.attributes or {}).get("dns.question.name")): dict(point.attributes or {})
+        for point in metric.data.data_points
+    }
+    assert semconv.ERROR_TYPE not in attributes[RELAY]
+    assert attributes["missing.private.aws.internal."][semconv.ERROR_TYPE] == "NameNotFound"
+
+
+# --- typed errors ------------------------------------------------------------------------------
+
+
+async def test_an_existing_name_without_addresses_is_no_addresses_not_name_not_found(
+    dns: ZoneServer, make_resolver: MakeResolver, spans: InMemorySpanExporter
+) -> None:
+    dns.set_records("txt.private.aws.internal", "TXT", ['"hello"'])
+    resolver = make_resolver(attempts=3)
+
+    with pytest.raises(NoAddresses) as caught:
+        await resolver.resolve("txt.private.aws.internal.")
+
+    assert len(dns.log) == 1
+    assert str(caught.value) == (
+        f"txt.private.aws.internal.: no address records (NOERROR, no data) from {dns.address}"
+    )
+    (lookup,) = named(spans, "dns.lookup")
+    assert lookup.status.status_code is StatusCode.ERROR
+    assert _attr(lookup, semconv.ERROR_TYPE) == "NoAddresses"
+
+
+async def test_refused_is_retried_then_reported_with_the_nameserver(
+    dns: ZoneServer, make_resolver: MakeResolver
+) -> None:
+    resolver = make_resolver(attempts=2)
+    dns.answer_with_rcode("REFUSED")
+
+    with pytest.raises(DnsRefused) as caught:
+        await resolver.resolve(f"{RELAY}.")
+
+    assert caught.value.retryable
+    assert [e.outcome for e in dns.log] == ["REFUSED", "REFUSED"]
+    assert str(caught.value) == f"{RELAY}.: REFUSED from {dns.address} after 2 attempts"
+
+
+async def test_a_closed_port_is_unreachable(make_resolver: MakeResolver) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = HostPort("127.0.0.1", probe.getsockname()[1])
+    resolver = make_resolver(nameservers=(closed,), attempts=2)
+
+    with pytest.raises(DnsUnreachable) as caught:
+        await resolver.resolve(f"{RELAY}.")
+
+    assert [q.rcode for q in caught.value.queries] == ["UNREACHABLE", "UNREACHABLE"]
+    assert str(caught.value) == (
+        f"{RELAY}.: {closed} unreachable (connection refused) after 2 attempts"
+    )
+
+
+async def test_records_for_another_name_are_a_bad_answer(
+    dns: ZoneServer, make_resolver: MakeResolver, spans: InMemorySpanExporter
+) -> None:
+    resolver = make_resolver(attempts=2)
+    dns.misname_next(5)
+
+    with pytest.raises(DnsBadAnswer) as caught:
+        await resolver.resolve(f"{RELAY}.")
+
+    # The retry really went out: the bad answer was flushed from c-ares' cache.
+    assert len(dns.log) == 2
+    assert "misnamed.invalid A" in str(caught.value)
+    assert [_attr(s, semconv.ERROR_TYPE) for s in named(spans, "dns.query")] == [
+        "DnsBadAnswer",
+        "DnsBadAnswer",
+    ]
+
+
+async def test_timeout_says_which_nameserver_and_how_many_attempts(
+    dns: ZoneServer, make_resolver: MakeResolver
+) -> None:
+    resolver = make_resolver(timeout=0.3, attempts=2)
+    dns.go_silent()
+
+    with pytest.raises(DnsTimeout) as caught:
+        await resolver.resolve(f"{RELAY}.")
+
+    assert [e.outcome for e in dns.log] == ["dropped", "dropped"]
+    assert str(caught.value) == (
+        f"{RELAY}.: no answer from {dns.address} after 2 attempts (timeout 0.3 s each)"
+    )
+
+
+async def test_an_invalid_name_is_refused_before_anything_is_sent(
+    dns: ZoneServer, make_resolver: MakeResolver
+) -> None:
+    resolver = make_resolver()
+
+    with pytest.raises(InvalidName, match="empty label"):
+        await resolver.resolve("relay..internal")
+    assert not dns.log
+
+
+# --- deadlines ---------------------------------------------------------------------------------
+
+
+async def test_a_deadline_bounds_the_whole_lookup_when_the_server_is_silent(
+    dns: ZoneServer, make_resolver: MakeResolver
+) -> None:
+    resolver = make_resolver(timeout=2.0, attempts=5, search=SEARCH, ndots=5)
+    dns.go_silent()
+    started = time.monotonic()
+
+    with pytest.raises(DnsTimeout):
+        await resolver.resolve(RELAY, deadline=started + 0.5)
+
+    assert time.monotonic() - started < 3.0
+
+
+async def test_a_deadline_already_past_raises_at_once_without_a_query(
+    dns: ZoneServer, make_resolver: MakeResolver
+) -> None:
+    resolver = make_resolver()
+
+    with pytest.raises(DnsTimeout, match="deadline"):
+        await resolver.resolve(f"{RELAY}.", deadline=time.monotonic() - 1)
+    assert not dns.log
+
+
+# --- output and settings -----------------------------------------------------------------------
+
+
+async def test_resolution_as_dict_is_json_ready(make_resolver: MakeResolver) -> None:
+    resolver = make_resolver()
+    resolution = await resolver.resolve(f"{RELAY}.")
+
+    shown = json.loads(json.dumps(resolution.as_dict()))
+
+    assert shown["addresses"] == [RELAY_IP]
+    assert shown["source"] == "wire"
+    assert shown["queries"][0]["rcode"] == "NOERROR"
+    assert shown["queries"][0]["fqdn"] == RELAY
+    assert RELAY_IP in resolution.describe()
+
+
+async def test_close_ends_a_lookup_in_flight_and_resolve_after_close_is_an_error(
+    dns: ZoneServer, make_resolver: MakeResolver
+) -> None:
+    resolver: Resolver = make_resolver(timeout=5.0)
+    dns.go_silent()
+    pending = asyncio.ensure_future(resolver.resolve(f"{RELAY}."))
+    await asyncio.sleep(0.2)
+    assert dns.log  # the query is out, and will never be answered
+
+    await resolver.close()
+
+    with pytest.raises(asyncio.CancelledError):
+        await pending
+    with pytest.raises(RuntimeError):
+        await resolver.resolve(f"{RELAY}.")
