@@ -260,3 +260,20 @@ async def test_relay_drain_on_sigterm_loses_no_job_and_moves_new_ones_to_the_oth
     assert all(line["status"] == "SUCCEEDED" for line in lines)
     late = [line for line in lines if line["attempts"] > 1]
     assert all(line["relay_address"] == f"127.0.0.2:{relay_b.port}" for line in late)
+
+
+async def test_both_processes_export_their_metrics_by_otlp(
+    zone: ZoneServer, sink: OtlpSink, start_relay: StartRelay
+) -> None:
+    async with start_relay() as relay:
+        zone.set_records(RELAY_NAME, "A", ["127.0.0.1"])
+        code, _, err = await _submit(zone, relay.port, "--count", "3", sink=sink)
+        assert code == 0, err
+        assert await relay.terminate() == 0  # relay flushes its metrics as it drains
+    expected = {
+        "dns.lookup.duration",
+        "rpc.client.duration",
+        "rpc.server.duration",
+        "bunnyrelay.jobs",
+    }
+    assert expected <= sink.metric_names

@@ -73,9 +73,8 @@ def _summary(outcomes: list[dict[str, object]]) -> str:
 
 
 async def demo() -> int:
-    STATE_DIR.mkdir(exist_ok=True)
     async with OtlpSink() as sink, ZoneServer(zone=ZONE) as dns:
-        print(f"OTLP receiver on {sink.endpoint}; DNS server for {ZONE} on 127.0.0.1:{dns.port}")
+        print(f"OTLP receiver on {sink.endpoint}; DNS for {ZONE} on {dns.address}")
         async with (
             relay_process(
                 f"{RELAY_ADDRESSES[0]}:0",
@@ -141,6 +140,7 @@ async def demo() -> int:
 
 
 def main() -> None:
+    STATE_DIR.mkdir(exist_ok=True)
     sys.exit(asyncio.run(demo()))
 
 

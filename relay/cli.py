@@ -1,0 +1,94 @@
+"""``relay serve``: run the job server until SIGTERM, then drain and exit 0.
+
+Exit status: 0 after a drain, 1 when relay cannot start (for example the port
+is in use), 2 for a bad flag or environment variable (the message names it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from bunnyrelay.logs import configure_logging
+from bunnyrelay.settings import EnvArgumentParser, SettingError
+from bunnyrelay.telemetry import setup_telemetry
+from relay.config import RelayConfig
+from relay.lifecycle import ListenError, serve_until_signalled
+from relay.server import JOB_SERVICE, Relay
+
+PROG = "relay"
+
+
+def build_parser() -> EnvArgumentParser:
+    parser = EnvArgumentParser(
+        prog=PROG,
+        description="relay runs jobs for bunny over gRPC (bunnyrelay.v1.JobService).",
+        env_prefix="RELAY_",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        env_prefix="RELAY_",
+        help="serve JobService, health and reflection until SIGTERM",
+        description="Serve jobs until SIGTERM or SIGINT, then drain within the grace period.",
+    )
+    RelayConfig.add_options(serve)
+    return parser
+
+
+async def serve(config: RelayConfig, log: logging.Logger) -> None:
+    relay = Relay(config, logger=log)
+
+    async def start() -> None:
+        log.info(
+            "relay starting: instance %s, kinds %s",
+            config.instance_name,
+            ", ".join(relay.runner.known_kinds),
+            extra={"event": "relay.start"},
+        )
+        await relay.start()
+        log.info(
+            "relay ready on %s, serving %s",
+            relay.address,
+            JOB_SERVICE,
+            extra={"event": "relay.ready", "address": str(relay.address)},
+        )
+        # Read by the tests and the demo, which may have asked for port 0.
+        print(f"relay listening on {relay.address}", flush=True)
+
+    try:
+        await serve_until_signalled(start, relay.drain, relay.hurry, log)
+    finally:
+        await relay.stop()
+    log.info("relay stopped", extra={"event": "relay.stop"})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command != "serve":
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        config = RelayConfig.from_namespace(args)
+    except SettingError as exc:
+        parser.error(str(exc))
+    log = configure_logging(PROG, fmt=config.log_format, level=config.log_level)
+    try:
+        telemetry = setup_telemetry(PROG)
+    except SettingError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(config, log))
+    except ListenError as exc:
+        log.error("%s", exc, extra={"event": "relay.listen_failed"})
+        return 1
+    except KeyboardInterrupt:
+        # Only before the signal handlers are in place; after that SIGINT drains.
+        return 130
+    finally:
+        telemetry.shutdown()
+    return 0

@@ -1,0 +1,416 @@
+"""The JobService: one job per ``Run`` call, many per ``RunStream``.
+
+:class:`JobRunner` takes one request from checks to result: the request's
+fields, the drain switch, the idempotency store, the in-flight limit, the
+handler under the caller's deadline, and the result with its timings. Anything
+that keeps a job from producing its own result is raised as a
+:class:`relay.admission.Refused`; :class:`JobService` turns that into the
+call's status (``Run``) or into the job's result (``RunStream``).
+
+Telemetry is not here: :mod:`relay.tracing` wraps the executors this service
+is given, so that the business logic stays free of spans and metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, TypeAlias
+
+import grpc
+from google.protobuf.message import DecodeError
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from bunnyrelay.v1.jobs_pb2 import JobError, JobRequest, JobResult, JobStatus, JobTimings
+from bunnyrelay.v1.jobs_pb2_grpc import JobServiceServicer
+from relay.admission import (
+    Admission,
+    DeadlineExceeded,
+    Draining,
+    IdConflict,
+    Interrupted,
+    InvalidRequest,
+    PayloadTooLarge,
+    Refused,
+    UnknownKind,
+)
+from relay.dedupe import FingerprintMismatchError, IdempotencyStore, Replay, fingerprint
+from relay.kinds import Handler, JobFailed, JobInput
+
+Context: TypeAlias = "grpc.aio.ServicerContext[JobRequest, JobResult]"
+Executor: TypeAlias = Callable[[JobRequest, Context], Awaitable[JobResult]]
+"""Runs one job request to its result, or raises :class:`Refused`."""
+
+_JOB_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+_SUCCEEDED = JobStatus.JOB_STATUS_SUCCEEDED
+_FAILED = JobStatus.JOB_STATUS_FAILED
+_HANDLER_ERROR_CODE = grpc.StatusCode.UNKNOWN.value[0]
+_INTERNAL_CODE = grpc.StatusCode.INTERNAL.value[0]
+
+
+UNREADABLE = JobRequest()
+"""What :func:`parse_request` returns for bytes that are not a JobRequest (never mutated)."""
+
+
+def parse_request(data: bytes) -> JobRequest:
+    """The server's deserializer: gRPC would answer UNKNOWN for a decoding error, but
+    bytes that do not parse are the client's mistake, so they become a request that
+    :class:`JobRunner` refuses with INVALID_ARGUMENT."""
+    try:
+        return JobRequest.FromString(data)
+    except DecodeError:
+        return UNREADABLE
+
+
+def _timestamp(nanos: int) -> Timestamp:
+    return Timestamp(seconds=nanos // 1_000_000_000, nanos=nanos % 1_000_000_000)
+
+
+class JobRunner:
+    """Runs job requests; shared by every call and stream of one relay."""
+
+    def __init__(
+        self,
+        *,
+        handlers: Mapping[str, Handler],
+        store: IdempotencyStore,
+        admission: Admission,
+        max_payload_bytes: int,
+        instance: str,
+        logger: logging.Logger,
+        log_executions: bool = False,
+    ) -> None:
+        self._handlers = dict(handlers)
+        self._known = tuple(sorted(self._handlers))
+        self._store = store
+        self._admission = admission
+        self._max_payload = max_payload_bytes
+        self.instance = instance
+        self._log = logger
+        # issue 5 counts executions from the JSON log, so there it is INFO; elsewhere it
+        # would be one line per job, so it waits for --log-level DEBUG.
+        self._executed_level = logging.INFO if log_executions else logging.DEBUG
+        self._job_id_ok = _JOB_ID.fullmatch
+        self._running: dict[asyncio.Task[Any], str] = {}
+        self._interrupted: set[asyncio.Task[Any]] = set()
+
+    @property
+    def known_kinds(self) -> tuple[str, ...]:
+        return self._known
+
+    @property
+    def admission(self) -> Admission:
+        return self._admission
+
+    def running_job_ids(self) -> list[str]:
+        return list(self._running.values())
+
+    async def execute(self, request: JobRequest, context: Context) -> JobResult:
+        received_ns = time.time_ns()
+        job_id = request.job_id
+        if not self._job_id_ok(job_id):
+            if request is UNREADABLE:
+                raise InvalidRequest.unreadable()
+            raise InvalidRequest.job_id(job_id)
+        kind = request.kind
+        handler = self._handlers.get(kind)
+        if handler is None:
+            if not kind:
+                raise InvalidRequest.missing_kind()
+            raise UnknownKind.of(kind, self._known)
+        payload = request.payload
+        if len(payload) > self._max_payload:
+            raise PayloadTooLarge.of(len(payload), self._max_payload)
+        if self._admission.closed:
+            raise Draining()
+        remaining = context.time_remaining()
+        try:
+            # The deadline covers waiting for a duplicate too, not only the handler.
+            async with asyncio.timeout(remaining):
+                return await self._run(request, handler, received_ns)
+        except TimeoutError:
+            raise DeadlineExceeded.of(job_id, remaining) from None
+
+    async def _run(self, request: JobRequest, handler: Handler, received_ns: int) -> JobResult:
+        job_id = request.job_id
+        kind = request.kind
+        payload = request.payload
+        attributes = request.attributes
+        try:
+            reservation = await self._store.reserve(job_id, fingerprint(kind, payload, attributes))
+        except FingerprintMismatchError:
+            raise IdConflict.of(job_id) from None
+        if isinstance(reservation, Replay):
+            replayed = JobResult()
+            replayed.CopyFrom(reservation.result)
+            replayed.replayed = True
+            return replayed
+        try:
+            self._admission.enter()
+        except Refused:
+            await self._store.release(reservation)
+            raise
+        task = asyncio.current_task()
+        assert task is not None, "jobs run inside a task"
+        self._running[task] = job_id
+        stored = False
+        started = time.monotonic()
+        started_ns = time.time_ns()
+        try:
+            try:
+                output = await handler(JobInput(job_id, kind, payload, attributes))
+                if type(output) is not bytes:
+                    raise TypeError(
+                        f"the handler returned {type(output).__name__}, but must return bytes"
+                    )
+            except JobFailed as exc:
+                error = JobError(
+                    code=exc.code.value[0],
+                    reason=exc.reason,
+                    message=str(exc),
+                    retryable=exc.retryable,
+                )
+                result = self._result(job_id, _FAILED, b"", error, received_ns, started_ns)
+                self._log.info(
+                    # The message may be a client's payload (the fail kind): keep lines short.
+                    "job failed: %.200s",
+                    str(exc),
+                    extra={"event": "job.failed", "job_id": job_id, "kind": kind},
+                )
+            except Exception as exc:
+                error = JobError(
+                    code=_HANDLER_ERROR_CODE,
+                    reason="HANDLER_ERROR",
+                    message=f"the {kind!r} handler raised {type(exc).__name__}; "
+                    "relay's log has the traceback",
+                )
+                result = self._result(job_id, _FAILED, b"", error, received_ns, started_ns)
+                self._log.error(
+                    "job handler raised %s",
+                    type(exc).__name__,
+                    exc_info=exc,
+                    extra={"event": "job.handler_error", "job_id": job_id, "kind": kind},
+                )
+            else:
+                result = self._result(job_id, _SUCCEEDED, output, None, received_ns, started_ns)
+            if self._log.isEnabledFor(self._executed_level):
+                # Written, and flushed by the logging handler, before the result is stored:
+                # an execution is never missing from the log, even if relay dies right after.
+                self._log.log(
+                    self._executed_level,
+                    "job executed",
+                    extra={
+                        "event": "job.executed",
+                        "job_id": job_id,
+                        "kind": kind,
+                        "status": "SUCCEEDED" if result.status == _SUCCEEDED else "FAILED",
+                    },
+                )
+            if result.error.retryable:
+                # Retryable means "may succeed later": remembering it would block that.
+                await self._store.release(reservation)
+            else:
+                await self._store.complete(reservation, result)
+            stored = True
+            return result
+        except asyncio.CancelledError:
+            if task in self._interrupted:
+                self._interrupted.discard(task)
+                task.uncancel()
+                raise Interrupted.of(job_id) from None
+            raise
+        finally:
+            del self._running[task]
+            self._interrupted.discard(task)
+            self._admission.leave(time.monotonic() - started)
+            if not stored:
+                await self._store.release(reservation)
+
+    def _result(
+        self,
+        job_id: str,
+        status: JobStatus.ValueType,
+        output: bytes,
+        error: JobError | None,
+        received_ns: int,
+        started_ns: int,
+    ) -> JobResult:
+        return JobResult(
+            job_id=job_id,
+            status=status,
+            output=output,
+            error=error,
+            relay_instance=self.instance,
+            timings=JobTimings(
+                received_at=_timestamp(received_ns),
+                started_at=_timestamp(started_ns),
+                finished_at=_timestamp(time.time_ns()),
+            ),
+        )
+
+    def interrupt(self) -> list[str]:
+        """Cancel every running job; each caller gets :class:`Interrupted`. Returns their ids."""
+        job_ids = []
+        for task, job_id in self._running.items():
+            if task not in self._interrupted:
+                self._interrupted.add(task)
+                task.cancel()
+                job_ids.append(job_id)
+        return job_ids
+
+
+class JobService(JobServiceServicer):
+    """The gRPC servicer. ``run_one`` and ``run_streamed`` default to the runner itself;
+    :mod:`relay.server` passes them wrapped in telemetry."""
+
+    def __init__(
+        self,
+        runner: JobRunner,
+        *,
+        run_one: Executor | None = None,
+        run_streamed: Executor | None = None,
+        stream_window: int | None = None,
+        logger: logging.Logger,
+    ) -> None:
+        self.runner = runner
+        self._run_one = run_one or runner.execute
+        self._run_streamed = run_streamed or runner.execute
+        self.stream_window = stream_window or runner.admission.limit
+        self._log = logger
+        self._streams: set[_StreamSession] = set()
+        self.draining = False
+
+    @property
+    def in_flight(self) -> int:
+        return self.runner.admission.in_flight
+
+    async def Run(self, request: JobRequest, context: Context) -> JobResult:  # noqa: N802
+        try:
+            return await self._run_one(request, context)
+        except Refused as exc:
+            await context.abort(exc.code, exc.message, exc.trailing_metadata())
+            raise AssertionError("context.abort returned") from exc
+
+    async def RunStream(  # type: ignore[override]  # noqa: N802
+        self, request_iterator: AsyncIterable[JobRequest], context: Context
+    ) -> None:
+        session = _StreamSession(self, request_iterator, context)
+        self._streams.add(session)
+        try:
+            await session.run()
+        finally:
+            self._streams.discard(session)
+        if session.ended_by_drain:
+            # The client may have sent jobs this stream will never read: a status that
+            # says "retry elsewhere" covers them; an OK would lose them silently.
+            await context.abort(grpc.StatusCode.UNAVAILABLE, Draining().message)
+
+    def begin_drain(self) -> None:
+        """Refuse new jobs (streams answer them DRAINING) and end streams once they are idle."""
+        self.draining = True
+        self.runner.admission.close()
+        for session in self._streams:
+            session.wake()
+
+    async def wait_idle(self) -> None:
+        await self.runner.admission.wait_idle()
+
+    def interrupt(self) -> list[str]:
+        return self.runner.interrupt()
+
+    async def _stream_job(self, request: JobRequest, context: Context) -> JobResult:
+        try:
+            return await self._run_streamed(request, context)
+        except Refused as exc:
+            return exc.job_result(request.job_id, self.runner.instance)
+        except Exception:
+            # A bug of relay's own; the stream and the other jobs go on.
+            self._log.exception("job failed inside relay", extra={"event": "job.internal_error"})
+            return JobResult(
+                job_id=request.job_id,
+                status=_FAILED,
+                error=JobError(
+                    code=_INTERNAL_CODE,
+                    reason="INTERNAL",
+                    message="relay failed to run the job; relay's log has the traceback",
+                    retryable=True,
+                ),
+                relay_instance=self.runner.instance,
+            )
+
+
+class _StreamSession:
+    """One RunStream call: a reader task starts a task per job, and this call's own task
+    is the only writer, so writes are serialized and wait for HTTP/2 flow control.
+
+    The window bounds the jobs read but not yet answered: when the client stops
+    reading results, relay stops reading requests, and the client feels it.
+    """
+
+    def __init__(
+        self,
+        service: JobService,
+        requests: AsyncIterable[JobRequest],
+        context: Context,
+    ) -> None:
+        self._service = service
+        self._requests = requests
+        self._context = context
+        self._events: asyncio.Queue[JobResult | None] = asyncio.Queue()
+        self._window = asyncio.Semaphore(service.stream_window)
+        self._jobs: set[asyncio.Task[None]] = set()
+        self._unanswered = 0
+        self._half_closed = False
+        self.ended_by_drain = False
+
+    def wake(self) -> None:
+        self._events.put_nowait(None)
+
+    async def run(self) -> None:
+        reader = asyncio.create_task(self._read())
+        try:
+            while True:
+                if self._unanswered == 0:
+                    if self._half_closed:
+                        break
+                    if self._service.draining:
+                        self.ended_by_drain = True
+                        break
+                    if reader.done():
+                        reader.result()  # the reader's failure is the stream's
+                        break
+                result = await self._events.get()
+                if result is None:
+                    continue
+                await self._context.write(result)
+                self._unanswered -= 1
+                self._window.release()
+        finally:
+            reader.cancel()
+            for job in self._jobs:
+                job.cancel()
+            await asyncio.gather(reader, *self._jobs, return_exceptions=True)
+
+    async def _read(self) -> None:
+        requests: AsyncIterator[JobRequest] = aiter(self._requests)
+        try:
+            while True:
+                await self._window.acquire()
+                try:
+                    request = await anext(requests)
+                except StopAsyncIteration:
+                    self._half_closed = True
+                    return
+                self._unanswered += 1
+                job = asyncio.create_task(self._answer(request))
+                self._jobs.add(job)
+                job.add_done_callback(self._jobs.discard)
+        finally:
+            self.wake()
+
+    async def _answer(self, request: JobRequest) -> None:
+        self._events.put_nowait(await self._service._stream_job(request, self._context))

@@ -1,0 +1,327 @@
+"""Telemetry at relay's edge: wrappers around the servicer's methods and job executors.
+
+- ``Run``: a SERVER span per call, its parent taken from the call's
+  ``traceparent`` metadata with the global propagator, and the job's span
+  (``job <kind>``) under it.
+- ``RunStream``: each job is its own trace. Per job, a SERVER span whose
+  parent is the job's ``trace_context``, and the job's span under it.
+- Metrics (meter ``relay``): ``rpc.server.duration`` per call and
+  ``bunnyrelay.jobs`` per job by kind and status.
+
+The wrappers are built once per server, with their names and attribute sets
+computed up front, so a call pays for its spans and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
+from time import perf_counter
+from typing import TypeAlias
+
+import grpc
+from opentelemetry import metrics, trace
+from opentelemetry.context import Context as OtelContext
+from opentelemetry.propagate import extract
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
+
+from bunnyrelay import semconv
+from bunnyrelay.v1.jobs_pb2 import JobRequest, JobResult, JobStatus
+from relay.admission import Refused
+from relay.service import Context, Executor
+
+SERVICE = "bunnyrelay.v1.JobService"
+
+UnaryBehavior: TypeAlias = Callable[[JobRequest, Context], Awaitable[JobResult]]
+StreamBehavior: TypeAlias = Callable[[AsyncIterable[JobRequest], Context], Awaitable[None]]
+Attributes: TypeAlias = Mapping[str, AttributeValue]
+
+# The semantic conventions count these as the server's own failures; the others
+# (INVALID_ARGUMENT, NOT_FOUND, ...) are the client's and leave the span's status unset.
+_SERVER_ERRORS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+_OK = grpc.StatusCode.OK
+_SUCCEEDED = JobStatus.JOB_STATUS_SUCCEEDED
+_UNKNOWN_KIND = "_unknown"
+_ROOT = OtelContext()
+
+
+Metadata: TypeAlias = Iterable[tuple[str, str | bytes]]
+
+
+class _MetadataGetter(Getter[Metadata]):
+    """Reads W3C headers from gRPC invocation metadata (a sequence of key/value pairs)."""
+
+    def get(self, carrier: Metadata, key: str) -> list[str] | None:
+        values = [value for name, value in carrier if name == key and isinstance(value, str)]
+        return values or None
+
+    def keys(self, carrier: Metadata) -> list[str]:
+        return [name for name, _ in carrier]
+
+
+_METADATA = _MetadataGetter()
+
+
+def parse_peer(peer: str) -> dict[str, AttributeValue]:
+    """``network.peer.*`` from gRPC's peer string (``ipv4:1.2.3.4:5``, ``ipv6:[::1]:5``)."""
+    scheme, _, rest = peer.partition(":")
+    if scheme in ("ipv4", "ipv6"):
+        host, _, port = rest.rpartition(":")
+        host = host.strip("[]")
+        if host and port.isdigit():
+            return {semconv.NETWORK_PEER_ADDRESS: host, semconv.NETWORK_PEER_PORT: int(port)}
+    if scheme == "unix":
+        return {semconv.NETWORK_PEER_ADDRESS: rest, semconv.NETWORK_TRANSPORT: "unix"}
+    return {}
+
+
+def _cancelled_code(context: Context) -> grpc.StatusCode:
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0.001:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED
+
+
+class RelayTelemetry:
+    """Builds the wrappers; one per server, from the global providers unless given others."""
+
+    def __init__(
+        self,
+        *,
+        instance: str,
+        kinds: Iterable[str],
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+    ) -> None:
+        self._tracer = trace.get_tracer("relay", tracer_provider=tracer_provider)
+        meter = metrics.get_meter("relay", meter_provider=meter_provider)
+        self._duration = meter.create_histogram(
+            semconv.METRIC_RPC_SERVER_DURATION,
+            unit="ms",
+            description="Duration of inbound RPCs",
+        )
+        self._jobs = meter.create_counter(
+            semconv.METRIC_JOBS, unit="{job}", description="Jobs answered, by kind and status"
+        )
+        self._instance = instance
+        self._span_names = {kind: f"job {kind}" for kind in kinds}
+        self._job_attributes: dict[str, Attributes] = {
+            kind: {semconv.JOB_KIND: kind, semconv.RELAY_INSTANCE: instance}
+            for kind in self._span_names
+        }
+        self._job_counts: dict[tuple[str, str, str, bool], Attributes] = {}
+
+    # --- per call ----------------------------------------------------------------------
+
+    def _rpc_attributes(self, method: str) -> dict[grpc.StatusCode, Attributes]:
+        return {
+            code: {
+                semconv.RPC_SYSTEM: "grpc",
+                semconv.RPC_SERVICE: SERVICE,
+                semconv.RPC_METHOD: method,
+                semconv.RPC_GRPC_STATUS_CODE: code.value[0],
+            }
+            for code in grpc.StatusCode
+        }
+
+    def _span_attributes(self, method: str) -> Callable[[str], Attributes]:
+        base: dict[str, AttributeValue] = {
+            semconv.RPC_SYSTEM: "grpc",
+            semconv.RPC_SERVICE: SERVICE,
+            semconv.RPC_METHOD: method,
+        }
+
+        # Keyed by the peer string: a connection's calls share one entry.
+        @functools.lru_cache(maxsize=1024)
+        def for_peer(peer: str) -> Attributes:
+            return {**base, **parse_peer(peer)}
+
+        return for_peer
+
+    def unary(self, method: str, behavior: UnaryBehavior) -> UnaryBehavior:
+        """A SERVER span and a duration per call, parented by the call's metadata."""
+        name = f"{SERVICE}/{method}"
+        attributes_for = self._span_attributes(method)
+        by_code = self._rpc_attributes(method)
+        tracer = self._tracer
+        record = self._duration.record
+
+        async def traced(request: JobRequest, context: Context) -> JobResult:
+            start = perf_counter()
+            metadata: Metadata = context.invocation_metadata() or ()
+            parent = extract(metadata, getter=_METADATA)
+            code = _OK
+            with tracer.start_as_current_span(
+                name,
+                context=parent,
+                kind=SpanKind.SERVER,
+                attributes=attributes_for(context.peer()),
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span:
+                try:
+                    return await behavior(request, context)
+                except grpc.aio.AbortError:
+                    code = context.code() or grpc.StatusCode.UNKNOWN
+                    raise
+                except asyncio.CancelledError:
+                    code = _cancelled_code(context)
+                    raise
+                except Exception as exc:
+                    code = grpc.StatusCode.UNKNOWN
+                    span.record_exception(exc)
+                    raise
+                finally:
+                    _end_rpc_span(span, code)
+                    record((perf_counter() - start) * 1000, by_code[code])
+
+        return traced
+
+    def stream(self, method: str, behavior: StreamBehavior) -> StreamBehavior:
+        """A duration per call; the spans of a stream are per job (:meth:`streamed_job`)."""
+        by_code = self._rpc_attributes(method)
+        record = self._duration.record
+
+        async def measured(requests: AsyncIterable[JobRequest], context: Context) -> None:
+            start = perf_counter()
+            code = _OK
+            try:
+                await behavior(requests, context)
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except asyncio.CancelledError:
+                code = _cancelled_code(context)
+                raise
+            except Exception:
+                code = grpc.StatusCode.UNKNOWN
+                raise
+            finally:
+                record((perf_counter() - start) * 1000, by_code[code])
+
+        return measured
+
+    # --- per job -----------------------------------------------------------------------
+
+    def job(self, execute: Executor) -> Executor:
+        """The ``job <kind>`` span, under whatever span is current, and the jobs counter."""
+        tracer = self._tracer
+        names = self._span_names
+        known_attributes = self._job_attributes
+        instance = self._instance
+
+        async def traced(request: JobRequest, context: Context) -> JobResult:
+            kind = request.kind
+            attributes = known_attributes.get(kind)
+            if attributes is None:
+                # Unknown kinds share one span name, so a client cannot mint new names.
+                attributes = {semconv.JOB_KIND: kind[:64], semconv.RELAY_INSTANCE: instance}
+            with tracer.start_as_current_span(
+                names.get(kind, "job"),
+                kind=SpanKind.INTERNAL,
+                attributes=attributes,
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span:
+                span.set_attribute(semconv.JOB_ID, request.job_id)
+                try:
+                    result = await execute(request, context)
+                except Refused as exc:
+                    self._end_job(span, kind, "FAILED", exc.reason, False)
+                    raise
+                except asyncio.CancelledError:
+                    self._end_job(span, kind, "FAILED", "CANCELLED", False)
+                    raise
+                except Exception as exc:
+                    span.record_exception(exc)
+                    self._end_job(span, kind, "FAILED", type(exc).__qualname__, False)
+                    raise
+                if result.status == _SUCCEEDED:
+                    self._end_job(span, kind, "SUCCEEDED", "", result.replayed)
+                else:
+                    self._end_job(span, kind, "FAILED", result.error.reason, result.replayed)
+                return result
+
+        return traced
+
+    def streamed_job(self, method: str, execute: Executor) -> Executor:
+        """Per job of a stream: a SERVER span parented by the job's own trace context."""
+        name = f"{SERVICE}/{method}"
+        attributes_for = self._span_attributes(method)
+        tracer = self._tracer
+        traced_job = self.job(execute)
+
+        async def traced(request: JobRequest, context: Context) -> JobResult:
+            carrier = request.trace_context
+            parent = (
+                extract({"traceparent": carrier.traceparent, "tracestate": carrier.tracestate})
+                if carrier.traceparent
+                else _ROOT
+            )
+            code = _OK
+            with tracer.start_as_current_span(
+                name,
+                context=parent,
+                kind=SpanKind.SERVER,
+                attributes=attributes_for(context.peer()),
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span:
+                try:
+                    return await traced_job(request, context)
+                except Refused as exc:
+                    code = exc.code
+                    raise
+                except asyncio.CancelledError:
+                    code = _cancelled_code(context)
+                    raise
+                except Exception:
+                    code = grpc.StatusCode.UNKNOWN
+                    raise
+                finally:
+                    _end_rpc_span(span, code)
+
+        return traced
+
+    def _end_job(
+        self, span: trace.Span, kind: str, status: str, error_type: str, replayed: bool
+    ) -> None:
+        if kind not in self._span_names:
+            kind = _UNKNOWN_KIND
+        key = (kind, status, error_type, replayed)
+        counted = self._job_counts.get(key)
+        if counted is None:
+            counted = {
+                semconv.JOB_KIND: kind,
+                semconv.JOB_STATUS: status,
+                semconv.JOB_REPLAYED: replayed,
+            }
+            if error_type:
+                counted[semconv.ERROR_TYPE] = error_type
+            # Bounded: known kinds x two statuses x a few reasons.
+            self._job_counts[key] = counted
+        self._jobs.add(1, counted)
+        if span.is_recording():
+            span.set_attribute(semconv.JOB_STATUS, status)
+            span.set_attribute(semconv.JOB_REPLAYED, replayed)
+            if error_type:
+                span.set_attribute(semconv.ERROR_TYPE, error_type)
+                span.set_status(Status(StatusCode.ERROR, error_type))
+
+
+def _end_rpc_span(span: trace.Span, code: grpc.StatusCode) -> None:
+    span.set_attribute(semconv.RPC_GRPC_STATUS_CODE, code.value[0])
+    if code in _SERVER_ERRORS:
+        span.set_status(Status(StatusCode.ERROR, code.name))

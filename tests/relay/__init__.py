@@ -1,0 +1,1 @@
+"""relay: the job server, tested through a real gRPC server on loopback."""
