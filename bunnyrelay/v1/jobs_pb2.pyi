@@ -144,8 +144,11 @@ class JobError(_message.Message):
     RETRY_AFTER_FIELD_NUMBER: _builtins.int
     code: _builtins.int
     """The gRPC status code that describes the failure class (google.rpc.Code
-    numbering), e.g. 3 INVALID_ARGUMENT for a rejected job inside a stream,
-    2 UNKNOWN for a handler that failed.
+    numbering): 9 FAILED_PRECONDITION for a job that ran and cannot succeed
+    (reason JOB_FAILED), 3 INVALID_ARGUMENT for a payload the handler cannot
+    read or a job a stream turned away, 2 UNKNOWN for a handler bug (reason
+    HANDLER_ERROR), 8 RESOURCE_EXHAUSTED or 14 UNAVAILABLE (retryable) when a
+    stream's job met an overloaded or draining relay.
     """
     reason: _builtins.str
     """Machine-readable reason in UPPER_SNAKE_CASE, e.g. "JOB_FAILED",
