@@ -41,6 +41,8 @@ def raise_for_stream_error(result: jobs_pb2.JobResult, peer: str) -> None:
     if result.status != jobs_pb2.JOB_STATUS_FAILED:
         return
     error = result.error
+    if error.reason in _RAN_AND_FAILED:
+        return
     try:
         code = grpc.StatusCode[_CODE_NAMES[error.code]]
     except KeyError:
@@ -62,6 +64,8 @@ def raise_for_stream_error(result: jobs_pb2.JobResult, peer: str) -> None:
 
 
 _CODE_NAMES = {status.value[0]: status.name for status in grpc.StatusCode}
+# Reasons relay gives for a job its handler ran: results on Run too, never statuses.
+_RAN_AND_FAILED = frozenset({"JOB_FAILED", "INVALID_PAYLOAD", "HANDLER_ERROR"})
 _REJECTED_CODES = frozenset(
     {
         grpc.StatusCode.INVALID_ARGUMENT,

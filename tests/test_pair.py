@@ -149,17 +149,23 @@ async def test_resubmitting_the_same_job_ids_replays_results_without_running_aga
     assert conflict[0]["error"]["code"] == "ALREADY_EXISTS"
 
 
-async def test_a_failed_job_is_reported_and_sets_the_exit_status(
-    zone: ZoneServer, start_relay: StartRelay
+@pytest.mark.parametrize("mode", [[], ["--stream"]], ids=["unary", "stream"])
+async def test_a_failed_job_is_reported_the_same_way_and_sets_the_exit_status(
+    zone: ZoneServer, start_relay: StartRelay, mode: list[str]
 ) -> None:
     async with start_relay() as relay:
         zone.set_records(RELAY_NAME, "A", ["127.0.0.1"])
-        code, lines, _ = await _submit(zone, relay.port, "--kind", "fail", "--payload", "boom")
-        unknown_code, unknown, _ = await _submit(zone, relay.port, "--kind", "teleport")
+        code, lines, _ = await _submit(
+            zone, relay.port, "--kind", "fail", "--payload", "boom", *mode
+        )
+        unknown_code, unknown, _ = await _submit(zone, relay.port, "--kind", "teleport", *mode)
     assert code == 1
     assert lines[0]["status"] == "FAILED"
+    assert lines[0]["error"]["type"] == "JobFailed"
     assert lines[0]["error"]["message"] == "boom"
+    assert lines[0]["error"]["reason"] == "JOB_FAILED"
     assert unknown_code == 1
+    assert unknown[0]["error"]["type"] == "JobRejected"
     assert unknown[0]["attempts"] == 1, "a rejected job must not be retried"
     assert "echo" in unknown[0]["error"]["message"], "the error lists the kinds relay knows"
 
