@@ -14,6 +14,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from bunny.diagnose import Diagnoser, parse_hop, render_table
 from bunny.errors import BunnyError
 from bunny.outcome import JobOutcome
 from bunny.relaypool import RelayPool
@@ -22,7 +23,7 @@ from bunny.retry import RetryPolicy
 from bunny.runner import JobRunner, RunSettings, UnaryRunner
 from bunny.streaming import StreamRunner
 from bunny.submit import build_requests, run_all
-from bunny.targets import LiteralAddress, parse_target
+from bunny.targets import LiteralAddress, Target, parse_target
 from bunnyrelay.logs import configure_logging
 from bunnyrelay.settings import (
     EnvArgumentParser,
@@ -144,7 +145,38 @@ def build_parser() -> EnvArgumentParser:
     resolve.add_argument("name", help="the name to resolve, e.g. relay.private.aws.internal")
     _add_resolver_options(resolve)
     _add_output_options(resolve)
+
+    diagnose = commands.add_parser(
+        "diagnose",
+        env_prefix="BUNNY_",
+        help="ask every DNS hop and relay itself, and say which hop broke",
+    )
+    diagnose.add_argument(
+        "target", type=_argparse_target, metavar="NAME:PORT", help="relay's DNS name and port"
+    )
+    diagnose.option(
+        "--hop",
+        parse=parse_hop,
+        repeat=True,
+        metavar="LABEL=IP[:PORT]",
+        help="a DNS hop, in order from the pod outward (repeat), e.g. cluster-dns=10.0.0.10",
+    )
+    diagnose.option("--resolv-conf", metavar="PATH", help="also show what this resolv.conf costs")
+    diagnose.option(
+        "--family", parse=choice("any", "ipv4", "ipv6"), default="ipv4", help="address records"
+    )
+    diagnose.option(
+        "--query-timeout", parse=_timeout, default=2.0, help="seconds to wait for each query"
+    )
+    _add_output_options(diagnose)
     return parser
+
+
+def _argparse_target(text: str) -> Target:
+    try:
+        return parse_target(text)
+    except SettingError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _resolver_settings(args: argparse.Namespace) -> ResolverSettings:
@@ -207,6 +239,25 @@ async def _submit(args: argparse.Namespace) -> int:
     return 0 if failed == 0 else 1
 
 
+async def _diagnose(args: argparse.Namespace) -> int:
+    target: Target = args.target
+    if isinstance(target.host, LiteralAddress):
+        raise SettingError(f"{target.host}: diagnose needs relay's DNS name, not an IP address")
+    if not args.hop and not args.resolv_conf:
+        raise SettingError("give at least one --hop LABEL=IP[:PORT] or a --resolv-conf to check")
+    diagnoser = Diagnoser(
+        str(target.host),
+        target.port,
+        args.hop or (),
+        resolv_conf=args.resolv_conf,
+        family=args.family,
+        timeout=args.query_timeout,
+    )
+    diagnosis = await diagnoser.run()
+    print(json.dumps(diagnosis.as_dict()) if args.json else render_table(diagnosis))
+    return 0 if diagnosis.verdict.ok else 1
+
+
 async def _resolve(args: argparse.Namespace) -> int:
     resolver = Resolver(_resolver_settings(args))
     try:
@@ -243,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except SettingError as exc:
         parser.exit(2, f"bunny: error: {exc}\n")
     try:
-        command = _submit if args.command == "submit" else _resolve
+        command = {"submit": _submit, "resolve": _resolve, "diagnose": _diagnose}[args.command]
         code = asyncio.run(command(args))
     except SettingError as exc:
         parser.exit(2, f"bunny: error: {exc}\n")

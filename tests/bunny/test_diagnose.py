@@ -1,0 +1,138 @@
+"""bunny diagnose names the hop that broke, and says why in words."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bunny.diagnose import HopReport, RelayReport, judge
+from bunnyrelay.lab.dnsserver import ZoneServer
+from bunnyrelay.lab.processes import run_bunny
+from tests.conftest import RELAY_NAME, ZONE, StartRelay
+
+LABELS = ("cluster-dns", "forwarder", "aws-resolver", "zone")
+
+
+def _hops(*rcodes: str) -> list[HopReport]:
+    return [
+        HopReport(label, f"10.0.0.{i}:53", rcode, ["10.1.2.3"] if rcode == "NOERROR" else [],
+                  30 if rcode == "NOERROR" else None, 1.0, rcode == "NOERROR",
+                  None if rcode == "NOERROR" else rcode)
+        for i, (label, rcode) in enumerate(zip(LABELS, rcodes, strict=True))
+    ]  # fmt: skip
+
+
+GOOD_RELAY = [RelayReport("10.1.2.3:50051", True, "SERVING", True, "relay-a", 2.0, None)]
+
+
+@pytest.mark.parametrize(
+    ("rcodes", "failed_hop", "words"),
+    [
+        (("NXDOMAIN",) * 4, "zone", "record is missing from the zone"),
+        (("NXDOMAIN", "NOERROR", "NOERROR", "NOERROR"), "cluster-dns", "conditional forward"),
+        (("SERVFAIL", "TIMEOUT", "NOERROR", "NOERROR"), "forwarder", "tunnel or its routes"),
+        (("SERVFAIL", "SERVFAIL", "TIMEOUT", "NOERROR"), "aws-resolver", "aws-resolver to zone"),
+        (("SERVFAIL", "SERVFAIL", "TIMEOUT", "TIMEOUT"), "aws-resolver", "tunnel or its routes"),
+        (("REFUSED", "NOERROR", "NOERROR", "NOERROR"), "cluster-dns", "ACL"),
+        (("SERVFAIL", "SERVFAIL", "SERVFAIL", "SERVFAIL"), "zone", "upstream failed"),
+    ],
+)
+def test_verdict_names_the_hop_and_the_reason(
+    rcodes: tuple[str, ...], failed_hop: str, words: str
+) -> None:
+    verdict = judge(_hops(*rcodes), GOOD_RELAY)
+    assert not verdict.ok
+    assert verdict.failed_hop == failed_hop
+    assert words in verdict.explanation
+
+
+def test_verdict_is_ok_only_when_every_hop_and_relay_work() -> None:
+    assert judge(_hops(*["NOERROR"] * 4), GOOD_RELAY).ok
+    broken = [RelayReport("10.1.2.3:50051", False, "UNKNOWN", False, "", 2.0, "UNAVAILABLE")]
+    verdict = judge(_hops(*["NOERROR"] * 4), broken)
+    assert not verdict.ok
+    assert verdict.failed_hop == "relay"
+
+
+@pytest.fixture
+async def hops() -> AsyncIterator[list[ZoneServer]]:
+    """Four lab DNS servers standing in for the four hops, each answering on its own."""
+    servers = [ZoneServer(zone=ZONE, negative_ttl=1) for _ in LABELS]
+    for server in servers:
+        await server.start()
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            await server.stop()
+
+
+def _hop_args(servers: list[ZoneServer]) -> list[str]:
+    args = []
+    for label, server in zip(LABELS, servers, strict=True):
+        args += ["--hop", f"{label}={server.address}"]
+    return args
+
+
+async def test_diagnose_passes_when_every_hop_answers_and_relay_runs_a_job(
+    hops: list[ZoneServer], start_relay: StartRelay
+) -> None:
+    async with start_relay() as relay:
+        for server in hops:
+            server.set_records(RELAY_NAME, "A", ["127.0.0.1"])
+        code, out, err = await run_bunny(
+            "diagnose", f"{RELAY_NAME}:{relay.port}", *_hop_args(hops), "--json"
+        )
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["verdict"] == {
+        "ok": True,
+        "failed_hop": None,
+        "explanation": f"every hop answers and relay runs jobs at 127.0.0.1:{relay.port}",
+    }
+    assert [h["label"] for h in report["hops"]] == list(LABELS)
+    assert all(h["rcode"] == "NOERROR" and h["answers"] == ["127.0.0.1"] for h in report["hops"])
+    (checked,) = report["relay"]
+    assert checked["health"] == "SERVING"
+    assert checked["job_ok"]
+
+
+async def test_diagnose_names_a_silent_hop_while_the_zone_answers(
+    hops: list[ZoneServer],
+) -> None:
+    for server in hops:
+        server.set_records(RELAY_NAME, "A", ["127.0.0.1"])
+    hops[0].answer_with_rcode("SERVFAIL")
+    hops[1].go_silent()
+    code, out, err = await run_bunny(
+        "diagnose", f"{RELAY_NAME}:50051", *_hop_args(hops), "--query-timeout", "0.3", "--json"
+    )
+    assert code == 1, err
+    report = json.loads(out)
+    assert report["verdict"]["failed_hop"] == "forwarder"
+    assert "tunnel" in report["verdict"]["explanation"]
+    assert report["hops"][1]["rcode"] == "TIMEOUT"
+
+
+async def test_diagnose_shows_what_ndots_costs_and_prints_a_table(
+    hops: list[ZoneServer], tmp_path_factory: pytest.TempPathFactory, start_relay: StartRelay
+) -> None:
+    cluster = hops[0]
+    cluster.set_records(RELAY_NAME, "A", ["127.0.0.1"])
+    resolv_conf = tmp_path_factory.mktemp("pod") / "resolv.conf"
+    resolv_conf.write_text(
+        f"nameserver {cluster.address}\n"
+        "search team.svc.cluster.local svc.cluster.local cluster.local\n"
+        "options ndots:5\n"
+    )
+    async with start_relay() as relay:
+        code, out, err = await run_bunny(
+            "diagnose", f"{RELAY_NAME}:{relay.port}", "--hop", f"cluster-dns={cluster.address}",
+            "--resolv-conf", str(resolv_conf),
+        )  # fmt: skip
+    assert code == 0, err
+    assert "4 queries sent, 3 wasted" in out
+    assert f"trailing dot ({RELAY_NAME}.)" in out
+    assert out.rstrip().splitlines()[-1].startswith("OK: ")
