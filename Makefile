@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PROTOS := $(wildcard proto/bunnyrelay/v1/*.proto)
 
-.PHONY: install proto lint test demo clean
+.PHONY: install proto lint test demo clean tools stack
 
 install: $(STAMP)
 
@@ -33,3 +33,16 @@ demo: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .demo
+
+# Pinned CoreDNS and Toxiproxy in .tools/bin for the DNS lab; does nothing (and no network)
+# when they are already there at the pinned versions. Go is the only prerequisite.
+tools:
+	bash tools/install.sh
+
+# The tests drive real CoreDNS processes (tests/lab/test_coredns_chain.py).
+test: tools
+
+# The cross-cloud DNS chain (cluster DNS -> forwarder -> tunnel -> AWS resolver -> private zone)
+# as real CoreDNS processes, in network namespaces when run as root; until Ctrl-C.
+stack: $(STAMP) tools
+	$(BIN)/python -m bunnyrelay.lab.stack

@@ -57,6 +57,8 @@ class DnsLookupFailed(BunnyError):  # noqa: N818
 
     rcode: str = ""
     """The rcode or condition behind this failure: NXDOMAIN, NODATA, TIMEOUT, SERVFAIL…"""
+    likely_cause: ClassVar[str] = ""
+    """What this class of failure usually means on the cross-cloud path, in words."""
 
     def __init__(
         self,
@@ -130,6 +132,7 @@ class InvalidName(DnsLookupFailed):
     """The name is not something DNS can be asked about (empty, a label over 63 bytes…)."""
 
     rcode = "BADNAME"
+    likely_cause = "the name itself cannot be asked: fix the target"
 
     def _describe(self) -> str:
         return f"{self.name!r} is not a valid DNS name: {self.detail}"
@@ -139,6 +142,10 @@ class NameNotFound(DnsLookupFailed):
     """NXDOMAIN for every candidate FQDN: the name does not exist."""
 
     rcode = "NXDOMAIN"
+    likely_cause = (
+        "the record is missing from the zone, or a hop lacks the conditional forward "
+        "for the zone (bunny diagnose --hop … tells which)"
+    )
 
     def _describe(self) -> str:
         if len(self.candidates) > 1:
@@ -151,6 +158,7 @@ class NoAddresses(DnsLookupFailed):
     """The name exists but has no A/AAAA records of the family asked for (NODATA)."""
 
     rcode = "NODATA"
+    likely_cause = "the name exists but has no address record of the family asked for"
 
     def _describe(self) -> str:
         return (
@@ -164,6 +172,10 @@ class DnsTimeout(DnsLookupFailed):
 
     retryable = True
     rcode = "TIMEOUT"
+    likely_cause = (
+        "the nameserver or a hop beyond it does not answer: "
+        "a cut or slow VPN tunnel, or a resolver that is down"
+    )
 
     def _describe(self) -> str:
         why = f" ({self.detail})" if self.detail else ""
@@ -175,6 +187,10 @@ class DnsServerFailure(DnsLookupFailed):
 
     retryable = True
     rcode = "SERVFAIL"
+    likely_cause = (
+        "an upstream of the nameserver failed, "
+        "e.g. the forwarder could not get an answer from the AWS side"
+    )
 
     def _describe(self) -> str:
         return f"{self._subject()}: {self.rcode} from {self._servers()}{self._after()}"
@@ -185,6 +201,9 @@ class DnsRefused(DnsLookupFailed):
 
     retryable = True
     rcode = "REFUSED"
+    likely_cause = (
+        "an ACL on the nameserver rejects this client, or it does not serve the zone to it"
+    )
 
     def _describe(self) -> str:
         return f"{self._subject()}: REFUSED from {self._servers()}{self._after()}"
@@ -195,6 +214,7 @@ class DnsUnreachable(DnsLookupFailed):
 
     retryable = True
     rcode = "UNREACHABLE"
+    likely_cause = "nothing listens at the nameserver's address, or there is no route to it"
 
     def _describe(self) -> str:
         why = f" ({self.detail})" if self.detail else ""
@@ -206,6 +226,7 @@ class DnsBadAnswer(DnsLookupFailed):
 
     retryable = True
     rcode = "BADRESP"
+    likely_cause = "a hop sent a malformed answer or records for another name"
 
     def _describe(self) -> str:
         why = f": {self.detail}" if self.detail else ""

@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 
-from bunny.errors import BunnyError, RelayCallFailed
+from bunny.errors import BunnyError, DnsLookupFailed, RelayCallFailed
 from bunnyrelay.v1 import jobs_pb2
 
 SUCCEEDED = "SUCCEEDED"
@@ -27,11 +27,15 @@ class OutcomeError:
     """A gRPC status code name when relay (or the channel) gave one."""
     reason: str = ""
     """relay's machine-readable reason, e.g. ``JOB_FAILED``, ``UNKNOWN_KIND``."""
+    likely_cause: str = ""
+    """For a failed lookup, what that class of DNS failure usually means on the path."""
 
     @classmethod
     def from_exception(cls, exc: BunnyError) -> OutcomeError:
         if isinstance(exc, RelayCallFailed):
             return cls(type(exc).__name__, str(exc), exc.code.name, exc.reason)
+        if isinstance(exc, DnsLookupFailed):
+            return cls(type(exc).__name__, str(exc), likely_cause=exc.likely_cause)
         return cls(type(exc).__name__, str(exc))
 
     @classmethod
@@ -93,5 +97,6 @@ class JobOutcome:
                 "message": self.error.message,
                 "code": self.error.code or None,
                 "reason": self.error.reason or None,
+                "likely_cause": self.error.likely_cause or None,
             }
         return line

@@ -731,6 +731,7 @@ class Resolver:
         span.set_attributes(
             {
                 semconv.ERROR_TYPE: type(exc).__name__,
+                semconv.DNS_LIKELY_CAUSE: exc.likely_cause,
                 semconv.DNS_SOURCE: "negative-cache" if exc.from_negative_cache else "wire",
                 semconv.DNS_QUERIES_SENT: sum(1 for q in exc.queries if q.source == "wire"),
             }

@@ -45,6 +45,8 @@ DNS_SOURCE: Final = "bunnyrelay.dns.source"
 DNS_CANDIDATES: Final = "bunnyrelay.dns.candidates"
 DNS_QUERIES_SENT: Final = "bunnyrelay.dns.queries_sent"
 DNS_HOP: Final = "bunnyrelay.dns.hop"
+# For a failed lookup: what that class of failure usually means on the cross-cloud path.
+DNS_LIKELY_CAUSE: Final = "bunnyrelay.dns.likely_cause"
 # A lookup that waited for one already in flight for the same name instead of asking itself.
 DNS_COALESCED: Final = "bunnyrelay.dns.coalesced"
 # Why a stale answer was served: the error type of the refresh that failed.

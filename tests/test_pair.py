@@ -204,6 +204,8 @@ async def test_lookup_failure_is_a_typed_error_naming_the_name_and_nameserver(
     assert line["attempts"] == 0
     assert line["error"]["type"] == "NameNotFound"
     assert RELAY_NAME in line["error"]["message"]
+    assert str(zone.address) in line["error"]["message"]
+    assert "missing from the zone" in line["error"]["likely_cause"]
 
 
 @pytest.mark.parametrize(
