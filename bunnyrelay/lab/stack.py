@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shlex
 import shutil
 import signal
@@ -105,7 +106,12 @@ async def _run(mode: str, with_relay: bool) -> int:
             for index, address in enumerate(topology.relay_addresses):
                 listen = f"{address}:{port}"
                 argv = [sys.executable, "-m", "relay", "serve", "--listen", listen]
-                handles.append((listen, await topology.spawn(Side.AWS, f"relay-{index + 1}", argv)))
+                # Side by side, each relay keeps its own store.
+                state = topology.workdir / f"relay-{index + 1}-state"
+                env = {**os.environ, "RELAY_STATE_DIR": str(state)}
+                handles.append(
+                    (listen, await topology.spawn(Side.AWS, f"relay-{index + 1}", argv, env=env))
+                )
             await asyncio.sleep(1.0)
             for listen, handle in handles:
                 if handle.process.returncode is None:
