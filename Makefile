@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PROTOS := $(wildcard proto/bunnyrelay/v1/*.proto)
 
-.PHONY: install proto lint test demo clean tools stack
+.PHONY: install proto lint test demo clean tools stack deploy-tools deploy-files images
 
 install: $(STAMP)
 
@@ -46,3 +46,30 @@ test: tools
 # as real CoreDNS processes, in network namespaces when run as root; until Ctrl-C.
 stack: $(STAMP) tools
 	$(BIN)/python -m bunnyrelay.lab.stack
+
+# Real services that the tests start themselves (redis-server for the shared idempotency
+# store); installs Debian's package when it is missing. Needs root, as CI has.
+.PHONY: services
+services:
+	command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
+
+# The store tests run a real redis-server (tests/relay/stores, tests/faults).
+test: services
+
+# Pinned Helm, kubeconform, the Pod Security Admission checker and the Kubernetes JSON
+# schemas in .tools for tests/deploy; does nothing (and no network) when they are there.
+deploy-tools:
+	PYTHON=$(PYTHON) bash tools/install-deploy-tools.sh
+
+# The charts, the compose stack and the image are checked by real tools (tests/deploy).
+test: deploy-tools
+
+# Rewrite the CoreDNS files the charts and the compose stack ship from deploy/coredns/
+# (tests/deploy fail when one is stale).
+deploy-files: $(STAMP)
+	$(BIN)/python -m bunnyrelay.lab.deployfiles
+
+# The relay and bunny images from the one Dockerfile (needs Docker with BuildKit).
+images:
+	docker build --target relay --tag bunny-relay/relay:dev .
+	docker build --target bunny --tag bunny-relay/bunny:dev .

@@ -13,17 +13,20 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from bunny.diagnose import Diagnoser, parse_hop, render_table
 from bunny.errors import BunnyError
 from bunny.outcome import JobOutcome
 from bunny.relaypool import RelayPool
+from bunny.resolvconf import DEFAULT_PATH as DEFAULT_RESOLV_CONF
 from bunny.resolver import Resolver, ResolverSettings
 from bunny.retry import RetryPolicy
 from bunny.runner import JobRunner, RunSettings, UnaryRunner
 from bunny.streaming import StreamRunner
 from bunny.submit import build_requests, run_all
 from bunny.targets import LiteralAddress, Target, parse_target
+from bunny.tls import ClientTls, TlsFiles
 from bunnyrelay.logs import configure_logging
 from bunnyrelay.settings import (
     EnvArgumentParser,
@@ -99,6 +102,45 @@ def _add_output_options(parser: EnvArgumentParser) -> None:
     )
 
 
+# --- TLS to relay (issue 5): --tls, --tls-ca, --tls-cert, --tls-key ------------------------
+
+
+def _pem_path(text: str) -> Path:
+    if not text.strip():
+        raise SettingError("expected a path to a PEM file, got an empty value")
+    return Path(text.strip()).expanduser()
+
+
+def _add_tls_options(parser: EnvArgumentParser) -> None:
+    parser.option(
+        "--tls",
+        switch=True,
+        default=False,
+        help="talk TLS to relay, verifying its certificate against the DNS name of --target "
+        "(implied by any --tls-* file)",
+    )
+    parser.option(
+        "--tls-ca",
+        parse=_pem_path,
+        metavar="PEM",
+        help="CA bundle to verify relay's certificate with (default: the system's roots)",
+    )
+    parser.option(
+        "--tls-cert",
+        parse=_pem_path,
+        metavar="PEM",
+        help="client certificate chain for relay's mutual TLS (re-read when it changes)",
+    )
+    parser.option("--tls-key", parse=_pem_path, metavar="PEM", help="the key of --tls-cert")
+
+
+def _client_tls(args: argparse.Namespace) -> ClientTls | None:
+    files = TlsFiles(ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key)
+    if not args.tls and not files.paths:
+        return None
+    return ClientTls(files)
+
+
 def build_parser() -> EnvArgumentParser:
     parser = EnvArgumentParser(
         prog="bunny",
@@ -137,6 +179,7 @@ def build_parser() -> EnvArgumentParser:
         default=4,
         help="RPC attempts per job (retries on UNAVAILABLE and on overload)",
     )
+    _add_tls_options(submit)
     _add_output_options(submit)
 
     resolve = commands.add_parser(
@@ -161,7 +204,12 @@ def build_parser() -> EnvArgumentParser:
         metavar="LABEL=IP[:PORT]",
         help="a DNS hop, in order from the pod outward (repeat), e.g. cluster-dns=10.0.0.10",
     )
-    diagnose.option("--resolv-conf", metavar="PATH", help="also show what this resolv.conf costs")
+    diagnose.option(
+        "--resolv-conf",
+        metavar="PATH",
+        help="also show what resolving through this resolv.conf costs "
+        "(without --hop: /etc/resolv.conf, the pod's own path)",
+    )
     diagnose.option(
         "--family", parse=choice("any", "ipv4", "ipv6"), default="ipv4", help="address records"
     )
@@ -211,11 +259,12 @@ async def _submit(args: argparse.Namespace) -> int:
             "--target (or BUNNY_TARGET) is required, e.g. relay.private.aws.internal:50051"
         )
     target = args.target
+    tls = _client_tls(args)  # before anything is opened: bad files are a SettingError
     if isinstance(target.host, LiteralAddress):
         source: Resolver | LiteralAddress = target.host
     else:
         source = Resolver(_resolver_settings(args))
-    pool = RelayPool(source, str(target.host), target.port)
+    pool = RelayPool(source, str(target.host), target.port, tls=tls)
     settings = RunSettings(timeout_s=args.timeout, retry=RetryPolicy(attempts=args.attempts))
     runner: JobRunner = (StreamRunner if args.stream else UnaryRunner)(pool, settings)
     requests = build_requests(
@@ -243,13 +292,13 @@ async def _diagnose(args: argparse.Namespace) -> int:
     target: Target = args.target
     if isinstance(target.host, LiteralAddress):
         raise SettingError(f"{target.host}: diagnose needs relay's DNS name, not an IP address")
-    if not args.hop and not args.resolv_conf:
-        raise SettingError("give at least one --hop LABEL=IP[:PORT] or a --resolv-conf to check")
+    # Without hops, the path to check is the one the pod's own resolv.conf gives.
+    resolv_conf = args.resolv_conf or (None if args.hop else DEFAULT_RESOLV_CONF)
     diagnoser = Diagnoser(
         str(target.host),
         target.port,
         args.hop or (),
-        resolv_conf=args.resolv_conf,
+        resolv_conf=resolv_conf,
         family=args.family,
         timeout=args.query_timeout,
     )
