@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PROTOS := $(wildcard proto/bunnyrelay/v1/*.proto)
 
-.PHONY: install proto lint test demo clean tools stack deploy-tools deploy-files images
+.PHONY: install proto lint test demo clean tools stack deploy-tools deploy-files images bench
 
 install: $(STAMP)
 
@@ -73,3 +73,10 @@ deploy-files: $(STAMP)
 images:
 	docker build --target relay --tag bunny-relay/relay:dev .
 	docker build --target bunny --tag bunny-relay/bunny:dev .
+
+# bunny and relay against raw grpc.aio measured in the same run (issue 6): one table of
+# ratios, ghz beside it and the DNS lookup benchmark; rewrites docs/benchmarks.md (about
+# 5 minutes). BENCH_ARGS passes flags, e.g. BENCH_ARGS="--cases raw-unary,unary-100 --no-dns".
+BENCH_ARGS ?=
+bench: $(STAMP) tools
+	$(BIN)/python -m bunnyrelay.lab.bench $(BENCH_ARGS)

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from bunny.bench import BenchSettings, run_bench
 from bunny.diagnose import Diagnoser, parse_hop, render_table
 from bunny.errors import BunnyError
 from bunny.outcome import JobOutcome
@@ -217,6 +218,7 @@ def build_parser() -> EnvArgumentParser:
         "--query-timeout", parse=_timeout, default=2.0, help="seconds to wait for each query"
     )
     _add_output_options(diagnose)
+    _add_bench_command(commands)
     return parser
 
 
@@ -334,6 +336,67 @@ async def _resolve(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- bench (issue 6): closed-loop load through the real runners; the logic is bunny/bench.py ---
+
+
+def _add_bench_command(commands: argparse._SubParsersAction[EnvArgumentParser]) -> None:
+    bench = commands.add_parser(
+        "bench",
+        env_prefix="BUNNY_",
+        help="load relay with jobs through bunny's own runners and report jobs/s and latency",
+    )
+    bench.option(
+        "--target",
+        parse=parse_target,
+        metavar="NAME:PORT",
+        help="relay's DNS name (or an IP) and port, e.g. relay.private.aws.internal:50051",
+    )
+    _add_resolver_options(bench)
+    bench.option(
+        "--duration", parse=_timeout, default=10.0, help="seconds of measured load (after warm-up)"
+    )
+    bench.option(
+        "--warmup", parse=non_negative_float, default=1.0, help="seconds of load before measuring"
+    )
+    bench.option("--concurrency", parse=positive_int, default=64, help="jobs kept in flight")
+    bench.option("--stream", switch=True, default=False, help="send jobs over RunStream")
+    bench.option(
+        "--payload-bytes", parse=_payload_bytes, default=100, help="size of each job's payload"
+    )
+    _add_tls_options(bench)
+    _add_output_options(bench)
+
+
+def _payload_bytes(text: str) -> int:
+    if not text.isdigit():
+        raise SettingError(f"{text!r}: the payload size must be a whole number of bytes")
+    return int(text)
+
+
+async def _bench(args: argparse.Namespace) -> int:
+    if args.target is None:
+        raise SettingError(
+            "--target (or BUNNY_TARGET) is required, e.g. relay.private.aws.internal:50051"
+        )
+    tls = _client_tls(args)
+    literal = isinstance(args.target.host, LiteralAddress)
+    report = await run_bench(
+        args.target,
+        BenchSettings(
+            duration_s=args.duration,
+            concurrency=args.concurrency,
+            warmup_s=args.warmup,
+            stream=args.stream,
+            payload_bytes=args.payload_bytes,
+        ),
+        resolver=None if literal else _resolver_settings(args),
+        tls=tls,
+        progress=sys.stderr,
+    )
+    print(json.dumps(report.as_dict()) if args.json else report.render(), flush=True)
+    return 0 if report.ok else 1
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -343,7 +406,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     except SettingError as exc:
         parser.exit(2, f"bunny: error: {exc}\n")
     try:
-        command = {"submit": _submit, "resolve": _resolve, "diagnose": _diagnose}[args.command]
+        command = {
+            "submit": _submit,
+            "resolve": _resolve,
+            "diagnose": _diagnose,
+            "bench": _bench,
+        }[args.command]
         code = asyncio.run(command(args))
     except SettingError as exc:
         parser.exit(2, f"bunny: error: {exc}\n")

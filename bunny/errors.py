@@ -16,6 +16,9 @@
     │
     └── RelayCallFailed         (RPC: the gRPC status, the peer, relay's reason)
         ├── RelayUnavailable    yes   unreachable, connection reset, or relay draining
+        │   └── RelayTlsFailed  yes   relay's certificate failed bunny's checks (wrong
+        │                             name, unknown CA, expired): fix the files; a
+        │                             rotation in progress, or another replica, may pass
         ├── RelayOverloaded     yes   too many jobs in flight; relay says when to come back
         ├── JobRejected         no    the request is wrong: bad id, unknown kind, too large,
         │                             an id reused for another request
@@ -255,6 +258,13 @@ class RelayUnavailable(RelayCallFailed):
     """relay could not be reached, reset the connection or is draining: another try may work."""
 
     retryable = True
+
+
+class RelayTlsFailed(RelayUnavailable):
+    """The TLS handshake with relay failed on bunny's side: relay's certificate is not for
+    the name bunny resolved, not signed by a CA it trusts, or expired. (When relay turns
+    bunny's certificate away, TLS 1.3 lets bunny see only a closed connection:
+    a plain :class:`RelayUnavailable`; relay's log says why.)"""
 
 
 class RelayOverloaded(RelayCallFailed):

@@ -5,11 +5,14 @@ instead of handing the DNS name to gRPC: gRPC's resolver ignores TTLs and only
 re-resolves on disconnect (grpc/grpc#12295, grpc/grpc#22897), so a relay that
 moves would keep receiving nothing. One channel per address also tells bunny
 exactly which address served each call, which a single round-robin channel
-hides. The DNS name stays the ``:authority`` so TLS can verify it later.
+hides. The DNS name stays the ``:authority``, and with TLS it is also the name
+relay's certificate is verified against (``grpc.ssl_target_name_override``),
+though the channel dials an IP address.
 
 When the answer changes (TTL expiry, serve-stale ending), new addresses get
 channels at once and channels to addresses that left are closed with a grace
-period, so calls already on them finish instead of failing.
+period, so calls already on them finish instead of failing. When the TLS files
+change (:mod:`bunny.tls`), every channel is replaced the same way.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Protocol
 import grpc
 
 from bunny.resolver import Resolution
+from bunny.tls import ClientTls
 from bunnyrelay.v1 import jobs_pb2_grpc
 
 # Calls on a channel whose address left the DNS answer get this long to finish.
@@ -74,13 +78,19 @@ class RelayPool:
         port: int,
         *,
         channel_options: Sequence[tuple[str, object]] = (),
+        tls: ClientTls | None = None,
     ) -> None:
         self.resolver = resolver
         self.name = name
         self.port = port
         self.host = name.rstrip(".")
         self.authority = f"{self.host}:{port}"
-        self._options = [("grpc.default_authority", self.authority), *channel_options]
+        self.tls = tls
+        self._options: list[tuple[str, object]] = [("grpc.default_authority", self.authority)]
+        if tls is not None:
+            # The certificate must name what bunny resolved, not the address it dials.
+            self._options.append(("grpc.ssl_target_name_override", self.host))
+        self._options.extend(channel_options)
         self._endpoints: dict[str, Endpoint] = {}
         self._order: tuple[Endpoint, ...] = ()
         self._addresses: tuple[str, ...] = ()
@@ -94,7 +104,13 @@ class RelayPool:
     async def lookup(self, *, deadline: float | None = None) -> Resolution:
         """Resolve the name (cache first) and bring the endpoints in line with the answer."""
         resolution = await self.resolver.resolve(self.name, deadline=deadline)
-        if resolution.addresses != self._addresses:
+        if self.tls is not None and self.tls.refresh():
+            # New certificates: new channels (new handshakes) for the calls from now on.
+            for endpoint in self._endpoints.values():
+                self._retire(endpoint)
+            self._endpoints.clear()
+            self._apply(resolution.addresses)
+        elif resolution.addresses != self._addresses:
             self._apply(resolution.addresses)
         return resolution
 
@@ -124,8 +140,13 @@ class RelayPool:
                 self._retire(self._endpoints.pop(address))
         for address in wanted:
             if address not in self._endpoints:
-                channel = grpc.aio.insecure_channel(
-                    grpc_target(address, self.port), options=self._options
+                target = grpc_target(address, self.port)
+                channel = (
+                    grpc.aio.insecure_channel(target, options=self._options)
+                    if self.tls is None
+                    else grpc.aio.secure_channel(
+                        target, self.tls.credentials, options=self._options
+                    )
                 )
                 self._endpoints[address] = Endpoint(
                     self.host, address, self.port, channel, jobs_pb2_grpc.JobServiceStub(channel)

@@ -27,6 +27,7 @@ from bunny.errors import (
     JobRejected,
     RelayCallFailed,
     RelayOverloaded,
+    RelayTlsFailed,
     RelayUnavailable,
 )
 from bunny.outcome import FAILED, SUCCEEDED, JobOutcome, OutcomeError
@@ -53,6 +54,14 @@ _REJECTED = frozenset(
         grpc.StatusCode.UNAUTHENTICATED,
         grpc.StatusCode.UNIMPLEMENTED,
     }
+)
+
+
+# How gRPC's channel reports a certificate that failed bunny's own checks.
+_TLS_FAILURES = (
+    "Hostname Verification Check failed",
+    "CERTIFICATE_VERIFY_FAILED",
+    "handshake failed",
 )
 
 
@@ -91,6 +100,8 @@ def classify_rpc_error(exc: grpc.aio.AioRpcError, peer: str) -> RelayCallFailed:
     message = f"{peer}: {code.name}: {details}"
     reason = _error_reason(exc)
     if code is grpc.StatusCode.UNAVAILABLE:
+        if any(marker in details for marker in _TLS_FAILURES):
+            return RelayTlsFailed(message, code=code, peer=peer, reason=reason)
         return RelayUnavailable(message, code=code, peer=peer, reason=reason)
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
         pushback = _pushback_seconds(exc)

@@ -14,7 +14,8 @@ resubmitting the same job can help::
     ├── Overloaded          RESOURCE_EXHAUSTED   OVERLOADED         yes, after retry_after
     ├── Draining            UNAVAILABLE          DRAINING           yes, on another relay
     ├── DeadlineExceeded    DEADLINE_EXCEEDED    DEADLINE_EXCEEDED  yes, with a longer deadline
-    └── Interrupted         UNAVAILABLE          INTERRUPTED        yes, on another relay
+    ├── Interrupted         UNAVAILABLE          INTERRUPTED        yes, on another relay
+    └── StoreUnavailable    UNAVAILABLE          STORE_UNAVAILABLE  yes, once the store is back
 
 A unary call ends with the code, the message, ``google.rpc.ErrorInfo`` (and
 ``RetryInfo``) status details, and ``grpc-retry-pushback-ms`` when relay knows
@@ -222,6 +223,22 @@ class Interrupted(Refused):
         return cls(
             f"job {job_id!r} was still running when relay's drain grace period ended and was "
             "cancelled before it finished; resubmit it to another relay"
+        )
+
+
+class StoreUnavailable(Refused):
+    """The idempotency store could not be asked whether the job ran before: running it
+    blind could double its effect, so relay refuses it and the client retries."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "STORE_UNAVAILABLE"
+    retryable = True
+
+    @classmethod
+    def of(cls, job_id: str, problem: str) -> StoreUnavailable:
+        return cls(
+            f"job {job_id!r} was not run: relay's idempotency store is unavailable ({problem}); "
+            "retry later or on another relay"
         )
 
 

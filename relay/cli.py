@@ -1,7 +1,8 @@
 """``relay serve``: run the job server until SIGTERM, then drain and exit 0.
 
-Exit status: 0 after a drain, 1 when relay cannot start (for example the port
-is in use), 2 for a bad flag or environment variable (the message names it).
+Exit status: 0 after a drain, 1 when relay cannot start (the port is in use,
+the idempotency store cannot be opened, the TLS files cannot be used), 2 for a
+bad flag or environment variable (the message names it).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from bunnyrelay.logs import configure_logging
 from bunnyrelay.settings import EnvArgumentParser, SettingError
 from bunnyrelay.telemetry import setup_telemetry
 from relay.config import RelayConfig
+from relay.dedupe import StoreError
 from relay.lifecycle import ListenError, serve_until_signalled
 from relay.server import JOB_SERVICE, Relay
+from relay.tls import TlsError
 
 PROG = "relay"
 
@@ -43,9 +46,11 @@ async def serve(config: RelayConfig, log: logging.Logger) -> None:
 
     async def start() -> None:
         log.info(
-            "relay starting: instance %s, kinds %s",
+            "relay starting: instance %s, kinds %s, store %s, %s",
             config.instance_name,
             ", ".join(relay.runner.known_kinds),
+            config.store_path or config.store.scheme,
+            ("mutual TLS" if config.tls_client_ca else "TLS") if config.tls else "plaintext",
             extra={"event": "relay.start"},
         )
         await relay.start()
@@ -85,6 +90,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(serve(config, log))
     except ListenError as exc:
         log.error("%s", exc, extra={"event": "relay.listen_failed"})
+        return 1
+    except StoreError as exc:
+        log.error("%s", exc, extra={"event": "relay.store_failed"})
+        return 1
+    except TlsError as exc:
+        log.error("%s", exc, extra={"event": "relay.tls_failed"})
         return 1
     except KeyboardInterrupt:
         # Only before the signal handlers are in place; after that SIGINT drains.

@@ -11,6 +11,7 @@ import argparse
 import os
 import socket
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 from bunnyrelay.settings import (
     EnvArgumentParser,
@@ -21,6 +22,7 @@ from bunnyrelay.settings import (
     parse_host_port,
     positive_int,
 )
+from relay.stores import DEFAULT_STORE, StoreSpec, parse_store, sqlite_path
 
 MiB = 1024 * 1024
 
@@ -34,6 +36,37 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 def default_instance_name() -> str:
     """The pod name in Kubernetes (``POD_NAME`` from the downward API), else the host name."""
     return os.environ.get("POD_NAME") or os.environ.get("HOSTNAME") or socket.gethostname()
+
+
+def default_state_dir() -> Path:
+    """Where relay keeps what must survive a restart (the SQLite store), unless told.
+
+    ``$STATE_DIRECTORY`` when systemd gives one; else ``/var/lib/relay`` when it
+    exists or relay runs as root (the container image creates it for its
+    non-root user, and the chart mounts a volume there); else
+    ``$XDG_STATE_HOME/relay`` (``~/.local/state/relay``), for a developer's own runs.
+    """
+    systemd = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if systemd:
+        return Path(systemd)
+    system = Path("/var/lib/relay")
+    if system.is_dir() or os.geteuid() == 0:
+        return system
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "relay"
+
+
+def _path(text: str) -> Path:
+    if not text.strip():
+        raise SettingError("expected a path, got an empty value")
+    return Path(text.strip()).expanduser()
+
+
+def _retention_hours(text: str) -> float:
+    value = non_negative_float(text)
+    if value <= 0:
+        raise SettingError(f"{text!r}: the retention must be more than 0 hours")
+    return value
 
 
 def parse_listen(text: str) -> HostPort:
@@ -70,7 +103,28 @@ class RelayConfig:
     """This relay's name in every result and span (``relay_instance``)."""
 
     dedupe_capacity: int = 100_000
-    """Completed jobs remembered for idempotent resubmission (least recently used go first)."""
+    """Completed jobs remembered in memory for idempotent resubmission (least recently used go
+    first): the whole memory store, and the durable stores' cache of recent results."""
+
+    store: StoreSpec = DEFAULT_STORE
+    """The idempotency store: ``memory``, ``sqlite:PATH`` (relative to ``state_dir``) or
+    ``redis://HOST:PORT/DB``; :mod:`relay.stores` tells what each one guarantees."""
+
+    state_dir: Path = field(default_factory=default_state_dir)
+    """Directory for state that must survive a restart (the default SQLite store)."""
+
+    dedupe_retention: float = 24.0
+    """Hours a durable store keeps a job id (SQLite prunes, Redis expires); resubmissions
+    later than that run again."""
+
+    tls_cert: Path | None = None
+    """PEM certificate chain relay presents; with ``tls_key``, relay serves TLS only."""
+
+    tls_key: Path | None = None
+    """PEM private key of ``tls_cert``."""
+
+    tls_client_ca: Path | None = None
+    """PEM CA bundle: when set, clients must present a certificate signed by it (mutual TLS)."""
 
     log_format: str = "text"
     """``text`` for people, ``json`` for machines (one object per line)."""
@@ -93,10 +147,32 @@ class RelayConfig:
             raise SettingError("instance_name: must be 1-253 characters")
         if self.dedupe_capacity < 1:
             raise SettingError(f"dedupe_capacity: {self.dedupe_capacity} must be at least 1")
+        if not 0 < self.dedupe_retention <= 24 * 365:
+            raise SettingError(
+                f"dedupe_retention: {self.dedupe_retention} hours is not in (0, {24 * 365}]"
+            )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise SettingError("tls_cert: --tls-cert and --tls-key must be given together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise SettingError(
+                "tls_client_ca: requiring client certificates needs --tls-cert and --tls-key"
+            )
         if self.log_format not in LOG_FORMATS:
             raise SettingError(f"log_format: {self.log_format!r} is not one of text, json")
         if self.log_level not in LOG_LEVELS:
             raise SettingError(f"log_level: {self.log_level!r} is not one of {LOG_LEVELS}")
+
+    @property
+    def tls(self) -> bool:
+        """True when relay serves TLS (and refuses plaintext)."""
+        return self.tls_cert is not None
+
+    @property
+    def store_path(self) -> Path | None:
+        """The SQLite store's file, for a ``sqlite:`` store."""
+        if self.store.scheme != "sqlite":
+            return None
+        return sqlite_path(self.store, self.state_dir)
 
     @property
     def max_receive_message_bytes(self) -> int:
@@ -149,6 +225,43 @@ class RelayConfig:
             default=defaults.dedupe_capacity,
             metavar="N",
             help="completed jobs remembered for idempotent resubmission",
+        )
+        parser.option(
+            "--store",
+            parse=parse_store,
+            default=defaults.store,
+            metavar="STORE",
+            help="idempotency store: memory, sqlite:PATH (relative to --state-dir) or "
+            "redis://HOST:PORT/DB; docs/stores.md tells what each guarantees",
+        )
+        parser.option(
+            "--state-dir",
+            parse=_path,
+            default=defaults.state_dir,
+            metavar="DIR",
+            help="directory for state that survives a restart (the SQLite store); "
+            "must be writable, e.g. a mounted volume",
+        )
+        parser.option(
+            "--dedupe-retention",
+            parse=_retention_hours,
+            default=defaults.dedupe_retention,
+            metavar="HOURS",
+            help="how long a durable store remembers a job id",
+        )
+        parser.option(
+            "--tls-cert",
+            parse=_path,
+            metavar="PEM",
+            help="serve TLS with this certificate chain (re-read when the file changes); "
+            "plaintext is then refused",
+        )
+        parser.option("--tls-key", parse=_path, metavar="PEM", help="the private key of --tls-cert")
+        parser.option(
+            "--tls-client-ca",
+            parse=_path,
+            metavar="PEM",
+            help="require client certificates signed by this CA bundle (mutual TLS)",
         )
         parser.option(
             "--log-format",

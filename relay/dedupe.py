@@ -19,9 +19,12 @@ payload, attributes) and the final result. A job goes through it like this::
   replays its result, or claims the id itself if the first call released it.
 - The same id with a different fingerprint: :class:`FingerprintMismatchError`.
 
-Stores that outlive the process (SQLite, Redis) implement the same four
-methods; a claim held by a process that died is theirs to expire. This module
-has the in-memory store, bounded by an LRU of completed entries.
+Stores that outlive the process (:mod:`relay.stores`: SQLite, Redis)
+implement the same methods; a claim held by a process that died is theirs to
+expire. This module has the interface, the pieces every store keeps in
+memory (:class:`LocalClaims`, :class:`RecentResults`) and the in-memory store.
+
+Which store keeps which promise is told in :mod:`relay.stores` and docs/stores.md.
 """
 
 from __future__ import annotations
@@ -33,6 +36,15 @@ from collections import OrderedDict
 from collections.abc import Mapping
 
 from bunnyrelay.v1.jobs_pb2 import JobResult
+
+
+class StoreError(Exception):
+    """The store cannot be opened or does not answer (disk, permissions, network).
+
+    Raised by :meth:`IdempotencyStore.open` at start-up, when relay must not
+    serve, and by ``reserve``/``complete`` while serving, when relay refuses
+    the job (UNAVAILABLE, retryable) rather than run it without the store.
+    """
 
 
 class FingerprintMismatchError(Exception):
@@ -64,6 +76,9 @@ class Claim:
 
 class IdempotencyStore(abc.ABC):
     """Where completed results are kept by ``job_id``."""
+
+    async def open(self) -> None:  # noqa: B027 - stores without resources need nothing here
+        """Get ready to serve (files, connections); raises :class:`StoreError` when it cannot."""
 
     @abc.abstractmethod
     async def reserve(self, job_id: str, fingerprint: bytes) -> Replay | Claim:
@@ -107,20 +122,103 @@ def fingerprint(kind: str, payload: bytes, attributes: Mapping[str, str]) -> byt
 
 
 class _Running(Claim):
-    __slots__ = ("waiters",)
+    __slots__ = ("confirmed", "waiters")
 
-    def __init__(self, job_id: str, fingerprint: bytes) -> None:
+    def __init__(self, job_id: str, fingerprint: bytes, *, confirmed: bool) -> None:
         super().__init__(job_id, fingerprint)
+        self.confirmed = confirmed
         # Created only when a duplicate arrives, so the common case allocates nothing more.
         self.waiters: asyncio.Event | None = None
 
+    async def wait(self) -> None:
+        if self.waiters is None:
+            self.waiters = asyncio.Event()
+        # Each waiter has its own future inside Event.wait, so one waiter's
+        # cancellation (its deadline) never disturbs the others.
+        await self.waiters.wait()
 
-class _Done:
+
+class LocalClaims:
+    """The claims this process holds, and the duplicates waiting on them.
+
+    A durable store adds a claim here before it asks its backend (unconfirmed),
+    so that a duplicate arriving meanwhile waits instead of asking too; it only
+    compares fingerprints with confirmed claims, whose fingerprint is the id's.
+    """
+
+    def __init__(self) -> None:
+        # Bounded by relay's in-flight limit, not by any capacity.
+        self._running: dict[str, _Running] = {}
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+    def get(self, job_id: str) -> _Running | None:
+        return self._running.get(job_id)
+
+    def add(self, job_id: str, fingerprint: bytes, *, confirmed: bool = True) -> _Running:
+        claim = _Running(job_id, fingerprint, confirmed=confirmed)
+        self._running[job_id] = claim
+        return claim
+
+    def forget(self, claim: Claim) -> None:
+        """Drop ``claim`` if it is the one held for its id, and wake who waits on it."""
+        running = self._running.get(claim.job_id)
+        if running is not claim:
+            return
+        del self._running[claim.job_id]
+        if running.waiters is not None:
+            running.waiters.set()
+
+    async def wait_or_check(self, job_id: str, fingerprint: bytes) -> bool:
+        """If the id is claimed here: raise on a confirmed mismatch, else wait for the
+        claim to end and return True (ask again). False when nothing here holds it."""
+        running = self._running.get(job_id)
+        if running is None:
+            return False
+        if running.confirmed and running.fingerprint != fingerprint:
+            raise FingerprintMismatchError(job_id)
+        await running.wait()
+        return True
+
+
+class Completed:
+    """A finished job as stores keep it."""
+
     __slots__ = ("fingerprint", "result")
 
     def __init__(self, fingerprint: bytes, result: JobResult) -> None:
         self.fingerprint = fingerprint
         self.result = result
+
+
+class RecentResults:
+    """Completed results, the least recently used evicted past ``capacity``."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        self.capacity = capacity
+        self._done: OrderedDict[str, Completed] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._done)
+
+    def replay(self, job_id: str, fingerprint: bytes) -> Replay | None:
+        """The stored result for ``job_id``; raises on a mismatch; None when not here."""
+        done = self._done.get(job_id)
+        if done is None:
+            return None
+        if done.fingerprint != fingerprint:
+            raise FingerprintMismatchError(job_id)
+        self._done.move_to_end(job_id)
+        return Replay(done.result)
+
+    def add(self, job_id: str, fingerprint: bytes, result: JobResult) -> None:
+        self._done[job_id] = Completed(fingerprint, result)
+        self._done.move_to_end(job_id)
+        while len(self._done) > self.capacity:
+            self._done.popitem(last=False)
 
 
 class MemoryStore(IdempotencyStore):
@@ -131,53 +229,27 @@ class MemoryStore(IdempotencyStore):
     """
 
     def __init__(self, capacity: int) -> None:
-        if capacity < 1:
-            raise ValueError(f"capacity must be at least 1, got {capacity}")
-        self.capacity = capacity
-        self._done: OrderedDict[str, _Done] = OrderedDict()
-        # Running entries are bounded by relay's in-flight limit, not by capacity.
-        self._running: dict[str, _Running] = {}
+        self._done = RecentResults(capacity)
+        self._claims = LocalClaims()
+
+    @property
+    def capacity(self) -> int:
+        return self._done.capacity
 
     def __len__(self) -> int:
         return len(self._done)
 
     async def reserve(self, job_id: str, fingerprint: bytes) -> Replay | Claim:
         while True:
-            done = self._done.get(job_id)
-            if done is not None:
-                if done.fingerprint != fingerprint:
-                    raise FingerprintMismatchError(job_id)
-                self._done.move_to_end(job_id)
-                return Replay(done.result)
-            running = self._running.get(job_id)
-            if running is None:
-                claim = _Running(job_id, fingerprint)
-                self._running[job_id] = claim
-                return claim
-            if running.fingerprint != fingerprint:
-                raise FingerprintMismatchError(job_id)
-            if running.waiters is None:
-                running.waiters = asyncio.Event()
-            # Each waiter has its own future inside Event.wait, so one waiter's
-            # cancellation (its deadline) never disturbs the others.
-            await running.waiters.wait()
+            replay = self._done.replay(job_id, fingerprint)
+            if replay is not None:
+                return replay
+            if not await self._claims.wait_or_check(job_id, fingerprint):
+                return self._claims.add(job_id, fingerprint)
 
     async def complete(self, claim: Claim, result: JobResult) -> None:
-        running = self._forget(claim)
-        self._done[claim.job_id] = _Done(claim.fingerprint, result)
-        while len(self._done) > self.capacity:
-            self._done.popitem(last=False)
-        if running is not None and running.waiters is not None:
-            running.waiters.set()
+        self._done.add(claim.job_id, claim.fingerprint, result)
+        self._claims.forget(claim)
 
     async def release(self, claim: Claim) -> None:
-        running = self._forget(claim)
-        if running is not None and running.waiters is not None:
-            running.waiters.set()
-
-    def _forget(self, claim: Claim) -> _Running | None:
-        running = self._running.get(claim.job_id)
-        if running is not claim:
-            return None
-        del self._running[claim.job_id]
-        return running
+        self._claims.forget(claim)

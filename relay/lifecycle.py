@@ -85,15 +85,21 @@ class Lifecycle:
         self._hurry = asyncio.Event()
         self._drained: asyncio.Future[DrainReport] | None = None
 
-    async def start(self, listen: HostPort) -> int:
-        """Bind, start and become ready; returns the bound port."""
+    async def start(
+        self, listen: HostPort, credentials: grpc.ServerCredentials | None = None
+    ) -> int:
+        """Bind (TLS only when ``credentials`` are given), start and become ready;
+        returns the bound port."""
         if self.phase is not Phase.NEW:
             raise RuntimeError(f"relay cannot start from phase {self.phase.value}")
         self.phase = Phase.STARTING
         for name in ("", *self._service_names):
             await self._health.set(name, _NOT_SERVING)
         try:
-            port = self._server.add_insecure_port(str(listen))
+            if credentials is None:
+                port = self._server.add_insecure_port(str(listen))
+            else:
+                port = self._server.add_secure_port(str(listen), credentials)
         except RuntimeError as exc:
             self.phase = Phase.STOPPED
             raise ListenError(

@@ -2,13 +2,18 @@
 
 In-process use (tests, benchmarks, embedding)::
 
-    async with running_server(RelayConfig(listen=HostPort("127.0.0.1", 0))) as relay:
+    config = RelayConfig(listen=HostPort("127.0.0.1", 0), store=StoreSpec("memory"))
+    async with running_server(config) as relay:
         async with grpc.aio.insecure_channel(relay.target) as channel:
             ...
         report = await relay.drain()   # optional: what SIGTERM does
 
 Leaving the block stops the server at once (jobs still running are cancelled
 and answered UNAVAILABLE); ``relay serve`` drains with the grace period instead.
+
+Starting opens the idempotency store first (a store that cannot be used is a
+:class:`relay.dedupe.StoreError`), then reads the TLS files if any
+(:class:`relay.tls.TlsError`), then binds (:class:`relay.lifecycle.ListenError`).
 """
 
 from __future__ import annotations
@@ -19,17 +24,20 @@ from contextlib import asynccontextmanager
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from opentelemetry import metrics, trace
 
 from bunnyrelay.settings import HostPort
 from bunnyrelay.v1 import jobs_pb2
 from relay.admission import Admission
 from relay.config import RelayConfig
-from relay.dedupe import IdempotencyStore, MemoryStore
+from relay.decoding import register_forgiving
+from relay.dedupe import IdempotencyStore
 from relay.kinds import Registry, registry
 from relay.lifecycle import DrainReport, Lifecycle, Phase
 from relay.service import JobRunner, JobService, parse_request
+from relay.stores import build_store
+from relay.tls import ServerCertificates
 from relay.tracing import RelayTelemetry
 
 JOB_SERVICE = jobs_pb2.DESCRIPTOR.services_by_name["JobService"].full_name
@@ -52,7 +60,19 @@ class Relay:
         self.config = config
         self.log = logger or logging.getLogger("relay")
         handlers = (kinds or registry).handlers()
-        self.store = store or MemoryStore(config.dedupe_capacity)
+        self.store = store or build_store(
+            config.store,
+            state_dir=config.state_dir,
+            capacity=config.dedupe_capacity,
+            retention_s=config.dedupe_retention * 3600,
+            instance=config.instance_name,
+            logger=self.log,
+        )
+        self.certificates: ServerCertificates | None = None
+        if config.tls_cert is not None and config.tls_key is not None:
+            self.certificates = ServerCertificates(
+                config.tls_cert, config.tls_key, config.tls_client_ca, logger=self.log
+            )
         self.runner = JobRunner(
             handlers=handlers,
             store=self.store,
@@ -132,14 +152,34 @@ class Relay:
             (grpc.method_handlers_generic_handler(JOB_SERVICE, handlers),)
         )
         server.add_registered_method_handlers(JOB_SERVICE, handlers)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (JOB_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server
+        # Not enable_server_reflection(): relay registers the servicer itself, so that
+        # requests which do not decode get INVALID_ARGUMENT here too, not UNKNOWN.
+        reflector = reflection.aio.ReflectionServicer(
+            (JOB_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME)
+        )
+        register_forgiving(
+            server, lambda target: health_pb2_grpc.add_HealthServicer_to_server(self.health, target)
+        )
+        register_forgiving(
+            server,
+            lambda target: reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+                reflector, target
+            ),
         )
         return server
 
     async def start(self) -> int:
-        """Bind and serve; returns the port. Raises :class:`relay.lifecycle.ListenError`."""
+        """Open the store, bind and serve; returns the port.
+
+        Raises :class:`relay.dedupe.StoreError`, :class:`relay.tls.TlsError` or
+        :class:`relay.lifecycle.ListenError`, with nothing left open.
+        """
+        await self.store.open()
+        try:
+            credentials = self.certificates.credentials() if self.certificates else None
+        except BaseException:
+            await self.store.close()
+            raise
         self._server = self._build_server()
         self._lifecycle = Lifecycle(
             server=self._server,
@@ -148,7 +188,11 @@ class Relay:
             service_names=(JOB_SERVICE,),
             logger=self.log,
         )
-        self.port = await self._lifecycle.start(self.config.listen)
+        try:
+            self.port = await self._lifecycle.start(self.config.listen, credentials)
+        except BaseException:
+            await self.store.close()
+            raise
         return self.port
 
     async def drain(self, grace: float | None = None) -> DrainReport:

@@ -35,9 +35,16 @@ from relay.admission import (
     InvalidRequest,
     PayloadTooLarge,
     Refused,
+    StoreUnavailable,
     UnknownKind,
 )
-from relay.dedupe import FingerprintMismatchError, IdempotencyStore, Replay, fingerprint
+from relay.dedupe import (
+    FingerprintMismatchError,
+    IdempotencyStore,
+    Replay,
+    StoreError,
+    fingerprint,
+)
 from relay.kinds import Handler, JobFailed, JobInput
 
 Context: TypeAlias = "grpc.aio.ServicerContext[JobRequest, JobResult]"
@@ -144,6 +151,13 @@ class JobRunner:
             reservation = await self._store.reserve(job_id, fingerprint(kind, payload, attributes))
         except FingerprintMismatchError:
             raise IdConflict.of(job_id) from None
+        except StoreError as exc:
+            self._log.error(
+                "idempotency store failed: %s",
+                exc,
+                extra={"event": "store.error", "job_id": job_id},
+            )
+            raise StoreUnavailable.of(job_id, str(exc)) from None
         if isinstance(reservation, Replay):
             replayed = JobResult()
             replayed.CopyFrom(reservation.result)
@@ -160,6 +174,11 @@ class JobRunner:
         stored = False
         started = time.monotonic()
         started_ns = time.time_ns()
+        if self._log.isEnabledFor(logging.DEBUG):
+            # Claimed and admitted: from here on a crash leaves a claim to take over.
+            self._log.debug(
+                "job started", extra={"event": "job.started", "job_id": job_id, "kind": kind}
+            )
         try:
             try:
                 output = await handler(JobInput(job_id, kind, payload, attributes))
@@ -214,7 +233,17 @@ class JobRunner:
                 # Retryable means "may succeed later": remembering it would block that.
                 await self._store.release(reservation)
             else:
-                await self._store.complete(reservation, result)
+                try:
+                    await self._store.complete(reservation, result)
+                except StoreError as exc:
+                    # The job ran: its result is the caller's even if it cannot be kept.
+                    # Failing the call instead would make the client run it again.
+                    self._log.error(
+                        "job %s finished but its result could not be stored: %s",
+                        job_id,
+                        exc,
+                        extra={"event": "store.error", "job_id": job_id},
+                    )
             stored = True
             return result
         except asyncio.CancelledError:

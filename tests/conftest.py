@@ -6,19 +6,31 @@ test fails; nothing listens on anything but 127.0.0.0/8.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 
 import pytest
 
 from bunnyrelay.lab.dnsserver import ZoneServer
 from bunnyrelay.lab.otlpsink import OtlpSink
 from bunnyrelay.lab.processes import RelayProcess, relay_process
+from bunnyrelay.lab.redisserver import INSTALL_HINT, RedisServer, redis_server
 
 RELAY_NAME = "relay.private.aws.internal"
 ZONE = "private.aws.internal"
 
 StartRelay = Callable[..., AbstractAsyncContextManager[RelayProcess]]
+
+
+@pytest.fixture(autouse=True)
+def _private_state_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A relay started without --state-dir keeps its default SQLite store here, not in the
+    machine's /var/lib/relay: nothing outlives a test or leaks into the next one. (systemd's
+    STATE_DIRECTORY, which relay honours, survives the RELAY_-free environments that tests
+    give their child processes.)"""
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "relay-state"))
 
 
 @pytest.fixture
@@ -45,3 +57,13 @@ def start_relay(sink: OtlpSink) -> StartRelay:
         return relay_process(listen, args=args, env={**sink.env("relay"), **(env or {})})
 
     return start
+
+
+@pytest.fixture
+async def redis(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RedisServer]:
+    """A real ``redis-server`` on 127.0.0.1, killed after the test. Without the binary the
+    test fails (never skips), saying that ``make test`` installs it."""
+    if shutil.which("redis-server") is None:
+        pytest.fail(INSTALL_HINT)
+    async with redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server

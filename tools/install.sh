@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# `make tools`: install the lab's pinned DNS server and fault proxy into .tools/bin.
+# `make tools`: install the lab's pinned DNS server, fault proxy and load generator into .tools/bin.
 #
 #   .tools/bin/coredns            CoreDNS, the release pinned in tools/coredns/go.mod, built
 #                                 from tools/coredns/main.go with only the plugins we use
 #   .tools/bin/toxiproxy-server   Toxiproxy (TOXIPROXY_VERSION below): the tunnel's fault proxy
 #   .tools/bin/toxiproxy-cli      its command line, for people exploring `make stack`
+#   .tools/bin/ghz                ghz (GHZ_VERSION below): the outside gRPC load generator
+#                                 `make bench` runs against relay
 #
 # Idempotent: a binary that is present, was built from the pinned module version and is newer
 # than its sources is left alone, and then nothing here touches the network (`go version -m`
@@ -15,6 +17,10 @@ cd "$(dirname "$0")/.."
 BIN="$PWD/.tools/bin"
 TOXIPROXY_VERSION=v2.12.0
 TOXIPROXY_MODULE=github.com/Shopify/toxiproxy/v2
+# The newest release the Go module proxy serves (2025-12-07). Its version list (and so
+# `@latest`) stops at v0.93.0, but the later release tags resolve when asked for by name.
+GHZ_VERSION=v0.121.0
+GHZ_MODULE=github.com/bojand/ghz
 COREDNS_MODULE=github.com/coredns/coredns
 COREDNS_VERSION=$(awk -v m="$COREDNS_MODULE" '{for (i = 1; i < NF; i++) if ($i == m && $(i + 1) ~ /^v/) print $(i + 1)}' tools/coredns/go.mod)
 
@@ -77,3 +83,15 @@ for pair in server:toxiproxy-server cli:toxiproxy-cli; do
         echo "$name $TOXIPROXY_VERSION: installed in $((SECONDS - start)) s"
     fi
 done
+
+if built_from "$BIN/ghz" "$GHZ_MODULE" "$GHZ_VERSION"; then
+    echo "ghz $GHZ_VERSION: up to date"
+else
+    echo "ghz $GHZ_VERSION: go install $GHZ_MODULE/cmd/ghz@$GHZ_VERSION"
+    start=$SECONDS
+    scratch=$(mktemp -d)
+    GOBIN=$scratch go install "${flags[@]}" "$GHZ_MODULE/cmd/ghz@$GHZ_VERSION"
+    mv -f "$scratch/ghz" "$BIN/ghz"
+    rm -rf "$scratch"
+    echo "ghz $GHZ_VERSION: installed in $((SECONDS - start)) s"
+fi

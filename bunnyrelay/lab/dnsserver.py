@@ -11,7 +11,11 @@ For tests it can misbehave on purpose, the ways a real path does:
 - ``answer_with_rcode("SERVFAIL" | "REFUSED", next_n)``: an upstream that fails;
 - ``go_silent()`` / ``resume()``: a cut tunnel, nothing comes back at all;
 - ``set_delay(seconds)``: a slow hop, per query;
-- ``misname_next(n)``: answers whose records belong to another name.
+- ``misname_next(n)``: answers whose records belong to another name;
+- ``answer_hostile(mode, next_n)``: answers no honest server sends (see
+  :data:`HOSTILE_MODES`: garbage, truncated packets, compression loops, answers
+  to another question). Absurd TTLs and CNAME loops need no mode: they are
+  records (``set_records(..., ttl=2**32 - 1)``, two CNAMEs naming each other).
 
 Every query that arrives is written to ``log`` (name, type, transport, and the
 rcode sent or ``"dropped"``), so a test can count what really reached the wire.
@@ -33,8 +37,10 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import os
 import random
 import signal
+import socket
 import struct
 import sys
 import time
@@ -58,6 +64,21 @@ import dns.rrset
 from bunnyrelay.settings import HostPort, SettingError, parse_ip_port
 
 DROPPED = "dropped"
+
+HOSTILE_MODES: dict[str, str] = {
+    "garbage": "random bytes after the query's own id, so the client reads them as the answer",
+    "garbage-id": "random bytes with another id: an answer to nothing the client asked",
+    "truncated": "the real answer cut off in the middle of its records",
+    "pointer-loop": "a header, the question, and an answer whose name is a compression "
+    "pointer to itself",
+    "wrong-question": "a well-formed answer to another question (another name)",
+    "empty": "a message of zero bytes",
+    "always-tc": "the TC (truncated) flag and no records, over UDP and over TCP alike, so "
+    "retrying over TCP never helps",
+    "header-only": "twelve bytes of header claiming records that never follow",
+}
+"""What :meth:`ZoneServer.answer_hostile` can send instead of the answer; the query log's
+outcome for such a query is ``hostile:<mode>``."""
 _MAX_CNAME_CHAIN = 8
 _MISNAME = dns.name.from_text("misnamed.invalid.")
 # Answers without EDNS must fit the classic 512-byte UDP limit (RFC 1035).
@@ -188,6 +209,8 @@ class ZoneServer:
         self._fault_rcode_left: int | None = None
         self._delay = 0.0
         self._misname_next = 0
+        self._hostile: str | None = None
+        self._hostile_left: int | None = None
 
     def drop_next(self, count: int) -> None:
         """Drop the next ``count`` queries without answering."""
@@ -222,6 +245,22 @@ class ZoneServer:
         """Answer the next ``count`` queries with records owned by another name."""
         self._misname_next = count
 
+    def answer_hostile(self, mode: str, next_n: int | None = None) -> None:
+        """Send ``mode``'s malformed answer (:data:`HOSTILE_MODES`) to the next ``next_n``
+        queries, or to all, over UDP and TCP alike."""
+        if mode not in HOSTILE_MODES:
+            raise ValueError(f"{mode!r} is not one of: {', '.join(HOSTILE_MODES)}")
+        self._hostile = mode
+        self._hostile_left = next_n
+
+    def _take_hostile(self) -> str | None:
+        mode = self._hostile
+        if mode is not None and self._hostile_left is not None:
+            self._hostile_left -= 1
+            if self._hostile_left <= 0:
+                self._hostile = None
+        return mode
+
     # --- query log -------------------------------------------------------------------
 
     def queries(
@@ -242,8 +281,9 @@ class ZoneServer:
 
     # --- answering -------------------------------------------------------------------
 
-    def _handle(self, wire: bytes, transport: str) -> tuple[dns.message.Message | None, float]:
-        """Decide what to send back for one query: (response or None to drop, delay)."""
+    def _handle(self, wire: bytes, transport: str) -> tuple[bytes | None, float]:
+        """Decide what to send back for one query: (the message's bytes, without TCP's
+        length prefix, or None to drop; delay)."""
         try:
             query = dns.message.from_wire(wire)
         except dns.exception.DNSException:
@@ -257,9 +297,60 @@ class ZoneServer:
         else:
             qname, qtype = "", ""
         response = self._respond(query) if not self._drops() else None
-        outcome = dns.rcode.to_text(response.rcode()) if response is not None else DROPPED
+        if response is None:
+            self._note(QueryLogEntry(qname, qtype, transport, DROPPED, time.monotonic()))
+            return None, 0.0
+        payload = _udp_wire(response) if transport == "udp" else response.to_wire()
+        outcome = dns.rcode.to_text(response.rcode())
+        mode = self._take_hostile()
+        if mode is not None:
+            payload = self._mangle(mode, query, payload)
+            outcome = f"hostile:{mode}"
         self._note(QueryLogEntry(qname, qtype, transport, outcome, time.monotonic()))
-        return response, self._delay
+        return payload, self._delay
+
+    def _mangle(self, mode: str, query: dns.message.Message, answer: bytes) -> bytes:
+        """The bytes ``mode`` sends in place of ``answer`` (the honest one)."""
+        query_id = struct.pack("!H", query.id)
+        noise = self._rng.randbytes(self._rng.randrange(1, 300))
+        if mode == "garbage":
+            return query_id + noise
+        if mode == "garbage-id":
+            return struct.pack("!H", (query.id + 1) % 65536) + noise
+        if mode == "truncated":
+            # The header promises every record; the bytes stop inside the first answer.
+            header_and_question = 12 + len(_name_wire(query.question[0].name)) + 4
+            return answer[: max(header_and_question + 3, (len(answer) + header_and_question) // 2)]
+        if mode == "pointer-loop":
+            question = query.question[0]
+            qname = _name_wire(question.name)
+            # ID, QR|AA|RD, one question, one answer; the answer's owner points at itself.
+            header = query_id + struct.pack("!HHHHH", 0x8500, 1, 1, 0, 0)
+            body = qname + struct.pack("!HH", question.rdtype, question.rdclass)
+            here = len(header) + len(body)
+            return (
+                header
+                + body
+                + struct.pack("!H", 0xC000 | here)
+                + struct.pack("!HHIH", question.rdtype, 1, 30, 4)
+                + bytes(4)
+            )
+        if mode == "wrong-question":
+            other = dns.message.make_query("wrong-question.invalid.", query.question[0].rdtype)
+            other.id = query.id
+            response = dns.message.make_response(other)
+            response.answer.append(
+                dns.rrset.from_text("wrong-question.invalid.", 30, "IN", "A", "192.0.2.66")
+            )
+            return response.to_wire()
+        if mode == "empty":
+            return b""
+        if mode == "always-tc":
+            truncated = dns.message.make_response(query)
+            truncated.flags |= dns.flags.TC | dns.flags.AA
+            return truncated.to_wire()
+        assert mode == "header-only"
+        return query_id + struct.pack("!HHHHH", 0x8500, 1, 1, 0, 0)
 
     def _note(self, entry: QueryLogEntry) -> None:
         self.log.append(entry)
@@ -399,15 +490,21 @@ class ZoneServer:
         task.add_done_callback(self._pending.discard)
 
     def _udp_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        response, delay = self._handle(data, "udp")
-        if response is None or self._udp is None:
+        payload, delay = self._handle(data, "udp")
+        if payload is None or self._udp is None:
             return
-        payload = _udp_wire(response)
         udp = self._udp
 
         def send(wire: bytes) -> None:
-            if not udp.is_closing():
+            if udp.is_closing():
+                return
+            if wire:
                 udp.sendto(wire, addr)
+                return
+            # asyncio (before 3.12) drops empty datagrams; the "empty" mode means to send one.
+            fileno = udp.get_extra_info("socket").fileno()
+            with socket.socket(fileno=os.dup(fileno)) as raw:
+                raw.sendto(b"", addr)
 
         if delay > 0:
             self._later(delay, send, payload)
@@ -419,12 +516,12 @@ class ZoneServer:
         try:
             while True:
                 (length,) = struct.unpack("!H", await reader.readexactly(2))
-                response, delay = self._handle(await reader.readexactly(length), "tcp")
-                if response is None:
+                payload, delay = self._handle(await reader.readexactly(length), "tcp")
+                if payload is None:
                     continue
                 if delay > 0:
                     await asyncio.sleep(delay)
-                writer.write(response.to_wire(prepend_length=True))
+                writer.write(struct.pack("!H", len(payload)) + payload)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -458,6 +555,12 @@ def _udp_wire(response: dns.message.Message) -> bytes:
         # make_response copied the client's advertised EDNS buffer size here.
         limit = max(response.request_payload, _CLASSIC_UDP_SIZE)
     return response.to_wire(max_size=limit, prefer_truncation=True)
+
+
+def _name_wire(name: dns.name.Name) -> bytes:
+    wire = name.to_wire()  # bytes when given no file to write to
+    assert wire is not None
+    return wire
 
 
 def _renamed(rrset: dns.rrset.RRset, owner: dns.name.Name) -> dns.rrset.RRset:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -55,11 +57,24 @@ async def relay_process(
     env: Mapping[str, str] | None = None,
     ready_timeout: float = 15.0,
     log_path: Path | None = None,
+    state_dir: Path | None = None,
 ) -> AsyncIterator[RelayProcess]:
     """Start ``relay serve --listen LISTEN`` and wait for its "listening" line.
 
     relay's log goes to ``log_path`` when given, else to this process's stderr.
+    Its store is its default (SQLite) in ``state_dir``; without one, and unless
+    ``args`` or ``env`` choose the store or the state directory, in a fresh
+    temporary directory removed afterwards, so that relays started side by side
+    never share (or lock each other out of) one file. To restart a relay with
+    what it remembered, pass the same ``state_dir``.
     """
+    chosen = {"--store", "--state-dir"} & {arg.split("=", 1)[0] for arg in args}
+    chosen |= {"RELAY_STORE", "RELAY_STATE_DIR"} & set(env or {})
+    scratch: str | None = None
+    if state_dir is None and not chosen:
+        scratch = tempfile.mkdtemp(prefix="relay-state-")
+        state_dir = Path(scratch)
+    state_args = ["--state-dir", str(state_dir)] if state_dir is not None else []
     log = log_path.open("ab") if log_path is not None else None
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -68,6 +83,7 @@ async def relay_process(
         "serve",
         "--listen",
         listen,
+        *state_args,
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=log,
@@ -95,6 +111,8 @@ async def relay_process(
         if process.returncode is None:
             process.kill()
             await process.wait()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     await drain
 
 

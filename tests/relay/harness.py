@@ -23,13 +23,19 @@ from bunnyrelay.v1 import jobs_pb2, jobs_pb2_grpc
 from relay.config import RelayConfig
 from relay.kinds import JobInput, Registry, registry
 from relay.server import Relay, running_server
+from relay.stores import StoreSpec
 
 if TYPE_CHECKING:
     from bunnyrelay.v1.jobs_pb2_grpc import JobServiceAsyncStub
 
 
 def config(**overrides: Any) -> RelayConfig:
-    values: dict[str, Any] = {"listen": HostPort("127.0.0.1", 0), "instance_name": "relay-test"}
+    values: dict[str, Any] = {
+        "listen": HostPort("127.0.0.1", 0),
+        "instance_name": "relay-test",
+        # The durable stores have tests of their own; here nothing should touch the disk.
+        "store": StoreSpec("memory"),
+    }
     values.update(overrides)
     return RelayConfig(**values)
 

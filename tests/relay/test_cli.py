@@ -110,7 +110,7 @@ async def _run_relay(*args: str, env: dict[str, str] | None = None) -> tuple[int
         *args,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
-        env={**clean, **(env or {})},
+        env={**clean, "RELAY_STORE": "memory", **(env or {})},
     )
     try:
         _, err = await asyncio.wait_for(process.communicate(), timeout=30)

@@ -1,0 +1,5 @@
+import sys
+
+from bunnyrelay.lab.bench.run import main
+
+sys.exit(main())

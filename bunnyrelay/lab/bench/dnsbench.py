@@ -1,0 +1,534 @@
+"""DNS lookups: bunny's resolver against bare aiodns, dnspython and getaddrinfo.
+
+All of them ask the same lab DNS server (:mod:`bunnyrelay.lab.bench.zone`, in
+another process) for A records only, one question per lookup (bunny with
+``family=ipv4`` so that it sends what the others send).
+
+- **cached**: the same name again and again. bunny answers from its own cache,
+  either through ``cached()`` (the fast path: no span, no await) or through
+  ``resolve()`` (a ``dns.lookup`` span per call); aiodns from c-ares' query cache;
+  dnspython from a ``dns.resolver.Cache``.
+- **uncached**: every lookup asks a name no one has asked before
+  (``n<i>.bench.internal``, a fresh resolver per method), so every lookup reaches
+  the wire: c-ares keeps a cache of its own per channel and would otherwise
+  answer a repeated name from memory.
+- **getaddrinfo** goes through the system resolver (glibc, nsswitch), which
+  cannot be pointed at the lab server; it is measured for ``localhost`` from
+  /etc/hosts only, as a floor for what a thread-pool lookup costs, not as a
+  DNS client.
+
+Latency is one lookup at a time (the median is the figure compared); lookups/s
+and CPU per lookup come from a run with ``--concurrency`` lookups in flight. The
+traced resolver records every span (``always_on``) and exports it over OTLP when
+``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, as bunny does; the untraced one uses the
+``always_off`` sampler.
+
+Prints one JSON object (``--json``) or a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiodns
+import dns.asyncresolver
+import dns.resolver
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+from bunny.loadgen import percentile
+from bunny.resolver import Resolver, ResolverSettings
+from bunnyrelay.lab.bench.zone import CACHED_NAME, numbered
+from bunnyrelay.settings import HostPort, parse_ip_port
+from bunnyrelay.telemetry import setup_telemetry
+
+Lookup = Callable[[int], Awaitable[object]]
+"""Looks up the name with this index (uncached) or the cached name (index ignored)."""
+
+CACHED_TARGET_US = 2.0
+TRACED_VS_AIODNS_MAX = 1.3
+TRACED_VS_DNSPYTHON_MIN = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class DnsBenchSettings:
+    """How many lookups of each kind; the zone must serve ``names_needed`` numbered names."""
+
+    warm: int = 50
+    """Lookups per method before anything is measured (uncached names of their own)."""
+    lookups: int = 1000
+    """Uncached lookups one at a time, per method (latency)."""
+    throughput_lookups: int = 4000
+    """Uncached lookups with ``concurrency`` in flight, per method (lookups/s, CPU)."""
+    cached_lookups: int = 20000
+    """Repeated lookups of one name, per method."""
+    concurrency: int = 32
+
+    @property
+    def names_needed(self) -> int:
+        return self.warm + self.lookups + self.throughput_lookups
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    group: str
+    """``cached`` or ``uncached``."""
+    method: str
+    p50_us: float | None
+    mean_us: float | None
+    p99_us: float | None
+    lookups_per_s: float | None
+    cpu_us_per_lookup: float | None
+    failed: int
+    note: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        def r(value: float | None) -> float | None:
+            return None if value is None else round(value, 2)
+
+        return {
+            "group": self.group,
+            "method": self.method,
+            "p50_us": r(self.p50_us),
+            "mean_us": r(self.mean_us),
+            "p99_us": r(self.p99_us),
+            "lookups_per_s": r(self.lookups_per_s),
+            "cpu_us_per_lookup": r(self.cpu_us_per_lookup),
+            "failed": self.failed,
+            "note": self.note,
+        }
+
+
+@dataclass
+class _Timing:
+    latencies_us: list[float]
+    failed: int
+
+    def stats(self) -> tuple[float | None, float | None, float | None]:
+        ordered = sorted(self.latencies_us)
+        if not ordered:
+            return None, None, None
+        return percentile(ordered, 50), sum(ordered) / len(ordered), percentile(ordered, 99)
+
+
+async def _one_at_a_time(lookup: Lookup, indexes: range) -> _Timing:
+    latencies: list[float] = []
+    failed = 0
+    clock = time.perf_counter
+    for index in indexes:
+        started = clock()
+        try:
+            await lookup(index)
+        except Exception:
+            failed += 1
+            continue
+        latencies.append((clock() - started) * 1e6)
+    return _Timing(latencies, failed)
+
+
+async def _in_flight(lookup: Lookup, indexes: range, concurrency: int) -> tuple[float, float, int]:
+    """(lookups per second, CPU µs per lookup, failures) with ``concurrency`` in flight."""
+    todo = iter(indexes)
+    failed = 0
+
+    async def worker() -> None:
+        nonlocal failed
+        for index in todo:
+            try:
+                await lookup(index)
+            except Exception:
+                failed += 1
+
+    cpu_before, started = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_before
+    done = len(indexes) - failed
+    return done / elapsed, cpu / max(done, 1) * 1e6, failed
+
+
+def _checked(addresses: Sequence[str]) -> None:
+    if not addresses:
+        raise LookupError("no addresses in the answer")
+
+
+class DnsBench:
+    """Runs every method and keeps one :class:`Row` per method, keyed for the targets."""
+
+    def __init__(self, nameserver: HostPort, settings: DnsBenchSettings) -> None:
+        self.nameserver = nameserver
+        self.settings = settings
+        self.rows: dict[str, Row] = {}
+        telemetry = setup_telemetry("bunny", install_global=False)
+        self._traced = telemetry
+        self.exported = telemetry.exporting
+        self._untraced = TracerProvider(sampler=ALWAYS_OFF)
+        self._meters = MeterProvider()
+
+    def _resolver(self, traced: bool) -> Resolver:
+        settings = ResolverSettings(nameservers=(self.nameserver,), family="ipv4")
+        if traced:
+            return Resolver(
+                settings,
+                tracer_provider=self._traced.tracer_provider,
+                meter_provider=self._traced.meter_provider,
+            )
+        return Resolver(settings, tracer_provider=self._untraced, meter_provider=self._meters)
+
+    def _tracing(self, traced: bool) -> str:
+        if not traced:
+            return "tracing off"
+        return "traced, exported" if self.exported else "traced"
+
+    def _aiodns(self) -> aiodns.DNSResolver:
+        # As bunny's channels are made: one server, one try, the same timeout.
+        return aiodns.DNSResolver(
+            nameservers=[str(self.nameserver)],
+            loop=asyncio.get_running_loop(),
+            tries=1,
+            timeout=2.0,
+        )
+
+    def _dnspython(self, *, cache: bool) -> dns.asyncresolver.Resolver:
+        resolver = dns.asyncresolver.Resolver(configure=False)
+        resolver.nameservers = [self.nameserver.host]
+        resolver.port = self.nameserver.port
+        resolver.lifetime = 4.0
+        if cache:
+            resolver.cache = dns.resolver.Cache()
+        return resolver
+
+    # --- cached ----------------------------------------------------------------------
+
+    async def cached(self) -> None:
+        count = self.settings.cached_lookups
+        for traced in (True, False):
+            resolver = self._resolver(traced)
+            try:
+                await resolver.resolve(CACHED_NAME)
+                if traced:
+                    self._fast_path(resolver, count * 10)
+
+                async def hit(_: int, r: Resolver = resolver) -> object:
+                    resolution = await r.resolve(CACHED_NAME)
+                    return resolution.addresses
+
+                await self._cached_row(
+                    "bunny.hit.traced" if traced else "bunny.hit.off",
+                    f"bunny resolve(), cache hit, {self._tracing(traced)}",
+                    hit,
+                    count,
+                )
+            finally:
+                await resolver.close()
+
+        ares = self._aiodns()
+        try:
+
+            async def ares_hit(_: int) -> object:
+                return await ares.query_dns(CACHED_NAME, "A")
+
+            await ares_hit(0)
+            await self._cached_row(
+                "aiodns.hit", "aiodns query_dns, c-ares cache hit", ares_hit, count // 4
+            )
+        finally:
+            await ares.close()
+
+        python = self._dnspython(cache=True)
+
+        async def python_hit(_: int) -> object:
+            return await python.resolve(CACHED_NAME + ".", "A")
+
+        await python_hit(0)
+        await self._cached_row(
+            "dnspython.hit", "dnspython resolve, dns.resolver.Cache hit", python_hit, count // 4
+        )
+
+        loop = asyncio.get_running_loop()
+
+        async def system(_: int) -> object:
+            return await loop.getaddrinfo(
+                "localhost", None, family=socket.AF_INET, type=socket.SOCK_STREAM
+            )
+
+        await system(0)
+        await self._cached_row(
+            "getaddrinfo.hosts",
+            "getaddrinfo('localhost'), system resolver",
+            system,
+            max(count // 10, 1),
+            note="/etc/hosts through glibc in a thread pool; it cannot ask the lab server",
+        )
+
+    def _fast_path(self, resolver: Resolver, count: int) -> None:
+        cached = resolver.cached
+        name = CACHED_NAME
+        misses = 0
+        started = time.perf_counter()
+        for _ in range(count):
+            if cached(name) is None:
+                misses += 1
+        per = (time.perf_counter() - started) / count * 1e6
+        self.rows["bunny.fast"] = Row(
+            "cached",
+            "bunny cached() fast path (no span, no await)",
+            None,
+            per,
+            None,
+            1e6 / per,
+            per,
+            misses,
+            note="the mean of one timed loop: a clock read per call would cost more than the call",
+        )
+
+    async def _cached_row(
+        self, key: str, method: str, lookup: Lookup, count: int, note: str = ""
+    ) -> None:
+        timing = await _one_at_a_time(lookup, range(count))
+        p50, mean, p99 = timing.stats()
+        cpu_before, started = time.process_time(), time.perf_counter()
+        again = await _one_at_a_time(lookup, range(count))
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_before
+        done = max(len(again.latencies_us), 1)
+        self.rows[key] = Row(
+            "cached",
+            method,
+            p50,
+            mean,
+            p99,
+            done / elapsed,
+            cpu / done * 1e6,
+            timing.failed + again.failed,
+            note,
+        )
+
+    # --- uncached ----------------------------------------------------------------------
+
+    async def uncached(self) -> None:
+        for traced in (True, False):
+            resolver = self._resolver(traced)
+            try:
+
+                async def bunny(index: int, r: Resolver = resolver) -> object:
+                    resolution = await r.resolve(numbered(index))
+                    _checked(resolution.addresses)
+                    return resolution
+
+                await self._uncached_row(
+                    "bunny.traced" if traced else "bunny.off",
+                    f"bunny resolve(), {self._tracing(traced)}",
+                    bunny,
+                )
+            finally:
+                await resolver.close()
+
+        ares = self._aiodns()
+        try:
+
+            async def bare(index: int) -> object:
+                result = await ares.query_dns(numbered(index), "A")
+                if not result.answer:
+                    raise LookupError("no answer")
+                return result
+
+            await self._uncached_row("aiodns", "aiodns query_dns (bare)", bare)
+        finally:
+            await ares.close()
+
+        python = self._dnspython(cache=False)
+
+        async def dnspython(index: int) -> object:
+            return await python.resolve(numbered(index) + ".", "A")
+
+        await self._uncached_row("dnspython", "dnspython async resolve", dnspython)
+        self.rows["getaddrinfo"] = Row(
+            "uncached",
+            "getaddrinfo",
+            None,
+            None,
+            None,
+            None,
+            None,
+            0,
+            note="not measured: the system resolver cannot be pointed at the lab server",
+        )
+
+    async def _uncached_row(self, key: str, method: str, lookup: Lookup) -> None:
+        s = self.settings
+        warm = await _one_at_a_time(lookup, range(s.warm))
+        timing = await _one_at_a_time(lookup, range(s.warm, s.warm + s.lookups))
+        start = s.warm + s.lookups
+        rate, cpu, failed = await _in_flight(
+            lookup, range(start, start + s.throughput_lookups), s.concurrency
+        )
+        p50, mean, p99 = timing.stats()
+        self.rows[key] = Row(
+            "uncached", method, p50, mean, p99, rate, cpu, warm.failed + timing.failed + failed
+        )
+
+    # --- what the issue asks of these numbers ------------------------------------------
+
+    def targets(self) -> list[dict[str, object]]:
+        rows = self.rows
+        fast, hit = rows["bunny.fast"], rows["bunny.hit.traced"]
+        traced, bare, python = rows["bunny.traced"], rows["aiodns"], rows["dnspython"]
+        out: list[dict[str, object]] = []
+
+        def add(what: str, value: float | None, goal: str, met: bool | None) -> None:
+            out.append(
+                {
+                    "target": what,
+                    "value": None if value is None else round(value, 2),
+                    "goal": goal,
+                    "met": met,
+                }
+            )
+
+        for what, value in (
+            ("cached lookup via cached(), mean µs", fast.mean_us),
+            ("cached lookup via resolve() (traced), p50 µs", hit.p50_us),
+        ):
+            met = None if value is None else value < CACHED_TARGET_US
+            add(what, value, f"< {CACHED_TARGET_US:g}", met)
+        ratio = _ratio(traced.p50_us, bare.p50_us)
+        add(
+            "traced uncached latency / bare aiodns (p50)",
+            ratio,
+            f"<= {TRACED_VS_AIODNS_MAX:g}x",
+            None if ratio is None else ratio <= TRACED_VS_AIODNS_MAX,
+        )
+        ratio = _ratio(traced.lookups_per_s, python.lookups_per_s)
+        add(
+            "traced uncached lookups/s / dnspython",
+            ratio,
+            f">= {TRACED_VS_DNSPYTHON_MIN:g}x",
+            None if ratio is None else ratio >= TRACED_VS_DNSPYTHON_MIN,
+        )
+        # The lab server is Python too and caps lookups/s for every client alike; what
+        # a client could do on a core of its own is 1 / its CPU per lookup.
+        ratio = _ratio(python.cpu_us_per_lookup, traced.cpu_us_per_lookup)
+        add(
+            "the same, CPU-bound (dnspython CPU per lookup / traced)",
+            ratio,
+            f">= {TRACED_VS_DNSPYTHON_MIN:g}x",
+            None if ratio is None else ratio >= TRACED_VS_DNSPYTHON_MIN,
+        )
+        return out
+
+    def close(self) -> None:
+        self._traced.shutdown()
+        self._untraced.shutdown()
+        self._meters.shutdown()
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else a / b
+
+
+async def run(
+    nameserver: HostPort, settings: DnsBenchSettings, *, progress: Any = sys.stderr
+) -> dict[str, object]:
+    bench = DnsBench(nameserver, settings)
+    try:
+        print("dns bench: cached lookups", file=progress, flush=True)
+        await bench.cached()
+        print("dns bench: uncached lookups", file=progress, flush=True)
+        await bench.uncached()
+        targets = bench.targets()
+    finally:
+        bench.close()
+    return {
+        "nameserver": str(nameserver),
+        "exported": bench.exported,
+        "settings": {
+            "warm": settings.warm,
+            "lookups": settings.lookups,
+            "throughput_lookups": settings.throughput_lookups,
+            "cached_lookups": settings.cached_lookups,
+            "concurrency": settings.concurrency,
+        },
+        "rows": [row.as_dict() for row in bench.rows.values()],
+        "targets": targets,
+        "notes": [
+            "every uncached lookup asks a name never asked before, so c-ares' own cache "
+            "cannot answer it and each one reaches the lab server",
+            "getaddrinfo uses the system resolver (/etc/hosts, glibc) and is only measured "
+            "for localhost",
+            "the lab server is Python and answers every client alike; with lookups in flight "
+            "it can be the bottleneck, so CPU per lookup is the fairer comparison of clients",
+        ],
+    }
+
+
+def render(result: dict[str, Any]) -> str:
+    def cell(value: object, spec: str) -> str:
+        width = int(spec.split(".")[0].rstrip(",")) if spec[0].isdigit() else 0
+        return f"{'-':>{width}}" if value is None else format(value, spec)
+
+    lines = [
+        f"{'':9} {'method':<48} {'p50 µs':>9} {'mean µs':>9} {'p99 µs':>9} "
+        f"{'lookups/s':>10} {'CPU µs':>8} {'failed':>6}"
+    ]
+    for row in result["rows"]:
+        lines.append(
+            f"{row['group']:<9} {row['method']:<48} {cell(row['p50_us'], '9.1f')} "
+            f"{cell(row['mean_us'], '9.2f')} {cell(row['p99_us'], '9.1f')} "
+            f"{cell(row['lookups_per_s'], '10,.0f')} {cell(row['cpu_us_per_lookup'], '8.1f')} "
+            f"{row['failed']:>6}" + (f"  ({row['note']})" if row["note"] else "")
+        )
+    return "\n".join(lines)
+
+
+def arguments(settings: DnsBenchSettings) -> list[str]:
+    """The command-line flags that give :func:`main` these settings."""
+    return [
+        "--warm",
+        str(settings.warm),
+        "--lookups",
+        str(settings.lookups),
+        "--throughput-lookups",
+        str(settings.throughput_lookups),
+        "--cached-lookups",
+        str(settings.cached_lookups),
+        "--concurrency",
+        str(settings.concurrency),
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bunnyrelay.lab.bench.dnsbench",
+        description="bunny's resolver against bare aiodns, dnspython and getaddrinfo.",
+    )
+    parser.add_argument("--nameserver", required=True, help="IP:PORT of the bench zone")
+    parser.add_argument("--warm", type=int, default=50)
+    parser.add_argument("--lookups", type=int, default=1000)
+    parser.add_argument("--throughput-lookups", type=int, default=4000)
+    parser.add_argument("--cached-lookups", type=int, default=20000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    settings = DnsBenchSettings(
+        warm=args.warm,
+        lookups=args.lookups,
+        throughput_lookups=args.throughput_lookups,
+        cached_lookups=args.cached_lookups,
+        concurrency=args.concurrency,
+    )
+    nameserver = parse_ip_port(args.nameserver, default_port=53)
+    result = asyncio.run(run(nameserver, settings))
+    print(json.dumps(result) if args.json else render(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""docs/benchmarks.md: the results of the last ``make bench`` and the method behind them.
+
+The whole file is generated, method included, so the text and the code that
+measures cannot drift apart unnoticed: change the method here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from bunnyrelay.lab.bench.report import (
+    CaseResult,
+    markdown_rows,
+    markdown_table,
+    relay_targets,
+)
+
+METHOD = """\
+## Method
+
+**One process per side.** Every server (relay, or the raw echo servicer) and every client
+(`bunny bench`, the raw client, ghz) is a process of its own, started fresh for each case, so
+that CPU time and memory are attributed to the side that spent them. The benchmark's own
+process only starts them, reads /proc and runs the OTLP receiver.
+
+**Closed loop.** A client keeps *N* jobs in flight (64 unless said otherwise): when one
+finishes, the next starts. `bunny bench` and the raw client share the loop
+(`bunny/loadgen.py`), so both are measured alike. Each case runs a warm-up (channels connect,
+caches fill; nothing is counted), then the measured window. A job counts when it finishes
+inside the window. Every job has a fresh id (relay remembers ids) and a 100-byte payload.
+
+**The baseline is measured in the same run**: `bunnyrelay/lab/bench/rawecho.py`, a minimal
+grpc.aio servicer of the same proto (answers every job with its payload; no telemetry, no
+checks, no store) and a minimal client (one channel; unary calls, or one `RunStream` call
+with one job per message matched by id, as bunny's stream runner does). It runs first, and
+again last, so the drift of a shared machine over the run shows.
+
+**What the columns mean.**
+- *jobs/s*: successful jobs per second of the window; *x base* is the ratio against the raw
+  grpc.aio case of the same mode (ghz rows: ghz against the raw server).
+- *p50/p99*: latency of each job as the client saw it (for bunny: lookup, retries and spans
+  included).
+- *client CPU µs/job*: the client process's user + system CPU time over the window (every
+  thread, gRPC's included) per successful job. For ghz, its CPU over its whole run
+  (`getrusage(RUSAGE_CHILDREN)`).
+- *server CPU µs/job*: the server's `utime + stime` from `/proc/PID/stat`, read when the
+  client says the window opens and closes (ghz: over its whole run).
+- *MiB*: peak resident memory (`VmHWM`); the client reports its own, the server's is read
+  from `/proc/PID/status` before it is stopped.
+- *spans/job*: spans that reached the OTLP receiver from both sides, per job run (warm-up
+  included): a check that the sampler did what the case says and that nothing was dropped.
+- *DNS q/job*: queries that reached the DNS server per job run.
+
+**Tracing.** Set in both processes with the standard variables: off is
+`OTEL_TRACES_SAMPLER=always_off`, 10 % is `parentbased_traceidratio` with `0.1` (relay
+follows bunny's decision), 100 % is `parentbased_always_on`. In every bunny and relay case
+`OTEL_EXPORTER_OTLP_ENDPOINT` points at a local OTLP/gRPC receiver (in the benchmark's
+process; it counts spans without decoding them), so sampled spans are exported with the
+SDK's default batch settings, as in a deployment.
+
+**DNS.** bunny resolves relay's name through the lab DNS server
+(`bunnyrelay/lab/bench/zone.py`, the lab's ZoneServer in a process of its own), with its
+default `family any` (an A and an AAAA query per lookup; the zone has only A records).
+*cached*: the answer has a 300 s TTL, so jobs are answered from bunny's cache. *every job*:
+TTL 0, so no cache may keep it and every job looks the name up; lookups of the same name in
+flight at the same moment share one (so DNS q/job is below 2).
+
+**Store.** *memory* is `relay serve --store memory`; *sqlite store* is relay's default
+durable store (SQLite in a fresh `--state-dir`).
+
+**ghz** (pinned in `tools/install.sh`) is the outside reference: a Go load generator against
+relay's `Run` and `RunStream` and against the raw servicer, one connection, the same number of
+calls in flight. It gets the proto from relay's server reflection, but by the service name:
+ghz itself asks reflection for the method symbol, which grpc-python does not resolve
+(grpc/grpc#34743, bojand/ghz#419). For `RunStream` ghz cannot keep *N* jobs in flight on a
+stream; it runs one stream at a time carrying *N* jobs, so its stream figures are a batch
+pattern, not bunny's, and it reports no per-job latency for them.
+
+**The DNS benchmark** (`bunnyrelay/lab/bench/dnsbench.py`) asks the same lab DNS server for
+A records only, one question per lookup. *cached*: the same name again and again (bunny's
+cache, c-ares' query cache, a `dns.resolver.Cache`). *uncached*: every lookup asks a name no
+one asked before (a fresh resolver per method and distinct names), since c-ares keeps a
+cache of its own per channel. Latency is one lookup at a time; lookups/s and CPU per lookup
+with 32 lookups in flight. The lab server is Python too, so with lookups in flight it can
+limit every client alike: CPU per lookup compares the clients more fairly. getaddrinfo goes
+through the system resolver (glibc, nsswitch), which cannot be pointed at the lab server;
+it is measured for `localhost` from /etc/hosts only, as the floor of a thread-pool lookup.
+
+**Load.** This is a shared 2-core machine unless the settings say otherwise: the load
+average before and after the run, and per case in the JSON output, says how busy it was.
+Ratios measured in one run hold up better than absolute figures, but a busy machine blurs
+them too; rerun when the load was high.
+"""
+
+RUNNING = """\
+## Running it
+
+    make bench                                   # all cases (about 5 minutes); rewrites this file
+    .venv/bin/python -m bunnyrelay.lab.bench --quick --no-write   # a smoke run
+    .venv/bin/python -m bunnyrelay.lab.bench --cases raw-unary,unary-100 --duration 20 --no-dns
+    .venv/bin/python -m bunnyrelay.lab.bench --json  # one JSON object for machines
+
+`bunny bench` runs the bunny side alone against any relay (flags have `BUNNY_…` variables,
+telemetry follows the `OTEL_…` ones):
+
+    bunny bench --target relay.private.aws.internal:50051 --duration 30 --concurrency 64 \\
+        [--stream] [--json]
+"""
+
+
+def _verdict(met: object) -> str:
+    if met is None:
+        return "-"
+    return "met" if met else "**missed**"
+
+
+def markdown_document(
+    settings: dict[str, Any], results: Sequence[CaseResult], dns: dict[str, Any] | None
+) -> str:
+    """The whole of docs/benchmarks.md for one run."""
+    machine = settings["machine"]
+    packages = ", ".join(f"{name} {version}" for name, version in machine["packages"].items())
+    before, after = settings["load_average_before"], settings["load_average_after"]
+    busy = max(before[0], after[0]) > machine["cores"] / 2
+    parts = [
+        "# Benchmarks",
+        "",
+        "<!-- Generated by `make bench` (bunnyrelay/lab/bench/writeup.py): edits are overwritten."
+        " -->",
+        "",
+        "bunny and relay measured against raw grpc.aio in the same run, as issue 6 asks: the "
+        "results of the last run, then how they were measured.",
+        "",
+        "## Settings",
+        "",
+        f"- Run: {settings['started_at']}, {settings['wall_s']} s"
+        + (" (**quick smoke run: the numbers mean nothing**)" if settings["quick"] else ""),
+        f"- Machine: {machine['cores']} cores ({machine['cpu_model']}), Linux {machine['kernel']}",
+        f"- Load average (1, 5, 15 min): {before} before, {after} after"
+        + (" (**busy: other work shared the cores; read the ratios with care**)" if busy else ""),
+        f"- Python {machine['python']}; {packages}",
+        f"- ghz: {settings['ghz']}",
+        f"- Each case: {settings['warmup_s']} s warm-up, {settings['duration_s']} s measured, "
+        f"{settings['concurrency']} jobs in flight, {settings['payload_bytes']}-byte payloads",
+        f"- relay: {settings['relay']}",
+        f"- bunny: {settings['bunny']}",
+        "",
+        "## Results",
+        "",
+        markdown_table(results),
+        "",
+        "*x base*: against the raw grpc.aio case of the same mode; ghz rows against ghz -> raw "
+        "server. The last row is the baseline measured again at the end of the run.",
+        "",
+        "## Targets (issue 6)",
+        "",
+    ]
+    target_rows = [
+        (r.case.label, r.case.target.describe(), _target_ratio(r, results))
+        for r in results
+        if r.case.target is not None
+    ]
+    parts.append(markdown_rows(["case", "target", "measured"], target_rows))
+    parts.append("")
+    targets = [*relay_targets(results), *((dns or {}).get("targets") or [])]
+    other = [(t["target"], t["goal"], t["value"], _verdict(t["met"])) for t in targets]
+    if other:
+        parts += [markdown_rows(["what", "goal", "measured", ""], other), ""]
+    if dns:
+        rows = [
+            (
+                row["group"],
+                row["method"],
+                row["p50_us"],
+                row["mean_us"],
+                row["p99_us"],
+                None if row["lookups_per_s"] is None else round(row["lookups_per_s"]),
+                row["cpu_us_per_lookup"],
+                row["failed"],
+                row["note"] or " ",
+            )
+            for row in dns["rows"]
+        ]
+        parts += [
+            "## DNS lookups",
+            "",
+            markdown_rows(
+                [
+                    "",
+                    "method",
+                    "p50 µs",
+                    "mean µs",
+                    "p99 µs",
+                    "lookups/s",
+                    "CPU µs/lookup",
+                    "failed",
+                    "note",
+                ],
+                rows,
+            ),
+            "",
+            *(f"- {note}" for note in dns.get("notes") or ()),
+            "",
+        ]
+    parts += [METHOD, RUNNING]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def _target_ratio(result: CaseResult, results: Sequence[CaseResult]) -> str:
+    target = result.case.target
+    assert target is not None
+    against = next((r for r in results if r.case.key == target.against), None)
+    if against is None or not against.jobs_per_s:
+        return "-"
+    ratio = result.jobs_per_s / against.jobs_per_s
+    return f"{ratio:.2f}x, " + ("met" if ratio >= target.ratio else "**missed**")

@@ -1,0 +1,81 @@
+"""``make bench``'s module in ``--quick`` mode: every case runs and the table has its ratios.
+
+A smoke run of half a second a case: the numbers mean nothing and nothing here
+checks them, only that each case produced one and that the table and the written
+document have their shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bunnyrelay.lab.bench.cases import CASES
+from bunnyrelay.lab.bench.children import child_env
+
+RATIO = re.compile(r"\(\d+\.\d\dx\)")
+
+
+async def _quick_run(tmp_path: Path) -> tuple[dict[str, Any], Path]:
+    written = tmp_path / "benchmarks.md"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bunnyrelay.lab.bench",
+        "--quick",
+        "--json",
+        "--write",
+        str(written),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=child_env(),
+    )
+    try:
+        async with asyncio.timeout(280):
+            out, err = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, err.decode()[-3000:]
+    return json.loads(out), written
+
+
+@pytest.mark.timeout(300)
+async def test_quick_bench_runs_every_case_and_prints_ratios(tmp_path: Path) -> None:
+    result, written = await _quick_run(tmp_path)
+
+    measured = {case["key"]: case for case in result["cases"]}
+    assert set(measured) == {case.key for case in CASES}
+    for case in measured.values():
+        assert case["jobs"] > 0, case
+        assert case["failed"] == 0, case
+        assert case["server_cpu_us_per_job"] is not None, case
+
+    table = result["table"].splitlines()
+    header, rows = table[0], table[1:]
+    assert "jobs/s (x base)" in header
+    assert "target (issue 6)" in header
+    for case in CASES:
+        (row,) = [line for line in rows if line.startswith(case.label + " ")]
+        # Every case but the first baseline is a ratio against its baseline.
+        assert bool(RATIO.search(row)) == bool(case.baseline), row
+
+    assert result["settings"]["machine"]["cores"] > 0
+    assert len(result["settings"]["load_average_before"]) == 3
+    dns_methods = {row["method"] for row in result["dns"]["rows"]}
+    assert any(m.startswith("bunny cached()") for m in dns_methods)
+    assert {"aiodns query_dns (bare)", "dnspython async resolve"} <= dns_methods
+
+    document = written.read_text()
+    assert "## Results" in document
+    assert "## Method" in document
+    assert "quick smoke run" in document
+    for case in CASES:
+        assert f"| {case.label} |" in document

@@ -1,0 +1,1 @@
+"""Tests of relay.stores: the idempotency stores, memory, SQLite and Redis."""

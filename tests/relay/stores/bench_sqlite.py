@@ -1,0 +1,117 @@
+"""How much group commit buys: the SQLite store with and without it, in the same run.
+
+    .venv/bin/python -m tests.relay.stores.bench_sqlite [JOBS] [CONCURRENCY]
+
+Each job is what relay asks of its store: a claim (read + insert, committed
+before the job runs) and its result (committed before relay answers). The
+baseline commits each of those steps in a transaction of its own; group
+commit puts whatever is queued into one. The memory store is the ceiling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+
+from bunnyrelay.settings import HostPort
+from bunnyrelay.v1.jobs_pb2 import JobRequest, JobResult
+from relay.config import RelayConfig
+from relay.dedupe import Claim, IdempotencyStore, MemoryStore, fingerprint
+from relay.server import running_server
+from relay.stores import StoreSpec
+from relay.stores.sqlite import MAX_BATCH, SqliteStore
+from tests.relay.harness import async_stub
+
+LOG = logging.getLogger("bench")
+
+
+async def jobs_per_second(store: IdempotencyStore, jobs: int, concurrency: int) -> float:
+    fp = fingerprint("echo", b"x" * 64, {})
+    result = JobResult(output=b"x" * 64)
+    ids = iter(range(jobs))
+
+    async def worker() -> None:
+        for n in ids:
+            claim = await store.reserve(f"job-{n}", fp)
+            assert isinstance(claim, Claim)
+            await store.complete(claim, result)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return jobs / (time.perf_counter() - started)
+
+
+async def relay_jobs_per_second(store: IdempotencyStore, jobs: int, concurrency: int) -> float:
+    config = RelayConfig(
+        listen=HostPort("127.0.0.1", 0),
+        store=StoreSpec("memory"),  # replaced by ``store``
+        max_in_flight=max(concurrency, 1),
+        instance_name="bench",
+    )
+    ids = iter(range(jobs))
+    async with (
+        running_server(config, store=store, logger=LOG) as relay,
+        grpc.aio.insecure_channel(relay.target) as channel,
+    ):
+        stub = async_stub(channel)
+
+        async def worker() -> None:
+            for n in ids:
+                await stub.Run(JobRequest(job_id=f"job-{n}", kind="echo", payload=b"x" * 64))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return jobs / (time.perf_counter() - started)
+
+
+async def measure(jobs: int, concurrency: int, *, through_relay: bool) -> dict[str, float]:
+    run = relay_jobs_per_second if through_relay else jobs_per_second
+    rates: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, batch in (("one commit per step", 1), ("group commit", MAX_BATCH)):
+            store = SqliteStore(
+                Path(scratch) / f"{batch}-{through_relay}.sqlite3",
+                capacity=jobs,
+                retention_s=3600,
+                instance="bench",
+                logger=LOG,
+                max_batch=batch,
+            )
+            if through_relay:
+                rates[name] = await run(store, jobs, concurrency)  # the relay opens and closes it
+                continue
+            await store.open()
+            try:
+                rates[name] = await run(store, jobs, concurrency)
+            finally:
+                await store.close()
+    rates["memory (ceiling)"] = await run(MemoryStore(jobs), jobs, concurrency)
+    return rates
+
+
+def report(rates: dict[str, float], title: str) -> str:
+    base = rates["one commit per step"]
+    lines = [title]
+    for name, rate in rates.items():
+        lines.append(f"  {name:<22} {rate:10.0f} jobs/s  {rate / base:6.1f}x")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    jobs = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
+    concurrency = int(sys.argv[2]) if len(sys.argv) > 2 else 64
+    where = f"{jobs} jobs, {concurrency} at a time, SQLite synchronous=FULL in WAL mode"
+    store_only = asyncio.run(measure(jobs, concurrency, through_relay=False))
+    print(report(store_only, f"the store alone, {where}:"))
+    relay = asyncio.run(measure(jobs, concurrency, through_relay=True))
+    print(report(relay, f"through relay (unary calls on loopback), {where}:"))
+
+
+if __name__ == "__main__":
+    main()
