@@ -217,6 +217,7 @@ def build_parser() -> EnvArgumentParser:
     diagnose.option(
         "--query-timeout", parse=_timeout, default=2.0, help="seconds to wait for each query"
     )
+    _add_tls_options(diagnose)
     _add_output_options(diagnose)
     _add_bench_command(commands)
     return parser
@@ -303,6 +304,7 @@ async def _diagnose(args: argparse.Namespace) -> int:
         resolv_conf=resolv_conf,
         family=args.family,
         timeout=args.query_timeout,
+        tls=_client_tls(args),
     )
     diagnosis = await diagnoser.run()
     print(json.dumps(diagnosis.as_dict()) if args.json else render_table(diagnosis))

@@ -8,8 +8,9 @@ The hops are given in order from the pod outward, for the cross-cloud path:
 Each hop is asked for the name directly (one candidate, no search list), so
 its own rcode, answers, TTL and latency are visible. Then the resolv.conf is
 read to show what the search list and ndots cost, and every address in the
-answer is dialled: gRPC health, then one ``echo`` job. Each step is a span of
-one trace.
+answer is dialled: gRPC health, then one ``echo`` job (over TLS with the
+``--tls*`` options of ``bunny submit``, relay's certificate checked against the
+name). Each step is a span of one trace.
 
 The verdict reads the hops the way an operator would:
 
@@ -40,6 +41,7 @@ from bunny.errors import DnsLookupFailed
 from bunny.relaypool import Endpoint, grpc_target
 from bunny.resolver import Resolution, Resolver, ResolverSettings
 from bunny.rpcspans import client_attempt
+from bunny.tls import ClientTls
 from bunnyrelay import semconv
 from bunnyrelay.settings import HostPort, SettingError, parse_ip_port
 from bunnyrelay.v1 import jobs_pb2, jobs_pb2_grpc
@@ -209,8 +211,10 @@ class Diagnoser:
         family: str = "ipv4",
         timeout: float = 2.0,
         attempts: int = 2,
+        tls: ClientTls | None = None,
     ) -> None:
         self.name = name.rstrip(".")
+        self.tls = tls
         self.port = port
         self.hops = list(hops)
         self.resolv_conf = resolv_conf
@@ -323,10 +327,14 @@ class Diagnoser:
     async def _check_relay(self, address: str) -> RelayReport:
         peer = f"[{address}]:{self.port}" if ":" in address else f"{address}:{self.port}"
         started = time.monotonic()
-        channel = grpc.aio.insecure_channel(
-            grpc_target(address, self.port),
-            options=[("grpc.default_authority", f"{self.name}:{self.port}")],
-        )
+        target = grpc_target(address, self.port)
+        options: list[tuple[str, Any]] = [("grpc.default_authority", f"{self.name}:{self.port}")]
+        if self.tls is None:
+            channel = grpc.aio.insecure_channel(target, options=options)
+        else:
+            # As bunny submit does: the certificate must name relay, not the address dialled.
+            options.append(("grpc.ssl_target_name_override", self.name))
+            channel = grpc.aio.secure_channel(target, self.tls.credentials, options=options)
         health = "UNKNOWN"
         with _tracer.start_as_current_span(
             "diagnose.relay", attributes={semconv.NETWORK_PEER_ADDRESS: address}

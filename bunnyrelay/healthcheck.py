@@ -12,6 +12,12 @@ knock::
 It prints one line (``127.0.0.1:50051 SERVING``) and exits 0 only for SERVING; any
 other status, an error or no answer within ``--timeout`` is exit 1, with the reason.
 A draining relay answers NOT_SERVING, so it turns unhealthy at once.
+
+It speaks plaintext only, like the kubelet's probes. A relay serving TLS is checked
+on its plaintext health-only port (``relay serve --health-listen 127.0.0.1:8086``),
+which shares the main port's health status, NOT_SERVING on drain included::
+
+    python -m bunnyrelay.healthcheck 127.0.0.1:8086
 """
 
 from __future__ import annotations

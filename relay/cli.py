@@ -54,6 +54,12 @@ async def serve(config: RelayConfig, log: logging.Logger) -> None:
             extra={"event": "relay.start"},
         )
         await relay.start()
+        if relay.health_address is not None:
+            log.info(
+                "relay health (grpc.health.v1 only, plaintext) on %s",
+                relay.health_address,
+                extra={"event": "relay.health_listening", "address": str(relay.health_address)},
+            )
         log.info(
             "relay ready on %s, serving %s",
             relay.address,
@@ -62,6 +68,8 @@ async def serve(config: RelayConfig, log: logging.Logger) -> None:
         )
         # Read by the tests and the demo, which may have asked for port 0.
         print(f"relay listening on {relay.address}", flush=True)
+        if relay.health_address is not None:
+            print(f"relay health listening on {relay.health_address}", flush=True)
 
     try:
         await serve_until_signalled(start, relay.drain, relay.hurry, log)

@@ -79,6 +79,15 @@ def parse_listen(text: str) -> HostPort:
     return parse_host_port(stripped)
 
 
+def _check_health_listen(health: HostPort, listen: HostPort) -> None:
+    if not 0 <= health.port <= 65535:
+        raise SettingError(f"health_listen: port {health.port} is not in 0-65535")
+    wildcards = {"0.0.0.0", "::"}
+    overlaps = health.host == listen.host or {health.host, listen.host} & wildcards
+    if health.port == listen.port != 0 and overlaps:
+        raise SettingError(f"health_listen: {health} overlaps --listen {listen}; pick another port")
+
+
 def _log_level(text: str) -> str:
     return choice(*LOG_LEVELS)(text.strip().upper())
 
@@ -89,6 +98,10 @@ class RelayConfig:
 
     listen: HostPort = field(default_factory=lambda: HostPort("0.0.0.0", 50051))
     """Address to listen on; port 0 picks a free port (relay prints the one it got)."""
+
+    health_listen: HostPort | None = None
+    """A second, plaintext address that serves grpc.health.v1 and nothing else (same status
+    as ``listen``), for the kubelet's native gRPC probes, which cannot speak TLS; None: none."""
 
     max_payload_bytes: int = 1 * MiB
     """Largest job payload accepted; a larger one is refused with RESOURCE_EXHAUSTED."""
@@ -135,6 +148,8 @@ class RelayConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.listen.port <= 65535:
             raise SettingError(f"listen: port {self.listen.port} is not in 0-65535")
+        if self.health_listen is not None:
+            _check_health_listen(self.health_listen, self.listen)
         if not 1 <= self.max_payload_bytes <= MAX_PAYLOAD_LIMIT:
             raise SettingError(
                 f"max_payload_bytes: {self.max_payload_bytes} is not in 1-{MAX_PAYLOAD_LIMIT}"
@@ -191,6 +206,13 @@ class RelayConfig:
             default=defaults.listen,
             metavar="HOST:PORT",
             help="address to listen on; port 0 picks a free one",
+        )
+        parser.option(
+            "--health-listen",
+            parse=parse_listen,
+            metavar="HOST:PORT",
+            help="also serve grpc.health.v1, and only that, in plaintext here (for probes that "
+            "cannot speak TLS, such as the kubelet's); default: no such port",
         )
         parser.option(
             "--max-payload-bytes",

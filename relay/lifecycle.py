@@ -1,7 +1,8 @@
 """relay's life: start, ready, drain, stop. Signals are handled here and nowhere else.
 
 - **start**: bind the port (a port in use is a :class:`ListenError`), start
-  the gRPC server with health NOT_SERVING.
+  the gRPC server with health NOT_SERVING; the health-only server too, when
+  there is one (``--health-listen``: plaintext, for the kubelet's probes).
 - **ready**: health SERVING for ``""`` and the JobService.
 - **drain** (SIGTERM, SIGINT, or :meth:`Lifecycle.drain`): health goes
   NOT_SERVING at once, so load balancers and probes move away, while the server
@@ -11,7 +12,8 @@
   those still running then are cancelled, logged, and their callers get
   UNAVAILABLE (``INTERRUPTED``) rather than silence.
 - **stop**: the gRPC server stops (open calls get a moment to send their
-  last message), and the caller flushes telemetry.
+  last message), then the health-only server, which answers NOT_SERVING until
+  then because it shares the health servicer; the caller flushes telemetry.
 
 A second signal during the drain cuts the grace period short.
 """
@@ -75,8 +77,12 @@ class Lifecycle:
         service: JobService,
         service_names: tuple[str, ...],
         logger: logging.Logger,
+        health_server: grpc.aio.Server | None = None,
     ) -> None:
         self._server = server
+        self._health_server = health_server
+        self.health_port: int | None = None
+        """The health-only server's bound port, once started."""
         self._health = health_servicer
         self._service = service
         self._service_names = service_names
@@ -86,30 +92,52 @@ class Lifecycle:
         self._drained: asyncio.Future[DrainReport] | None = None
 
     async def start(
-        self, listen: HostPort, credentials: grpc.ServerCredentials | None = None
+        self,
+        listen: HostPort,
+        credentials: grpc.ServerCredentials | None = None,
+        *,
+        health_listen: HostPort | None = None,
     ) -> int:
         """Bind (TLS only when ``credentials`` are given), start and become ready;
-        returns the bound port."""
+        returns the bound port. ``health_listen`` is where the health-only server
+        binds, always in plaintext."""
         if self.phase is not Phase.NEW:
             raise RuntimeError(f"relay cannot start from phase {self.phase.value}")
+        if (health_listen is None) != (self._health_server is None):
+            raise ValueError("health_listen and the health-only server go together")
         self.phase = Phase.STARTING
+        # Before either server answers: a fresh HealthServicer says SERVING for "".
         for name in ("", *self._service_names):
             await self._health.set(name, _NOT_SERVING)
+        if self._health_server is not None and health_listen is not None:
+            # First, and started at once: a server that bound a port but never started
+            # keeps it until the process ends, and this one may answer early (NOT_SERVING).
+            self.health_port = self._bind(self._health_server, health_listen, None)
+            await self._health_server.start()
+        try:
+            port = self._bind(self._server, listen, credentials)
+        except ListenError:
+            if self._health_server is not None:
+                await self._health_server.stop(None)
+            raise
+        await self._server.start()
+        for name in ("", *self._service_names):
+            await self._health.set(name, _SERVING)
+        self.phase = Phase.READY
+        return port
+
+    def _bind(
+        self, server: grpc.aio.Server, listen: HostPort, credentials: grpc.ServerCredentials | None
+    ) -> int:
         try:
             if credentials is None:
-                port = self._server.add_insecure_port(str(listen))
-            else:
-                port = self._server.add_secure_port(str(listen), credentials)
+                return int(server.add_insecure_port(str(listen)))
+            return int(server.add_secure_port(str(listen), credentials))
         except RuntimeError as exc:
             self.phase = Phase.STOPPED
             raise ListenError(
                 f"cannot listen on {listen}: the address is in use or not available here"
             ) from exc
-        await self._server.start()
-        for name in ("", *self._service_names):
-            await self._health.set(name, _SERVING)
-        self.phase = Phase.READY
-        return int(port)
 
     def hurry(self) -> None:
         """End the grace period now: cancel what is still running."""
@@ -162,6 +190,8 @@ class Lifecycle:
                     extra={"event": "relay.drain.abandoned"},
                 )
         await self._server.stop(STOP_GRACE)
+        if self._health_server is not None:
+            await self._health_server.stop(None)
         self.phase = Phase.STOPPED
         report = DrainReport(in_flight, interrupted, time.monotonic() - began)
         if was_serving:

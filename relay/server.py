@@ -1,5 +1,10 @@
 """Building a relay: the grpc.aio server with JobService, health and reflection.
 
+With ``health_listen`` a second, plaintext server carries the same health
+servicer and nothing else, so the kubelet's gRPC probes (which cannot speak
+TLS) see exactly what the main port's health service says, NOT_SERVING on
+drain included, and no job can be sent around TLS.
+
 In-process use (tests, benchmarks, embedding)::
 
     config = RelayConfig(listen=HostPort("127.0.0.1", 0), store=StoreSpec("memory"))
@@ -112,6 +117,14 @@ class Relay:
         return str(HostPort(host or self.config.listen.host, self.port))
 
     @property
+    def health_address(self) -> HostPort | None:
+        """Where the plaintext health-only server listens, with its port; None without one."""
+        listen = self.config.health_listen
+        if listen is None or self._lifecycle is None or self._lifecycle.health_port is None:
+            return None
+        return HostPort(listen.host, self._lifecycle.health_port)
+
+    @property
     def phase(self) -> Phase:
         return self._lifecycle.phase if self._lifecycle else Phase.NEW
 
@@ -168,6 +181,16 @@ class Relay:
         )
         return server
 
+    def _build_health_server(self) -> grpc.aio.Server:
+        # Health requests are tiny: nothing larger is worth reading on a port with no TLS.
+        server = grpc.aio.server(
+            options=[("grpc.max_receive_message_length", 4096), ("grpc.so_reuseport", 0)]
+        )
+        register_forgiving(
+            server, lambda target: health_pb2_grpc.add_HealthServicer_to_server(self.health, target)
+        )
+        return server
+
     async def start(self) -> int:
         """Open the store, bind and serve; returns the port.
 
@@ -187,9 +210,12 @@ class Relay:
             service=self.service,
             service_names=(JOB_SERVICE,),
             logger=self.log,
+            health_server=self._build_health_server() if self.config.health_listen else None,
         )
         try:
-            self.port = await self._lifecycle.start(self.config.listen, credentials)
+            self.port = await self._lifecycle.start(
+                self.config.listen, credentials, health_listen=self.config.health_listen
+            )
         except BaseException:
             await self.store.close()
             raise

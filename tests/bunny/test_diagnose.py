@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+import trustme
 
 from bunny.diagnose import HopReport, RelayReport, judge
 from bunnyrelay.lab.dnsserver import ZoneServer
@@ -136,3 +138,46 @@ async def test_diagnose_shows_what_ndots_costs_and_prints_a_table(
     assert "4 queries sent, 3 wasted" in out
     assert f"trailing dot ({RELAY_NAME}.)" in out
     assert out.rstrip().splitlines()[-1].startswith("OK: ")
+
+
+async def test_diagnose_checks_a_mutual_tls_relay_with_bunnys_tls_settings(
+    hops: list[ZoneServer], tmp_path: Path, start_relay: StartRelay
+) -> None:
+    """As the chart's `helm test` runs it: BUNNY_TLS_* from the environment, relay's
+    certificate checked against the name while 127.0.0.1 is dialled. Certificates are
+    made here (trustme)."""
+    server_ca, client_ca = trustme.CA(), trustme.CA()
+    relay_leaf = server_ca.issue_cert(RELAY_NAME)
+    bunny_leaf = client_ca.issue_cert("bunny")
+    files = {
+        "relay.crt": relay_leaf.cert_chain_pems[0],
+        "relay.key": relay_leaf.private_key_pem,
+        "bunny.crt": bunny_leaf.cert_chain_pems[0],
+        "bunny.key": bunny_leaf.private_key_pem,
+        "relay-ca.pem": server_ca.cert_pem,
+        "clients-ca.pem": client_ca.cert_pem,
+    }
+    for name, blob in files.items():
+        blob.write_to_path(str(tmp_path / name))
+    for server in hops:
+        server.set_records(RELAY_NAME, "A", ["127.0.0.1"])
+    relay_tls = {
+        "--tls-cert": "relay.crt",
+        "--tls-key": "relay.key",
+        "--tls-client-ca": "clients-ca.pem",
+    }
+    args = [part for flag, name in relay_tls.items() for part in (flag, str(tmp_path / name))]
+    async with start_relay(args=args) as relay:
+        target = f"{RELAY_NAME}:{relay.port}"
+        env = {
+            "BUNNY_TLS_CA": str(tmp_path / "relay-ca.pem"),
+            "BUNNY_TLS_CERT": str(tmp_path / "bunny.crt"),
+            "BUNNY_TLS_KEY": str(tmp_path / "bunny.key"),
+        }
+        code, out, err = await run_bunny("diagnose", target, *_hop_args(hops), "--json", env=env)
+        plain_code, plain_out, _ = await run_bunny("diagnose", target, *_hop_args(hops), "--json")
+    assert code == 0, err
+    (checked,) = json.loads(out)["relay"]
+    assert (checked["health"], checked["job_ok"]) == ("SERVING", True)
+    assert plain_code == 1
+    assert json.loads(plain_out)["verdict"]["failed_hop"] == "relay"

@@ -125,3 +125,60 @@ sees variables defined before it).
   value: {{ $.Values.telemetry.otlpProtocol | quote }}
 {{- end }}
 {{- end }}
+
+{{/*
+bunny's TLS Secret: cert-manager's RELEASE-bunny-tls, or the existing one in tls.secretName.
+*/}}
+{{- define "bunny.tlsSecretName" -}}
+{{- if .Values.tls.certManager.enabled }}
+{{- if .Values.tls.secretName }}
+{{- fail "tls.secretName and tls.certManager.enabled exclude each other: cert-manager writes Secret RELEASE-bunny-tls itself; set one of them" }}
+{{- end }}
+{{- printf "%s-tls" (include "bunny.fullname" .) }}
+{{- else if .Values.tls.secretName }}
+{{- .Values.tls.secretName }}
+{{- else }}
+{{- fail "tls.enabled needs a client certificate: tls.certManager.enabled (cert-manager issues it) or tls.secretName (an existing kubernetes.io/tls Secret)" }}
+{{- end }}
+{{- end }}
+
+{{/*
+TLS to relay for bunny and its test pod (tls.enabled): the variables, the mounts and the
+volumes. The Secrets are mounted as whole directories, never with subPath, so renewed
+files reach bunny, which re-reads them before its next job.
+*/}}
+{{- define "bunny.tlsEnv" -}}
+- name: BUNNY_TLS
+  value: "true"
+- name: BUNNY_TLS_CA
+  value: {{ ternary (printf "/etc/bunny/relay-ca/%s" .Values.tls.relayCA.key) "/etc/bunny/tls/ca.crt" (ne .Values.tls.relayCA.secretName "") | quote }}
+- name: BUNNY_TLS_CERT
+  value: /etc/bunny/tls/tls.crt
+- name: BUNNY_TLS_KEY
+  value: /etc/bunny/tls/tls.key
+{{- end }}
+
+{{- define "bunny.tlsVolumeMounts" -}}
+- name: tls
+  mountPath: /etc/bunny/tls
+  readOnly: true
+{{- if .Values.tls.relayCA.secretName }}
+- name: relay-ca
+  mountPath: /etc/bunny/relay-ca
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "bunny.tlsVolumes" -}}
+- name: tls
+  secret:
+    secretName: {{ include "bunny.tlsSecretName" . }}
+    # Readable by bunny's group (fsGroup) only.
+    defaultMode: 0440
+{{- if .Values.tls.relayCA.secretName }}
+- name: relay-ca
+  secret:
+    secretName: {{ .Values.tls.relayCA.secretName }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}

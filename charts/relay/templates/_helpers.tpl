@@ -92,3 +92,41 @@ The in-cluster DNS name of relay's Service, with the trailing dot that makes it 
 {{- define "relay.serviceFqdn" -}}
 {{- printf "%s.%s.svc.%s." (include "relay.fullname" .) .Release.Namespace .Values.clusterDomain }}
 {{- end }}
+
+{{/*
+relay's TLS Secret: cert-manager's RELEASE-relay-tls, or the existing one in tls.secretName.
+*/}}
+{{- define "relay.tlsSecretName" -}}
+{{- if .Values.tls.certManager.enabled }}
+{{- if .Values.tls.secretName }}
+{{- fail "tls.secretName and tls.certManager.enabled exclude each other: cert-manager writes Secret RELEASE-relay-tls itself; set one of them" }}
+{{- end }}
+{{- printf "%s-tls" (include "relay.fullname" .) }}
+{{- else if .Values.tls.secretName }}
+{{- .Values.tls.secretName }}
+{{- else }}
+{{- fail "tls.enabled needs a certificate: tls.certManager.enabled (cert-manager issues it) or tls.secretName (an existing kubernetes.io/tls Secret)" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The client certificate `helm test` presents to a relay that requires one.
+*/}}
+{{- define "relay.testClientSecretName" -}}
+{{- printf "%s-test-client-tls" (include "relay.fullname" .) }}
+{{- end }}
+
+{{/*
+The port the probes ask: relay.port, or with TLS the plaintext health-only port (the
+kubelet's gRPC probes cannot speak TLS).
+*/}}
+{{- define "relay.probePort" -}}
+{{- if .Values.tls.enabled }}
+{{- if eq (int .Values.relay.healthPort) (int .Values.relay.port) }}
+{{- fail "relay.healthPort must differ from relay.port: the health port is plaintext, relay.port serves TLS" }}
+{{- end }}
+{{- .Values.relay.healthPort }}
+{{- else }}
+{{- .Values.relay.port }}
+{{- end }}
+{{- end }}
