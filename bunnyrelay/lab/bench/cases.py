@@ -62,7 +62,7 @@ class Target:
     """The key of the case whose jobs/s the ratio is taken against."""
 
     def describe(self) -> str:
-        return f">= {self.ratio:g}x {self.against}"
+        return f">= {self.ratio:g}x {self.against.replace('-', ' ')} jobs/s"
 
 
 @dataclass(frozen=True, slots=True)

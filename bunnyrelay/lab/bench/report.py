@@ -111,6 +111,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("spans/job", 9, lambda r, _: _num(r.spans_per_job, ".2f")),
     Column("DNS q/job", 9, lambda r, _: _num(r.dns_queries_per_job, ".3f")),
     Column("failed", 6, lambda r, _: str(r.failed)),
+    Column("load 1m", 7, lambda r, _: f"{r.load_average:.1f}"),
 )
 
 

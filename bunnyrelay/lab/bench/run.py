@@ -7,7 +7,7 @@ client process (``bunny bench``, the raw client, or ghz) that runs the warm-up
 and the measured window; the server's CPU time is read from /proc at the
 client's window marks, its peak memory (VmHWM) before it is stopped.
 
-    python -m bunnyrelay.lab.bench            # about 5 minutes; writes docs/benchmarks.md
+    python -m bunnyrelay.lab.bench            # about 4 minutes; writes docs/benchmarks.md
     python -m bunnyrelay.lab.bench --quick    # a few seconds per case: a smoke run
     python -m bunnyrelay.lab.bench --json     # one JSON object on stdout
 """
@@ -159,7 +159,8 @@ class Bench:
     async def _server(self, case: Case) -> AsyncIterator[_Server]:
         if case.server == "raw":
             argv = [sys.executable, "-m", "bunnyrelay.lab.bench.rawecho", "serve"]
-            async with serving(argv, ready=_RAW_READY) as raw:
+            log = self.scratch / f"raw-{case.key}.log"
+            async with serving(argv, ready=_RAW_READY, log_path=log) as raw:
                 yield _Server(raw.pid, int(raw.ready.group(2)), raw.ready_s)
             return
         started = time.perf_counter()
@@ -320,7 +321,11 @@ class Bench:
         dns: dict[str, Any] | None = None
         zone_argv = [sys.executable, "-m", "bunnyrelay.lab.bench.zone", "--names", str(names)]
         try:
-            async with self.sink, serving(zone_argv, ready=_ZONE_READY, timeout=120) as zone:
+            zone_log = self.scratch / "zone.log"
+            async with (
+                self.sink,
+                serving(zone_argv, ready=_ZONE_READY, timeout=120, log_path=zone_log) as zone,
+            ):
                 self._zone = zone.process
                 self.nameserver = zone.ready.group(1)
                 self.say(f"DNS server on {self.nameserver}, OTLP receiver on {self.sink.endpoint}")

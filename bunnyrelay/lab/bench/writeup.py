@@ -47,10 +47,13 @@ again last, so the drift of a shared machine over the run shows.
 - *server CPU µs/job*: the server's `utime + stime` from `/proc/PID/stat`, read when the
   client says the window opens and closes (ghz: over its whole run).
 - *MiB*: peak resident memory (`VmHWM`); the client reports its own, the server's is read
-  from `/proc/PID/status` before it is stopped.
+  from `/proc/PID/status` before it is stopped. relay remembers every job id it has run
+  (the memory store keeps up to `--dedupe-capacity` results, 100,000 by default), so its
+  peak grows with the number of jobs a case runs, not only with the jobs in flight.
 - *spans/job*: spans that reached the OTLP receiver from both sides, per job run (warm-up
   included): a check that the sampler did what the case says and that nothing was dropped.
 - *DNS q/job*: queries that reached the DNS server per job run.
+- *load 1m*: the machine's one-minute load average when the case ended.
 
 **Tracing.** Set in both processes with the standard variables: off is
 `OTEL_TRACES_SAMPLER=always_off`, 10 % is `parentbased_traceidratio` with `0.1` (relay
@@ -88,7 +91,8 @@ through the system resolver (glibc, nsswitch), which cannot be pointed at the la
 it is measured for `localhost` from /etc/hosts only, as the floor of a thread-pool lookup.
 
 **Load.** This is a shared 2-core machine unless the settings say otherwise: the load
-average before and after the run, and per case in the JSON output, says how busy it was.
+average before and after the run, and at the end of each case (*load 1m*; the benchmark's
+own client and server account for about 2 of it), says how busy it was.
 Ratios measured in one run hold up better than absolute figures, but a busy machine blurs
 them too; rerun when the load was high.
 """
@@ -96,7 +100,7 @@ them too; rerun when the load was high.
 RUNNING = """\
 ## Running it
 
-    make bench                                   # all cases (about 5 minutes); rewrites this file
+    make bench                                   # all cases (about 4 minutes); rewrites this file
     .venv/bin/python -m bunnyrelay.lab.bench --quick --no-write   # a smoke run
     .venv/bin/python -m bunnyrelay.lab.bench --cases raw-unary,unary-100 --duration 20 --no-dns
     .venv/bin/python -m bunnyrelay.lab.bench --json  # one JSON object for machines
@@ -106,6 +110,13 @@ telemetry follows the `OTEL_…` ones):
 
     bunny bench --target relay.private.aws.internal:50051 --duration 30 --concurrency 64 \\
         [--stream] [--json]
+
+To see where the time goes, sample both sides with py-spy (not a project dependency:
+`pip install py-spy` into the venv) while `bunny bench` runs against a relay:
+
+    py-spy record --rate 200 --format speedscope -o relay.json --pid RELAY_PID --duration 12 &
+    py-spy record --rate 200 --format speedscope -o bunny.json -- \\
+        .venv/bin/python -m bunny bench --target NAME:PORT --nameserver IP:PORT --duration 10
 """
 
 
