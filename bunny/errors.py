@@ -15,7 +15,8 @@
     │   └── DnsBadAnswer        yes   malformed, garbage, or records for another name
     │
     └── RelayCallFailed         (RPC: the gRPC status, the peer, relay's reason)
-        ├── RelayUnavailable    yes   unreachable, connection reset, or relay draining
+        ├── RelayUnavailable    yes   unreachable, connection reset, relay draining, or the
+        │                             call cut off (CANCELLED by a relay that is stopping)
         │   └── RelayTlsFailed  yes   relay's certificate failed bunny's checks (wrong
         │                             name, unknown CA, expired): fix the files; a
         │                             rotation in progress, or another replica, may pass
@@ -255,7 +256,8 @@ class RelayCallFailed(BunnyError):  # noqa: N818
 
 
 class RelayUnavailable(RelayCallFailed):
-    """relay could not be reached, reset the connection or is draining: another try may work."""
+    """relay could not be reached, reset the connection, is draining or cut the call off
+    while stopping: another try may work."""
 
     retryable = True
 

@@ -93,12 +93,32 @@ def _pushback_seconds(exc: grpc.aio.AioRpcError) -> float | None:
     return None
 
 
+# grpc.aio's own status for a stream whose write failed because the call had already
+# ended underneath it (a reset connection, a relay that stopped): the real status is lost.
+_WRITE_FAILED_IN_CORE = "Internal error from Core"
+
+
+def _call_broke(code: grpc.StatusCode, details: str) -> bool:
+    """The call was cut off, not refused: the job may well succeed on another try.
+
+    bunny never cancels a call it still waits for (a cancelled caller gets
+    CancelledError, not a status), so CANCELLED comes from the other side: a
+    grpc.aio server cancels the calls that reach it while it stops (grpc/grpc#41785),
+    which is what every relay does at the end of its drain.
+    """
+    return code is grpc.StatusCode.CANCELLED or (
+        code is grpc.StatusCode.INTERNAL and details == _WRITE_FAILED_IN_CORE
+    )
+
+
 def classify_rpc_error(exc: grpc.aio.AioRpcError, peer: str) -> RelayCallFailed:
     """Turn a failed call into bunny's typed error; retryability follows from the type."""
     code = exc.code()
     details = exc.details() or code.name
     message = f"{peer}: {code.name}: {details}"
     reason = _error_reason(exc)
+    if _call_broke(code, details):
+        return RelayUnavailable(message, code=code, peer=peer, reason=reason)
     if code is grpc.StatusCode.UNAVAILABLE:
         if any(marker in details for marker in _TLS_FAILURES):
             return RelayTlsFailed(message, code=code, peer=peer, reason=reason)

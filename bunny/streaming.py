@@ -104,8 +104,6 @@ class _Stream:
             )
         except grpc.aio.AioRpcError as exc:
             error = classify_rpc_error(exc, peer)
-            if exc.code() is grpc.StatusCode.CANCELLED:
-                error = RelayUnavailable(str(error), code=exc.code(), peer=peer)
         self.broken = error
         waiting, self.waiting = self.waiting, {}
         for future in waiting.values():

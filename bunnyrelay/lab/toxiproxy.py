@@ -7,15 +7,24 @@ tunnel can be made slow, lossy or silent without touching the DNS servers.
 
 The calls are blocking (urllib); the topology makes them on a thread inside the
 namespace where the API listens (:func:`bunnyrelay.lab.netns.run_in`).
+
+:func:`toxiproxy_server` runs a server of its own on loopback (the fault tests put
+one between bunny and relay) and kills it by its PID when the block ends.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
+
+from bunnyrelay.lab.tools import TOXIPROXY, tool
 
 
 class ToxiproxyError(RuntimeError):
@@ -60,6 +69,10 @@ class ToxiproxyApi:
             {"name": name, "listen": listen, "upstream": upstream, "enabled": True},
         )
 
+    def set_enabled(self, proxy: str, enabled: bool) -> None:
+        """Disable ``proxy`` (it stops listening and closes every connection) or enable it."""
+        self._call("POST", f"/proxies/{proxy}", {"enabled": enabled})
+
     def add_toxic(
         self,
         proxy: str,
@@ -98,3 +111,49 @@ class ToxiproxyApi:
         """Remove every toxic from ``proxy``."""
         for name in self.toxics(proxy):
             self.remove_toxic(proxy, name)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on at ``host`` right now."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+@asynccontextmanager
+async def toxiproxy_server(
+    host: str = "127.0.0.1", *, ready_timeout: float = 10.0
+) -> AsyncIterator[ToxiproxyApi]:
+    """``toxiproxy-server`` with its API on ``host`` and a free port, until the block ends.
+
+    Its log (a line per connection) is discarded; the API answers what it does.
+    """
+    for _ in range(5):
+        api = ToxiproxyApi(host, free_port(host))
+        process = await asyncio.create_subprocess_exec(
+            str(tool(TOXIPROXY)),
+            "-host",
+            host,
+            "-port",
+            str(api.port),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            ready = False
+            async with asyncio.timeout(ready_timeout):
+                while process.returncode is None and not ready:
+                    try:
+                        await asyncio.to_thread(api.version)
+                        ready = True
+                    except OSError:
+                        await asyncio.sleep(0.05)
+            if not ready:
+                continue  # it exited: most likely another process took the port meanwhile
+            yield api
+            return
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    raise RuntimeError(f"toxiproxy-server did not start on any of 5 free ports on {host}")
