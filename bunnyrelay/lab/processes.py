@@ -13,7 +13,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,14 +122,19 @@ async def _discard(stream: asyncio.StreamReader) -> None:
 
 
 async def run_bunny(
-    *args: str, env: Mapping[str, str] | None = None, timeout: float = 120.0
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120.0,
+    place: Callable[[list[str]], list[str]] | None = None,
 ) -> tuple[int, str, str]:
-    """Run ``bunny ARGS`` to completion; return (exit status, stdout, stderr)."""
+    """Run ``bunny ARGS`` to completion; return (exit status, stdout, stderr).
+
+    ``place`` rewrites the command line to run it elsewhere, e.g. inside a network
+    namespace (``functools.partial(topology.argv, Side.POD)``).
+    """
+    argv = [sys.executable, "-m", "bunny", *args]
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bunny",
-        *args,
+        *(place(argv) if place is not None else argv),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=_child_env(env),

@@ -11,6 +11,7 @@ query and attempt, exactly what its spans record).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import sys
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from bunnyrelay.lab.processes import run_bunny
 from bunnyrelay.lab.tools import COREDNS, TOXIPROXY, ToolMissingError, tool
 from bunnyrelay.lab.topology import RELAY_NAME, Hop, Side, Topology, start_topology
 from tests.lab.test_coredns_chain import MODE
@@ -80,21 +82,9 @@ def _dns_args(chain: Topology, resolv_conf: Path) -> list[str]:
     ]  # fmt: skip
 
 
-async def _bunny(chain: Topology, *args: str, timeout: float = 60.0) -> tuple[int, str, str]:
+async def _bunny(chain: Topology, *args: str) -> tuple[int, str, str]:
     """Run bunny in the pod; (exit status, stdout, stderr)."""
-    argv = chain.argv(Side.POD, [sys.executable, "-m", "bunny", *args])
-    process = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    try:
-        async with asyncio.timeout(timeout):
-            out, err = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    return await run_bunny(*args, timeout=60.0, place=functools.partial(chain.argv, Side.POD))
 
 
 class TimedSubmit:
