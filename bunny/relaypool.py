@@ -24,9 +24,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
+from opentelemetry import trace
+from opentelemetry.util.types import AttributeValue
 
 from bunny.resolver import Resolution
 from bunny.tls import ClientTls
+from bunnyrelay import semconv
 from bunnyrelay.v1 import jobs_pb2_grpc
 
 # Calls on a channel whose address left the DNS answer get this long to finish.
@@ -65,6 +68,10 @@ def grpc_target(address: str, port: int) -> str:
 class AddressSource(Protocol):
     """What the pool needs of a resolver (bunny's Resolver, or a literal address)."""
 
+    def cached(self, name: str) -> Resolution | None:
+        """A fresh answer without asking anyone (no span, no await), or None."""
+        ...
+
     async def resolve(self, name: str, *, deadline: float | None = None) -> Resolution: ...
 
 
@@ -96,14 +103,29 @@ class RelayPool:
         self._addresses: tuple[str, ...] = ()
         self._next = 0
         self._retiring: set[asyncio.Task[None]] = set()
+        # The root-span attributes of the last cache hit, rebuilt only when the answer changes.
+        self._hit: Resolution | None = None
+        self._hit_attributes: dict[str, AttributeValue] = {}
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
         return self._order
 
     async def lookup(self, *, deadline: float | None = None) -> Resolution:
-        """Resolve the name (cache first) and bring the endpoints in line with the answer."""
-        resolution = await self.resolver.resolve(self.name, deadline=deadline)
+        """Resolve the name (cache first) and bring the endpoints in line with the answer.
+
+        A fresh cached answer costs no span of its own: a ``dns.lookup`` span and
+        its histogram entry cost more than the hit itself (about 35 µs against
+        0.15 µs). The current span (the job's root) says where the address came
+        from instead. A miss goes through :meth:`Resolver.resolve`, which traces it.
+        """
+        resolution = self.resolver.cached(self.name)
+        if resolution is None:
+            resolution = await self.resolver.resolve(self.name, deadline=deadline)
+        else:
+            span = trace.get_current_span()
+            if span.is_recording():
+                span.set_attributes(self._hit_attributes_for(resolution))
         if self.tls is not None and self.tls.refresh():
             # New certificates: new channels (new handshakes) for the calls from now on.
             for endpoint in self._endpoints.values():
@@ -113,6 +135,16 @@ class RelayPool:
         elif resolution.addresses != self._addresses:
             self._apply(resolution.addresses)
         return resolution
+
+    def _hit_attributes_for(self, resolution: Resolution) -> dict[str, AttributeValue]:
+        if resolution is not self._hit:
+            self._hit = resolution
+            self._hit_attributes = {
+                semconv.DNS_SOURCE: resolution.source,
+                semconv.DNS_QUESTION_NAME: resolution.name,
+                semconv.DNS_ANSWERS: resolution.addresses,
+            }
+        return self._hit_attributes
 
     def pick(self, *, avoid: str | None = None) -> Endpoint:
         """The next endpoint round robin.

@@ -32,7 +32,6 @@ answer bunny must not trust (see ``_Channel.source_for``).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import ipaddress
 import logging
 import math
@@ -44,7 +43,7 @@ from typing import Any
 import aiodns
 import aiodns.error
 import pycares
-from opentelemetry import metrics, trace
+from opentelemetry import context, metrics, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.stop import stop_base
@@ -76,7 +75,8 @@ _RECORD_TYPES = {"A": pycares.QUERY_TYPE_A, "AAAA": pycares.QUERY_TYPE_AAAA}
 # retry is cheap and a job is waiting on it.
 _BACKOFF_BASE_S = 0.05
 _BACKOFF_CAP_S = 1.0
-# c-ares should report its own timeout first; ours is the bound if it does not.
+# A deadline less than this past c-ares' own timeout gets a timer of ours; a later one
+# does not need it, since c-ares reports its timeout first.
 _TIMEOUT_SLACK_S = 0.1
 # c-ares caps a query's timeout at 5 s unless ARES_OPT_MAXTIMEOUTMS is set (pycares cannot).
 _ARES_MAX_TIMEOUT_S = 5.0
@@ -626,12 +626,13 @@ class Resolver:
         if self._closed:
             raise RuntimeError("Resolver.resolve() after close()")
         started = time.monotonic()
-        with self._tracer.start_as_current_span(
-            semconv.SPAN_DNS_LOOKUP,
-            attributes={semconv.DNS_QUESTION_NAME: name},
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
+        # start_span and attach rather than start_as_current_span: the latter's two
+        # generator-based context managers cost more than a cache hit.
+        span = self._tracer.start_span(
+            semconv.SPAN_DNS_LOOKUP, attributes={semconv.DNS_QUESTION_NAME: name}
+        )
+        token = context.attach(trace.set_span_in_context(span))
+        try:
             try:
                 resolution, sent = await self._resolve(name, deadline, span)
             except DnsLookupFailed as exc:
@@ -641,20 +642,24 @@ class Resolver:
                     {semconv.DNS_QUESTION_NAME: name, semconv.ERROR_TYPE: type(exc).__name__},
                 )
                 raise
-            span.set_attributes(
-                {
-                    semconv.DNS_SOURCE: resolution.source,
-                    semconv.DNS_ANSWERS: resolution.addresses,
-                    semconv.DNS_TTL: resolution.ttl,
-                    semconv.DNS_QUERIES_SENT: sent,
-                }
-            )
+            if span.is_recording():
+                span.set_attributes(
+                    {
+                        semconv.DNS_SOURCE: resolution.source,
+                        semconv.DNS_ANSWERS: resolution.addresses,
+                        semconv.DNS_TTL: resolution.ttl,
+                        semconv.DNS_QUERIES_SENT: sent,
+                    }
+                )
             if resolution.source == "stale-cache":
                 reason = self._cache.refresh_error(name)
                 span.set_attribute(semconv.DNS_REFRESH_ERROR, reason)
                 span.add_event(semconv.EVENT_DNS_SERVE_STALE, {semconv.DNS_REFRESH_ERROR: reason})
             self._duration.record(time.monotonic() - started, {semconv.DNS_QUESTION_NAME: name})
             return resolution
+        finally:
+            context.detach(token)
+            span.end()
 
     async def close(self) -> None:
         """Cancel lookups in flight and close every c-ares channel."""
@@ -679,7 +684,17 @@ class Resolver:
         now = time.monotonic()
         hit = self._cache.fresh(name, now)
         if hit is not None:
-            return dataclasses.replace(hit, ttl=max(int(hit.expires_at - now), 0)), 0
+            # Built directly: dataclasses.replace costs several times more.
+            remaining = Resolution(
+                hit.name,
+                hit.fqdn,
+                hit.addresses,
+                max(int(hit.expires_at - now), 0),
+                hit.source,
+                hit.queries,
+                hit.expires_at,
+            )
+            return remaining, 0
         known = self._cache.negative(name, now)
         if known is not None:
             raise known.again_from_negative_cache()
@@ -864,7 +879,9 @@ class Resolver:
         """Send one query (one ``dns.query`` span); raise the typed error if the path failed."""
         servers = self.settings.nameservers
         server = servers[(attempt - 1) % len(servers)]
-        budget = self.settings.timeout + _TIMEOUT_SLACK_S
+        # c-ares times the query out itself (tries=1, at most ``timeout``); a timer of
+        # ours is only needed when the caller's deadline comes first.
+        budget: float | None = None
         deadline_bound = False
         if lookup.deadline is not None:
             remaining = lookup.deadline - time.monotonic()
@@ -876,11 +893,11 @@ class Resolver:
                     attempts=attempt - 1,
                     detail="the deadline had passed before it could be asked",
                 )
-            if remaining < budget:
+            if remaining < self.settings.timeout + _TIMEOUT_SLACK_S:
                 budget, deadline_bound = remaining, True
 
         channel = self._channel(server)
-        with self._tracer.start_as_current_span(
+        span = self._tracer.start_span(
             semconv.SPAN_DNS_QUERY,
             kind=SpanKind.CLIENT,
             attributes={
@@ -889,9 +906,9 @@ class Resolver:
                 semconv.DNS_NAMESERVER: channel.nameserver,
                 semconv.DNS_ATTEMPT: attempt,
             },
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
+        )
+        try:
+            # Nothing runs under this span: it needs no context of its own.
             reply = await self._send(channel, fqdn, qtype, budget)
             if reply.code in _ARES_CANCELLED:
                 raise asyncio.CancelledError(f"{fqdn} {qtype}: the resolver was closed")
@@ -902,14 +919,21 @@ class Resolver:
                 raise
             lookup.queries.append(self._record(span, reply, attempt, answer=answer))
             return answer
+        finally:
+            span.end()
 
-    async def _send(self, channel: _Channel, fqdn: str, qtype: str, budget: float) -> _Reply:
+    async def _send(self, channel: _Channel, fqdn: str, qtype: str, budget: float | None) -> _Reply:
+        """One query; ``budget`` bounds it when the deadline comes before c-ares' timeout."""
         sent = time.monotonic()
         reply = _Reply(fqdn, qtype, channel.nameserver, channel.source_for(fqdn, qtype, sent), sent)
         channel.inflight += 1
         try:
-            async with asyncio.timeout(budget):
+            if budget is None:
+                # c-ares' own timeout (at most ours, tries=1) ends the query: no timer of ours.
                 reply.result = await channel.resolver.query_dns(fqdn, qtype)
+            else:
+                async with asyncio.timeout(budget):
+                    reply.result = await channel.resolver.query_dns(fqdn, qtype)
         except TimeoutError:
             reply.code, reply.timed_out_by_us = aiodns.error.ARES_ETIMEOUT, True
         except aiodns.error.DNSError as exc:

@@ -2,8 +2,9 @@
 
 Each job is one trace. Its root span ``job.submit`` holds, in order, the DNS
 lookup (``dns.lookup`` with a ``dns.query`` child per query and attempt, made
-by the resolver), then one CLIENT span per RPC attempt, under which relay puts
-its server and job spans.
+by the resolver, when the answer was not in bunny's cache; a cache hit is told
+by attributes on ``job.submit`` itself, see :meth:`RelayPool.lookup`), then one
+CLIENT span per RPC attempt, under which relay puts its server and job spans.
 
 :class:`UnaryRunner` uses ``JobService/Run``; :mod:`bunny.streaming` reuses
 this skeleton for ``RunStream``.
@@ -17,8 +18,9 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_status import rpc_status
-from opentelemetry import metrics, trace
+from opentelemetry import context, metrics, trace
 from opentelemetry.trace import Status, StatusCode
+from opentelemetry.util.types import AttributeValue
 
 from bunny.errors import (
     BunnyError,
@@ -33,14 +35,27 @@ from bunny.errors import (
 from bunny.outcome import FAILED, SUCCEEDED, JobOutcome, OutcomeError
 from bunny.relaypool import Endpoint, RelayPool
 from bunny.retry import RetryPolicy, call_with_retries
-from bunny.rpcspans import client_attempt
+from bunny.rpcspans import LazyTracer, client_attempt
 from bunnyrelay import semconv
 from bunnyrelay.v1 import jobs_pb2
 
-_tracer = trace.get_tracer("bunny.runner")
+_tracer = LazyTracer("bunny.runner")
 _jobs = metrics.get_meter("bunny.runner").create_counter(
     semconv.METRIC_JOBS, unit="{job}", description="Jobs bunny submitted, by kind and final status"
 )
+# Per (kind, status): built once, since a metric's attributes are hashed on every add.
+_counted: dict[tuple[str, str], dict[str, AttributeValue]] = {}
+
+
+def _count(kind: str, status: str) -> None:
+    key = (kind, status)
+    attributes = _counted.get(key)
+    if attributes is None:
+        if len(_counted) > 1024:
+            _counted.clear()  # kinds come from callers; keep a bound anyway
+        attributes = _counted[key] = {semconv.JOB_KIND: kind, semconv.JOB_STATUS: status}
+    _jobs.add(1, attributes)
+
 
 _PUSHBACK_KEY = "grpc-retry-pushback-ms"
 _REJECTED = frozenset(
@@ -168,12 +183,14 @@ class JobRunner(abc.ABC):
         deadline = started + self.settings.timeout_s
         progress = _Progress()
         dns_source: str | None = None
-        with _tracer.start_as_current_span(
+        # start_span and attach rather than start_as_current_span, whose two
+        # generator-based context managers are a noticeable part of a job's cost.
+        span = _tracer.get().start_span(
             "job.submit",
             attributes={semconv.JOB_ID: request.job_id, semconv.JOB_KIND: request.kind},
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
+        )
+        token = context.attach(trace.set_span_in_context(span))
+        try:
             trace_id = f"{span.get_span_context().trace_id:032x}"
             try:
                 resolution = await self.pool.lookup(deadline=deadline)
@@ -196,11 +213,15 @@ class JobRunner(abc.ABC):
                 outcome = self._failed(request, exc, progress, trace_id, started, dns_source)
             else:
                 outcome = self._finished(request, result, progress, trace_id, started, dns_source)
-            span.set_attribute(semconv.JOB_STATUS, outcome.status)
-            if outcome.error is not None:
-                span.set_status(Status(StatusCode.ERROR, outcome.error.message))
-                span.set_attribute(semconv.ERROR_TYPE, outcome.error.type)
-        _jobs.add(1, {semconv.JOB_KIND: request.kind, semconv.JOB_STATUS: outcome.status})
+            if span.is_recording():
+                span.set_attribute(semconv.JOB_STATUS, outcome.status)
+                if outcome.error is not None:
+                    span.set_status(Status(StatusCode.ERROR, outcome.error.message))
+                    span.set_attribute(semconv.ERROR_TYPE, outcome.error.type)
+        finally:
+            context.detach(token)
+            span.end()
+        _count(request.kind, outcome.status)
         return outcome
 
     @abc.abstractmethod

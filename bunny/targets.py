@@ -27,7 +27,7 @@ class LiteralAddress:
     def __str__(self) -> str:
         return self.ip
 
-    async def resolve(self, name: str, *, deadline: float | None = None) -> Resolution:
+    def cached(self, name: str) -> Resolution:
         return Resolution(
             name=name,
             fqdn=name,
@@ -37,6 +37,9 @@ class LiteralAddress:
             queries=(),
             expires_at=math.inf,
         )
+
+    async def resolve(self, name: str, *, deadline: float | None = None) -> Resolution:
+        return self.cached(name)
 
     async def close(self) -> None:
         return None

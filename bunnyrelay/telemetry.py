@@ -8,6 +8,9 @@
   turns on OTLP export; ``OTEL_EXPORTER_OTLP_PROTOCOL`` picks ``grpc`` or
   ``http/protobuf`` (the specification's default). The exporters read the rest
   of their ``OTEL_EXPORTER_OTLP_*`` settings themselves.
+- ``OTEL_METRICS_EXEMPLAR_FILTER`` is honoured when set; unset, exemplars are
+  off (the SDK's default, ``trace_based``, samples one on every measurement made
+  inside a sampled span, which is per-call work for data no backend here reads).
 - ``OTEL_PROPAGATORS`` is honoured by the OpenTelemetry API (W3C trace context
   and baggage by default).
 """
@@ -19,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
@@ -154,7 +157,13 @@ def setup_telemetry(
     if _otlp_endpoint_set("METRICS", environ):
         readers.append(_metric_reader(otlp_protocol("METRICS", environ)))
         exporting = True
-    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    exemplars_chosen = bool(environ.get("OTEL_METRICS_EXEMPLAR_FILTER", "").strip())
+    meter_provider = MeterProvider(
+        resource=resource,
+        metric_readers=readers,
+        # None: the SDK reads OTEL_METRICS_EXEMPLAR_FILTER itself.
+        exemplar_filter=None if exemplars_chosen else AlwaysOffExemplarFilter(),
+    )
 
     if install_global:
         trace.set_tracer_provider(tracer_provider)

@@ -95,7 +95,7 @@ class Relay:
         )
         self.service = JobService(
             self.runner,
-            run_one=telemetry.job(self.runner.execute),
+            run_one=telemetry.job(self.runner.execute_call),
             run_streamed=telemetry.streamed_job("RunStream", self.runner.execute),
             logger=self.log,
         )

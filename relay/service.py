@@ -117,7 +117,29 @@ class JobRunner:
         return list(self._running.values())
 
     async def execute(self, request: JobRequest, context: Context) -> JobResult:
+        """Run one job of a stream, bounded by the call's deadline."""
         received_ns = time.time_ns()
+        handler = self._admit(request)
+        remaining = context.time_remaining()
+        try:
+            # The deadline covers waiting for a duplicate too, not only the handler.
+            async with asyncio.timeout(remaining):
+                return await self._run(request, handler, received_ns)
+        except TimeoutError:
+            raise DeadlineExceeded.of(request.job_id, remaining) from None
+
+    async def execute_call(self, request: JobRequest, context: Context) -> JobResult:
+        """Run the job of one ``Run`` call.
+
+        No timer of our own: at the call's deadline gRPC cancels this handler,
+        which ends the job (and a wait for a duplicate) as the timeout would,
+        and the caller gets DEADLINE_EXCEEDED from gRPC.
+        """
+        received_ns = time.time_ns()
+        return await self._run(request, self._admit(request), received_ns)
+
+    def _admit(self, request: JobRequest) -> Handler:
+        """The handler for ``request``, or :class:`Refused` saying why it cannot run here."""
         job_id = request.job_id
         if not self._job_id_ok(job_id):
             if request is UNREADABLE:
@@ -134,13 +156,7 @@ class JobRunner:
             raise PayloadTooLarge.of(len(payload), self._max_payload)
         if self._admission.closed:
             raise Draining()
-        remaining = context.time_remaining()
-        try:
-            # The deadline covers waiting for a duplicate too, not only the handler.
-            async with asyncio.timeout(remaining):
-                return await self._run(request, handler, received_ns)
-        except TimeoutError:
-            raise DeadlineExceeded.of(job_id, remaining) from None
+        return handler
 
     async def _run(self, request: JobRequest, handler: Handler, received_ns: int) -> JobResult:
         job_id = request.job_id
@@ -306,7 +322,7 @@ class JobService(JobServiceServicer):
         logger: logging.Logger,
     ) -> None:
         self.runner = runner
-        self._run_one = run_one or runner.execute
+        self._run_one = run_one or runner.execute_call
         self._run_streamed = run_streamed or runner.execute
         self.stream_window = stream_window or runner.admission.limit
         self._log = logger

@@ -9,7 +9,11 @@
   ``bunnyrelay.jobs`` per job by kind and status.
 
 The wrappers are built once per server, with their names and attribute sets
-computed up front, so a call pays for its spans and nothing else.
+computed up front, so a call pays for its spans and nothing else. Spans are
+made current with ``context.attach`` rather than ``start_as_current_span``
+(two generator-based context managers per span). When the sampler can never
+record (``OTEL_TRACES_SAMPLER=always_off``) no span is made at all: the
+caller's context is still made current, so log lines keep its trace id.
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ from typing import TypeAlias
 import grpc
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context as OtelContext
+from opentelemetry.context import attach, detach
 from opentelemetry.propagate import extract
 from opentelemetry.propagators.textmap import Getter
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 from opentelemetry.util.types import AttributeValue
 
 from bunnyrelay import semconv
@@ -55,6 +61,7 @@ _OK = grpc.StatusCode.OK
 _SUCCEEDED = JobStatus.JOB_STATUS_SUCCEEDED
 _UNKNOWN_KIND = "_unknown"
 _ROOT = OtelContext()
+_TRACEPARENT = "traceparent"
 
 
 Metadata: TypeAlias = Iterable[tuple[str, str | bytes]]
@@ -87,6 +94,17 @@ def parse_peer(peer: str) -> dict[str, AttributeValue]:
     return {}
 
 
+def never_records(provider: trace.TracerProvider) -> bool:
+    """True when ``provider``'s sampler drops every span, whatever the parent says."""
+    if not isinstance(provider, SdkTracerProvider):
+        return False
+    return provider.sampler.get_description() == "AlwaysOffSampler"
+
+
+def _has_traceparent(metadata: Metadata) -> bool:
+    return any(name == _TRACEPARENT for name, _ in metadata)
+
+
 def _cancelled_code(context: Context) -> grpc.StatusCode:
     remaining = context.time_remaining()
     if remaining is not None and remaining <= 0.001:
@@ -106,6 +124,7 @@ class RelayTelemetry:
         meter_provider: metrics.MeterProvider | None = None,
     ) -> None:
         self._tracer = trace.get_tracer("relay", tracer_provider=tracer_provider)
+        self._spans = not never_records(tracer_provider or trace.get_tracer_provider())
         meter = metrics.get_meter("relay", meter_provider=meter_provider)
         self._duration = meter.create_histogram(
             semconv.METRIC_RPC_SERVER_DURATION,
@@ -163,31 +182,56 @@ class RelayTelemetry:
             metadata: Metadata = context.invocation_metadata() or ()
             parent = extract(metadata, getter=_METADATA)
             code = _OK
-            with tracer.start_as_current_span(
+            span = tracer.start_span(
                 name,
                 context=parent,
                 kind=SpanKind.SERVER,
                 attributes=attributes_for(context.peer()),
-                record_exception=False,
-                set_status_on_exception=False,
-            ) as span:
-                try:
-                    return await behavior(request, context)
-                except grpc.aio.AbortError:
-                    code = context.code() or grpc.StatusCode.UNKNOWN
-                    raise
-                except asyncio.CancelledError:
-                    code = _cancelled_code(context)
-                    raise
-                except Exception as exc:
-                    code = grpc.StatusCode.UNKNOWN
-                    span.record_exception(exc)
-                    raise
-                finally:
-                    _end_rpc_span(span, code)
-                    record((perf_counter() - start) * 1000, by_code[code])
+            )
+            token = attach(set_span_in_context(span))
+            try:
+                return await behavior(request, context)
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except asyncio.CancelledError:
+                code = _cancelled_code(context)
+                raise
+            except Exception as exc:
+                code = grpc.StatusCode.UNKNOWN
+                span.record_exception(exc)
+                raise
+            finally:
+                detach(token)
+                _end_rpc_span(span, code)
+                span.end()
+                record((perf_counter() - start) * 1000, by_code[code])
 
-        return traced
+        async def untraced(request: JobRequest, context: Context) -> JobResult:
+            start = perf_counter()
+            metadata: Metadata = context.invocation_metadata() or ()
+            # No span, but the caller's context, for the trace id on log lines.
+            token = (
+                attach(extract(metadata, getter=_METADATA)) if _has_traceparent(metadata) else None
+            )
+            code = _OK
+            try:
+                return await behavior(request, context)
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except asyncio.CancelledError:
+                code = _cancelled_code(context)
+                raise
+            except Exception:
+                code = grpc.StatusCode.UNKNOWN
+                raise
+            finally:
+                if token is not None:
+                    detach(token)
+                record((perf_counter() - start) * 1000, by_code[code])
+
+        return traced if self._spans else untraced
 
     def stream(self, method: str, behavior: StreamBehavior) -> StreamBehavior:
         """A duration per call; the spans of a stream are per job (:meth:`streamed_job`)."""
@@ -228,14 +272,12 @@ class RelayTelemetry:
             if attributes is None:
                 # Unknown kinds share one span name, so a client cannot mint new names.
                 attributes = {semconv.JOB_KIND: kind[:64], semconv.RELAY_INSTANCE: instance}
-            with tracer.start_as_current_span(
-                names.get(kind, "job"),
-                kind=SpanKind.INTERNAL,
-                attributes=attributes,
-                record_exception=False,
-                set_status_on_exception=False,
-            ) as span:
-                span.set_attribute(semconv.JOB_ID, request.job_id)
+            span = tracer.start_span(
+                names.get(kind, "job"), kind=SpanKind.INTERNAL, attributes=attributes
+            )
+            span.set_attribute(semconv.JOB_ID, request.job_id)
+            token = attach(set_span_in_context(span))
+            try:
                 try:
                     result = await execute(request, context)
                 except Refused as exc:
@@ -253,8 +295,30 @@ class RelayTelemetry:
                 else:
                     self._end_job(span, kind, "FAILED", result.error.reason, result.replayed)
                 return result
+            finally:
+                detach(token)
+                span.end()
 
-        return traced
+        async def counted(request: JobRequest, context: Context) -> JobResult:
+            kind = request.kind
+            try:
+                result = await execute(request, context)
+            except Refused as exc:
+                self._count_job(kind, "FAILED", exc.reason, False)
+                raise
+            except asyncio.CancelledError:
+                self._count_job(kind, "FAILED", "CANCELLED", False)
+                raise
+            except Exception as exc:
+                self._count_job(kind, "FAILED", type(exc).__qualname__, False)
+                raise
+            if result.status == _SUCCEEDED:
+                self._count_job(kind, "SUCCEEDED", "", result.replayed)
+            else:
+                self._count_job(kind, "FAILED", result.error.reason, result.replayed)
+            return result
+
+        return traced if self._spans else counted
 
     def streamed_job(self, method: str, execute: Executor) -> Executor:
         """Per job of a stream: a SERVER span parented by the job's own trace context."""
@@ -271,33 +335,56 @@ class RelayTelemetry:
                 else _ROOT
             )
             code = _OK
-            with tracer.start_as_current_span(
+            span = tracer.start_span(
                 name,
                 context=parent,
                 kind=SpanKind.SERVER,
                 attributes=attributes_for(context.peer()),
-                record_exception=False,
-                set_status_on_exception=False,
-            ) as span:
-                try:
-                    return await traced_job(request, context)
-                except Refused as exc:
-                    code = exc.code
-                    raise
-                except asyncio.CancelledError:
-                    code = _cancelled_code(context)
-                    raise
-                except Exception:
-                    code = grpc.StatusCode.UNKNOWN
-                    raise
-                finally:
-                    _end_rpc_span(span, code)
+            )
+            token = attach(set_span_in_context(span))
+            try:
+                return await traced_job(request, context)
+            except Refused as exc:
+                code = exc.code
+                raise
+            except asyncio.CancelledError:
+                code = _cancelled_code(context)
+                raise
+            except Exception:
+                code = grpc.StatusCode.UNKNOWN
+                raise
+            finally:
+                detach(token)
+                _end_rpc_span(span, code)
+                span.end()
 
-        return traced
+        async def untraced(request: JobRequest, context: Context) -> JobResult:
+            carrier = request.trace_context
+            if not carrier.traceparent:
+                return await traced_job(request, context)
+            # No span, but the job's context, for the trace id on log lines.
+            token = attach(
+                extract({"traceparent": carrier.traceparent, "tracestate": carrier.tracestate})
+            )
+            try:
+                return await traced_job(request, context)
+            finally:
+                detach(token)
+
+        return traced if self._spans else untraced
 
     def _end_job(
         self, span: trace.Span, kind: str, status: str, error_type: str, replayed: bool
     ) -> None:
+        self._count_job(kind, status, error_type, replayed)
+        if span.is_recording():
+            span.set_attribute(semconv.JOB_STATUS, status)
+            span.set_attribute(semconv.JOB_REPLAYED, replayed)
+            if error_type:
+                span.set_attribute(semconv.ERROR_TYPE, error_type)
+                span.set_status(Status(StatusCode.ERROR, error_type))
+
+    def _count_job(self, kind: str, status: str, error_type: str, replayed: bool) -> None:
         if kind not in self._span_names:
             kind = _UNKNOWN_KIND
         key = (kind, status, error_type, replayed)
@@ -313,12 +400,6 @@ class RelayTelemetry:
             # Bounded: known kinds x two statuses x a few reasons.
             self._job_counts[key] = counted
         self._jobs.add(1, counted)
-        if span.is_recording():
-            span.set_attribute(semconv.JOB_STATUS, status)
-            span.set_attribute(semconv.JOB_REPLAYED, replayed)
-            if error_type:
-                span.set_attribute(semconv.ERROR_TYPE, error_type)
-                span.set_status(Status(StatusCode.ERROR, error_type))
 
 
 def _end_rpc_span(span: trace.Span, code: grpc.StatusCode) -> None:

@@ -318,10 +318,11 @@ class RedisStore(IdempotencyStore):
                 raise FingerprintMismatchError(job_id)
             if verdict == 1:
                 try:
-                    result = JobResult.FromString(bytes(answer[1]))
+                    stored = bytes(answer[1])
+                    result = JobResult.FromString(stored)
                 except DecodeError:
                     raise StoreError(f"the stored result of {job_id!r} does not decode") from None
-                self._recent.add(job_id, fingerprint, result)
+                self._recent.add(job_id, fingerprint, result, serialized=stored)
                 return Replay(result)
             # Another relay runs it: ask again until it finishes or its lease runs out.
             await asyncio.sleep(pause)
@@ -330,12 +331,13 @@ class RedisStore(IdempotencyStore):
     async def complete(self, claim: Claim, result: JobResult) -> None:
         self._held.pop(claim.job_id, None)
         # Duplicates waiting here get the result from memory even if Redis fails now.
-        self._recent.add(claim.job_id, claim.fingerprint, result)
+        serialized = result.SerializeToString()
+        self._recent.add(claim.job_id, claim.fingerprint, result, serialized=serialized)
         call = self._background(
             self._call(
                 "complete",
                 self._keys(claim.job_id),
-                [self.owner, claim.fingerprint + result.SerializeToString(), self.retention_s],
+                [self.owner, claim.fingerprint + serialized, self.retention_s],
             )
         )
         try:

@@ -25,6 +25,11 @@ a queue; the thread takes everything queued, runs it in one transaction and
 commits once, then settles the waiting futures on the event loop with one
 wake-up. While one commit is being synced to disk, the next batch gathers, so
 concurrent jobs share their fsyncs and the event loop never waits on the disk.
+When the last batch held more than one step (other jobs are in flight), the
+next one waits up to ``GATHER_S`` (1 ms), or until it is as large as the last,
+before it commits: through relay, steps trickle in as the event loop reaches
+each job, and fewer, larger commits leave the loop more of the interpreter
+(docs/stores.md has the numbers). A lone job never waits.
 
 Durability: WAL journal, ``synchronous=FULL`` (each commit is fsynced), so a
 result acknowledged to a client survives a power loss too; group commit is
@@ -65,6 +70,9 @@ SCHEMA_VERSION = 1
 
 MAX_BATCH = 1024
 """Most steps in one transaction: bounds how long one commit holds the others."""
+
+GATHER_S = 0.001
+"""Under load, how long a batch waits for more steps before it commits (see :class:`_Writer`)."""
 
 PRUNE_BATCH = 5_000
 """Most rows one prune deletes; the next prune comes sooner when it hit this."""
@@ -187,11 +195,17 @@ class _Writer:
     """The thread that owns the connection and commits queued steps in groups."""
 
     def __init__(
-        self, db: sqlite3.Connection, loop: asyncio.AbstractEventLoop, *, max_batch: int
+        self,
+        db: sqlite3.Connection,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        max_batch: int,
+        gather_s: float = GATHER_S,
     ) -> None:
         self._db = db
         self._loop = loop
         self._max_batch = max_batch
+        self._gather_s = gather_s if max_batch > 1 else 0.0
         self._queue: queue.SimpleQueue[tuple[_Step, _Future] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="relay-sqlite", daemon=True)
         self.commits = 0
@@ -211,6 +225,7 @@ class _Writer:
         await asyncio.to_thread(self._thread.join)
 
     def _run(self) -> None:
+        last = 1
         try:
             while True:
                 item = self._queue.get()
@@ -218,15 +233,25 @@ class _Writer:
                     return
                 batch = [item]
                 stopping = False
+                # Only when the last batch had company: a lone job must not wait for none.
+                # Stop early once as many steps as last time are here: the rest are not coming.
+                until = time.monotonic() + self._gather_s if last > 1 else 0.0
                 while len(batch) < self._max_batch:
                     try:
                         more = self._queue.get_nowait()
                     except queue.Empty:
-                        break
+                        remaining = until - time.monotonic()
+                        if remaining <= 0 or len(batch) >= last:
+                            break
+                        try:
+                            more = self._queue.get(timeout=remaining)
+                        except queue.Empty:
+                            break
                     if more is None:
                         stopping = True
                         break
                     batch.append(more)
+                last = len(batch)
                 self._commit(batch)
                 if stopping:
                     return
@@ -450,7 +475,7 @@ class SqliteStore(IdempotencyStore):
                 result = JobResult.FromString(decision.result)
             except DecodeError:
                 raise StoreError(f"the stored result of {job_id!r} does not decode") from None
-            self._recent.add(job_id, fingerprint, result)
+            self._recent.add(job_id, fingerprint, result, serialized=decision.result)
             return Replay(result)
 
     async def complete(self, claim: Claim, result: JobResult) -> None:
@@ -464,7 +489,7 @@ class SqliteStore(IdempotencyStore):
             # disk failed, and memory is all there is); runs even if the caller is cancelled.
             if not done.cancelled():
                 done.exception()
-            self._recent.add(claim.job_id, claim.fingerprint, result)
+            self._recent.add(claim.job_id, claim.fingerprint, result, serialized=serialized)
             self._claims.forget(claim)
 
         future.add_done_callback(settled)

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import io
+import json
 from collections.abc import Sequence
 
 import grpc
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
 
 from bunnyrelay import semconv
+from bunnyrelay.logs import configure_logging
 from bunnyrelay.v1.jobs_pb2 import TraceContext
 from relay.tracing import parse_peer
 from tests.relay.harness import collect, job, local_relay
@@ -187,3 +193,54 @@ def test_peer_strings_become_network_peer_attributes(
     peer: str, expected: dict[str, object]
 ) -> None:
     assert parse_peer(peer) == expected
+
+
+async def test_with_sampling_always_off_no_span_is_made_yet_logs_keep_the_callers_trace_id() -> (
+    None
+):
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider(sampler=ALWAYS_OFF)
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    stream = io.StringIO()
+    logger = configure_logging("relay.test-always-off", fmt="json", stream=stream)
+    try:
+        async with local_relay(
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            logger=logger,
+            log_format="json",
+        ) as local:
+            await local.stub.Run(
+                job("off-1", "echo"), metadata=(("traceparent", _traceparent(TRACE_A)),)
+            )
+            streamed = job("off-2", "echo")
+            streamed.trace_context.CopyFrom(TraceContext(traceparent=_traceparent(TRACE_B)))
+            await collect(local.stub.RunStream(iter([streamed])))
+        data = reader.get_metrics_data()
+    finally:
+        meter_provider.shutdown()
+        tracer_provider.shutdown()
+
+    assert exporter.get_finished_spans() == ()
+    executed = [
+        json.loads(line)
+        for line in stream.getvalue().splitlines()
+        if json.loads(line).get("event") == "job.executed"
+    ]
+    assert {(line["job_id"], line["trace_id"]) for line in executed} == {
+        ("off-1", TRACE_A),
+        ("off-2", TRACE_B),
+    }
+    assert data is not None
+    counted = {
+        metric.name: sum(
+            getattr(p, "value", getattr(p, "count", 0)) for p in metric.data.data_points
+        )
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+    }
+    assert counted["bunnyrelay.jobs"] == 2
+    assert counted["rpc.server.duration"] == 2  # one Run call, one RunStream call
