@@ -193,18 +193,20 @@ class JobRunner(abc.ABC):
         try:
             trace_id = f"{span.get_span_context().trace_id:032x}"
             try:
-                resolution = await self.pool.lookup(deadline=deadline)
-                dns_source = resolution.source
 
                 async def attempt(number: int) -> jobs_pb2.JobResult:
-                    progress.attempts = number
-                    if number > 1:
-                        # A retry re-checks the answer (the relay may have moved) and
-                        # prefers another address than the one that just failed.
-                        await self.pool.lookup(deadline=deadline)
+                    nonlocal dns_source
+                    # Every attempt looks the name up (from the cache unless it expired),
+                    # so a retry follows a relay that moved; and a lookup that failed in a
+                    # way that can pass (a dropped query, a SERVFAIL) is retried with the
+                    # call, inside the same deadline, instead of failing the job.
+                    resolution = await self.pool.lookup(deadline=deadline)
+                    dns_source = resolution.source
+                    progress.attempts += 1
+                    # A retry prefers another address than the one that just failed.
                     endpoint = self.pool.pick(avoid=progress.peer)
                     progress.peer = endpoint.peer
-                    return await self.call(endpoint, request, number, deadline)
+                    return await self.call(endpoint, request, progress.attempts, deadline)
 
                 result = await call_with_retries(
                     attempt, policy=self.settings.retry, deadline=deadline

@@ -285,3 +285,19 @@ async def test_both_processes_export_their_metrics_by_otlp(
         "bunnyrelay.jobs",
     }
     assert expected <= sink.metric_names
+
+
+async def test_a_lookup_that_fails_for_now_is_retried_with_the_job_not_reported_as_final(
+    zone: ZoneServer, start_relay: StartRelay
+) -> None:
+    async with start_relay() as relay:
+        zone.set_records(RELAY_NAME, "A", ["127.0.0.1"])
+        # Both of the resolver's own attempts get SERVFAIL; the job's retry asks again.
+        zone.answer_with_rcode("SERVFAIL", next_n=2)
+        code, lines, err = await _submit(zone, relay.port, "--family", "ipv4")
+    assert code == 0, err
+    (line,) = lines
+    assert line["status"] == "SUCCEEDED"
+    assert line["attempts"] == 1, "one call to relay: the retries were lookups"
+    servfails = zone.queries(RELAY_NAME, "A", outcome="SERVFAIL")
+    assert len(servfails) == 2
