@@ -30,69 +30,24 @@ HELM_VERSION=v3.21.4
 KUBECONFORM_MODULE=github.com/yannh/kubeconform
 KUBECONFORM_VERSION=v0.8.0
 PSA_MODULE=k8s.io/pod-security-admission
-PSA_VERSION=$(awk -v m="$PSA_MODULE" '$1 == m && $2 ~ /^v/ {print $2}' tools/pod-security/go.mod)
+source tools/lib.sh
+PSA_VERSION=$(module_version tools/pod-security/go.mod "$PSA_MODULE")
 KUBERNETES_VALIDATE_VERSION=1.37.0
 # The two newest Kubernetes minors in kubernetes-validate 1.37.0; both are offered by
 # AKS and EKS (check each cloud's version calendar when you bump this).
 KUBERNETES_VERSIONS="1.36.0 1.37.0"
 
-# Never let the go command fetch a different toolchain behind our back.
-export GOTOOLCHAIN=local CGO_ENABLED=0
-
-if ! command -v go >/dev/null; then
-    echo "make deploy-tools: the go command is missing; install Go >= 1.26" >&2
-    exit 1
-fi
+require_go deploy-tools ">= 1.26"
 if [[ -z $PSA_VERSION ]]; then
     echo "make deploy-tools: no $PSA_MODULE requirement in tools/pod-security/go.mod" >&2
     exit 1
 fi
-
-# built_from BINARY MODULE VERSION: was BINARY linked from MODULE at exactly VERSION?
-built_from() {
-    [[ -x $1 ]] && go version -m "$1" 2>/dev/null |
-        awk -v m="$2" -v v="$3" '($1 == "mod" || $1 == "dep") && $2 == m && $3 == v {ok = 1} END {exit !ok}'
-}
-
-# newer_than BINARY PATH...: is BINARY newer than every file under PATH...?
-newer_than() {
-    local binary=$1
-    shift
-    [[ -z $(find "$@" -type f -newer "$binary" -print -quit) ]]
-}
-
 mkdir -p "$BIN"
-flags=(-trimpath -ldflags "-s -w")
-
-# go_install NAME MODULE PACKAGE VERSION: `go install PACKAGE@VERSION` as .tools/bin/NAME.
-go_install() {
-    local name=$1 module=$2 package=$3 version=$4 scratch start
-    if built_from "$BIN/$name" "$module" "$version"; then
-        echo "$name $version: up to date"
-        return
-    fi
-    echo "$name $version: go install $package@$version"
-    start=$SECONDS
-    scratch=$(mktemp -d)
-    GOBIN=$scratch go install "${flags[@]}" "$package@$version"
-    mv -f "$scratch/$(basename "$package")" "$BIN/$name"
-    rm -rf "$scratch"
-    echo "$name $version: installed in $((SECONDS - start)) s"
-}
 
 go_install helm "$HELM_MODULE" "$HELM_MODULE/cmd/helm" "$HELM_VERSION"
 go_install kubeconform "$KUBECONFORM_MODULE" "$KUBECONFORM_MODULE/cmd/kubeconform" "$KUBECONFORM_VERSION"
 
-if built_from "$BIN/pod-security-check" "$PSA_MODULE" "$PSA_VERSION" &&
-    newer_than "$BIN/pod-security-check" tools/pod-security; then
-    echo "pod-security-check ($PSA_MODULE $PSA_VERSION): up to date"
-else
-    echo "pod-security-check ($PSA_MODULE $PSA_VERSION): building tools/pod-security"
-    start=$SECONDS
-    (cd tools/pod-security && go build "${flags[@]}" -o "$BIN/pod-security-check.new" .)
-    mv -f "$BIN/pod-security-check.new" "$BIN/pod-security-check"
-    echo "pod-security-check ($PSA_MODULE $PSA_VERSION): built in $((SECONDS - start)) s"
-fi
+go_build pod-security-check tools/pod-security "$PSA_MODULE" "$PSA_VERSION"
 
 SCHEMAS="$TOOLS/kubernetes-json-schema"
 stamp="kubernetes-validate==$KUBERNETES_VALIDATE_VERSION $KUBERNETES_VERSIONS"

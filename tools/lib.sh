@@ -1,0 +1,68 @@
+# Shared by tools/install.sh and tools/install-deploy-tools.sh (sourced, not run): how a
+# pinned Go tool is checked and installed into .tools/bin.
+#
+# A binary counts as installed when `go version -m` (which reads the build information
+# compiled into it, with no network) names the pinned module version, and, for one built
+# from a folder of this repository, when it is newer than every file in that folder.
+
+# Never let the go command fetch a different toolchain behind our back.
+export GOTOOLCHAIN=local CGO_ENABLED=0
+GO_FLAGS=(-trimpath -ldflags "-s -w")
+
+# require_go TARGET WHY: stop with a clear message when the go command is missing.
+require_go() {
+    if ! command -v go >/dev/null; then
+        echo "make $1: the go command is missing; install Go ($2)" >&2
+        exit 1
+    fi
+}
+
+# module_version GO_MOD MODULE: the version GO_MOD requires of MODULE (empty if none).
+module_version() {
+    awk -v m="$2" '{for (i = 1; i < NF; i++) if ($i == m && $(i + 1) ~ /^v/) print $(i + 1)}' "$1"
+}
+
+# built_from BINARY MODULE VERSION: was BINARY linked from MODULE at exactly VERSION?
+built_from() {
+    [[ -x $1 ]] && go version -m "$1" 2>/dev/null |
+        awk -v m="$2" -v v="$3" '($1 == "mod" || $1 == "dep") && $2 == m && $3 == v {ok = 1} END {exit !ok}'
+}
+
+# newer_than BINARY PATH...: is BINARY newer than every file under PATH...?
+newer_than() {
+    local binary=$1
+    shift
+    [[ -z $(find "$@" -type f -newer "$binary" -print -quit) ]]
+}
+
+# go_install NAME MODULE PACKAGE VERSION: `go install PACKAGE@VERSION` as $BIN/NAME.
+# (go install names a binary after its folder, e.g. "server"; a scratch GOBIN renames it.)
+go_install() {
+    local name=$1 module=$2 package=$3 version=$4 scratch start
+    if built_from "$BIN/$name" "$module" "$version"; then
+        echo "$name $version: up to date"
+        return
+    fi
+    echo "$name $version: go install $package@$version"
+    start=$SECONDS
+    scratch=$(mktemp -d)
+    GOBIN=$scratch go install "${GO_FLAGS[@]}" "$package@$version"
+    mv -f "$scratch/$(basename "$package")" "$BIN/$name"
+    rm -rf "$scratch"
+    echo "$name $version: installed in $((SECONDS - start)) s"
+}
+
+# go_build NAME FOLDER MODULE VERSION: build the main package in FOLDER (a folder of this
+# repository whose go.mod pins MODULE at VERSION) as $BIN/NAME.
+go_build() {
+    local name=$1 folder=$2 module=$3 version=$4 start
+    if built_from "$BIN/$name" "$module" "$version" && newer_than "$BIN/$name" "$folder"; then
+        echo "$name ($module $version): up to date"
+        return
+    fi
+    echo "$name ($module $version): building $folder"
+    start=$SECONDS
+    (cd "$folder" && go build "${GO_FLAGS[@]}" -o "$BIN/$name.new" .)
+    mv -f "$BIN/$name.new" "$BIN/$name"
+    echo "$name ($module $version): built in $((SECONDS - start)) s"
+}
