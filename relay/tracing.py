@@ -35,7 +35,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_contex
 from opentelemetry.util.types import AttributeValue
 
 from bunnyrelay import semconv
-from bunnyrelay.v1.jobs_pb2 import JobRequest, JobResult, JobStatus
+from bunnyrelay.v1.jobs_pb2 import JobRequest, JobResult, JobStatus, TraceContext
 from relay.admission import Refused
 from relay.service import Context, Executor
 
@@ -103,6 +103,11 @@ def never_records(provider: trace.TracerProvider) -> bool:
 
 def _has_traceparent(metadata: Metadata) -> bool:
     return any(name == _TRACEPARENT for name, _ in metadata)
+
+
+def _job_context(carrier: TraceContext) -> OtelContext:
+    """The trace context a job of a stream carries in ``JobRequest.trace_context``."""
+    return extract({"traceparent": carrier.traceparent, "tracestate": carrier.tracestate})
 
 
 def _cancelled_code(context: Context) -> grpc.StatusCode:
@@ -329,11 +334,7 @@ class RelayTelemetry:
 
         async def traced(request: JobRequest, context: Context) -> JobResult:
             carrier = request.trace_context
-            parent = (
-                extract({"traceparent": carrier.traceparent, "tracestate": carrier.tracestate})
-                if carrier.traceparent
-                else _ROOT
-            )
+            parent = _job_context(carrier) if carrier.traceparent else _ROOT
             code = _OK
             span = tracer.start_span(
                 name,
@@ -363,9 +364,7 @@ class RelayTelemetry:
             if not carrier.traceparent:
                 return await traced_job(request, context)
             # No span, but the job's context, for the trace id on log lines.
-            token = attach(
-                extract({"traceparent": carrier.traceparent, "tracestate": carrier.tracestate})
-            )
+            token = attach(_job_context(carrier))
             try:
                 return await traced_job(request, context)
             finally:
