@@ -361,7 +361,12 @@ def _add_bench_command(commands: argparse._SubParsersAction[EnvArgumentParser]) 
         "--warmup", parse=non_negative_float, default=1.0, help="seconds of load before measuring"
     )
     bench.option("--concurrency", parse=positive_int, default=64, help="jobs kept in flight")
-    bench.option("--stream", switch=True, default=False, help="send jobs over RunStream")
+    bench.option(
+        "--stream",
+        switch=True,
+        default=False,
+        help="send jobs over RunBatches, several per message",
+    )
     bench.option(
         "--payload-bytes", parse=_payload_bytes, default=100, help="size of each job's payload"
     )

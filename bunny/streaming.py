@@ -1,9 +1,13 @@
-"""Jobs over ``JobService/RunStream``: one long-lived stream per relay address.
+"""Jobs over ``JobService/RunBatches``: one long-lived stream per relay address.
 
-Many jobs share a stream; relay answers each as it completes and bunny
-matches answers to waiting jobs by ``job_id``. Each job is still its own
-trace: its CLIENT span's context travels in ``JobRequest.trace_context``
-rather than in call metadata, which a stream sends only once.
+Many jobs share a stream, and the jobs waiting to be sent share a message:
+bunny sends every queued job in one ``JobBatch``, relay answers with every
+result that is ready in one ``ResultBatch``, and bunny matches answers to
+waiting jobs by ``job_id``. With many jobs in flight, the cost of a message
+(a write, a read, a wake-up on each side) is shared by all of its jobs; a
+lone job still leaves at once. Each job is still its own trace: its CLIENT
+span's context travels in ``JobRequest.trace_context`` rather than in call
+metadata, which a stream sends only once.
 
 A stream that breaks fails every job waiting on it with the typed error, and
 the job runner's retry moves them to a fresh stream (on another address when
@@ -13,7 +17,6 @@ there is one): job ids make the resend safe.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
 import grpc
@@ -78,25 +81,49 @@ _REJECTED_CODES = frozenset(
 )
 
 
+# A batch holds jobs up to this many encoded bytes, or one larger job alone: far below
+# any relay's receive limit (at least 64 KiB more than its largest payload), so jobs
+# that would each be accepted alone are never refused for travelling together.
+BATCH_BYTES = 64 * 1024
+# Encoded overhead of one job inside a JobBatch: its tag and length prefix.
+_JOB_FRAMING = 6
+# A batch holds at most this share of the jobs waiting on the stream, so that about this
+# many batches are in flight: relay works on one while bunny still fills the next, and
+# both processes are busy at once. (With one batch of every job, they take turns.)
+_BATCHES_IN_FLIGHT = 4
+
+
 class _Stream:
-    """One RunStream call and the jobs waiting on it."""
+    """One RunBatches call and the jobs waiting on it.
+
+    ``submit`` queues a job and wakes the writer; the writer sends what is
+    queued as JobBatch messages of up to a quarter of the jobs waiting (and up
+    to ``BATCH_BYTES``), and while a write waits for HTTP/2 flow control the
+    next batch gathers. A lone job is sent at once.
+    """
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
         # No call deadline: each job carries its own, enforced here and by relay's drain.
-        self.call = endpoint.stub.RunStream()
+        self.call = endpoint.stub.RunBatches()
         self.waiting: dict[str, asyncio.Future[jobs_pb2.JobResult]] = {}
         self.broken: RelayCallFailed | None = None
-        self._write_lock = asyncio.Lock()
-        self._reader = asyncio.get_running_loop().create_task(self._read())
+        self._queued: list[jobs_pb2.JobRequest] = []
+        self._wanted = asyncio.Event()
+        self._closing = False
+        loop = asyncio.get_running_loop()
+        self._reader = loop.create_task(self._read())
+        self._writer = loop.create_task(self._write())
 
     async def _read(self) -> None:
         peer = self.endpoint.peer
+        waiting = self.waiting
         try:
-            async for result in self.call:
-                future = self.waiting.pop(result.job_id, None)
-                if future is not None and not future.done():
-                    future.set_result(result)
+            async for batch in self.call:
+                for result in batch.results:
+                    future = waiting.pop(result.job_id, None)
+                    if future is not None and not future.done():
+                        future.set_result(result)
             error: RelayCallFailed = RelayUnavailable(
                 f"{peer}: the stream ended before every job had its result",
                 code=grpc.StatusCode.UNAVAILABLE,
@@ -105,10 +132,56 @@ class _Stream:
         except grpc.aio.AioRpcError as exc:
             error = classify_rpc_error(exc, peer)
         self.broken = error
+        self._queued.clear()
+        self._wanted.set()
         waiting, self.waiting = self.waiting, {}
         for future in waiting.values():
             if not future.done():
                 future.set_exception(error)
+
+    async def _write(self) -> None:
+        queued = self._queued
+        wanted = self._wanted
+        try:
+            while self.broken is None:
+                if queued:
+                    await self.call.write(self._take())
+                    continue
+                if self._closing:
+                    await self.call.done_writing()
+                    return
+                wanted.clear()
+                await wanted.wait()
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            # The reader sees why the stream ended and fails the waiting jobs with it.
+            pass
+        except Exception:
+            # A bug here must not leave jobs waiting for their deadline: ending the call
+            # fails them (retryably), and the runner moves them to a fresh stream.
+            self.call.cancel()
+            raise
+
+    def _take(self) -> jobs_pb2.JobBatch:
+        """The next batch: queued jobs, oldest first, within the bounds above."""
+        queued = self._queued
+        most = max(1, len(self.waiting) // _BATCHES_IN_FLIGHT)
+        size = 0
+        count = 0
+        for request in queued:
+            size += request.ByteSize() + _JOB_FRAMING
+            if count and (size > BATCH_BYTES or count == most):
+                break
+            count += 1
+        batch = jobs_pb2.JobBatch(jobs=queued[:count])
+        del queued[:count]
+        return batch
+
+    def _unqueue(self, request: jobs_pb2.JobRequest) -> None:
+        """Take back a job that was not sent yet (its caller stopped waiting)."""
+        for index, queued in enumerate(self._queued):
+            if queued is request:
+                del self._queued[index]
+                return
 
     async def submit(self, request: jobs_pb2.JobRequest, deadline: float) -> jobs_pb2.JobResult:
         if self.broken is not None:
@@ -116,13 +189,9 @@ class _Stream:
         job_id = request.job_id
         future: asyncio.Future[jobs_pb2.JobResult] = asyncio.get_running_loop().create_future()
         self.waiting[job_id] = future
+        self._queued.append(request)
+        self._wanted.set()
         try:
-            try:
-                async with self._write_lock:
-                    await self.call.write(request)
-            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
-                # The reader sees why the stream ended and fails the future with it.
-                pass
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                 return await future
         except TimeoutError:
@@ -132,18 +201,21 @@ class _Stream:
                 peer=self.endpoint.peer,
             ) from None
         finally:
+            if not future.done():
+                self._unqueue(request)
             if self.waiting.get(job_id) is future:
                 del self.waiting[job_id]
 
     async def close(self) -> None:
-        if self.broken is None:
-            with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
-                await self.call.done_writing()
+        self._closing = True
+        self._wanted.set()
         try:
-            await asyncio.wait_for(asyncio.shield(self._reader), _CLOSE_GRACE_S)
+            await asyncio.wait_for(
+                asyncio.shield(asyncio.gather(self._writer, self._reader)), _CLOSE_GRACE_S
+            )
         except TimeoutError:
             self.call.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
+            await asyncio.gather(self._writer, self._reader, return_exceptions=True)
 
 
 class StreamRunner(JobRunner):
@@ -164,7 +236,7 @@ class StreamRunner(JobRunner):
         self, endpoint: Endpoint, request: jobs_pb2.JobRequest, attempt: int, deadline: float
     ) -> jobs_pb2.JobResult:
         stream = self._stream_for(endpoint)
-        with client_attempt("RunStream", endpoint, attempt) as record:
+        with client_attempt("RunBatches", endpoint, attempt) as record:
             context = dict(record.metadata)
             request.trace_context.traceparent = context.get("traceparent", "")
             request.trace_context.tracestate = context.get("tracestate", "")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -40,7 +41,7 @@ from relay.decoding import register_forgiving
 from relay.dedupe import IdempotencyStore
 from relay.kinds import Registry, registry
 from relay.lifecycle import DrainReport, Lifecycle, Phase
-from relay.service import JobRunner, JobService, parse_request
+from relay.service import JobRunner, JobService, parse_batch, parse_request
 from relay.stores import build_store
 from relay.tls import ServerCertificates
 from relay.tracing import RelayTelemetry
@@ -97,6 +98,7 @@ class Relay:
             self.runner,
             run_one=telemetry.job(self.runner.execute_call),
             run_streamed=telemetry.streamed_job("RunStream", self.runner.execute),
+            run_batched=telemetry.streamed_job("RunBatches", self.runner.execute),
             logger=self.log,
         )
         self._telemetry = telemetry
@@ -149,7 +151,7 @@ class Relay:
         # The servicer's methods are wrapped once here (not by an interceptor, which
         # runs per call) so telemetry costs nothing to set up on the hot path.
         telemetry = self._telemetry
-        handlers = {
+        handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
             "Run": grpc.unary_unary_rpc_method_handler(
                 telemetry.unary("Run", self.service.Run),
                 request_deserializer=parse_request,
@@ -159,6 +161,11 @@ class Relay:
                 telemetry.stream("RunStream", self.service.RunStream),
                 request_deserializer=parse_request,
                 response_serializer=jobs_pb2.JobResult.SerializeToString,
+            ),
+            "RunBatches": grpc.stream_stream_rpc_method_handler(
+                telemetry.stream("RunBatches", self.service.RunBatches),
+                request_deserializer=parse_batch,
+                response_serializer=jobs_pb2.ResultBatch.SerializeToString,
             ),
         }
         server.add_generic_rpc_handlers(

@@ -1,11 +1,14 @@
-"""The JobService: one job per ``Run`` call, many per ``RunStream``.
+"""The JobService: one job per ``Run`` call, many per ``RunStream`` or ``RunBatches``.
 
 :class:`JobRunner` takes one request from checks to result: the request's
 fields, the drain switch, the idempotency store, the in-flight limit, the
 handler under the caller's deadline, and the result with its timings. Anything
 that keeps a job from producing its own result is raised as a
 :class:`relay.admission.Refused`; :class:`JobService` turns that into the
-call's status (``Run``) or into the job's result (``RunStream``).
+call's status (``Run``) or into the job's result (``RunStream``, ``RunBatches``).
+
+The two streaming methods share one session (:class:`_StreamSession`); they
+differ only in how many jobs a message holds: one, or a batch.
 
 Telemetry is not here: :mod:`relay.tracing` wraps the executors this service
 is given, so that the business logic stays free of spans and metrics.
@@ -17,14 +20,30 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, TypeAlias
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from typing import Any, Generic, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from bunnyrelay.v1.jobs_pb2 import JobError, JobRequest, JobResult, JobStatus, JobTimings
+from bunnyrelay.v1.jobs_pb2 import (
+    JobBatch,
+    JobError,
+    JobRequest,
+    JobResult,
+    JobStatus,
+    JobTimings,
+    ResultBatch,
+)
 from bunnyrelay.v1.jobs_pb2_grpc import JobServiceServicer
 from relay.admission import (
     Admission,
@@ -47,7 +66,7 @@ from relay.dedupe import (
 )
 from relay.kinds import Handler, JobFailed, JobInput
 
-Context: TypeAlias = "grpc.aio.ServicerContext[JobRequest, JobResult]"
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 Executor: TypeAlias = Callable[[JobRequest, Context], Awaitable[JobResult]]
 """Runs one job request to its result, or raises :class:`Refused`."""
 
@@ -71,6 +90,19 @@ def parse_request(data: bytes) -> JobRequest:
         return JobRequest.FromString(data)
     except DecodeError:
         return UNREADABLE
+
+
+UNREADABLE_BATCH = JobBatch()
+"""What :func:`parse_batch` returns for bytes that are not a JobBatch (never mutated)."""
+
+
+def parse_batch(data: bytes) -> JobBatch:
+    """``RunBatches``' deserializer; like :func:`parse_request`, a message that does not
+    parse is the client's mistake, answered INVALID_ARGUMENT rather than UNKNOWN."""
+    try:
+        return JobBatch.FromString(data)
+    except DecodeError:
+        return UNREADABLE_BATCH
 
 
 def _timestamp(nanos: int) -> Timestamp:
@@ -309,8 +341,8 @@ class JobRunner:
 
 
 class JobService(JobServiceServicer):
-    """The gRPC servicer. ``run_one`` and ``run_streamed`` default to the runner itself;
-    :mod:`relay.server` passes them wrapped in telemetry."""
+    """The gRPC servicer. ``run_one``, ``run_streamed`` and ``run_batched`` default to the
+    runner itself; :mod:`relay.server` passes them wrapped in telemetry."""
 
     def __init__(
         self,
@@ -318,15 +350,17 @@ class JobService(JobServiceServicer):
         *,
         run_one: Executor | None = None,
         run_streamed: Executor | None = None,
+        run_batched: Executor | None = None,
         stream_window: int | None = None,
         logger: logging.Logger,
     ) -> None:
         self.runner = runner
         self._run_one = run_one or runner.execute_call
         self._run_streamed = run_streamed or runner.execute
+        self._run_batched = run_batched or runner.execute
         self.stream_window = stream_window or runner.admission.limit
         self._log = logger
-        self._streams: set[_StreamSession] = set()
+        self._streams: set[_StreamSession[Any]] = set()
         self.draining = False
 
     @property
@@ -343,10 +377,35 @@ class JobService(JobServiceServicer):
     async def RunStream(  # type: ignore[override]  # noqa: N802
         self, request_iterator: AsyncIterable[JobRequest], context: Context
     ) -> None:
-        session = _StreamSession(self, request_iterator, context)
+        async def send(results: list[JobResult]) -> None:
+            for result in results:
+                await context.write(result)
+
+        await self._serve_stream(
+            _StreamSession(self, request_iterator, context, _one_job, send, self._run_streamed)
+        )
+
+    async def RunBatches(  # type: ignore[override]  # noqa: N802
+        self, request_iterator: AsyncIterable[JobBatch], context: Context
+    ) -> None:
+        async def send(results: list[JobResult]) -> None:
+            await context.write(ResultBatch(results=results))
+
+        await self._serve_stream(
+            _StreamSession(self, request_iterator, context, _batch_jobs, send, self._run_batched)
+        )
+
+    async def _serve_stream(self, session: _StreamSession[Any]) -> None:
+        context = session.context
         self._streams.add(session)
         try:
             await session.run()
+        except _UnreadableBatchError:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "a RunBatches message could not be decoded as a bunnyrelay.v1.JobBatch; "
+                "the jobs sent before it were answered",
+            )
         finally:
             self._streams.discard(session)
         if session.ended_by_drain:
@@ -367,13 +426,16 @@ class JobService(JobServiceServicer):
     def interrupt(self) -> list[str]:
         return self.runner.interrupt()
 
-    async def _stream_job(self, request: JobRequest, context: Context) -> JobResult:
+    async def stream_job(
+        self, execute: Executor, request: JobRequest, context: Context
+    ) -> JobResult:
+        """One job of a stream, always to a result: a refusal or a bug of relay's own
+        becomes this job's result, and the stream and its other jobs go on."""
         try:
-            return await self._run_streamed(request, context)
+            return await execute(request, context)
         except Refused as exc:
             return exc.job_result(request.job_id, self.runner.instance)
         except Exception:
-            # A bug of relay's own; the stream and the other jobs go on.
             self._log.exception("job failed inside relay", extra={"event": "job.internal_error"})
             return JobResult(
                 job_id=request.job_id,
@@ -388,9 +450,31 @@ class JobService(JobServiceServicer):
             )
 
 
-class _StreamSession:
-    """One RunStream call: a reader task starts a task per job, and this call's own task
-    is the only writer, so writes are serialized and wait for HTTP/2 flow control.
+class _UnreadableBatchError(Exception):
+    """A RunBatches message that was not a JobBatch: the call ends INVALID_ARGUMENT."""
+
+
+def _one_job(request: JobRequest) -> Iterable[JobRequest]:
+    return (request,)
+
+
+def _batch_jobs(batch: JobBatch) -> Sequence[JobRequest]:
+    if batch is UNREADABLE_BATCH:
+        raise _UnreadableBatchError
+    return batch.jobs
+
+
+Message = TypeVar("Message")
+
+
+class _StreamSession(Generic[Message]):
+    """One RunStream or RunBatches call: a reader task starts a task per job, and this
+    call's own task is the only writer, so writes are serialized and wait for HTTP/2
+    flow control.
+
+    The writer sends every result that is ready when it gets to run: one message
+    each on RunStream, one message for all of them on RunBatches, so that while
+    one write waits for the network the next batch gathers.
 
     The window bounds the jobs read but not yet answered: when the client stops
     reading results, relay stops reading requests, and the client feels it.
@@ -399,13 +483,20 @@ class _StreamSession:
     def __init__(
         self,
         service: JobService,
-        requests: AsyncIterable[JobRequest],
+        messages: AsyncIterable[Message],
         context: Context,
+        jobs_of: Callable[[Message], Iterable[JobRequest]],
+        send: Callable[[list[JobResult]], Awaitable[None]],
+        execute: Executor,
     ) -> None:
         self._service = service
-        self._requests = requests
-        self._context = context
-        self._events: asyncio.Queue[JobResult | None] = asyncio.Queue()
+        self._messages = messages
+        self.context = context
+        self._jobs_of = jobs_of
+        self._send = send
+        self._execute = execute
+        self._ready: list[JobResult] = []
+        self._wake = asyncio.Event()
         self._window = asyncio.Semaphore(service.stream_window)
         self._jobs: set[asyncio.Task[None]] = set()
         self._unanswered = 0
@@ -413,12 +504,19 @@ class _StreamSession:
         self.ended_by_drain = False
 
     def wake(self) -> None:
-        self._events.put_nowait(None)
+        self._wake.set()
 
     async def run(self) -> None:
         reader = asyncio.create_task(self._read())
         try:
             while True:
+                if self._ready:
+                    ready, self._ready = self._ready, []
+                    await self._send(ready)
+                    self._unanswered -= len(ready)
+                    for _ in ready:
+                        self._window.release()
+                    continue
                 if self._unanswered == 0:
                     if self._half_closed:
                         break
@@ -428,12 +526,8 @@ class _StreamSession:
                     if reader.done():
                         reader.result()  # the reader's failure is the stream's
                         break
-                result = await self._events.get()
-                if result is None:
-                    continue
-                await self._context.write(result)
-                self._unanswered -= 1
-                self._window.release()
+                self._wake.clear()
+                await self._wake.wait()
         finally:
             reader.cancel()
             for job in self._jobs:
@@ -441,21 +535,28 @@ class _StreamSession:
             await asyncio.gather(reader, *self._jobs, return_exceptions=True)
 
     async def _read(self) -> None:
-        requests: AsyncIterator[JobRequest] = aiter(self._requests)
+        messages: AsyncIterator[Message] = aiter(self._messages)
+        window = self._window
+        jobs = self._jobs
         try:
             while True:
-                await self._window.acquire()
                 try:
-                    request = await anext(requests)
+                    message = await anext(messages)
                 except StopAsyncIteration:
                     self._half_closed = True
                     return
-                self._unanswered += 1
-                job = asyncio.create_task(self._answer(request))
-                self._jobs.add(job)
-                job.add_done_callback(self._jobs.discard)
+                for request in self._jobs_of(message):
+                    await window.acquire()
+                    self._unanswered += 1
+                    job = asyncio.create_task(self._answer(request))
+                    jobs.add(job)
+                    job.add_done_callback(jobs.discard)
         finally:
             self.wake()
 
     async def _answer(self, request: JobRequest) -> None:
-        self._events.put_nowait(await self._service._stream_job(request, self._context))
+        result = await self._service.stream_job(self._execute, request, self.context)
+        # Not ``self._ready.append(await ...)``: that would bind the list before the await,
+        # and the writer swaps in a fresh one meanwhile.
+        self._ready.append(result)
+        self._wake.set()

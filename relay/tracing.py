@@ -3,8 +3,9 @@
 - ``Run``: a SERVER span per call, its parent taken from the call's
   ``traceparent`` metadata with the global propagator, and the job's span
   (``job <kind>``) under it.
-- ``RunStream``: each job is its own trace. Per job, a SERVER span whose
-  parent is the job's ``trace_context``, and the job's span under it.
+- ``RunStream`` and ``RunBatches``: each job is its own trace. Per job, a
+  SERVER span (named for the method) whose parent is the job's
+  ``trace_context``, and the job's span under it.
 - Metrics (meter ``relay``): ``rpc.server.duration`` per call and
   ``bunnyrelay.jobs`` per job by kind and status.
 
@@ -22,7 +23,7 @@ import asyncio
 import functools
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from time import perf_counter
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import grpc
 from opentelemetry import metrics, trace
@@ -42,7 +43,7 @@ from relay.service import Context, Executor
 SERVICE = "bunnyrelay.v1.JobService"
 
 UnaryBehavior: TypeAlias = Callable[[JobRequest, Context], Awaitable[JobResult]]
-StreamBehavior: TypeAlias = Callable[[AsyncIterable[JobRequest], Context], Awaitable[None]]
+StreamBehavior: TypeAlias = Callable[[AsyncIterable[Any], Context], Awaitable[None]]
 Attributes: TypeAlias = Mapping[str, AttributeValue]
 
 # The semantic conventions count these as the server's own failures; the others
@@ -243,7 +244,7 @@ class RelayTelemetry:
         by_code = self._rpc_attributes(method)
         record = self._duration.record
 
-        async def measured(requests: AsyncIterable[JobRequest], context: Context) -> None:
+        async def measured(requests: AsyncIterable[Any], context: Context) -> None:
             start = perf_counter()
             code = _OK
             try:

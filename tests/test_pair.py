@@ -80,7 +80,7 @@ async def test_one_trace_joins_bunny_lookup_rpc_and_relay_job(
         await sink.wait_for(_has_relay_job_span(trace_id))
 
     spans = sink.trace(trace_id)
-    method = "RunStream" if stream else "Run"
+    method = "RunBatches" if stream else "Run"
     (root,) = _by_name(spans, "bunny", "job.submit")
     (lookup,) = _by_name(spans, "bunny", "dns.lookup")
     queries = _by_name(spans, "bunny", "dns.query")

@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62unnyrelay/v1/jobs.proto\x12\rbunnyrelay.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe1\x01\n\nJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12=\n\nattributes\x18\x04 \x03(\x0b\x32).bunnyrelay.v1.JobRequest.AttributesEntry\x12\x32\n\rtrace_context\x18\x05 \x01(\x0b\x32\x1b.bunnyrelay.v1.TraceContext\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"7\n\x0cTraceContext\x12\x13\n\x0btraceparent\x18\x01 \x01(\t\x12\x12\n\ntracestate\x18\x02 \x01(\t\"|\n\x08JobError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\tretryable\x18\x04 \x01(\x08\x12.\n\x0bretry_after\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x9e\x01\n\nJobTimings\x12/\n\x0breceived_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd3\x01\n\tJobResult\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.bunnyrelay.v1.JobStatus\x12\x0e\n\x06output\x18\x03 \x01(\x0c\x12&\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x17.bunnyrelay.v1.JobError\x12\x16\n\x0erelay_instance\x18\x05 \x01(\t\x12*\n\x07timings\x18\x06 \x01(\x0b\x32\x19.bunnyrelay.v1.JobTimings\x12\x10\n\x08replayed\x18\x07 \x01(\x08*X\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14JOB_STATUS_SUCCEEDED\x10\x01\x12\x15\n\x11JOB_STATUS_FAILED\x10\x02\x32\x8e\x01\n\nJobService\x12:\n\x03Run\x12\x19.bunnyrelay.v1.JobRequest\x1a\x18.bunnyrelay.v1.JobResult\x12\x44\n\tRunStream\x12\x19.bunnyrelay.v1.JobRequest\x1a\x18.bunnyrelay.v1.JobResult(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62unnyrelay/v1/jobs.proto\x12\rbunnyrelay.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"3\n\x08JobBatch\x12\'\n\x04jobs\x18\x01 \x03(\x0b\x32\x19.bunnyrelay.v1.JobRequest\"8\n\x0bResultBatch\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.bunnyrelay.v1.JobResult\"\xe1\x01\n\nJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12=\n\nattributes\x18\x04 \x03(\x0b\x32).bunnyrelay.v1.JobRequest.AttributesEntry\x12\x32\n\rtrace_context\x18\x05 \x01(\x0b\x32\x1b.bunnyrelay.v1.TraceContext\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"7\n\x0cTraceContext\x12\x13\n\x0btraceparent\x18\x01 \x01(\t\x12\x12\n\ntracestate\x18\x02 \x01(\t\"|\n\x08JobError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\tretryable\x18\x04 \x01(\x08\x12.\n\x0bretry_after\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x9e\x01\n\nJobTimings\x12/\n\x0breceived_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd3\x01\n\tJobResult\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.bunnyrelay.v1.JobStatus\x12\x0e\n\x06output\x18\x03 \x01(\x0c\x12&\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x17.bunnyrelay.v1.JobError\x12\x16\n\x0erelay_instance\x18\x05 \x01(\t\x12*\n\x07timings\x18\x06 \x01(\x0b\x32\x19.bunnyrelay.v1.JobTimings\x12\x10\n\x08replayed\x18\x07 \x01(\x08*X\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14JOB_STATUS_SUCCEEDED\x10\x01\x12\x15\n\x11JOB_STATUS_FAILED\x10\x02\x32\xd5\x01\n\nJobService\x12:\n\x03Run\x12\x19.bunnyrelay.v1.JobRequest\x1a\x18.bunnyrelay.v1.JobResult\x12\x44\n\tRunStream\x12\x19.bunnyrelay.v1.JobRequest\x1a\x18.bunnyrelay.v1.JobResult(\x01\x30\x01\x12\x45\n\nRunBatches\x12\x17.bunnyrelay.v1.JobBatch\x1a\x1a.bunnyrelay.v1.ResultBatch(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,20 +35,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_JOBREQUEST_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_JOBREQUEST_ATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_JOBSTATUS']._serialized_start=894
-  _globals['_JOBSTATUS']._serialized_end=982
-  _globals['_JOBREQUEST']._serialized_start=109
-  _globals['_JOBREQUEST']._serialized_end=334
-  _globals['_JOBREQUEST_ATTRIBUTESENTRY']._serialized_start=285
-  _globals['_JOBREQUEST_ATTRIBUTESENTRY']._serialized_end=334
-  _globals['_TRACECONTEXT']._serialized_start=336
-  _globals['_TRACECONTEXT']._serialized_end=391
-  _globals['_JOBERROR']._serialized_start=393
-  _globals['_JOBERROR']._serialized_end=517
-  _globals['_JOBTIMINGS']._serialized_start=520
-  _globals['_JOBTIMINGS']._serialized_end=678
-  _globals['_JOBRESULT']._serialized_start=681
-  _globals['_JOBRESULT']._serialized_end=892
-  _globals['_JOBSERVICE']._serialized_start=985
-  _globals['_JOBSERVICE']._serialized_end=1127
+  _globals['_JOBSTATUS']._serialized_start=1005
+  _globals['_JOBSTATUS']._serialized_end=1093
+  _globals['_JOBBATCH']._serialized_start=108
+  _globals['_JOBBATCH']._serialized_end=159
+  _globals['_RESULTBATCH']._serialized_start=161
+  _globals['_RESULTBATCH']._serialized_end=217
+  _globals['_JOBREQUEST']._serialized_start=220
+  _globals['_JOBREQUEST']._serialized_end=445
+  _globals['_JOBREQUEST_ATTRIBUTESENTRY']._serialized_start=396
+  _globals['_JOBREQUEST_ATTRIBUTESENTRY']._serialized_end=445
+  _globals['_TRACECONTEXT']._serialized_start=447
+  _globals['_TRACECONTEXT']._serialized_end=502
+  _globals['_JOBERROR']._serialized_start=504
+  _globals['_JOBERROR']._serialized_end=628
+  _globals['_JOBTIMINGS']._serialized_start=631
+  _globals['_JOBTIMINGS']._serialized_end=789
+  _globals['_JOBRESULT']._serialized_start=792
+  _globals['_JOBRESULT']._serialized_end=1003
+  _globals['_JOBSERVICE']._serialized_start=1096
+  _globals['_JOBSERVICE']._serialized_end=1309
 # @@protoc_insertion_point(module_scope)

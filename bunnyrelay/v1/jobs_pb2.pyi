@@ -43,6 +43,50 @@ JOB_STATUS_FAILED: JobStatus.ValueType  # 2
 Global___JobStatus: _TypeAlias = JobStatus  # noqa: Y015
 
 @_typing.final
+class JobBatch(_message.Message):
+    """Jobs sent together on RunBatches; each is handled as if it came alone."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobRequest]: ...
+    def __init__(
+        self,
+        *,
+        jobs: _abc.Iterable[Global___JobRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobBatch: _TypeAlias = JobBatch  # noqa: Y015
+
+@_typing.final
+class ResultBatch(_message.Message):
+    """Results sent together on RunBatches."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobResult]: ...
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___JobResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResultBatch: _TypeAlias = ResultBatch  # noqa: Y015
+
+@_typing.final
 class JobRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -86,8 +130,9 @@ class JobRequest(_message.Message):
 
     @_builtins.property
     def trace_context(self) -> Global___TraceContext:
-        """W3C trace context for this job. Only RunStream needs it (each job of a
-        stream is its own trace); Run takes trace context from call metadata.
+        """W3C trace context for this job. Only RunStream and RunBatches need it
+        (each job of a stream is its own trace); Run takes trace context from
+        call metadata.
         """
 
     def __init__(

@@ -26,8 +26,8 @@ if _version_not_supported:
 
 
 class JobServiceStub:
-    """JobService runs jobs. Both methods are first-class: Run for one job per
-    call, RunStream for many jobs over one HTTP/2 stream.
+    """JobService runs jobs: Run for one job per call; RunStream and RunBatches for
+    many jobs over one HTTP/2 stream, one job per message or several.
     """
 
     def __init__(self, channel):
@@ -46,11 +46,16 @@ class JobServiceStub:
                 request_serializer=bunnyrelay_dot_v1_dot_jobs__pb2.JobRequest.SerializeToString,
                 response_deserializer=bunnyrelay_dot_v1_dot_jobs__pb2.JobResult.FromString,
                 _registered_method=True)
+        self.RunBatches = channel.stream_stream(
+                '/bunnyrelay.v1.JobService/RunBatches',
+                request_serializer=bunnyrelay_dot_v1_dot_jobs__pb2.JobBatch.SerializeToString,
+                response_deserializer=bunnyrelay_dot_v1_dot_jobs__pb2.ResultBatch.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
-    """JobService runs jobs. Both methods are first-class: Run for one job per
-    call, RunStream for many jobs over one HTTP/2 stream.
+    """JobService runs jobs: Run for one job per call; RunStream and RunBatches for
+    many jobs over one HTTP/2 stream, one job per message or several.
     """
 
     def Run(self, request, context):
@@ -72,6 +77,19 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RunBatches(self, request_iterator, context):
+        """RunBatches is RunStream with several jobs per message: a client sends in
+        one JobBatch every job it has waiting, and relay answers in one
+        ResultBatch every result that is ready, so that the cost of a message is
+        shared when many jobs are in flight and a lone job is not held back.
+        Each job is answered exactly once, in completion order, matched by job_id,
+        with the same per-job errors as RunStream. A message that is not a
+        JobBatch ends the call with INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -85,6 +103,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     request_deserializer=bunnyrelay_dot_v1_dot_jobs__pb2.JobRequest.FromString,
                     response_serializer=bunnyrelay_dot_v1_dot_jobs__pb2.JobResult.SerializeToString,
             ),
+            'RunBatches': grpc.stream_stream_rpc_method_handler(
+                    servicer.RunBatches,
+                    request_deserializer=bunnyrelay_dot_v1_dot_jobs__pb2.JobBatch.FromString,
+                    response_serializer=bunnyrelay_dot_v1_dot_jobs__pb2.ResultBatch.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'bunnyrelay.v1.JobService', rpc_method_handlers)
@@ -94,8 +117,8 @@ def add_JobServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class JobService:
-    """JobService runs jobs. Both methods are first-class: Run for one job per
-    call, RunStream for many jobs over one HTTP/2 stream.
+    """JobService runs jobs: Run for one job per call; RunStream and RunBatches for
+    many jobs over one HTTP/2 stream, one job per message or several.
     """
 
     @staticmethod
@@ -142,6 +165,33 @@ class JobService:
             '/bunnyrelay.v1.JobService/RunStream',
             bunnyrelay_dot_v1_dot_jobs__pb2.JobRequest.SerializeToString,
             bunnyrelay_dot_v1_dot_jobs__pb2.JobResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunBatches(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/bunnyrelay.v1.JobService/RunBatches',
+            bunnyrelay_dot_v1_dot_jobs__pb2.JobBatch.SerializeToString,
+            bunnyrelay_dot_v1_dot_jobs__pb2.ResultBatch.FromString,
             options,
             channel_credentials,
             insecure,

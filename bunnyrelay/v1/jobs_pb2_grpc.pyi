@@ -31,8 +31,8 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class JobServiceStub:
-    """JobService runs jobs. Both methods are first-class: Run for one job per
-    call, RunStream for many jobs over one HTTP/2 stream.
+    """JobService runs jobs: Run for one job per call; RunStream and RunBatches for
+    many jobs over one HTTP/2 stream, one job per message or several.
     """
 
     @_typing.overload
@@ -50,11 +50,20 @@ class JobServiceStub:
     completion order, matched by job_id. A problem with one job never ends
     the stream: it comes back as that job's JobResult with an error.
     """
+    RunBatches: _grpc.StreamStreamMultiCallable[_jobs_pb2.JobBatch, _jobs_pb2.ResultBatch]
+    """RunBatches is RunStream with several jobs per message: a client sends in
+    one JobBatch every job it has waiting, and relay answers in one
+    ResultBatch every result that is ready, so that the cost of a message is
+    shared when many jobs are in flight and a lone job is not held back.
+    Each job is answered exactly once, in completion order, matched by job_id,
+    with the same per-job errors as RunStream. A message that is not a
+    JobBatch ends the call with INVALID_ARGUMENT.
+    """
 
 @_typing.type_check_only
 class JobServiceAsyncStub(JobServiceStub):
-    """JobService runs jobs. Both methods are first-class: Run for one job per
-    call, RunStream for many jobs over one HTTP/2 stream.
+    """JobService runs jobs: Run for one job per call; RunStream and RunBatches for
+    many jobs over one HTTP/2 stream, one job per message or several.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -69,10 +78,19 @@ class JobServiceAsyncStub(JobServiceStub):
     completion order, matched by job_id. A problem with one job never ends
     the stream: it comes back as that job's JobResult with an error.
     """
+    RunBatches: _aio.StreamStreamMultiCallable[_jobs_pb2.JobBatch, _jobs_pb2.ResultBatch]  # type: ignore[assignment]
+    """RunBatches is RunStream with several jobs per message: a client sends in
+    one JobBatch every job it has waiting, and relay answers in one
+    ResultBatch every result that is ready, so that the cost of a message is
+    shared when many jobs are in flight and a lone job is not held back.
+    Each job is answered exactly once, in completion order, matched by job_id,
+    with the same per-job errors as RunStream. A message that is not a
+    JobBatch ends the call with INVALID_ARGUMENT.
+    """
 
 class JobServiceServicer(metaclass=_abc_1.ABCMeta):
-    """JobService runs jobs. Both methods are first-class: Run for one job per
-    call, RunStream for many jobs over one HTTP/2 stream.
+    """JobService runs jobs: Run for one job per call; RunStream and RunBatches for
+    many jobs over one HTTP/2 stream, one job per message or several.
     """
 
     @_abc_1.abstractmethod
@@ -96,6 +114,21 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         """RunStream accepts many jobs and answers each as it completes, in
         completion order, matched by job_id. A problem with one job never ends
         the stream: it comes back as that job's JobResult with an error.
+        """
+
+    @_abc_1.abstractmethod
+    def RunBatches(
+        self,
+        request_iterator: _MaybeAsyncIterator[_jobs_pb2.JobBatch],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_jobs_pb2.ResultBatch], _abc.AsyncIterator[_jobs_pb2.ResultBatch]]:
+        """RunBatches is RunStream with several jobs per message: a client sends in
+        one JobBatch every job it has waiting, and relay answers in one
+        ResultBatch every result that is ready, so that the cost of a message is
+        shared when many jobs are in flight and a lone job is not held back.
+        Each job is answered exactly once, in completion order, matched by job_id,
+        with the same per-job errors as RunStream. A message that is not a
+        JobBatch ends the call with INVALID_ARGUMENT.
         """
 
 def add_JobServiceServicer_to_server(servicer: JobServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,90 @@
+"""bunny's stream runner against a real relay: jobs share RunBatches messages when many wait.
+
+The batches are observed on the wire, by a relay whose ``parse_batch`` (the
+server's deserializer) records how many jobs each message held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+
+from bunny.relaypool import RelayPool
+from bunny.runner import RunSettings
+from bunny.streaming import BATCH_BYTES, StreamRunner
+from bunny.targets import LiteralAddress
+from bunnyrelay.v1 import jobs_pb2
+from relay import server as relay_server
+from relay.service import parse_batch
+from tests.relay.harness import job, local_relay
+
+
+@pytest.fixture
+def batches(monkeypatch: pytest.MonkeyPatch) -> list[jobs_pb2.JobBatch]:
+    """Every RunBatches message the relay under test receives, as parsed."""
+    seen: list[jobs_pb2.JobBatch] = []
+
+    def recording(data: bytes) -> jobs_pb2.JobBatch:
+        parsed = parse_batch(data)
+        seen.append(parsed)
+        return parsed
+
+    monkeypatch.setattr(relay_server, "parse_batch", recording)
+    return seen
+
+
+@asynccontextmanager
+async def stream_runner(max_payload_bytes: int = 1024 * 1024) -> AsyncIterator[StreamRunner]:
+    async with local_relay(max_payload_bytes=max_payload_bytes) as local:
+        port = local.relay.port
+        pool = RelayPool(LiteralAddress("127.0.0.1"), "127.0.0.1", port)
+        runner = StreamRunner(pool, RunSettings(timeout_s=20.0))
+        try:
+            yield runner
+        finally:
+            await runner.close()
+            await pool.close(grace=1.0)
+
+
+async def test_many_waiting_jobs_share_messages_and_each_is_answered_once(
+    batches: list[jobs_pb2.JobBatch],
+) -> None:
+    async with stream_runner() as runner:
+        outcomes = await asyncio.gather(
+            *(runner.run(job(f"job-{i}", "echo", b"%d" % i)) for i in range(200))
+        )
+
+    assert all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok]
+    assert [o.output for o in outcomes] == [b"%d" % i for i in range(200)]
+    sent = [request.job_id for message in batches for request in message.jobs]
+    assert sorted(sent) == sorted(f"job-{i}" for i in range(200))  # each sent exactly once
+    assert len(batches) < 200
+    # No message held more than a quarter of the jobs waiting, so several were in flight.
+    assert max(len(message.jobs) for message in batches) <= 50
+
+
+async def test_a_lone_job_is_sent_alone_at_once(batches: list[jobs_pb2.JobBatch]) -> None:
+    async with stream_runner() as runner:
+        first = await asyncio.wait_for(runner.run(job("alone-1", "echo", b"a")), 5)
+        second = await asyncio.wait_for(runner.run(job("alone-2", "echo", b"b")), 5)
+
+    assert (first.output, second.output) == (b"a", b"b")
+    assert [[r.job_id for r in message.jobs] for message in batches] == [["alone-1"], ["alone-2"]]
+
+
+async def test_large_jobs_never_make_a_message_larger_than_the_bound(
+    batches: list[jobs_pb2.JobBatch],
+) -> None:
+    payload = b"x" * (BATCH_BYTES // 3)
+    async with stream_runner() as runner:
+        outcomes = await asyncio.gather(
+            *(runner.run(job(f"big-{i}", "echo", payload)) for i in range(24))
+        )
+
+    assert all(o.ok and o.output == payload for o in outcomes)
+    assert sum(len(message.jobs) for message in batches) == 24
+    assert all(message.ByteSize() <= BATCH_BYTES for message in batches)
+    assert any(len(message.jobs) > 1 for message in batches)
