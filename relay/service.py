@@ -403,8 +403,8 @@ class JobService(JobServiceServicer):
         except _UnreadableBatchError:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                "a RunBatches message could not be decoded as a bunnyrelay.v1.JobBatch; "
-                "the jobs sent before it were answered",
+                "bunnyrelay.v1.JobService/RunBatches: a message could not be decoded as a "
+                "bunnyrelay.v1.JobBatch; the jobs sent before it were answered",
             )
         finally:
             self._streams.discard(session)

@@ -50,6 +50,7 @@ RELAY_FAILURES = frozenset({grpc.StatusCode.INTERNAL.value[0], grpc.StatusCode.U
 METHODS = {
     "/bunnyrelay.v1.JobService/Run": "unary_unary",
     "/bunnyrelay.v1.JobService/RunStream": "stream_stream",
+    "/bunnyrelay.v1.JobService/RunBatches": "stream_stream",
     "/grpc.health.v1.Health/Check": "unary_unary",
     "/grpc.health.v1.Health/List": "unary_unary",
     "/grpc.health.v1.Health/Watch": "unary_stream",
@@ -188,6 +189,22 @@ async def test_any_stream_of_requests_gets_one_clear_answer_per_request(
     assert sorted(r.job_id for r in results) == sorted(r.job_id for r in sent)
     answers = by_id(results)
     for request in sent:
+        _assert_clear_result(request, answers[request.job_id])
+    await _serving(local)
+
+
+@given(batches=st.lists(st.lists(requests, max_size=6), min_size=1, max_size=4))
+async def test_any_stream_of_batches_gets_one_clear_answer_per_request(
+    local: Local, batches: list[list[jobs_pb2.JobRequest]]
+) -> None:
+    sent = [[r for r in batch if r.kind != "sleep"] for batch in batches]
+    call = local.stub.RunBatches(iter(jobs_pb2.JobBatch(jobs=b) for b in sent), timeout=10)
+    results = [result for message in [m async for m in call] for result in message.results]
+    assert await call.code() == grpc.StatusCode.OK
+    flat = [request for batch in sent for request in batch]
+    assert sorted(r.job_id for r in results) == sorted(r.job_id for r in flat)
+    answers = by_id(results)
+    for request in flat:
         _assert_clear_result(request, answers[request.job_id])
     await _serving(local)
 
