@@ -121,8 +121,11 @@ class AnswerCache:
         name = resolution.name
         self._negative.pop(name, None)
         self._positive.pop(name, None)
+        r = resolution
+        # Built directly: dataclasses.replace costs several times more, once per miss.
+        served = type(r)(r.name, r.fqdn, r.addresses, r.ttl, "cache", (), r.expires_at)
         self._positive[name] = _Positive(
-            served=dataclasses.replace(resolution, source="cache", queries=()),
+            served=served,
             obtained=resolution,
             expires_at=resolution.expires_at,
             stale_until=resolution.expires_at + self._stale_max,

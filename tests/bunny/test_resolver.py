@@ -7,6 +7,7 @@ import json
 import socket
 import time
 
+import aiodns
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
@@ -25,7 +26,7 @@ from bunny.errors import (
     NameNotFound,
     NoAddresses,
 )
-from bunny.resolver import Resolver, ResolverSettings, candidates
+from bunny.resolver import Resolver, ResolverSettings, _LoopDrivenResolver, candidates
 from bunnyrelay import semconv
 from bunnyrelay.lab.dnsserver import ZoneServer
 from bunnyrelay.settings import HostPort
@@ -508,6 +509,36 @@ async def test_timeout_says_which_nameserver_and_how_many_attempts(
     assert str(caught.value) == (
         f"{RELAY}.: no answer from {dns.address} after 2 attempts (timeout 0.3 s each)"
     )
+
+
+async def test_a_timeout_follows_c_ares_own_clock_on_a_channel_already_in_use(
+    dns: ZoneServer, make_resolver: MakeResolver
+) -> None:
+    # After a first answer the channel's socket stays open and its timer ticks on with
+    # nothing pending; a query sent then must still time out on its own 0.3 s.
+    resolver = make_resolver(timeout=0.3, attempts=1)
+    await resolver.resolve(f"{RELAY}.")
+    await asyncio.sleep(0.4)
+    dns.go_silent()
+    started = time.monotonic()
+
+    with pytest.raises(DnsTimeout):
+        await resolver.resolve(f"other.{RELAY}.")
+
+    # Generous: the point is "its own 0.3 s", not "whenever the 1 s tick comes".
+    assert time.monotonic() - started < 0.9
+
+
+async def test_aiodns_runs_on_the_event_loop_without_an_event_thread() -> None:
+    # bunny's resolver overrides private methods of aiodns.DNSResolver to choose its
+    # socket-callback mode; an aiodns release that renames them must fail here.
+    for name in ("_make_channel", "_sock_state_cb", "_start_timer", "_timer_cb"):
+        assert callable(getattr(aiodns.DNSResolver, name, None)), name
+    resolver = _LoopDrivenResolver(nameservers=["127.0.0.1"], tries=1, timeout=1.0)
+    try:
+        assert resolver._event_thread is False
+    finally:
+        await resolver.close()
 
 
 async def test_an_invalid_name_is_refused_before_anything_is_sent(

@@ -1,8 +1,10 @@
 """DNS lookups: bunny's resolver against bare aiodns, dnspython and getaddrinfo.
 
-All of them ask the same lab DNS server (:mod:`bunnyrelay.lab.bench.zone`, in
-another process) for A records only, one question per lookup (bunny with
-``family=ipv4`` so that it sends what the others send).
+All of them ask the same DNS server for A records only, one question per lookup
+(bunny with ``family=ipv4`` so that it sends what the others send): CoreDNS serving
+the bench zone (:func:`bunnyrelay.lab.bench.zone.coredns_zone`, the ``template``
+plugin, in a process of its own) unless ``--nameserver`` names another. A server in
+Python would cap lookups/s for every client alike; CoreDNS answers on every core.
 
 - **cached**: the same name again and again. bunny answers from its own cache,
   either through ``cached()`` (the fast path: no span, no await) or through
@@ -13,7 +15,7 @@ another process) for A records only, one question per lookup (bunny with
   the wire: c-ares keeps a cache of its own per channel and would otherwise
   answer a repeated name from memory.
 - **getaddrinfo** goes through the system resolver (glibc, nsswitch), which
-  cannot be pointed at the lab server; it is measured for ``localhost`` from
+  cannot be pointed at the bench zone; it is measured for ``localhost`` from
   /etc/hosts only, as a floor for what a thread-pool lookup costs, not as a
   DNS client.
 
@@ -21,7 +23,8 @@ Latency is one lookup at a time (the median is the figure compared); lookups/s
 and CPU per lookup come from a run with ``--concurrency`` lookups in flight. The
 traced resolver records every span (``always_on``) and exports it over OTLP when
 ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, as bunny does; the untraced one uses the
-``always_off`` sampler.
+``always_off`` sampler. The exporter is flushed before and after each measured run,
+so a row's CPU per lookup includes exporting its own spans and no other row's.
 
 Prints one JSON object (``--json``) or a table.
 """
@@ -33,9 +36,12 @@ import asyncio
 import json
 import socket
 import sys
+import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiodns
@@ -47,7 +53,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from bunny.loadgen import percentile
 from bunny.resolver import Resolver, ResolverSettings
-from bunnyrelay.lab.bench.zone import CACHED_NAME, numbered
+from bunnyrelay.lab.bench.zone import CACHED_NAME, coredns_zone, numbered
 from bunnyrelay.settings import HostPort, parse_ip_port
 from bunnyrelay.telemetry import setup_telemetry
 
@@ -61,7 +67,7 @@ TRACED_VS_DNSPYTHON_MIN = 3.0
 
 @dataclass(frozen=True, slots=True)
 class DnsBenchSettings:
-    """How many lookups of each kind; the zone must serve ``names_needed`` numbered names."""
+    """How many lookups of each kind."""
 
     warm: int = 50
     """Lookups per method before anything is measured (uncached names of their own)."""
@@ -72,10 +78,6 @@ class DnsBenchSettings:
     cached_lookups: int = 20000
     """Repeated lookups of one name, per method."""
     concurrency: int = 32
-
-    @property
-    def names_needed(self) -> int:
-        return self.warm + self.lookups + self.throughput_lookups
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +137,14 @@ async def _one_at_a_time(lookup: Lookup, indexes: range) -> _Timing:
     return _Timing(latencies, failed)
 
 
-async def _in_flight(lookup: Lookup, indexes: range, concurrency: int) -> tuple[float, float, int]:
-    """(lookups per second, CPU µs per lookup, failures) with ``concurrency`` in flight."""
+async def _in_flight(
+    lookup: Lookup, indexes: range, concurrency: int, settle: Callable[[], object]
+) -> tuple[float, float, int]:
+    """(lookups per second, CPU µs per lookup, failures) with ``concurrency`` in flight.
+
+    ``settle()`` exports the spans still queued: once before (another row's), untimed,
+    and once after, charged to this row's CPU.
+    """
     todo = iter(indexes)
     failed = 0
 
@@ -148,9 +156,12 @@ async def _in_flight(lookup: Lookup, indexes: range, concurrency: int) -> tuple[
             except Exception:
                 failed += 1
 
+    settle()
     cpu_before, started = time.process_time(), time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_before
+    elapsed = time.perf_counter() - started
+    settle()
+    cpu = time.process_time() - cpu_before
     done = len(indexes) - failed
     return done / elapsed, cpu / max(done, 1) * 1e6, failed
 
@@ -182,6 +193,14 @@ class DnsBench:
                 meter_provider=self._traced.meter_provider,
             )
         return Resolver(settings, tracer_provider=self._untraced, meter_provider=self._meters)
+
+    def _settle(self) -> None:
+        """Export the spans queued so far, so that each row pays for its own.
+
+        Without it the traced cache-hit row's thousands of spans would be exported
+        while a later row is measured, and counted as that row's CPU.
+        """
+        self._traced.tracer_provider.force_flush()
 
     def _tracing(self, traced: bool) -> str:
         if not traced:
@@ -266,7 +285,7 @@ class DnsBench:
             "getaddrinfo('localhost'), system resolver",
             system,
             max(count // 10, 1),
-            note="/etc/hosts through glibc in a thread pool; it cannot ask the lab server",
+            note="/etc/hosts through glibc in a thread pool; it cannot ask the bench zone",
         )
 
     def _fast_path(self, resolver: Resolver, count: int) -> None:
@@ -295,9 +314,12 @@ class DnsBench:
     ) -> None:
         timing = await _one_at_a_time(lookup, range(count))
         p50, mean, p99 = timing.stats()
+        self._settle()
         cpu_before, started = time.process_time(), time.perf_counter()
         again = await _one_at_a_time(lookup, range(count))
-        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_before
+        elapsed = time.perf_counter() - started
+        self._settle()
+        cpu = time.process_time() - cpu_before
         done = max(len(again.latencies_us), 1)
         self.rows[key] = Row(
             "cached",
@@ -359,7 +381,7 @@ class DnsBench:
             None,
             None,
             0,
-            note="not measured: the system resolver cannot be pointed at the lab server",
+            note="not measured: the system resolver cannot be pointed at the bench zone",
         )
 
     async def _uncached_row(self, key: str, method: str, lookup: Lookup) -> None:
@@ -368,7 +390,7 @@ class DnsBench:
         timing = await _one_at_a_time(lookup, range(s.warm, s.warm + s.lookups))
         start = s.warm + s.lookups
         rate, cpu, failed = await _in_flight(
-            lookup, range(start, start + s.throughput_lookups), s.concurrency
+            lookup, range(start, start + s.throughput_lookups), s.concurrency, self._settle
         )
         p50, mean, p99 = timing.stats()
         self.rows[key] = Row(
@@ -413,8 +435,8 @@ class DnsBench:
             f">= {TRACED_VS_DNSPYTHON_MIN:g}x",
             None if ratio is None else ratio >= TRACED_VS_DNSPYTHON_MIN,
         )
-        # The lab server is Python too and caps lookups/s for every client alike; what
-        # a client could do on a core of its own is 1 / its CPU per lookup.
+        # Client and server share the machine's cores; what a client could do on a core
+        # of its own is 1 / its CPU per lookup.
         ratio = _ratio(python.cpu_us_per_lookup, traced.cpu_us_per_lookup)
         add(
             "the same, CPU-bound (dnspython CPU per lookup / traced)",
@@ -434,20 +456,38 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else a / b
 
 
+@asynccontextmanager
+async def _dns_server(nameserver: HostPort | None) -> AsyncIterator[tuple[HostPort, str]]:
+    """The server to ask and what it is: ``nameserver``, or CoreDNS started for the run."""
+    if nameserver is not None:
+        yield nameserver, f"the DNS server at {nameserver}"
+        return
+    with tempfile.TemporaryDirectory(prefix="bunnyrelay-dnsbench-") as workdir:
+        async with coredns_zone(Path(workdir)) as zone:
+            yield zone.address, f"CoreDNS {zone.version} (template plugin), a process of its own"
+
+
 async def run(
-    nameserver: HostPort, settings: DnsBenchSettings, *, progress: Any = sys.stderr
+    settings: DnsBenchSettings,
+    *,
+    nameserver: HostPort | None = None,
+    progress: Any = sys.stderr,
 ) -> dict[str, object]:
-    bench = DnsBench(nameserver, settings)
-    try:
-        print("dns bench: cached lookups", file=progress, flush=True)
-        await bench.cached()
-        print("dns bench: uncached lookups", file=progress, flush=True)
-        await bench.uncached()
-        targets = bench.targets()
-    finally:
-        bench.close()
+    """Every method against ``nameserver``, or against a CoreDNS of its own when None."""
+    async with _dns_server(nameserver) as (address, server):
+        print(f"dns bench: asking {server} on {address}", file=progress, flush=True)
+        bench = DnsBench(address, settings)
+        try:
+            print("dns bench: cached lookups", file=progress, flush=True)
+            await bench.cached()
+            print("dns bench: uncached lookups", file=progress, flush=True)
+            await bench.uncached()
+            targets = bench.targets()
+        finally:
+            bench.close()
     return {
-        "nameserver": str(nameserver),
+        "nameserver": str(address),
+        "server": server,
         "exported": bench.exported,
         "settings": {
             "warm": settings.warm,
@@ -459,12 +499,16 @@ async def run(
         "rows": [row.as_dict() for row in bench.rows.values()],
         "targets": targets,
         "notes": [
+            f"every client asks {server}, over UDP on loopback; a server in Python (the lab's "
+            "ZoneServer) would cap lookups/s for every client alike, CoreDNS answers on every "
+            "core",
             "every uncached lookup asks a name never asked before, so c-ares' own cache "
-            "cannot answer it and each one reaches the lab server",
+            "cannot answer it and each one reaches the server",
             "getaddrinfo uses the system resolver (/etc/hosts, glibc) and is only measured "
             "for localhost",
-            "the lab server is Python and answers every client alike; with lookups in flight "
-            "it can be the bottleneck, so CPU per lookup is the fairer comparison of clients",
+            "client and server share the machine's cores, so with lookups in flight CPU per "
+            "lookup is the fairer comparison of clients; a traced row's CPU includes exporting "
+            "its own spans (the exporter is flushed before and after each measured run)",
         ],
     }
 
@@ -509,7 +553,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m bunnyrelay.lab.bench.dnsbench",
         description="bunny's resolver against bare aiodns, dnspython and getaddrinfo.",
     )
-    parser.add_argument("--nameserver", required=True, help="IP:PORT of the bench zone")
+    parser.add_argument(
+        "--nameserver",
+        help="IP:PORT of a server for the bench zone (default: start CoreDNS for the run)",
+    )
     parser.add_argument("--warm", type=int, default=50)
     parser.add_argument("--lookups", type=int, default=1000)
     parser.add_argument("--throughput-lookups", type=int, default=4000)
@@ -524,8 +571,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cached_lookups=args.cached_lookups,
         concurrency=args.concurrency,
     )
-    nameserver = parse_ip_port(args.nameserver, default_port=53)
-    result = asyncio.run(run(nameserver, settings))
+    nameserver = parse_ip_port(args.nameserver, default_port=53) if args.nameserver else None
+    result = asyncio.run(run(settings, nameserver=nameserver))
     print(json.dumps(result) if args.json else render(result), flush=True)
     return 0
 

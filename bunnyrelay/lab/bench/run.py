@@ -2,6 +2,7 @@
 
 Shared by all cases: a local OTLP receiver (in this process; it only counts
 what it is sent) and the lab DNS server (:mod:`.zone`, a process of its own).
+The DNS benchmark asks a CoreDNS of its own (:func:`.zone.coredns_zone`).
 Per case: a fresh server process (relay, or the raw echo servicer), then one
 client process (``bunny bench``, the raw client, or ghz) that runs the warm-up
 and the measured window; the server's CPU time is read from /proc at the
@@ -10,6 +11,7 @@ client's window marks, its peak memory (VmHWM) before it is stopped.
     python -m bunnyrelay.lab.bench            # about 4 minutes; writes docs/benchmarks.md
     python -m bunnyrelay.lab.bench --quick    # a few seconds per case: a smoke run
     python -m bunnyrelay.lab.bench --json     # one JSON object on stdout
+    python -m bunnyrelay.lab.bench --dns-only --no-write   # only the DNS benchmark
 """
 
 from __future__ import annotations
@@ -60,9 +62,13 @@ class Plan:
     """How many lookups the DNS benchmark makes; None: it does not run."""
     only: tuple[str, ...] = ()
     """Case keys to run (all when empty)."""
+    dns_only: bool = False
+    """Run no case, only the DNS benchmark."""
     quick: bool = False
 
     def cases(self) -> list[Case]:
+        if self.dns_only:
+            return []
         if not self.only:
             return list(CASES)
         unknown = set(self.only) - {c.key for c in CASES}
@@ -127,7 +133,7 @@ class BenchResult:
         return {
             "settings": self.settings,
             "cases": [r.as_dict() for r in self.results],
-            "table": text_table(self.results),
+            "table": text_table(self.results) if self.results else "",
             "targets": self.targets,
             "dns": self.dns,
         }
@@ -316,22 +322,26 @@ class Bench:
         started_at = datetime.datetime.now(datetime.UTC)
         load_before = procstat.load_average()
         cases = plan.cases()
-        names = plan.dns.names_needed if plan.dns is not None else 0
         results: list[CaseResult] = []
         dns: dict[str, Any] | None = None
-        zone_argv = [sys.executable, "-m", "bunnyrelay.lab.bench.zone", "--names", str(names)]
+        zone_argv = [sys.executable, "-m", "bunnyrelay.lab.bench.zone"]
         try:
             zone_log = self.scratch / "zone.log"
-            async with (
-                self.sink,
-                serving(zone_argv, ready=_ZONE_READY, timeout=120, log_path=zone_log) as zone,
-            ):
-                self._zone = zone.process
-                self.nameserver = zone.ready.group(1)
-                self.say(f"DNS server on {self.nameserver}, OTLP receiver on {self.sink.endpoint}")
-                for number, case in enumerate(cases, 1):
-                    self.say(f"[{number}/{len(cases)}] {case.label}")
-                    results.append(await self.run_case(case))
+            async with self.sink:
+                if cases:
+                    async with serving(
+                        zone_argv, ready=_ZONE_READY, timeout=120, log_path=zone_log
+                    ) as zone:
+                        self._zone = zone.process
+                        self.nameserver = zone.ready.group(1)
+                        self.say(
+                            f"DNS server on {self.nameserver}, "
+                            f"OTLP receiver on {self.sink.endpoint}"
+                        )
+                        for number, case in enumerate(cases, 1):
+                            self.say(f"[{number}/{len(cases)}] {case.label}")
+                            results.append(await self.run_case(case))
+                    self._zone = None
                 if plan.dns is not None:
                     self.say("DNS lookups: bunny's resolver, aiodns, dnspython, getaddrinfo")
                     dns = await self._run_dns(plan.dns)
@@ -346,8 +356,9 @@ class Bench:
         )
 
     async def _run_dns(self, settings: DnsBenchSettings) -> dict[str, Any]:
+        # Without --nameserver it starts CoreDNS for the bench zone itself.
         module = "bunnyrelay.lab.bench.dnsbench"
-        argv = [sys.executable, "-m", module, "--nameserver", self.nameserver, "--json"]
+        argv = [sys.executable, "-m", module, "--json"]
         argv += dnsbench.arguments(settings)
         run = await run_client(
             argv,
@@ -380,7 +391,8 @@ class Bench:
             "relay": "relay serve --listen 127.0.0.1:0 [--store memory]; defaults otherwise "
             "(max in flight 256, INFO logs to a file)",
             "bunny": "bunny bench, resolver family any (A and AAAA), default retries and deadline",
-            "dns_server": "bunnyrelay.lab.bench.zone (the lab ZoneServer, a process of its own)",
+            "dns_server": "bunnyrelay.lab.bench.zone (the lab ZoneServer, a process of its own); "
+            "the DNS benchmark: CoreDNS (bunnyrelay.lab.bench.zone.coredns_zone)",
         }
 
 
@@ -396,16 +408,17 @@ def render_text(result: BenchResult) -> str:
         f"after {settings['load_average_after']}",
         f"Python {machine['python']}: {packages}",
         f"ghz: {settings['ghz']}",
-        f"each case: {settings['warmup_s']} s warm-up, {settings['duration_s']} s measured, "
-        f"{settings['concurrency']} jobs in flight, {settings['payload_bytes']}-byte payloads",
-        "",
-        text_table(result.results),
-        "",
-        "x base: against the raw grpc.aio case of the same mode (ghz rows: ghz -> raw server)",
-        "",
-        "targets:",
-        targets_text(result.targets),
     ]
+    if result.results:
+        lines += [
+            f"each case: {settings['warmup_s']} s warm-up, {settings['duration_s']} s measured, "
+            f"{settings['concurrency']} jobs in flight, {settings['payload_bytes']}-byte payloads",
+            "",
+            text_table(result.results),
+            "",
+            "x base: against the raw grpc.aio case of the same mode (ghz rows: ghz -> raw server)",
+        ]
+    lines += ["", "targets:", targets_text(result.targets)]
     if result.dns:
         lines += ["", "DNS lookups (A only, one question per lookup):", dnsbench.render(result.dns)]
     return "\n".join(lines)
@@ -425,6 +438,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--no-dns", action="store_true", help="skip the DNS benchmark")
     parser.add_argument(
+        "--dns-only", action="store_true", help="run only the DNS benchmark (no gRPC case)"
+    )
+    parser.add_argument(
         "--write",
         type=Path,
         help=f"write the results and method here (default for a full run: {DOC})",
@@ -441,11 +457,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         changes["only"] = tuple(k.strip() for k in args.cases.split(",") if k.strip())
     if args.no_dns:
         changes["dns"] = None
+    if args.dns_only:
+        if args.no_dns or args.cases or args.write:
+            parser.error("--dns-only runs no case, only the DNS benchmark, and writes no file")
+        changes["dns_only"] = True
     plan = dataclasses.replace(plan, **changes)
     bench = Bench(plan, progress=sys.stderr)
     result = asyncio.run(bench.run())
     print(json.dumps(result.as_dict()) if args.json else render_text(result), flush=True)
-    target = None if args.no_write else args.write or (None if plan.quick else DOC)
+    whole = not (plan.quick or plan.dns_only)
+    target = None if args.no_write else args.write or (DOC if whole else None)
     if target is not None:
         target.write_text(markdown_document(result.settings, result.results, result.dns))
         print(f"bench: wrote {target}", file=sys.stderr)

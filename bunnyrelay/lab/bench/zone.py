@@ -1,4 +1,7 @@
-"""The DNS server the benchmarks ask: the lab's ZoneServer, in a process of its own.
+"""The DNS servers the benchmarks ask: the lab's ZoneServer, and CoreDNS for the DNS benchmark.
+
+**The lab's ZoneServer**, in a process of its own, answers the gRPC cases (it counts
+the queries that reach it, for *DNS q/job*).
 
 It serves, from ``bench.internal``:
 
@@ -15,6 +18,12 @@ is answered with ``count <queries so far>`` on stdout, so a benchmark can tell h
 many queries reached the wire::
 
     python -m bunnyrelay.lab.bench.zone --names 10000
+
+**CoreDNS** (:func:`coredns_zone`, the pinned build ``make tools`` installs) answers the
+DNS benchmark: the same names, every ``n<i>`` without a list, from its ``template``
+plugin. A Python server would be what limits lookups/s with many in flight, for
+every client alike; CoreDNS answers from as many threads as there are cores, so
+lookups/s measures the clients.
 """
 
 from __future__ import annotations
@@ -22,12 +31,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import signal
+import socket
 import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
+from bunnyrelay.lab.bench.children import serving
+from bunnyrelay.lab.corefiles import bind_to
 from bunnyrelay.lab.dnsserver import QueryLogEntry, ZoneServer
+from bunnyrelay.lab.tools import COREDNS, tool
+from bunnyrelay.settings import HostPort
 
 ZONE = "bench.internal"
 CACHED_NAME = f"relay.{ZONE}"
@@ -40,6 +58,89 @@ READY = "zone listening on"
 def numbered(index: int) -> str:
     """The ``index``-th of the zone's numbered names."""
     return f"n{index}.{ZONE}"
+
+
+COREFILE = r"""# The bench zone (see bunnyrelay/lab/bench/zone.py), answered from templates: A
+# records only (AAAA is NODATA), nothing else exists. No log plugin: a line per query
+# would cost CoreDNS more than the answer does.
+bench.internal {
+    errors
+    template IN A {
+        match "^relay-ttl0\.bench\.internal\.$"
+        answer "{{ .Name }} 0 IN A 127.0.0.1"
+        fallthrough
+    }
+    template IN A {
+        match "^(relay|n[0-9]+)\.bench\.internal\.$"
+        answer "{{ .Name }} 300 IN A 127.0.0.1"
+        fallthrough
+    }
+    template IN AAAA {
+        match "^(relay|relay-ttl0|n[0-9]+)\.bench\.internal\.$"
+        fallthrough
+    }
+    template ANY ANY {
+        rcode NXDOMAIN
+    }
+}
+"""
+"""The bench zone for CoreDNS: ``relay`` (300 s), ``relay-ttl0`` (TTL 0), ``n<i>`` (300 s)."""
+
+# CoreDNS prints its version once every server block listens (as the lab topology reads it).
+_COREDNS_READY = re.compile(r"^CoreDNS-(\S+)")
+
+
+@dataclass(frozen=True, slots=True)
+class CoreDnsZone:
+    """A running CoreDNS serving the bench zone."""
+
+    address: HostPort
+    version: str
+    """As CoreDNS printed it, e.g. ``1.14.7``."""
+    pid: int
+
+
+@asynccontextmanager
+async def coredns_zone(workdir: Path, host: str = "127.0.0.1") -> AsyncIterator[CoreDnsZone]:
+    """Run CoreDNS serving the bench zone on ``host`` and a free port.
+
+    Its Corefile and log are kept in ``workdir``; the process is ended by PID on exit.
+    """
+    corefile = workdir / "Corefile.bench"
+    corefile.write_text(bind_to(COREFILE, host), encoding="utf-8")
+    port = _free_port(host)
+    argv = [str(tool(COREDNS)), "-conf", str(corefile), "-dns.port", str(port)]
+    log = workdir / "coredns-bench.log"
+    async with serving(argv, ready=_COREDNS_READY, log_path=log, timeout=15) as server:
+        # CoreDNS logs to stdout: read it on, or a full pipe would stall the server.
+        drain = asyncio.get_running_loop().create_task(_copy_to(server.process, log))
+        try:
+            yield CoreDnsZone(HostPort(host, port), server.ready.group(1), server.pid)
+        finally:
+            drain.cancel()
+            await asyncio.gather(drain, return_exceptions=True)
+
+
+async def _copy_to(process: asyncio.subprocess.Process, path: Path) -> None:
+    assert process.stdout is not None
+    with path.open("ab") as log:
+        while line := await process.stdout.readline():
+            log.write(line)
+
+
+def _free_port(host: str) -> int:
+    """A port free for both UDP and TCP on ``host`` (CoreDNS listens on both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind((host, 0))
+            port = int(probe.getsockname()[1])
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no port free for UDP and TCP on {host}")
 
 
 def _address(index: int) -> str:
