@@ -109,6 +109,7 @@ class AttemptRecord:
     __slots__ = (
         "_attempt",
         "_endpoint",
+        "_measured",
         "_method",
         "_started",
         "_token",
@@ -121,10 +122,11 @@ class AttemptRecord:
     code: grpc.StatusCode
     metadata: list[tuple[str, str]]
 
-    def __init__(self, method: str, endpoint: Endpoint, attempt: int) -> None:
+    def __init__(self, method: str, endpoint: Endpoint, attempt: int, measured: bool) -> None:
         self._method = method
         self._endpoint = endpoint
         self._attempt = attempt
+        self._measured = measured
         self.code = _OK
         self.metadata = []
 
@@ -161,16 +163,25 @@ class AttemptRecord:
                 span.set_status(Status(StatusCode.ERROR, code.name))
                 span.set_attribute(semconv.ERROR_TYPE, code.name)
         span.end()
-        _duration.record(
-            (time.perf_counter() - self._started) * 1000.0,
-            _metric_attributes_for(self._method, code),
-        )
+        if self._measured:
+            record_duration(self._method, code, time.perf_counter() - self._started)
 
 
-def client_attempt(method: str, endpoint: Endpoint, attempt: int) -> AttemptRecord:
+def client_attempt(
+    method: str, endpoint: Endpoint, attempt: int, *, measured: bool = True
+) -> AttemptRecord:
     """A CLIENT span for one attempt of ``method`` on ``endpoint``, current while it runs::
 
     with client_attempt("Run", endpoint, attempt) as record:
         ...  # call with metadata=record.metadata; set record.code on failure
+
+    ``measured``: the attempt is a whole call, so its duration is the call's
+    ``rpc.client.duration``. A job on a stream is not: the stream records its own
+    (:func:`record_duration`) when it ends, as the conventions define it.
     """
-    return AttemptRecord(method, endpoint, attempt)
+    return AttemptRecord(method, endpoint, attempt, measured)
+
+
+def record_duration(method: str, code: grpc.StatusCode, seconds: float) -> None:
+    """One call's ``rpc.client.duration``."""
+    _duration.record(seconds * 1000.0, _metric_attributes_for(method, code))

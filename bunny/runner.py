@@ -37,24 +37,30 @@ from bunny.relaypool import Endpoint, RelayPool
 from bunny.retry import RetryPolicy, call_with_retries
 from bunny.rpcspans import LazyTracer, client_attempt
 from bunnyrelay import semconv
+from bunnyrelay.tally import Tally
 from bunnyrelay.v1 import jobs_pb2
 
 _tracer = LazyTracer("bunny.runner")
-_jobs = metrics.get_meter("bunny.runner").create_counter(
-    semconv.METRIC_JOBS, unit="{job}", description="Jobs bunny submitted, by kind and final status"
+_jobs = Tally(
+    metrics.get_meter("bunny.runner"),
+    semconv.METRIC_JOBS,
+    unit="{job}",
+    description="Jobs bunny submitted, by kind and final status",
 )
-# Per (kind, status): built once, since a metric's attributes are hashed on every add.
+# Per (kind, status): built once; kinds come from callers, so the set is bounded anyway.
 _counted: dict[tuple[str, str], dict[str, AttributeValue]] = {}
+_MAX_COUNTED = 1024
 
 
 def _count(kind: str, status: str) -> None:
     key = (kind, status)
     attributes = _counted.get(key)
     if attributes is None:
-        if len(_counted) > 1024:
-            _counted.clear()  # kinds come from callers; keep a bound anyway
+        if len(_counted) >= _MAX_COUNTED:
+            kind = "_other"
+            key = (kind, status)
         attributes = _counted[key] = {semconv.JOB_KIND: kind, semconv.JOB_STATUS: status}
-    _jobs.add(1, attributes)
+    _jobs.add(key, attributes)
 
 
 _PUSHBACK_KEY = "grpc-retry-pushback-ms"

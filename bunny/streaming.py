@@ -29,11 +29,12 @@ from bunny.errors import (
     RelayUnavailable,
 )
 from bunny.relaypool import Endpoint, RelayPool
-from bunny.rpcspans import client_attempt
+from bunny.rpcspans import client_attempt, record_duration
 from bunny.runner import JobRunner, RunSettings, classify_rpc_error
 from bunnyrelay.v1 import jobs_pb2
 
 _CLOSE_GRACE_S = 5.0
+_METHOD = "RunBatches"
 
 
 def raise_for_stream_error(result: jobs_pb2.JobResult, peer: str) -> None:
@@ -118,19 +119,23 @@ class _Stream:
     async def _read(self) -> None:
         peer = self.endpoint.peer
         waiting = self.waiting
+        started = time.perf_counter()
         try:
             async for batch in self.call:
                 for result in batch.results:
                     future = waiting.pop(result.job_id, None)
                     if future is not None and not future.done():
                         future.set_result(result)
+            code = grpc.StatusCode.OK
             error: RelayCallFailed = RelayUnavailable(
                 f"{peer}: the stream ended before every job had its result",
                 code=grpc.StatusCode.UNAVAILABLE,
                 peer=peer,
             )
         except grpc.aio.AioRpcError as exc:
+            code = exc.code()
             error = classify_rpc_error(exc, peer)
+        record_duration(_METHOD, code, time.perf_counter() - started)
         self.broken = error
         self._queued.clear()
         self._wanted.set()
@@ -236,7 +241,7 @@ class StreamRunner(JobRunner):
         self, endpoint: Endpoint, request: jobs_pb2.JobRequest, attempt: int, deadline: float
     ) -> jobs_pb2.JobResult:
         stream = self._stream_for(endpoint)
-        with client_attempt("RunBatches", endpoint, attempt) as record:
+        with client_attempt(_METHOD, endpoint, attempt, measured=False) as record:
             context = dict(record.metadata)
             request.trace_context.traceparent = context.get("traceparent", "")
             request.trace_context.tracestate = context.get("tracestate", "")

@@ -59,6 +59,21 @@ class EchoServicer(jobs_pb2_grpc.JobServiceServicer):
                 job_id=request.job_id, status=_SUCCEEDED, output=request.payload
             )
 
+    async def RunBatches(  # noqa: N802 - the proto's method name
+        self,
+        request_iterator: AsyncIterator[jobs_pb2.JobBatch],
+        context: grpc.aio.ServicerContext[jobs_pb2.JobBatch, jobs_pb2.ResultBatch],
+    ) -> AsyncIterator[jobs_pb2.ResultBatch]:
+        async for batch in request_iterator:
+            yield jobs_pb2.ResultBatch(
+                results=[
+                    jobs_pb2.JobResult(
+                        job_id=request.job_id, status=_SUCCEEDED, output=request.payload
+                    )
+                    for request in batch.jobs
+                ]
+            )
+
 
 async def serve(listen: str) -> None:
     server = grpc.aio.server()
