@@ -153,6 +153,9 @@ class RelayPool:
         marked TRANSIENT_FAILURE, when another endpoint is left to try.
         """
         order = self._order
+        if len(order) == 1:
+            # Nothing to choose between: no need to ask gRPC for the channel's state.
+            return order[0]
         if not order:
             raise RuntimeError("RelayPool.pick() before a successful lookup()")
         for _ in range(len(order)):

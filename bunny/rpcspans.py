@@ -16,11 +16,13 @@ managers cost more than the rest of this module.
 from __future__ import annotations
 
 import time
+from contextvars import Token
 from types import TracebackType
 from typing import Final
 
 import grpc
 from opentelemetry import context, metrics, propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.metrics import Histogram
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
@@ -119,6 +121,7 @@ class AttemptRecord:
     )
 
     span: Span
+    _token: Token[Context] | None
     code: grpc.StatusCode
     metadata: list[tuple[str, str]]
 
@@ -136,13 +139,21 @@ class AttemptRecord:
         if name is None:
             name = _span_names[method] = f"{SERVICE}/{method}"
         self._started = time.perf_counter()
-        span = self.span = _tracer.get().start_span(
-            name,
-            kind=SpanKind.CLIENT,
-            attributes=_attributes_for(method, self._endpoint, self._attempt),
-        )
-        self._token = context.attach(trace.set_span_in_context(span))
-        # Even an unsampled span's context goes out: relay then follows bunny's decision.
+        current = trace.get_current_span()
+        if current.get_span_context().is_valid and not current.is_recording():
+            # The job's trace is not sampled, and with every sampler bunny accepts its
+            # children would not be either: a span here would be made only to be
+            # dropped. The job's own context goes out instead (same trace, sampled flag
+            # off), so relay follows bunny's decision and logs the trace id.
+            self.span = current
+            self._token = None
+        else:
+            span = self.span = _tracer.get().start_span(
+                name,
+                kind=SpanKind.CLIENT,
+                attributes=_attributes_for(method, self._endpoint, self._attempt),
+            )
+            self._token = context.attach(trace.set_span_in_context(span))
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         self.metadata = list(carrier.items())
@@ -156,6 +167,11 @@ class AttemptRecord:
     ) -> None:
         code = self.code
         span = self.span
+        if self._token is None:
+            # No span of its own (see __enter__): the job's span is not this one to end.
+            if self._measured:
+                record_duration(self._method, code, time.perf_counter() - self._started)
+            return
         context.detach(self._token)
         if span.is_recording():
             span.set_attribute(semconv.RPC_GRPC_STATUS_CODE, code.value[0])

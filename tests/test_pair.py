@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bunnyrelay.lab.dnsserver import ZoneServer
 from bunnyrelay.lab.otlpsink import OtlpSink, SinkSpan
-from bunnyrelay.lab.processes import run_bunny
+from bunnyrelay.lab.processes import relay_process, run_bunny
 from tests.conftest import RELAY_NAME, StartRelay
 
 
@@ -301,3 +302,42 @@ async def test_a_lookup_that_fails_for_now_is_retried_with_the_job_not_reported_
     assert line["attempts"] == 1, "one call to relay: the retries were lookups"
     servfails = zone.queries(RELAY_NAME, "A", outcome="SERVFAIL")
     assert len(servfails) == 2
+
+
+@pytest.mark.parametrize("mode", [[], ["--stream"]], ids=["unary", "stream"])
+async def test_with_sampling_off_relay_still_logs_each_jobs_trace_id(
+    zone: ZoneServer, sink: OtlpSink, tmp_path: Path, mode: list[str]
+) -> None:
+    # No span is recorded anywhere, yet the trace id bunny reports for a job is the one
+    # relay's log line for that job carries: W3C context goes out unsampled.
+    zone.set_records(RELAY_NAME, "A", ["127.0.0.1"])
+    log = tmp_path / "relay.log"
+    off = {"OTEL_TRACES_SAMPLER": "always_off"}
+    async with relay_process(
+        "127.0.0.1:0",
+        args=["--store", "memory", "--log-format", "json"],
+        env={**sink.env("relay"), **off},
+        log_path=log,
+    ) as relay:
+        code, out, err = await run_bunny(
+            "submit",
+            "--target",
+            f"{RELAY_NAME}:{relay.port}",
+            "--nameserver",
+            str(zone.address),
+            "--json",
+            "--count",
+            "3",
+            *mode,
+            env={**sink.env("bunny"), **off},
+        )
+    assert code == 0, err
+    reported = {line["job_id"]: line["trace_id"] for line in _lines(out)}
+    logged = {
+        entry["job_id"]: entry["trace_id"]
+        for entry in map(json.loads, log.read_text().splitlines())
+        if entry.get("event") == "job.executed"
+    }
+    assert logged == reported
+    assert len(set(reported.values())) == 3, "each job is its own trace"
+    assert not sink.spans
