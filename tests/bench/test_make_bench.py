@@ -73,7 +73,19 @@ async def test_quick_bench_runs_every_case_and_prints_ratios(tmp_path: Path) -> 
     assert any(m.startswith("bunny cached()") for m in dns_methods)
     assert {"aiodns query_dns (bare)", "dnspython async resolve"} <= dns_methods
 
+    # The pieces of a job's path, each timed alone: every probe ran, in each setting.
+    costs = result["costs"]
+    assert set(costs) == {"sdk", "off", "all"}
+    for group in ("off", "all"):
+        assert set(costs[group]) >= {"bunny_job", "raw_client_job", "relay_job", "raw_server_job"}
+        # bunny and relay do more per job than a bare stub and a bare servicer.
+        assert costs[group]["bunny_job"] > costs[group]["raw_client_job"]
+        assert costs[group]["relay_job"] > costs[group]["raw_server_job"]
+    assert all(value > 0 for value in costs["sdk"].values())
+    assert costs["sdk"]["tally_add"] < costs["sdk"]["counter_add"]
+
     document = written.read_text()
+    assert "## Where the time goes" in document
     assert "## Results" in document
     assert "## Method" in document
     assert "quick smoke run" in document

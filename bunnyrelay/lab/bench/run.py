@@ -35,6 +35,7 @@ from typing import Any, TextIO
 
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
+from bunnyrelay.lab.bench import costs as job_costs
 from bunnyrelay.lab.bench import dnsbench, ghz, procstat
 from bunnyrelay.lab.bench.cases import CASES, Case, Dns, Tracing
 from bunnyrelay.lab.bench.children import run_client, serving
@@ -64,6 +65,8 @@ class Plan:
     """Case keys to run (all when empty)."""
     dns_only: bool = False
     """Run no case, only the DNS benchmark."""
+    costs: bool = True
+    """Time the pieces of a job's path alone (:mod:`.costs`)."""
     quick: bool = False
 
     def cases(self) -> list[Case]:
@@ -123,6 +126,8 @@ class BenchResult:
     results: list[CaseResult]
     dns: dict[str, Any] | None
     """What the DNS benchmark printed (:func:`bunnyrelay.lab.bench.dnsbench.run`)."""
+    costs: dict[str, dict[str, float]] | None = None
+    """CPU µs per call of each piece of a job's path (:mod:`.costs`)."""
 
     @property
     def targets(self) -> list[dict[str, Any]]:
@@ -136,6 +141,7 @@ class BenchResult:
             "table": text_table(self.results) if self.results else "",
             "targets": self.targets,
             "dns": self.dns,
+            "costs": self.costs,
         }
 
 
@@ -324,6 +330,7 @@ class Bench:
         cases = plan.cases()
         results: list[CaseResult] = []
         dns: dict[str, Any] | None = None
+        costs: dict[str, dict[str, float]] | None = None
         zone_argv = [sys.executable, "-m", "bunnyrelay.lab.bench.zone"]
         try:
             zone_log = self.scratch / "zone.log"
@@ -345,6 +352,9 @@ class Bench:
                 if plan.dns is not None:
                     self.say("DNS lookups: bunny's resolver, aiodns, dnspython, getaddrinfo")
                     dns = await self._run_dns(plan.dns)
+                if plan.costs and not plan.dns_only:
+                    self.say("per-job costs: each piece of a job's path timed alone")
+                    costs = await asyncio.to_thread(job_costs.measure_all, quick=plan.quick)
         except BaseException:
             self.say(f"relay logs kept in {self.scratch}")
             raise
@@ -353,6 +363,7 @@ class Bench:
             settings=self._settings(started_at, load_before, time.perf_counter() - started),
             results=results,
             dns=dns,
+            costs=costs,
         )
 
     async def _run_dns(self, settings: DnsBenchSettings) -> dict[str, Any]:
@@ -421,6 +432,13 @@ def render_text(result: BenchResult) -> str:
     lines += ["", "targets:", targets_text(result.targets)]
     if result.dns:
         lines += ["", "DNS lookups (A only, one question per lookup):", dnsbench.render(result.dns)]
+    if result.costs:
+        width = max(len(what) for what, _, _ in job_costs.rows(result.costs))
+        lines += ["", "per-job costs (CPU µs per call, each piece alone, in one process):"]
+        lines += [
+            f"  {what:<{width}}  {tracing:<20}  {value}"
+            for what, tracing, value in job_costs.rows(result.costs)
+        ]
     return "\n".join(lines)
 
 
@@ -437,6 +455,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--cases", help=f"comma-separated case keys to run: {', '.join(c.key for c in CASES)}"
     )
     parser.add_argument("--no-dns", action="store_true", help="skip the DNS benchmark")
+    parser.add_argument(
+        "--no-costs", action="store_true", help="skip timing the pieces of a job's path"
+    )
     parser.add_argument(
         "--dns-only", action="store_true", help="run only the DNS benchmark (no gRPC case)"
     )
@@ -457,6 +478,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         changes["only"] = tuple(k.strip() for k in args.cases.split(",") if k.strip())
     if args.no_dns:
         changes["dns"] = None
+    if args.no_costs:
+        changes["costs"] = False
     if args.dns_only:
         if args.no_dns or args.cases or args.write:
             parser.error("--dns-only runs no case, only the DNS benchmark, and writes no file")
@@ -468,7 +491,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     whole = not (plan.quick or plan.dns_only)
     target = None if args.no_write else args.write or (DOC if whole else None)
     if target is not None:
-        target.write_text(markdown_document(result.settings, result.results, result.dns))
+        target.write_text(
+            markdown_document(result.settings, result.results, result.dns, result.costs)
+        )
         print(f"bench: wrote {target}", file=sys.stderr)
     failed = sum(r.failed for r in result.results)
     return 0 if failed == 0 else 1

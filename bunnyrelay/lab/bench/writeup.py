@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from bunnyrelay.lab.bench import costs as job_costs
 from bunnyrelay.lab.bench.report import (
     CaseResult,
     markdown_rows,
@@ -33,8 +34,11 @@ inside the window. Every job has a fresh id (relay remembers ids) and a 100-byte
 **The baseline is measured in the same run**: `bunnyrelay/lab/bench/rawecho.py`, a minimal
 grpc.aio servicer of the same proto (answers every job with its payload; no telemetry, no
 checks, no store) and a minimal client (one channel; unary calls, or one `RunStream` call
-with one job per message matched by id, as bunny's stream runner does). It runs first, and
-again last, so the drift of a shared machine over the run shows.
+with one job per message matched by id: the plain stream issue 6 describes). It runs first,
+and again last, so the drift of a shared machine over the run shows. bunny's stream cases
+use `RunBatches` instead: bunny sends the jobs waiting on a stream together, up to a quarter
+of those in flight per message (so that relay works on one batch while bunny fills the
+next), and relay answers with every result that is ready.
 
 **What the columns mean.**
 - *jobs/s*: successful jobs per second of the window; *x base* is the ratio against the raw
@@ -80,14 +84,16 @@ ghz itself asks reflection for the method symbol, which grpc-python does not res
 stream; it runs one stream at a time carrying *N* jobs, so its stream figures are a batch
 pattern, not bunny's, and it reports no per-job latency for them.
 
-**The DNS benchmark** (`bunnyrelay/lab/bench/dnsbench.py`) asks the same lab DNS server for
-A records only, one question per lookup. *cached*: the same name again and again (bunny's
+**The DNS benchmark** (`bunnyrelay/lab/bench/dnsbench.py`) asks CoreDNS (the pinned build,
+its `template` plugin answering the bench zone; `bunnyrelay/lab/bench/zone.py`) for A
+records only, one question per lookup. *cached*: the same name again and again (bunny's
 cache, c-ares' query cache, a `dns.resolver.Cache`). *uncached*: every lookup asks a name no
 one asked before (a fresh resolver per method and distinct names), since c-ares keeps a
 cache of its own per channel. Latency is one lookup at a time; lookups/s and CPU per lookup
-with 32 lookups in flight. The lab server is Python too, so with lookups in flight it can
-limit every client alike: CPU per lookup compares the clients more fairly. getaddrinfo goes
-through the system resolver (glibc, nsswitch), which cannot be pointed at the lab server;
+with 32 lookups in flight. CoreDNS answers on every core, so it is not what limits
+lookups/s, though it shares the two cores with the client: CPU per lookup compares the
+clients most fairly. getaddrinfo goes through the system resolver (glibc, nsswitch), which
+cannot be pointed at another server;
 it is measured for `localhost` from /etc/hosts only, as the floor of a thread-pool lookup.
 
 **Load.** This is a shared 2-core machine unless the settings say otherwise: the load
@@ -95,6 +101,37 @@ average before and after the run, and at the end of each case (*load 1m*; the be
 own client and server account for about 2 of it), says how busy it was.
 Ratios measured in one run hold up better than absolute figures, but a busy machine blurs
 them too; rerun when the load was high.
+"""
+
+WHERE_TIME_GOES = """\
+What the profiles (py-spy, cProfile) and the table above say, and what was done about it:
+
+- **gRPC itself is most of every job.** Over half of relay's samples are inside gRPC's
+  callbacks (the C core and grpc.aio's completion-queue hand-over to asyncio), the same
+  work the raw baseline does. bunny and relay add their own Python per job (the two *gRPC
+  taken out* rows, against what the raw client and servicer do in their place) and one
+  W3C `traceparent` header per call that both sides' gRPC cores carry and parse. With
+  tracing off that Python is the whole gap on each side; there is no Python left that the
+  raw baseline does not also need except the checks, the store, the retries and the
+  telemetry a reference service must keep.
+- **Fixed:** the SDK's `Counter.add` per job (attributes cleaned and hashed on every call)
+  became a `bunnyrelay.tally.Tally` (a dict increment; the SDK reads the totals when it
+  collects); `rpc.client.duration` is recorded per stream call, as the conventions define
+  it, not per job of a stream; an unsampled job makes no CLIENT span (its own context goes
+  out); a pool with one address does not ask gRPC for its channel's state per job.
+- **Streams:** one job per message pays gRPC's per-message cost (a write, a read, a
+  completion hand-over on each side) per job. `RunBatches` shares it among the jobs of a
+  batch; batches are capped at a quarter of the jobs in flight, because one batch of all
+  of them makes bunny and relay take turns instead of working at once.
+- **Tracing at 100 %:** four spans per job (bunny's `job.submit` and CLIENT span, relay's
+  SERVER and job spans). Each costs the SDK's span creation and then the OTLP exporter's
+  encoding (both rows above): at four spans, more CPU per job than raw gRPC's whole call.
+  That, not bunny's or relay's own code, is why traced jobs stay far below the 0.85x target.
+- **DNS:** aiodns 4 gives each channel a c-ares event thread; its hand-over to the event
+  loop (channel lock, GIL, self-pipe) cost more CPU than the query. bunny runs aiodns in its
+  socket-callback mode on the event loop instead. A traced uncached lookup still pays two
+  exported spans (`dns.lookup`, `dns.query`) and a histogram record, which is what keeps it
+  above 1.3x bare aiodns.
 """
 
 RUNNING = """\
@@ -127,7 +164,10 @@ def _verdict(met: object) -> str:
 
 
 def markdown_document(
-    settings: dict[str, Any], results: Sequence[CaseResult], dns: dict[str, Any] | None
+    settings: dict[str, Any],
+    results: Sequence[CaseResult],
+    dns: dict[str, Any] | None,
+    costs: dict[str, dict[str, float]] | None = None,
 ) -> str:
     """The whole of docs/benchmarks.md for one run."""
     machine = settings["machine"]
@@ -213,6 +253,17 @@ def markdown_document(
             "",
             *(f"- {note}" for note in dns.get("notes") or ()),
             "",
+        ]
+    if costs:
+        parts += [
+            "## Where the time goes",
+            "",
+            "Each piece of a job's path timed alone, in one process "
+            "(`python -m bunnyrelay.lab.bench.costs`), CPU µs per call:",
+            "",
+            markdown_rows(["what", "tracing", "CPU µs per call"], job_costs.rows(costs)),
+            "",
+            WHERE_TIME_GOES,
         ]
     parts += [METHOD, RUNNING]
     return "\n".join(parts).rstrip() + "\n"
