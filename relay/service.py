@@ -33,7 +33,6 @@ from typing import Any, Generic, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from bunnyrelay.v1.jobs_pb2 import (
     JobBatch,
@@ -41,7 +40,6 @@ from bunnyrelay.v1.jobs_pb2 import (
     JobRequest,
     JobResult,
     JobStatus,
-    JobTimings,
     ResultBatch,
 )
 from bunnyrelay.v1.jobs_pb2_grpc import JobServiceServicer
@@ -103,10 +101,6 @@ def parse_batch(data: bytes) -> JobBatch:
         return JobBatch.FromString(data)
     except DecodeError:
         return UNREADABLE_BATCH
-
-
-def _timestamp(nanos: int) -> Timestamp:
-    return Timestamp(seconds=nanos // 1_000_000_000, nanos=nanos % 1_000_000_000)
 
 
 class JobRunner:
@@ -316,18 +310,15 @@ class JobRunner:
         received_ns: int,
         started_ns: int,
     ) -> JobResult:
-        return JobResult(
-            job_id=job_id,
-            status=status,
-            output=output,
-            error=error,
-            relay_instance=self.instance,
-            timings=JobTimings(
-                received_at=_timestamp(received_ns),
-                started_at=_timestamp(started_ns),
-                finished_at=_timestamp(time.time_ns()),
-            ),
+        result = JobResult(
+            job_id=job_id, status=status, output=output, error=error, relay_instance=self.instance
         )
+        # Set in place: building three Timestamps and a JobTimings to copy in costs twice as much.
+        timings = result.timings
+        timings.received_at.FromNanoseconds(received_ns)
+        timings.started_at.FromNanoseconds(started_ns)
+        timings.finished_at.FromNanoseconds(time.time_ns())
+        return result
 
     def interrupt(self) -> list[str]:
         """Cancel every running job; each caller gets :class:`Interrupted`. Returns their ids."""
