@@ -7,7 +7,8 @@
 - ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or the ``_TRACES_`` / ``_METRICS_`` variants)
   turns on OTLP export; ``OTEL_EXPORTER_OTLP_PROTOCOL`` picks ``grpc`` or
   ``http/protobuf`` (the specification's default). The exporters read the rest
-  of their ``OTEL_EXPORTER_OTLP_*`` settings themselves.
+  of their ``OTEL_EXPORTER_OTLP_*`` settings themselves; over gRPC, spans are encoded
+  by :mod:`bunnyrelay.otlpencode` (the same request as the official encoder, for less CPU).
 - ``OTEL_METRICS_EXEMPLAR_FILTER`` is honoured when set; unset, exemplars are
   off (the SDK's default, ``trace_based``, samples one on every measurement made
   inside a sampled span, which is per-call work for data no backend here reads).
@@ -102,11 +103,14 @@ def _otlp_endpoint_set(signal: str, environ: Mapping[str, str]) -> bool:
 
 def _span_exporter(protocol: str) -> SpanExporter:
     if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
-            OTLPSpanExporter,
-        )
+        # The official exporter with a cheaper encoder of the same request.
+        from bunnyrelay.otlpencode import GrpcSpanExporter
+
+        return GrpcSpanExporter()
+    # The HTTP exporter encodes inside export() itself, with no step to replace cleanly:
+    # it keeps the official encoder.
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
     return OTLPSpanExporter()
 
 
