@@ -11,25 +11,29 @@ not share what they ran; share Redis for that (:mod:`relay.stores.redis`).
 How a job goes through it:
 
 1. ``reserve``: in memory first (a duplicate of a job running here waits for
-   it; a recent result is replayed without touching the disk), then one row
-   read and, if the id is new, a claim row (``owner`` = this process, ``claimed_at``),
-   committed before the job runs. A claim row owned by another process is a
-   stale one (the file is this process's alone): it is taken over, counted in
-   ``runs`` and logged as ``job.reclaimed``.
+   it; a recent result is replayed without touching the disk), then a claim
+   row (``owner`` = this process, ``claimed_at``) inserted and committed before
+   the job runs; if the id has a row already, that row decides (replay, mismatch
+   or takeover). A claim row owned by another process is a stale one (the file
+   is this process's alone): it is taken over, counted in ``runs`` and logged as
+   ``job.reclaimed``.
 2. ``complete``: the result is written into the row and committed before relay
    answers, so a result the client saw is a result the store has.
 3. ``release`` (the job did not finish): the claim row is deleted.
 
-Group commit: one writer thread owns the connection. Each step above is put on
-a queue; the thread takes everything queued, runs it in one transaction and
-commits once, then settles the waiting futures on the event loop with one
-wake-up. While one commit is being synced to disk, the next batch gathers, so
-concurrent jobs share their fsyncs and the event loop never waits on the disk.
-When the last batch held more than one step (other jobs are in flight), the
-next one waits up to ``GATHER_S`` (1 ms), or until it is as large as the last,
-before it commits: through relay, steps trickle in as the event loop reaches
-each job, and fewer, larger commits leave the loop more of the interpreter
-(docs/stores.md has the numbers). A lone job never waits.
+Group commit: one writer thread owns the connection. The steps above that one
+pass of the event loop makes go to it together, in one queue item; the thread
+takes everything queued, writes it and commits once, then settles the waiting
+futures on the event loop with one wake-up. While one commit is being synced to
+disk, the next batch gathers, so concurrent jobs share their fsyncs and the
+event loop never waits on the disk. The usual batch (new claims and results of
+different jobs) is one multi-row statement committed on its own; anything else
+(a release, pruning, two steps about one job) goes step by step in a
+transaction. When the last batch held more than one step (other jobs are in
+flight), the next one waits up to ``GATHER_S`` (1 ms), or until it is as large
+as the last, before it commits: through relay, steps trickle in as the event
+loop reaches each job, and fewer, larger commits leave the loop more of the
+interpreter (docs/stores.md has the numbers). A lone job never waits.
 
 Durability: WAL journal, ``synchronous=FULL`` (each commit is fsynced), so a
 result acknowledged to a client survives a power loss too; group commit is
@@ -40,7 +44,9 @@ pruned in the background, a bounded batch at a time.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import functools
 import logging
 import os
 import queue
@@ -57,6 +63,7 @@ from google.protobuf.message import DecodeError
 
 from bunnyrelay.v1.jobs_pb2 import JobResult
 from relay.dedupe import (
+    DURABLE_CACHE_MAX,
     Claim,
     FingerprintMismatchError,
     IdempotencyStore,
@@ -111,180 +118,359 @@ class _Mismatch:
 
 
 _MISMATCH = _Mismatch()
+_NEW_CLAIM = _Claimed(1, None, None)
 
 _Decision: TypeAlias = _Claimed | _Done | _Mismatch
-_Step: TypeAlias = Callable[[sqlite3.Connection], Any]
+
+_INSERT = "INSERT INTO jobs (job_id, fingerprint, result, owner, claimed_at, runs, updated_at) "
+# An upsert: the row may have been pruned while a very long job ran.
+_SET_RESULT = (
+    "ON CONFLICT (job_id) DO UPDATE SET "
+    "result = excluded.result, owner = excluded.owner, updated_at = excluded.updated_at"
+)
+
+WRITE_ROWS = 1024
+"""Most steps :func:`_write_at_once` takes (fewer if SQLite allows fewer parameters)."""
 
 
-def _claim_step(job_id: str, fingerprint: bytes, owner: str) -> _Step:
-    def step(db: sqlite3.Connection) -> _Decision:
-        now = time.time()
+@functools.cache
+def _write_sql(rows: int) -> str:
+    """New claims and results, ``rows`` of them, in one statement (see :func:`_write_at_once`).
+
+    Parameters: owner, now, then (job_id, fingerprint, result) per row; a claim's
+    result is NULL, and a row whose job_id is NULL is padding, skipped. A row
+    whose id exists is a conflict: a result updates it, a claim leaves it alone.
+    """
+    values = ", ".join(f"(?{3 + 3 * n}, ?{4 + 3 * n}, ?{5 + 3 * n})" for n in range(rows))
+    return (
+        f"{_INSERT}SELECT column1, column2, column3, ?1, ?2, 1, ?2 FROM (VALUES {values}) "
+        f"WHERE column1 IS NOT NULL {_SET_RESULT} WHERE excluded.result IS NOT NULL"
+    )
+
+
+class _Step:
+    """One thing for the writer to do in a transaction, and who waits for its outcome.
+
+    ``outcome`` is set on the writer thread and read on the event loop after the
+    commit. ``job_id`` is None for steps that are not about one job (pruning).
+    """
+
+    __slots__ = ("future", "job_id", "outcome")
+
+    def __init__(self, job_id: str | None, future: asyncio.Future[Any] | None) -> None:
+        self.job_id = job_id
+        self.future = future
+        self.outcome: Any = None
+
+    def run(self, db: sqlite3.Cursor, owner: str, now: float) -> None:
+        """Do this step alone (the writer does claims and results of many jobs at once)."""
+        raise NotImplementedError
+
+    def settle(self, error: StoreError | None) -> None:
+        """On the event loop, once the transaction holding this step committed or failed."""
+        future = self.future
+        if future is None or future.done():  # nobody waits, or the waiter was cancelled
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(self.outcome)
+
+
+class _ClaimStep(_Step):
+    __slots__ = ("fingerprint",)
+
+    def __init__(self, job_id: str, fingerprint: bytes, future: asyncio.Future[Any]) -> None:
+        super().__init__(job_id, future)
+        self.fingerprint = fingerprint
+
+    def run(self, db: sqlite3.Cursor, owner: str, now: float) -> None:
+        job_id = self.job_id
         row = db.execute(
             "SELECT fingerprint, result, owner, claimed_at, runs FROM jobs WHERE job_id = ?",
             (job_id,),
         ).fetchone()
         if row is None:
             db.execute(
-                "INSERT INTO jobs (job_id, fingerprint, result, owner, claimed_at, runs, "
-                "updated_at) VALUES (?, ?, NULL, ?, ?, 1, ?)",
-                (job_id, fingerprint, owner, now, now),
+                f"{_INSERT}VALUES (?, ?, NULL, ?, ?, 1, ?)",
+                (job_id, self.fingerprint, owner, now, now),
             )
-            return _Claimed(1, None, None)
+            self.outcome = _NEW_CLAIM
+            return
         stored_fp, result, previous, claimed_at, runs = row
-        if stored_fp != fingerprint:
-            return _MISMATCH
-        if result is not None:
-            return _Done(result)
-        if previous == owner:
-            # Ours, left by a job cancelled while its claim was being written.
+        if stored_fp != self.fingerprint:
+            self.outcome = _MISMATCH
+        elif result is not None:
+            self.outcome = _Done(result)
+        elif previous == owner:
+            # Ours: left by a job cancelled while its claim was being written, or inserted
+            # a moment ago by this batch's one statement (see _write_at_once).
             db.execute(
                 "UPDATE jobs SET claimed_at = ?, updated_at = ? WHERE job_id = ?",
                 (now, now, job_id),
             )
-            return _Claimed(runs, None, None)
-        # A claim by another process: the file is this process's alone, so that one died.
+            self.outcome = _Claimed(runs, None, None)
+        else:
+            # A claim by another process: the file is this process's alone, so that one died.
+            db.execute(
+                "UPDATE jobs SET owner = ?, claimed_at = ?, runs = runs + 1, updated_at = ? "
+                "WHERE job_id = ?",
+                (owner, now, now, job_id),
+            )
+            self.outcome = _Claimed(runs + 1, previous, claimed_at)
+
+
+_Committed: TypeAlias = Callable[[Claim, JobResult, bytes], None]
+
+
+class _ResultStep(_Step):
+    __slots__ = ("claim", "committed", "fingerprint", "parsed", "result")
+
+    def __init__(
+        self,
+        claim: Claim,
+        parsed: JobResult,
+        result: bytes,
+        committed: _Committed,
+        future: asyncio.Future[Any],
+    ) -> None:
+        super().__init__(claim.job_id, future)
+        self.claim = claim
+        self.fingerprint = claim.fingerprint
+        self.parsed = parsed
+        self.result = result
+        self.committed = committed
+
+    def run(self, db: sqlite3.Cursor, owner: str, now: float) -> None:
         db.execute(
-            "UPDATE jobs SET owner = ?, claimed_at = ?, runs = runs + 1, updated_at = ? "
-            "WHERE job_id = ?",
-            (owner, now, now, job_id),
+            f"{_INSERT}VALUES (?, ?, ?, ?, ?, 1, ?) {_SET_RESULT}",
+            (self.job_id, self.fingerprint, self.result, owner, now, now),
         )
-        return _Claimed(runs + 1, previous, claimed_at)
 
-    return step
+    def settle(self, error: StoreError | None) -> None:
+        self.committed(self.claim, self.parsed, self.result)  # even if the caller is gone
+        super().settle(error)
 
 
-def _complete_step(job_id: str, fingerprint: bytes, owner: str, result: bytes) -> _Step:
-    def step(db: sqlite3.Connection) -> None:
-        now = time.time()
-        # An upsert: the row may have been pruned while a very long job ran.
+class _ReleaseStep(_Step):
+    __slots__ = ()
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id, None)
+
+    def run(self, db: sqlite3.Cursor, owner: str, now: float) -> None:
         db.execute(
-            "INSERT INTO jobs (job_id, fingerprint, result, owner, claimed_at, runs, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, 1, ?) ON CONFLICT (job_id) DO UPDATE SET "
-            "result = excluded.result, owner = excluded.owner, updated_at = excluded.updated_at",
-            (job_id, fingerprint, result, owner, now, now),
+            "DELETE FROM jobs WHERE job_id = ? AND result IS NULL AND owner = ?",
+            (self.job_id, owner),
         )
 
-    return step
 
+class _PruneStep(_Step):
+    __slots__ = ("cutoff",)
 
-def _release_step(job_id: str, owner: str) -> _Step:
-    def step(db: sqlite3.Connection) -> None:
-        db.execute(
-            "DELETE FROM jobs WHERE job_id = ? AND result IS NULL AND owner = ?", (job_id, owner)
-        )
+    def __init__(self, cutoff: float, future: asyncio.Future[Any]) -> None:
+        super().__init__(None, future)
+        self.cutoff = cutoff
 
-    return step
-
-
-def _prune_step(cutoff: float) -> _Step:
-    def step(db: sqlite3.Connection) -> int:
-        cursor = db.execute(
+    def run(self, db: sqlite3.Cursor, owner: str, now: float) -> None:
+        self.outcome = db.execute(
             "DELETE FROM jobs WHERE job_id IN "
             "(SELECT job_id FROM jobs WHERE updated_at < ? ORDER BY updated_at LIMIT ?)",
-            (cutoff, PRUNE_BATCH),
-        )
-        return cursor.rowcount
-
-    return step
+            (self.cutoff, PRUNE_BATCH),
+        ).rowcount
 
 
-_Future: TypeAlias = "asyncio.Future[Any] | None"
+def _write_at_once(
+    db: sqlite3.Cursor, batch: list[_Step], owner: str, now: float, most: int
+) -> bool:
+    """Write the common batch, new claims and results of distinct jobs, in one statement.
+
+    SQLite commits a statement run outside BEGIN on its own (fsynced: synchronous=FULL),
+    so the batch costs one statement and one commit. That matters beyond the statement:
+    the writer gives the interpreter lock back while SQLite works and must win it back
+    from the busy event loop afterwards, once per statement, and a statement per step
+    made each batch take several turns of the loop. Rows in one statement are written
+    in no particular order, so only a batch of at most ``most`` steps, no two about the
+    same job, qualifies; False (nothing written) for any other, to go step by step.
+
+    A claim whose id has a row already (a result evicted from memory, a claim left by a
+    dead process) leaves it alone and is not counted; then the batch's claims are
+    decided again one by one, in a transaction of their own: one just inserted reads
+    as this process's own claim, the others as what they are.
+    """
+    size = len(batch)
+    if size > most or db.connection.in_transaction:  # never inside a transaction left open
+        return False
+    params: list[Any] = [owner, now]
+    ids = set()
+    claims: list[_Step] = []
+    for step in batch:
+        if isinstance(step, _ClaimStep):
+            params += (step.job_id, step.fingerprint, None)
+            claims.append(step)
+        elif isinstance(step, _ResultStep):
+            params += (step.job_id, step.fingerprint, step.result)
+        else:
+            return False
+        ids.add(step.job_id)
+    if len(ids) != size:
+        return False
+    rows = 1 << (size - 1).bit_length()  # a power of two: a few statements to prepare
+    params += (None,) * (3 * (rows - size))
+    if db.execute(_write_sql(rows), params).rowcount == size:
+        for step in claims:
+            step.outcome = _NEW_CLAIM
+        return True
+    db.execute("BEGIN IMMEDIATE")
+    for step in claims:
+        step.run(db, owner, now)
+    db.execute("COMMIT")
+    return True
 
 
 class _Writer:
-    """The thread that owns the connection and commits queued steps in groups."""
+    """The thread that owns the connection and commits queued steps in groups.
+
+    On the event loop, steps collect in a list for one pass of the loop and go
+    to the thread together: one queue item, at most one wake-up of the thread
+    per pass, however many jobs the pass reached.
+    """
 
     def __init__(
         self,
         db: sqlite3.Connection,
         loop: asyncio.AbstractEventLoop,
         *,
+        owner: str,
         max_batch: int,
         gather_s: float = GATHER_S,
     ) -> None:
         self._db = db
         self._loop = loop
+        self._owner = owner
         self._max_batch = max_batch
         self._gather_s = gather_s if max_batch > 1 else 0.0
-        self._queue: queue.SimpleQueue[tuple[_Step, _Future] | None] = queue.SimpleQueue()
+        # Rows of three parameters, plus two, within SQLite's limit on parameters.
+        fit = (db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - 2) // 3
+        self._write_rows = 1 << (min(WRITE_ROWS, fit).bit_length() - 1)
+        self._pending: list[_Step] = []
+        self._queue: queue.SimpleQueue[list[_Step] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="relay-sqlite", daemon=True)
         self.commits = 0
-        """Transactions committed (for tests and benchmarks)."""
+        """Batches committed (for tests and benchmarks)."""
         self.steps = 0
 
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, step: _Step, *, wait: bool = True) -> asyncio.Future[Any] | None:
-        future = self._loop.create_future() if wait else None
-        self._queue.put((step, future))
+    def claim(self, job_id: str, fingerprint: bytes) -> asyncio.Future[Any]:
+        future = self._loop.create_future()
+        self._submit(_ClaimStep(job_id, fingerprint, future))
         return future
 
+    def complete(
+        self, claim: Claim, parsed: JobResult, result: bytes, committed: _Committed
+    ) -> asyncio.Future[Any]:
+        future = self._loop.create_future()
+        self._submit(_ResultStep(claim, parsed, result, committed, future))
+        return future
+
+    def release(self, job_id: str) -> None:
+        self._submit(_ReleaseStep(job_id))
+
+    def prune(self, cutoff: float) -> asyncio.Future[Any]:
+        future = self._loop.create_future()
+        self._submit(_PruneStep(cutoff, future))
+        return future
+
+    def _submit(self, step: _Step) -> None:
+        self._pending.append(step)
+        if len(self._pending) == 1:
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, []
+            self._queue.put(pending)
+
     async def stop(self) -> None:
+        self._flush()
         self._queue.put(None)
         await asyncio.to_thread(self._thread.join)
 
     def _run(self) -> None:
+        steps: collections.deque[_Step] = collections.deque()
+        db = self._db.cursor()
         last = 1
+        stopping = False
         try:
             while True:
-                item = self._queue.get()
-                if item is None:
-                    return
-                batch = [item]
-                stopping = False
-                # Only when the last batch had company: a lone job must not wait for none.
-                # Stop early once as many steps as last time are here: the rest are not coming.
-                until = time.monotonic() + self._gather_s if last > 1 else 0.0
-                while len(batch) < self._max_batch:
-                    try:
-                        more = self._queue.get_nowait()
-                    except queue.Empty:
-                        remaining = until - time.monotonic()
-                        if remaining <= 0 or len(batch) >= last:
-                            break
-                        try:
-                            more = self._queue.get(timeout=remaining)
-                        except queue.Empty:
-                            break
-                    if more is None:
-                        stopping = True
-                        break
-                    batch.append(more)
+                if not steps:
+                    if stopping:
+                        return
+                    item = self._queue.get()
+                    if item is None:
+                        return
+                    steps.extend(item)
+                stopping = self._take(steps, stopping, last)
+                batch = [steps.popleft() for _ in range(min(len(steps), self._max_batch))]
                 last = len(batch)
-                self._commit(batch)
-                if stopping:
-                    return
+                self._commit(db, batch)
         finally:
             self._db.close()
 
-    def _commit(self, batch: list[tuple[_Step, _Future]]) -> None:
-        outcomes: list[Any] = []
+    def _take(self, steps: collections.deque[_Step], stopping: bool, last: int) -> bool:
+        """Add what is queued to ``steps``; True once the stop has been asked for."""
+        get = self._queue.get_nowait
+        while not stopping:
+            try:
+                item = get()
+            except queue.Empty:
+                break
+            if item is None:
+                return True
+            steps.extend(item)
+        # Only when the last batch had company: a lone job must not wait for none.
+        # Stop early once as many steps as last time are here: the rest are not coming.
+        if stopping or last <= 1 or not self._gather_s:
+            return stopping
+        until = time.monotonic() + self._gather_s
+        while len(steps) < last:
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                item = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                break
+            if item is None:
+                return True
+            steps.extend(item)
+        return False
+
+    def _commit(self, db: sqlite3.Cursor, batch: list[_Step]) -> None:
         error: StoreError | None = None
+        owner, now = self._owner, time.time()
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            for step, _ in batch:
-                outcomes.append(step(self._db))
-            self._db.execute("COMMIT")
+            if not _write_at_once(db, batch, owner, now, self._write_rows):
+                db.execute("BEGIN IMMEDIATE")
+                for step in batch:
+                    step.run(db, owner, now)
+                db.execute("COMMIT")
             self.commits += 1
             self.steps += len(batch)
         except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
             error = StoreError(f"SQLite: {exc}")
-        futures = [future for _, future in batch]
         with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
-            self._loop.call_soon_threadsafe(_settle, futures, outcomes, error)
+            self._loop.call_soon_threadsafe(_settle, batch, error)
 
 
-def _settle(futures: list[_Future], outcomes: list[Any], error: StoreError | None) -> None:
-    for index, future in enumerate(futures):
-        if future is None or future.done():
-            continue
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(outcomes[index])
+def _settle(batch: list[_Step], error: StoreError | None) -> None:
+    for step in batch:
+        step.settle(error)
 
 
 # --- opening ------------------------------------------------------------------------------
@@ -387,7 +573,7 @@ class SqliteStore(IdempotencyStore):
         self._log = logger
         self._max_batch = max_batch
         self._claims = LocalClaims()
-        self._recent = RecentResults(capacity)
+        self._recent = RecentResults(min(capacity, DURABLE_CACHE_MAX))
         self._writer: _Writer | None = None
         self._pruner: asyncio.Task[None] | None = None
 
@@ -413,7 +599,9 @@ class SqliteStore(IdempotencyStore):
                 ", …" if count > len(examples) else "",
                 extra={"event": "store.stale_claims", "count": count, "path": str(self.path)},
             )
-        self._writer = _Writer(db, asyncio.get_running_loop(), max_batch=self._max_batch)
+        self._writer = _Writer(
+            db, asyncio.get_running_loop(), owner=self.owner, max_batch=self._max_batch
+        )
         self._writer.start()
         self._pruner = asyncio.get_running_loop().create_task(self._prune_forever())
         self._log.info(
@@ -440,16 +628,14 @@ class SqliteStore(IdempotencyStore):
             if replay is not None:
                 return replay
             claim = self._claims.add(job_id, fingerprint, confirmed=False)
-            step = _claim_step(job_id, fingerprint, self.owner)
-            future = self.writer.submit(step)
-            assert future is not None
+            future = self.writer.claim(job_id, fingerprint)
             try:
-                decision: _Decision = await asyncio.shield(future)
+                decision: _Decision = await future
             except BaseException:
                 # Cancelled, or the store failed: the claim may still reach the disk, so
                 # take it back there too (the queue keeps the order).
                 self._claims.forget(claim)
-                self.writer.submit(_release_step(job_id, self.owner), wait=False)
+                self.writer.release(job_id)
                 raise
             if isinstance(decision, _Claimed):
                 claim.confirmed = True
@@ -479,32 +665,26 @@ class SqliteStore(IdempotencyStore):
             return Replay(result)
 
     async def complete(self, claim: Claim, result: JobResult) -> None:
-        serialized = result.SerializeToString()
-        step = _complete_step(claim.job_id, claim.fingerprint, self.owner, serialized)
-        future = self.writer.submit(step)
-        assert future is not None
+        # Not shielded: a cancelled caller stops waiting; the write goes on, and so does
+        # _result_committed after it.
+        await self.writer.complete(
+            claim, result, result.SerializeToString(), self._result_committed
+        )
 
-        def settled(done: asyncio.Future[Any]) -> None:
-            # Whoever waits for this id learns the result only once it is on disk (or the
-            # disk failed, and memory is all there is); runs even if the caller is cancelled.
-            if not done.cancelled():
-                done.exception()
-            self._recent.add(claim.job_id, claim.fingerprint, result, serialized=serialized)
-            self._claims.forget(claim)
-
-        future.add_done_callback(settled)
-        await asyncio.shield(future)
+    def _result_committed(self, claim: Claim, result: JobResult, serialized: bytes) -> None:
+        # Whoever waits for this id learns the result only now that it is on disk (or the
+        # disk failed, and memory is all there is).
+        self._recent.add(claim.job_id, claim.fingerprint, result, serialized=serialized)
+        self._claims.forget(claim)
 
     async def release(self, claim: Claim) -> None:
         self._claims.forget(claim)
         if self._writer is not None:
-            self._writer.submit(_release_step(claim.job_id, self.owner), wait=False)
+            self._writer.release(claim.job_id)
 
     async def prune(self) -> int:
         """Delete rows older than the retention period, at most PRUNE_BATCH; returns how many."""
-        future = self.writer.submit(_prune_step(time.time() - self.retention_s))
-        assert future is not None
-        deleted = int(await future)
+        deleted = int(await self.writer.prune(time.time() - self.retention_s))
         if deleted:
             self._log.info(
                 "pruned %d jobs older than the retention period",

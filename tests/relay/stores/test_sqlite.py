@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bunnyrelay.v1.jobs_pb2 import JobResult
-from relay.dedupe import Claim, Replay, StoreError, fingerprint
+from relay.dedupe import Claim, FingerprintMismatchError, Replay, StoreError, fingerprint
 from relay.stores.sqlite import SqliteStore
 from tests.relay.stores.conftest import LOG, MakeStore
 
@@ -132,3 +132,91 @@ async def test_concurrent_jobs_share_commits(make_sqlite: MakeStore) -> None:
     assert writer.steps >= 600
     # Group commit: far fewer transactions than steps (one per step would be 600).
     assert writer.commits < writer.steps / 4, (writer.commits, writer.steps)
+
+
+async def test_claims_written_together_that_meet_rows_on_disk_are_each_decided_by_their_row(
+    make_sqlite: MakeStore, sqlite_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    dead: SqliteStore = await make_sqlite(instance="relay-0")
+    await dead.complete(await _claim(dead, "done"), JobResult(job_id="done", output=b"kept"))
+    await _claim(dead, "interrupted")
+    await dead.close()
+
+    caplog.set_level(logging.INFO, logger=LOG.name)
+    restarted: SqliteStore = await make_sqlite(instance="relay-0")
+    await restarted.prune()  # the pruning that open started is out of the way
+    commits = restarted.writer.commits
+    # One pass of the event loop: the four claims reach the writer as one batch.
+    new, done, interrupted, mismatch = await asyncio.gather(
+        restarted.reserve("new", FP),
+        restarted.reserve("done", FP),
+        restarted.reserve("interrupted", FP),
+        restarted.reserve("other-request", FP),
+        return_exceptions=True,
+    )
+    assert restarted.writer.commits == commits + 1
+
+    assert isinstance(new, Claim)
+    assert isinstance(done, Replay)
+    assert done.result.output == b"kept"
+    assert isinstance(interrupted, Claim)
+    assert isinstance(mismatch, Claim)  # a new id too
+    reclaimed = [r for r in caplog.records if getattr(r, "event", "") == "job.reclaimed"]
+    assert [getattr(r, "job_id", "") for r in reclaimed] == ["interrupted"]
+    await restarted.close()
+
+    rows = _rows(sqlite_path)
+    assert rows["new"] == (False, restarted.owner, 1)
+    assert rows["interrupted"] == (False, restarted.owner, 2)
+    assert rows["done"] == (True, dead.owner, 1)
+
+
+async def test_a_claim_written_together_with_a_row_of_another_request_is_a_mismatch(
+    make_sqlite: MakeStore,
+) -> None:
+    first: SqliteStore = await make_sqlite()
+    await first.complete(await _claim(first, "j-1"), JobResult(job_id="j-1"))
+    await first.close()
+
+    second: SqliteStore = await make_sqlite()
+    await second.prune()  # the pruning that open started is out of the way
+    other = fingerprint("echo", b"something else", {})
+    new, mismatch = await asyncio.gather(
+        second.reserve("j-2", FP), second.reserve("j-1", other), return_exceptions=True
+    )
+    assert isinstance(new, Claim)
+    assert isinstance(mismatch, FingerprintMismatchError)
+
+
+async def test_steps_about_one_job_in_one_batch_keep_their_order(make_sqlite: MakeStore) -> None:
+    store: SqliteStore = await make_sqlite()
+    await store.prune()  # the pruning that open started is out of the way
+    writer = store.writer
+    claim = Claim("j-1", FP)
+    committed: list[str] = []
+    # Submitted in one pass of the event loop, so they are committed as one batch.
+    first = writer.claim("j-1", FP)
+    result = writer.complete(
+        claim, JobResult(job_id="j-1"), b"stored", lambda c, r, b: committed.append(c.job_id)
+    )
+    again = writer.claim("j-1", FP)
+    commits = writer.commits
+
+    await asyncio.gather(first, result, again)
+    assert writer.commits == commits + 1
+    assert first.result().runs == 1
+    assert again.result().result == b"stored"  # the result came first: a replay
+    assert committed == ["j-1"]
+
+
+async def test_an_empty_result_is_kept_and_replayed_after_a_restart(
+    make_sqlite: MakeStore,
+) -> None:
+    first: SqliteStore = await make_sqlite()
+    await first.complete(await _claim(first, "empty"), JobResult())
+    await first.close()
+
+    second: SqliteStore = await make_sqlite()
+    replay = await second.reserve("empty", FP)
+    assert isinstance(replay, Replay)
+    assert replay.result == JobResult()
