@@ -105,6 +105,14 @@ class IdempotencyStore(abc.ABC):
 
 FINGERPRINT_BYTES = 16
 
+DURABLE_CACHE_MAX = 10_000
+"""Most recent results a durable store (SQLite, Redis) also keeps in memory.
+
+The store itself is what remembers; the cache only spares a resubmission of a recent
+job its read. A result held in memory costs about 0.35 KB (a 100-byte payload), so the
+memory store's 100,000 would add some 35 MB to relay's 45, for reads that rarely come.
+"""
+
 
 def fingerprint(kind: str, payload: bytes, attributes: Mapping[str, str]) -> bytes:
     """A digest of what makes two requests "the same job"; the trace context is not part of it."""

@@ -44,6 +44,7 @@ from redis.exceptions import RedisError
 from bunnyrelay.settings import SettingError
 from bunnyrelay.v1.jobs_pb2 import JobResult
 from relay.dedupe import (
+    DURABLE_CACHE_MAX,
     Claim,
     FingerprintMismatchError,
     IdempotencyStore,
@@ -215,7 +216,7 @@ class RedisStore(IdempotencyStore):
         self.owner = f"{instance}#{os.getpid()}-{secrets.token_hex(3)}"
         self._log = logger
         self._claims = LocalClaims()
-        self._recent = RecentResults(capacity)
+        self._recent = RecentResults(min(capacity, DURABLE_CACHE_MAX))
         self._held: dict[str, Claim] = {}
         self._client: aioredis.Redis | None = None
         self._renewer: asyncio.Task[None] | None = None

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bunnyrelay.lab.bench.cases import Case
+from bunnyrelay.lab.bench.cases import Case, Store
 
 
 @dataclass
@@ -174,7 +174,19 @@ def relay_targets(results: Sequence[CaseResult]) -> list[dict[str, object]]:
     """relay's own targets from issue 6: ready within 1.5 s, under 80 MB resident."""
     relays = [r for r in results if r.case.server == "relay"]
     ready = [r.server_ready_s for r in relays if r.server_ready_s is not None]
-    peak = [r.server_peak_mb for r in relays if r.server_peak_mb is not None]
+    # relay as deployed: its default store, SQLite, keeps results on disk and only a
+    # bounded cache of recent ones in memory. The memory store keeps every result it
+    # remembers (--dedupe-capacity) in memory by design, so its peak is shown apart.
+    peak = [
+        r.server_peak_mb
+        for r in relays
+        if r.server_peak_mb is not None and r.case.store is Store.DEFAULT
+    ]
+    in_memory = [
+        r.server_peak_mb
+        for r in relays
+        if r.server_peak_mb is not None and r.case.store is Store.MEMORY
+    ]
     out: list[dict[str, object]] = []
     if ready:
         out.append(
@@ -188,10 +200,21 @@ def relay_targets(results: Sequence[CaseResult]) -> list[dict[str, object]]:
     if peak:
         out.append(
             {
-                "target": "relay peak resident memory at 64 jobs in flight, largest, MiB",
+                "target": "relay peak resident memory at 64 jobs in flight, default store "
+                "(SQLite), largest, MiB",
                 "value": round(max(peak), 1),
                 "goal": "< 80 MB (76.3 MiB)",
                 "met": max(peak) < 80e6 / 2**20,
+            }
+        )
+    if in_memory:
+        out.append(
+            {
+                "target": "the same with --store memory, which holds up to --dedupe-capacity "
+                "results (100,000) in memory, MiB",
+                "value": round(max(in_memory), 1),
+                "goal": "(grows with the results held; docs/stores.md)",
+                "met": None,
             }
         )
     return out
