@@ -33,7 +33,7 @@ from opentelemetry.context import attach, detach
 from opentelemetry.propagate import extract
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
-from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
+from opentelemetry.trace import SpanKind, Status, StatusCode, get_current_span, set_span_in_context
 from opentelemetry.util.types import AttributeValue
 
 from bunnyrelay import semconv
@@ -104,6 +104,29 @@ def never_records(provider: trace.TracerProvider) -> bool:
     return provider.sampler.get_description() == "AlwaysOffSampler"
 
 
+_DROPS_UNSAMPLED_PARENTS = (
+    "remoteParentNotSampled:AlwaysOffSampler",
+    "localParentNotSampled:AlwaysOffSampler",
+)
+
+
+def drops_unsampled_children(provider: trace.TracerProvider) -> bool:
+    """True when ``provider``'s sampler records no child of an unsampled parent (every
+    ``parentbased_*`` sampler the ``OTEL_*`` variables can choose)."""
+    if not isinstance(provider, SdkTracerProvider):
+        return False
+    description = provider.sampler.get_description()
+    return description.startswith("ParentBased{") and all(
+        part in description for part in _DROPS_UNSAMPLED_PARENTS
+    )
+
+
+def _unsampled(span: trace.Span) -> bool:
+    """A real trace's span that records nothing: its children would record nothing either."""
+    context = span.get_span_context()
+    return context.is_valid and not context.trace_flags.sampled and not span.is_recording()
+
+
 def _has_traceparent(metadata: Metadata) -> bool:
     return any(name == _TRACEPARENT for name, _ in metadata)
 
@@ -132,7 +155,11 @@ class RelayTelemetry:
         meter_provider: metrics.MeterProvider | None = None,
     ) -> None:
         self._tracer = trace.get_tracer("relay", tracer_provider=tracer_provider)
-        self._spans = not never_records(tracer_provider or trace.get_tracer_provider())
+        provider = tracer_provider or trace.get_tracer_provider()
+        self._spans = not never_records(provider)
+        # Then a span under a caller's unsampled span would be made only to be dropped:
+        # the caller's own context stands in for it (same trace id on the log lines).
+        self._skip_unsampled = drops_unsampled_children(provider)
         meter = metrics.get_meter("relay", meter_provider=meter_provider)
         self._duration = meter.create_histogram(
             semconv.METRIC_RPC_SERVER_DURATION,
@@ -187,18 +214,21 @@ class RelayTelemetry:
         by_code = self._rpc_attributes(method)
         tracer = self._tracer
         record = self._duration.record
+        skip_unsampled = self._skip_unsampled
 
         async def traced(request: JobRequest, context: Context) -> JobResult:
             start = perf_counter()
             metadata: Metadata = context.invocation_metadata() or ()
             parent = extract(metadata, getter=_METADATA)
             code = _OK
-            span = tracer.start_span(
-                name,
-                context=parent,
-                kind=SpanKind.SERVER,
-                attributes=attributes_for(context.peer()),
-            )
+            span = get_current_span(parent)
+            if not (skip_unsampled and _unsampled(span)):
+                span = tracer.start_span(
+                    name,
+                    context=parent,
+                    kind=SpanKind.SERVER,
+                    attributes=attributes_for(context.peer()),
+                )
             token = attach(set_span_in_context(span))
             try:
                 return await behavior(request, context)
@@ -276,6 +306,7 @@ class RelayTelemetry:
         names = self._span_names
         known_attributes = self._job_attributes
         instance = self._instance
+        skip_unsampled = self._skip_unsampled
 
         async def traced(request: JobRequest, context: Context) -> JobResult:
             kind = request.kind
@@ -283,10 +314,12 @@ class RelayTelemetry:
             if attributes is None:
                 # Unknown kinds share one span name, so a client cannot mint new names.
                 attributes = {semconv.JOB_KIND: kind[:64], semconv.RELAY_INSTANCE: instance}
-            span = tracer.start_span(
-                names.get(kind, "job"), kind=SpanKind.INTERNAL, attributes=attributes
-            )
-            span.set_attribute(semconv.JOB_ID, request.job_id)
+            span = get_current_span()
+            if not (skip_unsampled and _unsampled(span)):
+                span = tracer.start_span(
+                    names.get(kind, "job"), kind=SpanKind.INTERNAL, attributes=attributes
+                )
+                span.set_attribute(semconv.JOB_ID, request.job_id)
             token = attach(set_span_in_context(span))
             try:
                 try:
@@ -337,17 +370,20 @@ class RelayTelemetry:
         attributes_for = self._span_attributes(method)
         tracer = self._tracer
         traced_job = self.job(execute)
+        skip_unsampled = self._skip_unsampled
 
         async def traced(request: JobRequest, context: Context) -> JobResult:
             carrier = request.trace_context
             parent = _job_context(carrier) if carrier.traceparent else _ROOT
             code = _OK
-            span = tracer.start_span(
-                name,
-                context=parent,
-                kind=SpanKind.SERVER,
-                attributes=attributes_for(context.peer()),
-            )
+            span = get_current_span(parent)
+            if not (skip_unsampled and _unsampled(span)):
+                span = tracer.start_span(
+                    name,
+                    context=parent,
+                    kind=SpanKind.SERVER,
+                    attributes=attributes_for(context.peer()),
+                )
             token = attach(set_span_in_context(span))
             try:
                 return await traced_job(request, context)

@@ -13,12 +13,12 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 from opentelemetry.trace import SpanKind, StatusCode
 
 from bunnyrelay import semconv
 from bunnyrelay.logs import configure_logging
-from bunnyrelay.v1.jobs_pb2 import TraceContext
+from bunnyrelay.v1.jobs_pb2 import JobBatch, TraceContext
 from relay.tracing import parse_peer
 from tests.relay.harness import collect, job, local_relay
 from tests.telemetry_fixtures import span_exporter
@@ -244,3 +244,40 @@ async def test_with_sampling_always_off_no_span_is_made_yet_logs_keep_the_caller
     }
     assert counted["bunnyrelay.jobs"] == 2
     assert counted["rpc.server.duration"] == 2  # one Run call, one RunStream call
+
+
+async def test_an_unsampled_callers_jobs_make_no_spans_but_sampled_ones_do() -> None:
+    # The default parent-based sampler: a caller that did not sample its trace gets no
+    # span from relay (none would be recorded), yet its trace id is on relay's log lines.
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider(sampler=ParentBased(ALWAYS_ON))
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    stream = io.StringIO()
+    logger = configure_logging("relay.test-unsampled", fmt="json", stream=stream)
+    unsampled = f"00-{TRACE_A}-{PARENT}-00"
+    try:
+        async with local_relay(
+            tracer_provider=tracer_provider, logger=logger, log_format="json"
+        ) as local:
+            await local.stub.Run(job("unsampled-1", "echo"), metadata=(("traceparent", unsampled),))
+            streamed = job("unsampled-2", "echo")
+            streamed.trace_context.CopyFrom(TraceContext(traceparent=unsampled))
+            batch = JobBatch(jobs=[streamed])
+            await collect(local.stub.RunBatches(iter([batch])))
+            await local.stub.Run(
+                job("sampled-1", "echo"), metadata=(("traceparent", _traceparent(TRACE_B)),)
+            )
+    finally:
+        tracer_provider.shutdown()
+
+    assert _in_trace(exporter.get_finished_spans(), TRACE_A) == {}
+    assert set(_in_trace(exporter.get_finished_spans(), TRACE_B)) == {
+        "bunnyrelay.v1.JobService/Run",
+        "job echo",
+    }
+    executed = {
+        entry["job_id"]: entry["trace_id"]
+        for entry in map(json.loads, stream.getvalue().splitlines())
+        if entry.get("event") == "job.executed"
+    }
+    assert executed == {"unsampled-1": TRACE_A, "unsampled-2": TRACE_A, "sampled-1": TRACE_B}
