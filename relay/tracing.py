@@ -207,28 +207,36 @@ class RelayTelemetry:
 
         return for_peer
 
-    def unary(self, method: str, behavior: UnaryBehavior) -> UnaryBehavior:
-        """A SERVER span and a duration per call, parented by the call's metadata."""
+    def _server_spans(self, method: str) -> Callable[[OtelContext, str], trace.Span]:
+        """``start(parent, peer)``: the SERVER span of a call or a stream's job, or the
+        parent's own unsampled span when a new one would record nothing."""
         name = f"{SERVICE}/{method}"
         attributes_for = self._span_attributes(method)
-        by_code = self._rpc_attributes(method)
         tracer = self._tracer
-        record = self._duration.record
         skip_unsampled = self._skip_unsampled
+
+        def start(parent: OtelContext, peer: str) -> trace.Span:
+            span = get_current_span(parent)
+            if skip_unsampled and _unsampled(span):
+                return span
+            return tracer.start_span(
+                name, context=parent, kind=SpanKind.SERVER, attributes=attributes_for(peer)
+            )
+
+        return start
+
+    def unary(self, method: str, behavior: UnaryBehavior) -> UnaryBehavior:
+        """A SERVER span and a duration per call, parented by the call's metadata."""
+        start_server_span = self._server_spans(method)
+        by_code = self._rpc_attributes(method)
+        record = self._duration.record
 
         async def traced(request: JobRequest, context: Context) -> JobResult:
             start = perf_counter()
             metadata: Metadata = context.invocation_metadata() or ()
             parent = extract(metadata, getter=_METADATA)
             code = _OK
-            span = get_current_span(parent)
-            if not (skip_unsampled and _unsampled(span)):
-                span = tracer.start_span(
-                    name,
-                    context=parent,
-                    kind=SpanKind.SERVER,
-                    attributes=attributes_for(context.peer()),
-                )
+            span = start_server_span(parent, context.peer())
             token = attach(set_span_in_context(span))
             try:
                 return await behavior(request, context)
@@ -366,24 +374,14 @@ class RelayTelemetry:
 
     def streamed_job(self, method: str, execute: Executor) -> Executor:
         """Per job of a stream: a SERVER span parented by the job's own trace context."""
-        name = f"{SERVICE}/{method}"
-        attributes_for = self._span_attributes(method)
-        tracer = self._tracer
+        start_server_span = self._server_spans(method)
         traced_job = self.job(execute)
-        skip_unsampled = self._skip_unsampled
 
         async def traced(request: JobRequest, context: Context) -> JobResult:
             carrier = request.trace_context
             parent = _job_context(carrier) if carrier.traceparent else _ROOT
             code = _OK
-            span = get_current_span(parent)
-            if not (skip_unsampled and _unsampled(span)):
-                span = tracer.start_span(
-                    name,
-                    context=parent,
-                    kind=SpanKind.SERVER,
-                    attributes=attributes_for(context.peer()),
-                )
+            span = start_server_span(parent, context.peer())
             token = attach(set_span_in_context(span))
             try:
                 return await traced_job(request, context)

@@ -6,9 +6,6 @@ without failures and that the report says which server answered.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,7 +15,6 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from bunnyrelay.lab.bench.children import child_env
 from bunnyrelay.lab.bench.zone import (
     CACHED_NAME,
     UNCACHED_NAME,
@@ -27,6 +23,7 @@ from bunnyrelay.lab.bench.zone import (
     numbered,
 )
 from bunnyrelay.lab.tools import COREDNS, ToolMissingError, tool
+from tests.bench.harness import run_bench_module
 
 
 @pytest.fixture
@@ -75,26 +72,7 @@ async def test_coredns_says_nodata_for_aaaa_and_nxdomain_for_other_names(
 
 @pytest.mark.timeout(180)
 async def test_dns_only_run_asks_coredns_and_every_method_succeeds() -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bunnyrelay.lab.bench",
-        "--dns-only",
-        "--quick",
-        "--json",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=child_env(),
-    )
-    try:
-        async with asyncio.timeout(150):
-            out, err = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode == 0, err.decode()[-3000:]
-    result = json.loads(out)
+    result = await run_bench_module("--dns-only", "--quick", within=150)
 
     assert result["cases"] == []
     dns_result = result["dns"]

@@ -7,44 +7,21 @@ document have their shape.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bunnyrelay.lab.bench.cases import CASES
-from bunnyrelay.lab.bench.children import child_env
+from tests.bench.harness import run_bench_module
 
 RATIO = re.compile(r"\(\d+\.\d\dx\)")
 
 
 async def _quick_run(tmp_path: Path) -> tuple[dict[str, Any], Path]:
     written = tmp_path / "benchmarks.md"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bunnyrelay.lab.bench",
-        "--quick",
-        "--json",
-        "--write",
-        str(written),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=child_env(),
-    )
-    try:
-        async with asyncio.timeout(280):
-            out, err = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode == 0, err.decode()[-3000:]
-    return json.loads(out), written
+    return await run_bench_module("--quick", "--write", str(written), within=280), written
 
 
 @pytest.mark.timeout(300)
