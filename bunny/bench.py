@@ -1,7 +1,7 @@
 """``bunny bench``: closed-loop load on a relay through bunny's real runners.
 
 Every job goes the way ``bunny submit`` sends it (the resolver and its caches,
-the relay pool, the retries, the spans, ``Run`` or ``RunStream``), driven by
+the relay pool, the retries, the spans, ``Run`` or ``RunBatches``), driven by
 :func:`bunny.loadgen.drive` with ``concurrency`` jobs in flight. Telemetry is
 whatever the standard ``OTEL_*`` variables make it, so the same command measures
 tracing off (``OTEL_TRACES_SAMPLER=always_off``), sampled, or exported.
@@ -47,7 +47,7 @@ class BenchSettings:
     warmup_s: float = 1.0
     """Seconds of load before the window opens (channels connect, the DNS cache fills)."""
     stream: bool = False
-    """Send jobs over ``RunStream`` (one stream per relay address) instead of ``Run``."""
+    """Send jobs over ``RunBatches`` (one stream per relay address) instead of ``Run``."""
     payload_bytes: int = 100
     """Size of each job's payload."""
     kind: str = "echo"

@@ -7,7 +7,7 @@ by attributes on ``job.submit`` itself, see :meth:`RelayPool.lookup`), then one
 CLIENT span per RPC attempt, under which relay puts its server and job spans.
 
 :class:`UnaryRunner` uses ``JobService/Run``; :mod:`bunny.streaming` reuses
-this skeleton for ``RunStream``.
+this skeleton for ``RunBatches``.
 """
 
 from __future__ import annotations
