@@ -108,6 +108,9 @@ class _Stream:
         # No call deadline: each job carries its own, enforced here and by relay's drain.
         self.call = endpoint.stub.RunBatches()
         self.waiting: dict[str, asyncio.Future[jobs_pb2.JobResult]] = {}
+        # Further jobs with an id already waiting (a caller may send one id twice at once):
+        # relay answers each, in order, so each answer goes to the oldest still waiting.
+        self._also_waiting: dict[str, list[asyncio.Future[jobs_pb2.JobResult]]] = {}
         self.broken: RelayCallFailed | None = None
         self._queued: list[jobs_pb2.JobRequest] = []
         self._wanted = asyncio.Event()
@@ -124,6 +127,8 @@ class _Stream:
             async for batch in self.call:
                 for result in batch.results:
                     future = waiting.pop(result.job_id, None)
+                    if self._also_waiting:
+                        self._promote(result.job_id)
                     if future is not None and not future.done():
                         future.set_result(result)
             code = grpc.StatusCode.OK
@@ -140,9 +145,19 @@ class _Stream:
         self._queued.clear()
         self._wanted.set()
         waiting, self.waiting = self.waiting, {}
-        for future in waiting.values():
+        also, self._also_waiting = self._also_waiting, {}
+        for future in [*waiting.values(), *(f for more in also.values() for f in more)]:
             if not future.done():
                 future.set_exception(error)
+
+    def _promote(self, job_id: str) -> None:
+        """The next job waiting with ``job_id`` takes its place, if there is one."""
+        more = self._also_waiting.get(job_id)
+        if more is None:
+            return
+        self.waiting[job_id] = more.pop(0)
+        if not more:
+            del self._also_waiting[job_id]
 
     async def _write(self) -> None:
         queued = self._queued
@@ -193,7 +208,10 @@ class _Stream:
             raise self.broken
         job_id = request.job_id
         future: asyncio.Future[jobs_pb2.JobResult] = asyncio.get_running_loop().create_future()
-        self.waiting[job_id] = future
+        if job_id in self.waiting:
+            self._also_waiting.setdefault(job_id, []).append(future)
+        else:
+            self.waiting[job_id] = future
         self._queued.append(request)
         self._wanted.set()
         try:
@@ -208,8 +226,19 @@ class _Stream:
         finally:
             if not future.done():
                 self._unqueue(request)
-            if self.waiting.get(job_id) is future:
-                del self.waiting[job_id]
+            self._forget(job_id, future)
+
+    def _forget(self, job_id: str, future: asyncio.Future[jobs_pb2.JobResult]) -> None:
+        """Stop waiting with ``future`` (answered, timed out or cancelled)."""
+        if self.waiting.get(job_id) is future:
+            del self.waiting[job_id]
+            self._promote(job_id)
+            return
+        more = self._also_waiting.get(job_id)
+        if more is not None and future in more:
+            more.remove(future)
+            if not more:
+                del self._also_waiting[job_id]
 
     async def close(self) -> None:
         self._closing = True

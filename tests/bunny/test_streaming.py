@@ -88,3 +88,20 @@ async def test_large_jobs_never_make_a_message_larger_than_the_bound(
     assert sum(len(message.jobs) for message in batches) == 24
     assert all(message.ByteSize() <= BATCH_BYTES for message in batches)
     assert any(len(message.jobs) > 1 for message in batches)
+
+
+async def test_the_same_job_id_twice_at_once_gets_two_answers_one_replayed() -> None:
+    # relay answers each submission of an id; each answer goes to one waiting caller.
+    async with stream_runner() as runner:
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(
+                runner.run(job("twice", "sleep", b"200")),
+                runner.run(job("twice", "sleep", b"200")),
+                runner.run(job("once", "echo", b"x")),
+            ),
+            10,
+        )
+
+    assert all(o.ok for o in outcomes), [o.error for o in outcomes]
+    assert sorted(o.replayed for o in outcomes[:2]) == [False, True]
+    assert outcomes[2].output == b"x"
