@@ -166,19 +166,17 @@ class AttemptRecord:
         traceback: TracebackType | None,
     ) -> None:
         code = self.code
-        span = self.span
-        if self._token is None:
-            # No span of its own (see __enter__): the job's span is not this one to end.
-            if self._measured:
-                record_duration(self._method, code, time.perf_counter() - self._started)
-            return
-        context.detach(self._token)
-        if span.is_recording():
-            span.set_attribute(semconv.RPC_GRPC_STATUS_CODE, code.value[0])
-            if code is not _OK:
-                span.set_status(Status(StatusCode.ERROR, code.name))
-                span.set_attribute(semconv.ERROR_TYPE, code.name)
-        span.end()
+        # Without a token there is no span of its own (see __enter__): the job's span
+        # is not this one to end.
+        if self._token is not None:
+            context.detach(self._token)
+            span = self.span
+            if span.is_recording():
+                span.set_attribute(semconv.RPC_GRPC_STATUS_CODE, code.value[0])
+                if code is not _OK:
+                    span.set_status(Status(StatusCode.ERROR, code.name))
+                    span.set_attribute(semconv.ERROR_TYPE, code.name)
+            span.end()
         if self._measured:
             record_duration(self._method, code, time.perf_counter() - self._started)
 
