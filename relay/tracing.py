@@ -81,7 +81,8 @@ class _MetadataGetter(Getter[Metadata]):
         return [name for name, _ in carrier]
 
 
-_METADATA = _MetadataGetter()
+METADATA_GETTER = _MetadataGetter()
+"""For ``extract(metadata, getter=METADATA_GETTER)`` on a call's invocation metadata."""
 
 
 def parse_peer(peer: str) -> dict[str, AttributeValue]:
@@ -234,7 +235,7 @@ class RelayTelemetry:
         async def traced(request: JobRequest, context: Context) -> JobResult:
             start = perf_counter()
             metadata: Metadata = context.invocation_metadata() or ()
-            parent = extract(metadata, getter=_METADATA)
+            parent = extract(metadata, getter=METADATA_GETTER)
             code = _OK
             span = start_server_span(parent, context.peer())
             token = attach(set_span_in_context(span))
@@ -261,7 +262,9 @@ class RelayTelemetry:
             metadata: Metadata = context.invocation_metadata() or ()
             # No span, but the caller's context, for the trace id on log lines.
             token = (
-                attach(extract(metadata, getter=_METADATA)) if _has_traceparent(metadata) else None
+                attach(extract(metadata, getter=METADATA_GETTER))
+                if _has_traceparent(metadata)
+                else None
             )
             code = _OK
             try:

@@ -69,9 +69,9 @@ class Target:
 class Case:
     key: str
     client: str
-    """``raw``, ``bunny`` or ``ghz``."""
+    """``raw``, ``floor`` (raw with the conventions' telemetry), ``bunny`` or ``ghz``."""
     server: str
-    """``raw`` or ``relay``."""
+    """``raw``, ``floor`` or ``relay``."""
     stream: bool
     tracing: Tracing = Tracing.NONE
     dns: Dns = Dns.NONE
@@ -104,6 +104,8 @@ RAW_UNARY = "raw-unary"
 RAW_STREAM = "raw-stream"
 RAW_UNARY_AGAIN = "raw-unary-end"
 GHZ_RAW = "ghz-raw-unary"
+FLOOR_OFF = "floor-unary-off"
+FLOOR_TRACED = "floor-unary-100"
 
 _UNARY_MIN = Target(0.95, RAW_UNARY)
 _UNARY_TRACED = Target(0.85, RAW_UNARY)
@@ -135,6 +137,25 @@ def _bunny(
 CASES: tuple[Case, ...] = (
     Case(RAW_UNARY, "raw", "raw", False),
     Case(RAW_STREAM, "raw", "raw", True, baseline=RAW_UNARY),
+    # The most an instrumented service can reach: see bunnyrelay.lab.bench.floor.
+    Case(
+        FLOOR_OFF,
+        "floor",
+        "floor",
+        False,
+        Tracing.OFF,
+        baseline=RAW_UNARY,
+        title="floor: raw unary + W3C context, RPC duration metrics, tracing off",
+    ),
+    Case(
+        FLOOR_TRACED,
+        "floor",
+        "floor",
+        False,
+        Tracing.ALL,
+        baseline=RAW_UNARY,
+        title="floor: the same + a CLIENT and a SERVER span per call, 100%",
+    ),
     _bunny("unary-off", stream=False, tracing=Tracing.OFF, target=_UNARY_MIN),
     _bunny("unary-10", stream=False, tracing=Tracing.SAMPLED, target=_UNARY_MIN),
     _bunny("unary-100", stream=False, tracing=Tracing.ALL, target=_UNARY_TRACED),

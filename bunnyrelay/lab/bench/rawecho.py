@@ -75,9 +75,9 @@ class EchoServicer(jobs_pb2_grpc.JobServiceServicer):
             )
 
 
-async def serve(listen: str) -> None:
+async def serve(listen: str, servicer: EchoServicer | None = None) -> None:
     server = grpc.aio.server()
-    jobs_pb2_grpc.add_JobServiceServicer_to_server(EchoServicer(), server)
+    jobs_pb2_grpc.add_JobServiceServicer_to_server(servicer or EchoServicer(), server)
     port = server.add_insecure_port(listen)
     await server.start()
     stop = asyncio.Event()

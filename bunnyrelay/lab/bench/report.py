@@ -1,148 +1,125 @@
-"""The results of ``make bench``: one table of ratios, as text for people, JSON for machines,
-and Markdown for docs/benchmarks.md (with the method it was measured by)."""
+"""The results of ``make bench``: one table of ratios, as text for people and as Markdown for
+docs/benchmarks.md (:mod:`.writeup`). Each row is a case over every round (:mod:`.rounds`):
+its figures combined, its ratios the median of the per-round ratios."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from bunnyrelay.lab.bench.cases import Case, Store
+from bunnyrelay.lab.bench.cases import Store
+from bunnyrelay.lab.bench.rounds import CaseResult, CaseRounds, Spread
+
+RANGE_DASH = "\u2013"
+"""An en dash: between the lowest and the highest value of a range."""
 
 
-@dataclass
-class CaseResult:
-    """One case as measured. CPU per job is per *successful* job of the measured window."""
-
-    case: Case
-    jobs: int
-    failed: int
-    jobs_per_s: float
-    p50_ms: float | None
-    p99_ms: float | None
-    client_cpu_us: float | None
-    server_cpu_us: float | None
-    client_peak_mb: float | None
-    server_peak_mb: float | None
-    server_ready_s: float | None = None
-    spans_per_job: float | None = None
-    """Spans the OTLP receiver got from bunny and relay per job run (warm-up included)."""
-    dns_queries_per_job: float | None = None
-    """Queries that reached the DNS server per job run (warm-up included)."""
-    windowed: bool = True
-    """Whether the server's CPU was read at the client's window marks (else over its life)."""
-    load_average: float = 0.0
-    errors: dict[str, int] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, object]:
-        c = self.case
-        return {
-            "key": c.key,
-            "label": c.label,
-            "client": c.client,
-            "server": c.server,
-            "mode": c.mode,
-            "tracing": c.tracing.value,
-            "dns": c.dns.value,
-            "store": c.store.value,
-            "baseline": c.baseline,
-            "jobs": self.jobs,
-            "failed": self.failed,
-            "jobs_per_s": round(self.jobs_per_s, 1),
-            "p50_ms": self.p50_ms,
-            "p99_ms": self.p99_ms,
-            "client_cpu_us_per_job": _r(self.client_cpu_us, 1),
-            "server_cpu_us_per_job": _r(self.server_cpu_us, 1),
-            "client_peak_rss_mb": _r(self.client_peak_mb, 1),
-            "server_peak_rss_mb": _r(self.server_peak_mb, 1),
-            "server_ready_s": _r(self.server_ready_s, 3),
-            "spans_per_job": _r(self.spans_per_job, 2),
-            "dns_queries_per_job": _r(self.dns_queries_per_job, 3),
-            "server_cpu_windowed": self.windowed,
-            "load_average_1m": round(self.load_average, 2),
-            "errors": dict(self.errors),
-        }
+def _range(spread: Spread) -> str:
+    return f"{spread.low:.2f}{RANGE_DASH}{spread.high:.2f}"
 
 
-def _r(value: float | None, digits: int) -> float | None:
-    return None if value is None else round(value, digits)
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return None if a is None or not b else a / b
+def ratio_text(spread: Spread) -> str:
+    """The median ratio (``0.72x``), then with more than one round the lowest and the highest
+    in brackets."""
+    text = f"{spread.median:.2f}x"
+    return f"{text} ({_range(spread)})" if spread.count > 1 else text
 
 
 @dataclass(frozen=True, slots=True)
 class Column:
     title: str
-    width: int
-    cell: Callable[[CaseResult, CaseResult | None], str]
-    """The text for a result, given its baseline's result (None for a baseline)."""
+    cell: Callable[[CaseRounds], str]
 
 
 def _num(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _x(value: float | None, base: float | None) -> str:
-    ratio = _ratio(value, base)
-    return "" if ratio is None else f"{ratio:.2f}x"
-
-
 def _with_ratio(
-    get: Callable[[CaseResult], float | None], spec: str
-) -> Callable[[CaseResult, CaseResult | None], str]:
-    def cell(result: CaseResult, base: CaseResult | None) -> str:
-        text = _num(get(result), spec)
-        ratio = _x(get(result), get(base)) if base is not None else ""
-        return f"{text} ({ratio})" if ratio else text
+    get: Callable[[CaseResult], float | None],
+    ratio: Callable[[CaseRounds], Spread | None],
+    spec: str,
+    *,
+    with_range: bool = False,
+) -> Callable[[CaseRounds], str]:
+    """The combined figure, then the median of its per-round ratios against the baseline."""
+
+    def cell(case: CaseRounds) -> str:
+        text = _num(get(case.combined), spec)
+        spread = ratio(case)
+        if spread is None:
+            return text
+        if with_range and spread.count > 1:
+            return f"{text} ({spread.median:.2f}x, {_range(spread)})"
+        return f"{text} ({spread.median:.2f}x)"
 
     return cell
 
 
+def _combined(get: Callable[[CaseResult], float | None], spec: str) -> Callable[[CaseRounds], str]:
+    return lambda case: _num(get(case.combined), spec)
+
+
+def _failed(case: CaseRounds) -> str:
+    """Failed jobs of every round, and which rounds had them when there was more than one."""
+    text = str(case.combined.failed)
+    failing = [str(n) for n, result in enumerate(case.rounds, 1) if result.failed]
+    if failing and len(case.rounds) > 1:
+        text += f" (round{'s' if len(failing) > 1 else ''} {', '.join(failing)})"
+    return text
+
+
+# Only jobs/s shows its range in the table: it is what the targets are about. The JSON has
+# every ratio's range.
 COLUMNS: tuple[Column, ...] = (
-    Column("jobs/s (x base)", 17, _with_ratio(lambda r: r.jobs_per_s, ",.0f")),
-    Column("p50 ms", 7, lambda r, _: _num(r.p50_ms, ".1f")),
-    Column("p99 ms", 7, lambda r, _: _num(r.p99_ms, ".1f")),
-    Column("client CPU µs/job", 19, _with_ratio(lambda r: r.client_cpu_us, ",.0f")),
-    Column("server CPU µs/job", 19, _with_ratio(lambda r: r.server_cpu_us, ",.0f")),
-    Column("client MiB", 10, lambda r, _: _num(r.client_peak_mb, ".0f")),
-    Column("server MiB", 10, lambda r, _: _num(r.server_peak_mb, ".0f")),
-    Column("spans/job", 9, lambda r, _: _num(r.spans_per_job, ".2f")),
-    Column("DNS q/job", 9, lambda r, _: _num(r.dns_queries_per_job, ".3f")),
-    Column("failed", 6, lambda r, _: str(r.failed)),
-    Column("load 1m", 7, lambda r, _: f"{r.load_average:.1f}"),
+    Column(
+        "jobs/s (x base)",
+        _with_ratio(lambda r: r.jobs_per_s, lambda c: c.jobs_ratio, ",.0f", with_range=True),
+    ),
+    Column("p50 ms", _combined(lambda r: r.p50_ms, ".1f")),
+    Column("p99 ms", _combined(lambda r: r.p99_ms, ".1f")),
+    Column(
+        "client CPU µs/job",
+        _with_ratio(lambda r: r.client_cpu_us, lambda c: c.client_cpu_ratio, ",.0f"),
+    ),
+    Column(
+        "server CPU µs/job",
+        _with_ratio(lambda r: r.server_cpu_us, lambda c: c.server_cpu_ratio, ",.0f"),
+    ),
+    Column("client MiB", _combined(lambda r: r.client_peak_mb, ".0f")),
+    Column("server MiB", _combined(lambda r: r.server_peak_mb, ".0f")),
+    Column("spans/job", _combined(lambda r: r.spans_per_job, ".2f")),
+    Column("DNS q/job", _combined(lambda r: r.dns_queries_per_job, ".3f")),
+    Column("failed", _failed),
+    Column("load 1m", lambda c: f"{c.combined.load_average:.1f}"),
 )
 
 
-def _target_cell(result: CaseResult, by_key: dict[str, CaseResult]) -> str:
-    target = result.case.target
+def target_measured(case: CaseRounds) -> str:
+    """The median per-round ratio against the target's case, with its range; "-" without."""
+    spread = case.target_ratio
+    return "-" if spread is None else ratio_text(spread)
+
+
+def _target_cell(case: CaseRounds) -> str:
+    target = case.case.target
     if target is None:
         return ""
-    against = by_key.get(target.against)
-    ratio = _ratio(result.jobs_per_s, against.jobs_per_s if against else None)
-    if ratio is None:
-        return f"{target.describe()}: -"
-    verdict = "met" if ratio >= target.ratio else "MISSED"
-    return f"{target.describe()}: {ratio:.2f}x {verdict}"
+    verdict = {True: " met", False: " MISSED", None: ""}[case.target_met]
+    return f"{target.describe()}: {target_measured(case)}{verdict}"
 
 
-def _rows(results: Sequence[CaseResult]) -> list[list[str]]:
-    by_key = {r.case.key: r for r in results}
-    rows = []
-    for result in results:
-        base = by_key.get(result.case.baseline) if result.case.baseline else None
-        rows.append(
-            [result.case.label]
-            + [column.cell(result, base) for column in COLUMNS]
-            + [_target_cell(result, by_key)]
-        )
-    return rows
+def _rows(cases: Sequence[CaseRounds]) -> list[list[str]]:
+    return [
+        [case.case.label, *(column.cell(case) for column in COLUMNS), _target_cell(case)]
+        for case in cases
+    ]
 
 
-def text_table(results: Sequence[CaseResult]) -> str:
+def text_table(cases: Sequence[CaseRounds]) -> str:
     titles = ["case", *(c.title for c in COLUMNS), "target (issue 6)"]
-    rows = _rows(results)
+    rows = _rows(cases)
     widths = [max(len(titles[i]), *(len(row[i]) for row in rows)) for i in range(len(titles))]
     lines = []
     for row in [titles, *rows]:
@@ -154,13 +131,13 @@ def text_table(results: Sequence[CaseResult]) -> str:
     return "\n".join(lines)
 
 
-def markdown_table(results: Sequence[CaseResult]) -> str:
+def markdown_table(cases: Sequence[CaseRounds]) -> str:
     titles = ["case", *(c.title for c in COLUMNS), "target (issue 6)"]
     lines = [
         "| " + " | ".join(titles) + " |",
         "|" + "|".join(["---"] + ["---:"] * len(COLUMNS) + ["---"]) + "|",
     ]
-    lines += ["| " + " | ".join(cell or " " for cell in row) + " |" for row in _rows(results)]
+    lines += ["| " + " | ".join(cell or " " for cell in row) + " |" for row in _rows(cases)]
     return "\n".join(lines)
 
 
@@ -170,9 +147,10 @@ def markdown_rows(header: Sequence[str], rows: Sequence[Sequence[object]]) -> st
     return "\n".join(lines)
 
 
-def relay_targets(results: Sequence[CaseResult]) -> list[dict[str, object]]:
-    """relay's own targets from issue 6: ready within 1.5 s, under 80 MB resident."""
-    relays = [r for r in results if r.case.server == "relay"]
+def relay_targets(cases: Sequence[CaseRounds]) -> list[dict[str, object]]:
+    """relay's own targets from issue 6: ready within 1.5 s, under 80 MB resident; over every
+    round (the combined results keep the slowest start and the largest peak)."""
+    relays = [c.combined for c in cases if c.case.server == "relay"]
     ready = [r.server_ready_s for r in relays if r.server_ready_s is not None]
     # relay as deployed: its default store, SQLite, keeps results on disk and only a
     # bounded cache of recent ones in memory. The memory store keeps every result it
@@ -220,9 +198,17 @@ def relay_targets(results: Sequence[CaseResult]) -> list[dict[str, object]]:
     return out
 
 
+def target_value_text(target: dict[str, Any]) -> str:
+    """A target's measured value, with the lowest and highest of its rounds when it has them."""
+    value, spread = target["value"], target.get("range")
+    if value is None or not spread:
+        return str(value)
+    return f"{value} ({spread[0]}{RANGE_DASH}{spread[1]})"
+
+
 def targets_text(targets: Sequence[dict[str, Any]]) -> str:
     lines = []
     for t in targets:
         verdict = {True: "met", False: "MISSED", None: "-"}[t["met"]]
-        lines.append(f"- {t['target']}: {t['value']} (goal {t['goal']}): {verdict}")
+        lines.append(f"- {t['target']}: {target_value_text(t)} (goal {t['goal']}): {verdict}")
     return "\n".join(lines)

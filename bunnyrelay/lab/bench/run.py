@@ -1,4 +1,4 @@
-"""``make bench``: every case of :mod:`.cases`, then the DNS benchmark, in one run.
+"""``make bench``: every case of :mod:`.cases` in rounds, then the DNS benchmark, in one run.
 
 Shared by all cases: a local OTLP receiver (in this process; it only counts
 what it is sent) and the lab DNS server (:mod:`.zone`, a process of its own).
@@ -8,8 +8,12 @@ client process (``bunny bench``, the raw client, or ghz) that runs the warm-up
 and the measured window; the server's CPU time is read from /proc at the
 client's window marks, its peak memory (VmHWM) before it is stopped.
 
-    python -m bunnyrelay.lab.bench            # about 4 minutes; writes docs/benchmarks.md
-    python -m bunnyrelay.lab.bench --quick    # a few seconds per case: a smoke run
+Each round runs every case once, in order, so a baseline and the cases measured against it
+are never far apart in time; the ratios are taken within a round (:mod:`.rounds`).
+
+    python -m bunnyrelay.lab.bench            # about 7 minutes; writes docs/benchmarks.md
+    python -m bunnyrelay.lab.bench --quick    # a few seconds per case, once: a smoke run
+    python -m bunnyrelay.lab.bench --rounds 5 --duration 10   # more rounds, longer windows
     python -m bunnyrelay.lab.bench --json     # one JSON object on stdout
     python -m bunnyrelay.lab.bench --dns-only --no-write   # only the DNS benchmark
 """
@@ -40,23 +44,31 @@ from bunnyrelay.lab.bench import dnsbench, ghz, procstat
 from bunnyrelay.lab.bench.cases import CASES, Case, Dns, Tracing
 from bunnyrelay.lab.bench.children import run_client, serving
 from bunnyrelay.lab.bench.dnsbench import DnsBenchSettings
-from bunnyrelay.lab.bench.report import CaseResult, relay_targets, targets_text, text_table
+from bunnyrelay.lab.bench.report import relay_targets, targets_text, text_table
+from bunnyrelay.lab.bench.rounds import CaseResult, CaseRounds, combine_rounds
 from bunnyrelay.lab.bench.writeup import markdown_document
 from bunnyrelay.lab.bench.zone import CACHED_NAME, READY, UNCACHED_NAME, queries_so_far
 from bunnyrelay.lab.otlpsink import OtlpSink
 from bunnyrelay.lab.processes import relay_process
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "benchmarks.md"
+_MODULES = {"raw": "rawecho", "floor": "floor"}
+"""The module of each raw client and server kind: the bare pair, or it with the
+conventions' per-call telemetry (:mod:`.floor`)."""
 _RAW_READY = re.compile(r"raw echo listening on (\S+):(\d+)")
 _ZONE_READY = re.compile(re.escape(READY) + r" (\S+)")
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """How long and how hard each case runs."""
+    """How long, how hard and how many times each case runs."""
 
-    duration_s: float = 10.0
+    duration_s: float = 6.0
+    """Seconds measured per case and round: three rounds of every case with 6-second
+    windows, plus the DNS benchmark and the costs, take about 7 minutes."""
     warmup_s: float = 1.0
+    rounds: int = 3
+    """How many times every case runs (one round: each case once, in order)."""
     concurrency: int = 64
     payload_bytes: int = 100
     dns: DnsBenchSettings | None = None
@@ -84,6 +96,7 @@ FULL = Plan(dns=DnsBenchSettings())
 QUICK = Plan(
     duration_s=0.5,
     warmup_s=0.25,
+    rounds=1,
     dns=DnsBenchSettings(
         warm=5,
         lookups=30,
@@ -123,7 +136,7 @@ def _otel_env(sink: OtlpSink, service: str, tracing: Tracing) -> dict[str, str]:
 @dataclass(frozen=True, slots=True)
 class BenchResult:
     settings: dict[str, Any]
-    results: list[CaseResult]
+    results: list[CaseRounds]
     dns: dict[str, Any] | None
     """What the DNS benchmark printed (:func:`bunnyrelay.lab.bench.dnsbench.run`)."""
     costs: dict[str, dict[str, float]] | None = None
@@ -169,10 +182,11 @@ class Bench:
 
     @asynccontextmanager
     async def _server(self, case: Case) -> AsyncIterator[_Server]:
-        if case.server == "raw":
-            argv = [sys.executable, "-m", "bunnyrelay.lab.bench.rawecho", "serve"]
-            log = self.scratch / f"raw-{case.key}.log"
-            async with serving(argv, ready=_RAW_READY, log_path=log) as raw:
+        if case.server in ("raw", "floor"):
+            argv = [sys.executable, "-m", f"bunnyrelay.lab.bench.{_MODULES[case.server]}", "serve"]
+            log = self.scratch / f"{case.server}-{case.key}.log"
+            env = _otel_env(self.sink, "floor-server", case.tracing)
+            async with serving(argv, ready=_RAW_READY, env=env, log_path=log) as raw:
                 yield _Server(raw.pid, int(raw.ready.group(2)), raw.ready_s)
             return
         started = time.perf_counter()
@@ -217,8 +231,8 @@ class Bench:
             "--json",
             *(["--stream"] if case.stream else []),
         ]
-        if case.client == "raw":
-            module = ["-m", "bunnyrelay.lab.bench.rawecho", "load"]
+        if case.client in ("raw", "floor"):
+            module = ["-m", f"bunnyrelay.lab.bench.{_MODULES[case.client]}", "load"]
             return [sys.executable, *module, "--target", f"127.0.0.1:{port}", *common]
         name = UNCACHED_NAME if case.dns is Dns.EVERY_JOB else CACHED_NAME
         return [
@@ -328,7 +342,7 @@ class Bench:
         started_at = datetime.datetime.now(datetime.UTC)
         load_before = procstat.load_average()
         cases = plan.cases()
-        results: list[CaseResult] = []
+        rounds: list[list[CaseResult]] = []
         dns: dict[str, Any] | None = None
         costs: dict[str, dict[str, float]] | None = None
         zone_argv = [sys.executable, "-m", "bunnyrelay.lab.bench.zone"]
@@ -345,9 +359,15 @@ class Bench:
                             f"DNS server on {self.nameserver}, "
                             f"OTLP receiver on {self.sink.endpoint}"
                         )
-                        for number, case in enumerate(cases, 1):
-                            self.say(f"[{number}/{len(cases)}] {case.label}")
-                            results.append(await self.run_case(case))
+                        for round_number in range(1, plan.rounds + 1):
+                            measured: list[CaseResult] = []
+                            rounds.append(measured)
+                            for number, case in enumerate(cases, 1):
+                                self.say(
+                                    f"[round {round_number}/{plan.rounds}] "
+                                    f"[{number}/{len(cases)}] {case.label}"
+                                )
+                                measured.append(await self.run_case(case))
                     self._zone = None
                 if plan.dns is not None:
                     self.say("DNS lookups: bunny's resolver, aiodns, dnspython, getaddrinfo")
@@ -361,7 +381,7 @@ class Bench:
         shutil.rmtree(self.scratch, ignore_errors=True)
         return BenchResult(
             settings=self._settings(started_at, load_before, time.perf_counter() - started),
-            results=results,
+            results=combine_rounds(rounds),
             dns=dns,
             costs=costs,
         )
@@ -391,6 +411,7 @@ class Bench:
             "started_at": started_at.isoformat(timespec="seconds"),
             "wall_s": round(wall, 1),
             "quick": plan.quick,
+            "rounds": plan.rounds,
             "duration_s": plan.duration_s,
             "warmup_s": plan.warmup_s,
             "concurrency": plan.concurrency,
@@ -423,11 +444,19 @@ def render_text(result: BenchResult) -> str:
     if result.results:
         lines += [
             f"each case: {settings['warmup_s']} s warm-up, {settings['duration_s']} s measured, "
-            f"{settings['concurrency']} jobs in flight, {settings['payload_bytes']}-byte payloads",
+            f"{settings['concurrency']} jobs in flight, {settings['payload_bytes']}-byte payloads; "
+            f"{_rounds_text(settings['rounds'])}",
             "",
             text_table(result.results),
             "",
-            "x base: against the raw grpc.aio case of the same mode (ghz rows: ghz -> raw server)",
+            "x base: against the raw grpc.aio case of the same mode (ghz rows: ghz -> raw server)"
+            + (
+                " in the same round; the median of the rounds' ratios, then their lowest and "
+                "highest. Other figures: medians over the rounds; failed: every round's; MiB: "
+                "the largest of any round"
+                if settings["rounds"] > 1
+                else ""
+            ),
         ]
     lines += ["", "targets:", targets_text(result.targets)]
     if result.dns:
@@ -442,6 +471,17 @@ def render_text(result: BenchResult) -> str:
     return "\n".join(lines)
 
 
+def _rounds_text(rounds: int) -> str:
+    return "1 round" if rounds == 1 else f"{rounds} rounds"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bunnyrelay.lab.bench",
@@ -449,7 +489,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds a case")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--duration", type=float, help="seconds measured per case")
+    parser.add_argument(
+        "--rounds",
+        type=_positive_int,
+        help=f"how many times every case runs, in order (default {FULL.rounds}; "
+        f"--quick: {QUICK.rounds})",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        help=f"seconds measured per case and round (default {FULL.duration_s:g})",
+    )
+    parser.add_argument(
+        "--warmup", type=float, help=f"seconds of warm-up per case (default {FULL.warmup_s:g})"
+    )
     parser.add_argument("--concurrency", type=int, help="jobs in flight (default 64)")
     parser.add_argument(
         "--cases", help=f"comma-separated case keys to run: {', '.join(c.key for c in CASES)}"
@@ -470,8 +523,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     changes: dict[str, Any] = {}
+    if args.rounds is not None:
+        changes["rounds"] = args.rounds
     if args.duration is not None:
         changes["duration_s"] = args.duration
+    if args.warmup is not None:
+        changes["warmup_s"] = args.warmup
     if args.concurrency is not None:
         changes["concurrency"] = args.concurrency
     if args.cases:
@@ -495,5 +552,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             markdown_document(result.settings, result.results, result.dns, result.costs)
         )
         print(f"bench: wrote {target}", file=sys.stderr)
-    failed = sum(r.failed for r in result.results)
+    failed = sum(case.combined.failed for case in result.results)
     return 0 if failed == 0 else 1
