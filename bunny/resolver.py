@@ -5,6 +5,8 @@ only re-resolves on disconnect. Here every candidate FQDN, type and attempt is
 a query of its own with a ``dns.query`` span under one ``dns.lookup`` span, so a
 trace shows what ``ndots:5`` costs, which nameserver timed out, and whether an
 answer came from the wire, from c-ares' cache, from ours, or was served stale.
+A lookup that one query answered carries that query on its ``dns.lookup`` span
+instead: a child span would only repeat it.
 
 How a lookup goes:
 
@@ -47,6 +49,7 @@ import aiodns.error
 import pycares
 from opentelemetry import context, metrics, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base, wait_random_exponential
@@ -531,13 +534,68 @@ class _Reply:
 
 
 @dataclass(slots=True)
+class _Sent:
+    """One query as it went, for its ``dns.query`` span, made when the lookup is over."""
+
+    fqdn: str
+    qtype: str
+    nameserver: str
+    attempt: int
+    started_ns: int
+    ended_ns: int = 0
+    query: DnsQuery | None = None
+    """None: it ended without an answer of any kind (the lookup was cancelled)."""
+    failure: DnsLookupFailed | None = None
+
+
+@dataclass(slots=True)
 class _Lookup:
     """What one lookup has done so far."""
 
     name: str
     candidates: tuple[str, ...]
     deadline: float | None
+    traced: bool = False
+    """Its span records: keep what the trace will show of each query in ``sent``."""
     queries: list[DnsQuery] = field(default_factory=list)
+    sent: list[_Sent] = field(default_factory=list)
+
+
+def _as_query(
+    reply: _Reply,
+    attempt: int,
+    *,
+    answer: _Answer | None = None,
+    failure: DnsLookupFailed | None = None,
+) -> DnsQuery:
+    """The query as it went, for the Resolution (and the trace)."""
+    return DnsQuery(
+        fqdn=reply.fqdn,
+        qtype=reply.qtype,
+        nameserver=reply.nameserver,
+        attempt=attempt,
+        rcode=answer.rcode if answer is not None else failure.rcode if failure else "",
+        latency_ms=reply.latency_ms,
+        answers=answer.addresses if answer is not None else (),
+        ttl=answer.ttl if answer is not None else None,
+        # A failure never comes from c-ares' cache: it keeps only answers.
+        source=reply.source if failure is None else "wire",
+    )
+
+
+def _query_attributes(
+    query: DnsQuery, failure: DnsLookupFailed | None
+) -> dict[str, AttributeValue]:
+    attributes: dict[str, AttributeValue] = {
+        semconv.DNS_RCODE: query.rcode,
+        semconv.DNS_SOURCE: query.source,
+        semconv.DNS_ANSWERS: query.answers,
+    }
+    if query.ttl is not None:
+        attributes[semconv.DNS_TTL] = query.ttl
+    if failure is not None:
+        attributes[semconv.ERROR_TYPE] = type(failure).__name__
+    return attributes
 
 
 def _clamp_ttl(ttl: int, max_ttl: int) -> int:
@@ -659,6 +717,18 @@ class _JitterUntilDeadline(wait_base):
 # --- the resolver ----------------------------------------------------------------------------
 
 
+class _LeaderGoneError(Exception):
+    """The lookup a caller was waiting for ended with the cancelled caller that ran it."""
+
+
+def _settle(flight: asyncio.Future[Resolution], exc: BaseException) -> None:
+    """Hand ``exc`` to the callers waiting on ``flight``, if it is still open."""
+    if not flight.done():
+        flight.set_exception(exc)
+        # Retrieved here: with no one waiting, asyncio would log it as never retrieved.
+        flight.exception()
+
+
 class Resolver:
     """Resolves names to addresses for bunny; one per process, closed with :meth:`close`."""
 
@@ -688,7 +758,8 @@ class Resolver:
         )
         self._channels: dict[HostPort, _Channel] = {}
         self._retired: set[_Channel] = set()
-        self._inflight: dict[str, asyncio.Task[Resolution]] = {}
+        self._inflight: dict[str, asyncio.Future[Resolution]] = {}
+        """The lookup in flight for each name, for the callers that ask while it runs."""
         self._leaders: dict[str, trace.SpanContext] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -744,10 +815,10 @@ class Resolver:
     async def close(self) -> None:
         """Cancel lookups in flight and close every c-ares channel."""
         self._closed = True
-        tasks = list(self._inflight.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Callers waiting on another's lookup end now; the lookups themselves end as
+        # their channels close below (c-ares cancels what is in flight).
+        for flight in self._inflight.values():
+            flight.cancel()
         channels = [*self._channels.values(), *self._retired]
         self._channels.clear()
         self._retired.clear()
@@ -783,24 +854,23 @@ class Resolver:
             return stale, 0
         _check_name(name)
 
-        task = self._inflight.get(name)
-        leader = task is None
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._lookup(name, deadline))
-            self._inflight[name] = task
-            self._leaders[name] = span.get_span_context()
-            task.add_done_callback(lambda done: self._finished(name, done))
-        else:
-            span.set_attribute(semconv.DNS_COALESCED, True)
-            leader_context = self._leaders.get(name)
-            if leader_context is not None:
-                span.add_link(leader_context)
+        flight = self._inflight.get(name)
+        if flight is None:
+            return await self._lead(name, deadline, span)
+        span.set_attribute(semconv.DNS_COALESCED, True)
+        leader_context = self._leaders.get(name)
+        if leader_context is not None:
+            span.add_link(leader_context)
         try:
-            if leader or deadline is None:
-                resolution = await asyncio.shield(task)
+            # Shielded: a follower that gives up must not cancel the answer for the others.
+            if deadline is None:
+                resolution = await asyncio.shield(flight)
             else:
                 async with asyncio.timeout(max(deadline - now, 0.0)):
-                    resolution = await asyncio.shield(task)
+                    resolution = await asyncio.shield(flight)
+        except _LeaderGoneError:
+            # The caller that asked first was cancelled, and its lookup with it: ask again.
+            return await self._resolve(name, deadline, span)
         except TimeoutError:
             late = DnsTimeout(
                 name, detail="the deadline came while waiting for the same lookup in flight"
@@ -810,16 +880,33 @@ class Resolver:
             if stale_answer is not None:
                 return stale_answer, 0
             raise late from None
-        sent = sum(1 for query in resolution.queries if query.source == "wire") if leader else 0
-        return resolution, sent
+        return resolution, 0
 
-    def _finished(self, name: str, task: asyncio.Task[Resolution]) -> None:
-        if self._inflight.get(name) is task:
+    async def _lead(self, name: str, deadline: float | None, span: Span) -> tuple[Resolution, int]:
+        """Look ``name`` up in the caller's own task; callers that ask meanwhile wait for it.
+
+        Not in a task of its own: starting one, and shielding it from this caller's
+        cancellation, cost two more passes of the event loop than the query itself
+        (about a third of an uncached lookup's latency). The price is that when this
+        caller is cancelled the lookup ends with it, and the callers waiting ask again.
+        """
+        flight: asyncio.Future[Resolution] = asyncio.get_running_loop().create_future()
+        self._inflight[name] = flight
+        self._leaders[name] = span.get_span_context()
+        try:
+            resolution = await self._lookup(name, deadline)
+        except asyncio.CancelledError:
+            _settle(flight, _LeaderGoneError())
+            raise
+        except BaseException as exc:
+            _settle(flight, exc)
+            raise
+        finally:
             del self._inflight[name]
-            self._leaders.pop(name, None)
-        # Mark the outcome retrieved: the caller that started it may have gone.
-        if not task.cancelled():
-            task.exception()
+            del self._leaders[name]
+        if not flight.done():
+            flight.set_result(resolution)
+        return resolution, sum(1 for query in resolution.queries if query.source == "wire")
 
     @staticmethod
     def _mark_failed(span: Span, exc: DnsLookupFailed) -> None:
@@ -837,10 +924,14 @@ class Resolver:
 
     async def _lookup(self, name: str, deadline: float | None) -> Resolution:
         """Ask, store, and fall back to a stale answer when the path fails."""
+        span = trace.get_current_span()
         lookup = _Lookup(
-            name, candidates(name, self.settings.search, self.settings.ndots), deadline
+            name,
+            candidates(name, self.settings.search, self.settings.ndots),
+            deadline,
+            traced=span.is_recording(),
         )
-        trace.get_current_span().set_attribute(semconv.DNS_CANDIDATES, lookup.candidates)
+        span.set_attribute(semconv.DNS_CANDIDATES, lookup.candidates)
         try:
             resolution = await self._ask(lookup)
         except DnsLookupFailed as exc:
@@ -858,8 +949,45 @@ class Resolver:
             elif isinstance(exc, NameNotFound | NoAddresses):
                 self._cache.store_negative(name, exc, now)
             raise
+        finally:
+            if lookup.traced:
+                self._trace_queries(span, lookup.sent)
         self._cache.store(resolution)
         return resolution
+
+    def _trace_queries(self, span: Span, sent: Sequence[_Sent]) -> None:
+        """The queries on the trace, once the lookup is over: when one query answered it,
+        on the lookup's own span (a child span would only repeat it); otherwise a
+        ``dns.query`` span each, with the times it ran, so that retries, the search
+        list and what failed where are each a span of their own."""
+        answered = sent[0].query if len(sent) == 1 and sent[0].failure is None else None
+        if answered is not None:
+            span.set_attributes(
+                {
+                    semconv.DNS_QUESTION_TYPE: answered.qtype,
+                    semconv.DNS_NAMESERVER: answered.nameserver,
+                    semconv.DNS_RCODE: answered.rcode,
+                }
+            )
+            return
+        for entry in sent:
+            attributes: dict[str, AttributeValue] = {
+                semconv.DNS_QUESTION_NAME: entry.fqdn,
+                semconv.DNS_QUESTION_TYPE: entry.qtype,
+                semconv.DNS_NAMESERVER: entry.nameserver,
+                semconv.DNS_ATTEMPT: entry.attempt,
+            }
+            if entry.query is not None:
+                attributes.update(_query_attributes(entry.query, entry.failure))
+            child = self._tracer.start_span(
+                semconv.SPAN_DNS_QUERY,
+                kind=SpanKind.CLIENT,
+                start_time=entry.started_ns,
+                attributes=attributes,
+            )
+            if entry.failure is not None:
+                child.set_status(Status(StatusCode.ERROR, str(entry.failure)))
+            child.end(end_time=entry.ended_ns or time.time_ns())
 
     async def _ask(self, lookup: _Lookup) -> Resolution:
         """Each candidate in turn until one has addresses."""
@@ -956,7 +1084,7 @@ class Resolver:
         raise AssertionError("tenacity ended without an outcome")  # pragma: no cover
 
     async def _attempt(self, lookup: _Lookup, fqdn: str, qtype: str, attempt: int) -> _Answer:
-        """Send one query (one ``dns.query`` span); raise the typed error if the path failed."""
+        """Send one query; raise the typed error if the path failed."""
         servers = self.settings.nameservers
         server = servers[(attempt - 1) % len(servers)]
         # c-ares times the query out itself (tries=1, at most ``timeout``); a timer of
@@ -977,30 +1105,30 @@ class Resolver:
                 budget, deadline_bound = remaining, True
 
         channel = self._channel(server)
-        span = self._tracer.start_span(
-            semconv.SPAN_DNS_QUERY,
-            kind=SpanKind.CLIENT,
-            attributes={
-                semconv.DNS_QUESTION_NAME: fqdn,
-                semconv.DNS_QUESTION_TYPE: qtype,
-                semconv.DNS_NAMESERVER: channel.nameserver,
-                semconv.DNS_ATTEMPT: attempt,
-            },
-        )
+        sent: _Sent | None = None
+        if lookup.traced:
+            sent = _Sent(fqdn, qtype, channel.nameserver, attempt, time.time_ns())
+            lookup.sent.append(sent)
         try:
-            # Nothing runs under this span: it needs no context of its own.
             reply = await self._send(channel, fqdn, qtype, budget)
             if reply.code in _ARES_CANCELLED:
                 raise asyncio.CancelledError(f"{fqdn} {qtype}: the resolver was closed")
             try:
                 answer = self._interpret(channel, reply, deadline_bound)
             except DnsLookupFailed as failure:
-                lookup.queries.append(self._record(span, reply, attempt, failure=failure))
+                query = _as_query(reply, attempt, failure=failure)
+                lookup.queries.append(query)
+                if sent is not None:
+                    sent.query, sent.failure = query, failure
                 raise
-            lookup.queries.append(self._record(span, reply, attempt, answer=answer))
+            query = _as_query(reply, attempt, answer=answer)
+            lookup.queries.append(query)
+            if sent is not None:
+                sent.query = query
             return answer
         finally:
-            span.end()
+            if sent is not None:
+                sent.ended_ns = time.time_ns()
 
     async def _send(self, channel: _Channel, fqdn: str, qtype: str, budget: float | None) -> _Reply:
         """One query; ``budget`` bounds it when the deadline comes before c-ares' timeout."""
@@ -1068,43 +1196,6 @@ class Resolver:
             rcode=rcode,
             detail=detail,
         )
-
-    @staticmethod
-    def _record(
-        span: Span,
-        reply: _Reply,
-        attempt: int,
-        *,
-        answer: _Answer | None = None,
-        failure: DnsLookupFailed | None = None,
-    ) -> DnsQuery:
-        """The query as it went, for the Resolution and on its span."""
-        query = DnsQuery(
-            fqdn=reply.fqdn,
-            qtype=reply.qtype,
-            nameserver=reply.nameserver,
-            attempt=attempt,
-            rcode=answer.rcode if answer is not None else failure.rcode if failure else "",
-            latency_ms=reply.latency_ms,
-            answers=answer.addresses if answer is not None else (),
-            ttl=answer.ttl if answer is not None else None,
-            # A failure never comes from c-ares' cache: it keeps only answers.
-            source=reply.source if failure is None else "wire",
-        )
-        # One call: each set_attribute(s) takes the span's lock and checks every value.
-        attributes: dict[str, Any] = {
-            semconv.DNS_RCODE: query.rcode,
-            semconv.DNS_SOURCE: query.source,
-            semconv.DNS_ANSWERS: query.answers,
-        }
-        if query.ttl is not None:
-            attributes[semconv.DNS_TTL] = query.ttl
-        if failure is not None:
-            attributes[semconv.ERROR_TYPE] = type(failure).__name__
-        span.set_attributes(attributes)
-        if failure is not None:
-            span.set_status(Status(StatusCode.ERROR, str(failure)))
-        return query
 
     # --- channels ------------------------------------------------------------------------------
 

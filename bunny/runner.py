@@ -1,8 +1,9 @@
 """Running one job end to end: lookup, call relay (retrying what can succeed), report.
 
 Each job is one trace. Its root span ``job.submit`` holds, in order, the DNS
-lookup (``dns.lookup`` with a ``dns.query`` child per query and attempt, made
-by the resolver, when the answer was not in bunny's cache; a cache hit is told
+lookup (``dns.lookup`` with a ``dns.query`` child per query and attempt, or the
+one query that answered it on its own span, made by the resolver, when the
+answer was not in bunny's cache; a cache hit is told
 by attributes on ``job.submit`` itself, see :meth:`RelayPool.lookup`), then one
 CLIENT span per RPC attempt, under which relay puts its server and job spans.
 

@@ -83,6 +83,14 @@ async def test_ndots_5_sends_the_search_candidates_first_and_the_trace_shows_the
     # An NXDOMAIN for a search candidate is an answer, not an error of the lookup.
     assert all(q.status.status_code is StatusCode.UNSET for q in queries)
     (lookup,) = named(spans, "dns.lookup")
+    # Each query's span is made when the lookup ends, with the times the query ran:
+    # under the lookup, inside it, one candidate after the other.
+    assert all(q.parent is not None and q.parent.span_id == lookup.context.span_id for q in queries)
+    times = [(q.start_time or 0, q.end_time or 0) for q in queries]
+    assert (lookup.start_time or 0) <= times[0][0]
+    assert all(start < end for start, end in times)
+    assert all(times[i][1] <= times[i + 1][0] for i in range(len(times) - 1))
+    assert times[-1][1] <= (lookup.end_time or 0)
     assert _attr(lookup, semconv.DNS_QUERIES_SENT) == 4
     assert len(_attr(lookup, semconv.DNS_CANDIDATES)) == 4  # type: ignore[arg-type]
     assert _attr(lookup, semconv.DNS_ANSWERS) == (RELAY_IP,)
@@ -233,7 +241,31 @@ async def test_concurrent_resolves_of_one_name_share_one_query(
     assert len(lookups) == 20
     assert sum(1 for s in lookups if _attr(s, semconv.DNS_COALESCED)) == 19
     assert sum(int(str(_attr(s, semconv.DNS_QUERIES_SENT))) for s in lookups) == 1
-    assert len(named(spans, "dns.query")) == 1
+    # One query answered the lookup: it is told on the lookup's own span, not a child.
+    (leader,) = [s for s in lookups if not _attr(s, semconv.DNS_COALESCED)]
+    assert _attr(leader, semconv.DNS_RCODE) == "NOERROR"
+    assert _attr(leader, semconv.DNS_QUESTION_TYPE) == "A"
+    assert named(spans, "dns.query") == []
+
+
+async def test_callers_waiting_on_a_cancelled_callers_lookup_ask_again_and_get_the_answer(
+    dns: ZoneServer, make_resolver: MakeResolver
+) -> None:
+    resolver = make_resolver()
+    dns.set_delay(0.3)
+    first = asyncio.ensure_future(resolver.resolve(RELAY))
+    await asyncio.sleep(0.1)
+    waiting = [asyncio.ensure_future(resolver.resolve(RELAY)) for _ in range(3)]
+    await asyncio.sleep(0.05)
+
+    first.cancel()
+    results = await asyncio.wait_for(asyncio.gather(*waiting), timeout=5)
+
+    assert {r.addresses for r in results} == {(RELAY_IP,)}
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    # The cancelled caller's query, then one more that the three waiting callers share.
+    assert len(dns.log) == 2
 
 
 async def test_c_ares_cache_answers_are_labelled_as_such_not_as_wire(
@@ -250,9 +282,9 @@ async def test_c_ares_cache_answers_are_labelled_as_such_not_as_wire(
     assert len(dns.log) == 1
     assert second.source == "c-ares-cache"
     assert [q.source for q in second.queries] == ["c-ares-cache"]
-    (query,) = named(spans, "dns.query")
-    assert _attr(query, semconv.DNS_SOURCE) == "c-ares-cache"
     (lookup,) = named(spans, "dns.lookup")
+    assert _attr(lookup, semconv.DNS_SOURCE) == "c-ares-cache"
+    assert _attr(lookup, semconv.DNS_RCODE) == "NOERROR"
     assert _attr(lookup, semconv.DNS_QUERIES_SENT) == 0
 
 

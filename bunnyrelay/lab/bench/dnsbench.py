@@ -14,6 +14,10 @@ Python would cap lookups/s for every client alike; CoreDNS answers on every core
   (``n<i>.bench.internal``, a fresh resolver per method), so every lookup reaches
   the wire: c-ares keeps a cache of its own per channel and would otherwise
   answer a repeated name from memory.
+- **the floor**: bare aiodns plus one exported ``dns.lookup`` span and the
+  ``dns.lookup.duration`` histogram, the least a traced lookup can do; its ratios
+  are printed beside the targets, which a traced resolver can meet only where the
+  floor does.
 - **getaddrinfo** goes through the system resolver (glibc, nsswitch), which
   cannot be pointed at the bench zone; it is measured for ``localhost`` from
   /etc/hosts only, as a floor for what a thread-pool lookup costs, not as a
@@ -58,6 +62,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from bunny.loadgen import percentile
 from bunny.resolver import Resolver, ResolverSettings
+from bunnyrelay import semconv
 from bunnyrelay.lab.bench.rounds import Spread
 from bunnyrelay.lab.bench.zone import CACHED_NAME, coredns_zone, numbered
 from bunnyrelay.settings import HostPort, parse_ip_port
@@ -400,7 +405,7 @@ class DnsBench:
 
     async def uncached(self) -> None:
         traced, untraced = self._resolver(True), self._resolver(False)
-        ares = self._aiodns()
+        ares, floor_ares = self._aiodns(), self._aiodns()
         python = self._dnspython(cache=False)
         try:
 
@@ -423,6 +428,30 @@ class DnsBench:
             async def dnspython(index: int) -> object:
                 return await python.resolve(numbered(index) + ".", "A")
 
+            tracer = self._traced.tracer_provider.get_tracer("bunnyrelay.lab.bench.dnsbench")
+            record = (
+                self._traced.meter_provider.get_meter("bunnyrelay.lab.bench.dnsbench")
+                .create_histogram(semconv.METRIC_DNS_LOOKUP_DURATION, unit="s")
+                .record
+            )
+
+            async def floor(index: int) -> object:
+                # The least a traced lookup can pay: the query, one exported span with the
+                # question on it and the conventions' duration histogram.
+                name = numbered(index)
+                started = time.monotonic()
+                span = tracer.start_span(
+                    semconv.SPAN_DNS_LOOKUP, attributes={semconv.DNS_QUESTION_NAME: name}
+                )
+                try:
+                    result = await floor_ares.query_dns(name, "A")
+                finally:
+                    span.end()
+                    record(time.monotonic() - started, {semconv.DNS_QUESTION_NAME: name})
+                if not result.answer:
+                    raise LookupError("no answer")
+                return result
+
             await self._uncached_rows(
                 [
                     _Method(
@@ -431,12 +460,18 @@ class DnsBench:
                     _Method("bunny.off", f"bunny resolve(), {self._tracing(False)}", bunny_off),
                     _Method("aiodns", "aiodns query_dns (bare)", bare),
                     _Method("dnspython", "dnspython async resolve", dnspython),
+                    _Method(
+                        "floor",
+                        "the floor: aiodns + one exported span + the histogram",
+                        floor,
+                    ),
                 ]
             )
         finally:
             await traced.close()
             await untraced.close()
             await ares.close()
+            await floor_ares.close()
         self.rows["getaddrinfo"] = Row(
             "uncached",
             "getaddrinfo",
@@ -518,6 +553,15 @@ class DnsBench:
             met = None if value is None else value < CACHED_TARGET_US
             add(what, value, f"< {CACHED_TARGET_US:g}", met, None)
         latency, throughput, cpu_bound = uncached_ratios(self._rounds)
+        floor_rounds = self._rounds["floor"]
+        floor_latency = Spread.of(
+            _ratio(f.p50_us, b.p50_us)
+            for f, b in zip(floor_rounds, self._rounds["aiodns"], strict=True)
+        )
+        floor_cpu = Spread.of(
+            _ratio(p.cpu_us_per_lookup, f.cpu_us_per_lookup)
+            for f, p in zip(floor_rounds, self._rounds["dnspython"], strict=True)
+        )
         judged: list[tuple[str, Spread | None, str, Callable[[float], bool]]] = [
             (
                 "traced uncached latency / bare aiodns (p50)",
@@ -543,6 +587,15 @@ class DnsBench:
                 add(what, None, goal, None, None)
             else:
                 add(what, spread.median, goal, passes(spread.median), spread)
+        # The least any traced lookup can cost: a traced resolver can match these, not beat them.
+        for what, spread in (
+            (
+                "the floor (aiodns + one exported span + the histogram): latency / bare aiodns",
+                floor_latency,
+            ),
+            ("the floor: dnspython CPU per lookup / the floor's", floor_cpu),
+        ):
+            add(what, None if spread is None else spread.median, "-", None, spread)
         return out
 
     def close(self) -> None:
