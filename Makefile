@@ -76,7 +76,7 @@ images:
 
 # bunny and relay against raw grpc.aio measured in the same run (issue 6): one table of
 # ratios, ghz beside it and the DNS lookup benchmark, in 3 rounds; rewrites
-# docs/benchmarks.md (about 8 minutes). BENCH_ARGS passes flags, e.g. BENCH_ARGS="--cases raw-unary,unary-100 --no-dns".
+# docs/benchmarks.md (about 7 minutes). BENCH_ARGS passes flags, e.g. BENCH_ARGS="--cases raw-unary,unary-100 --no-dns".
 BENCH_ARGS ?=
 bench: $(STAMP) tools
 	$(BIN)/python -m bunnyrelay.lab.bench $(BENCH_ARGS)
