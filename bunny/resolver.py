@@ -1202,6 +1202,10 @@ class Resolver:
     def _channel(self, server: HostPort) -> _Channel:
         channel = self._channels.get(server)
         if channel is None:
+            if self._closed:
+                # A lookup that was waiting to retry when close() ran: it ends as the
+                # queries close() cut off do, without opening a channel no one will close.
+                raise asyncio.CancelledError("the resolver was closed")
             channel = _Channel(server, self.settings.timeout)
             self._channels[server] = channel
         return channel

@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
+from bunny import resolver as resolver_module
 from bunny.errors import (
     DnsBadAnswer,
     DnsRefused,
@@ -623,6 +624,29 @@ async def test_resolution_as_dict_is_json_ready(make_resolver: MakeResolver) -> 
     assert shown["queries"][0]["rcode"] == "NOERROR"
     assert shown["queries"][0]["fqdn"] == RELAY
     assert RELAY_IP in resolution.describe()
+
+
+async def test_close_ends_a_lookup_waiting_to_retry_and_no_query_goes_out_after_it(
+    dns: ZoneServer, make_resolver: MakeResolver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waiting = asyncio.Event()
+
+    def long_backoff(_: object, retry_state: object) -> float:
+        waiting.set()
+        return 0.5
+
+    monkeypatch.setattr(resolver_module._JitterUntilDeadline, "__call__", long_backoff)
+    resolver: Resolver = make_resolver(timeout=0.1, attempts=3)
+    dns.go_silent()
+    pending = asyncio.ensure_future(resolver.resolve(f"{RELAY}."))
+    await asyncio.wait_for(waiting.wait(), timeout=3)
+
+    await resolver.close()
+    sent = len(dns.log)
+
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(pending, timeout=3)
+    assert len(dns.log) == sent == 1
 
 
 async def test_close_ends_a_lookup_in_flight_and_resolve_after_close_is_an_error(
