@@ -19,7 +19,7 @@ from bunny.bench import BenchSettings, run_bench
 from bunny.diagnose import Diagnoser, parse_hop, render_table
 from bunny.errors import BunnyError
 from bunny.outcome import JobOutcome
-from bunny.relaypool import RelayPool
+from bunny.relaypool import Keepalive, RelayPool
 from bunny.resolvconf import DEFAULT_PATH as DEFAULT_RESOLV_CONF
 from bunny.resolver import Resolver, ResolverSettings
 from bunny.retry import RetryPolicy
@@ -58,6 +58,13 @@ def _timeout(text: str) -> float:
     value = non_negative_float(text)
     if value == 0:
         raise SettingError(f"{text!r}: the timeout must be more than 0 seconds")
+    return value
+
+
+def _keepalive_interval(text: str) -> float:
+    value = non_negative_float(text)
+    if 0 < value < 1:
+        raise SettingError(f"{text!r}: the keepalive interval must be 0 (off) or at least 1 s")
     return value
 
 
@@ -180,6 +187,14 @@ def build_parser() -> EnvArgumentParser:
         default=4,
         help="RPC attempts per job (retries on UNAVAILABLE and on overload)",
     )
+    submit.option(
+        "--keepalive",
+        parse=_keepalive_interval,
+        default=Keepalive().interval_s,
+        metavar="SECONDS",
+        help="ping relay this often on each connection, to keep it open through NAT and "
+        "VPN gateways and to notice a dead one within 10 s more (0: off; at least 1)",
+    )
     _add_tls_options(submit)
     _add_output_options(submit)
 
@@ -267,7 +282,13 @@ async def _submit(args: argparse.Namespace) -> int:
         source: Resolver | LiteralAddress = target.host
     else:
         source = Resolver(_resolver_settings(args))
-    pool = RelayPool(source, str(target.host), target.port, tls=tls)
+    pool = RelayPool(
+        source,
+        str(target.host),
+        target.port,
+        tls=tls,
+        keepalive=Keepalive(interval_s=args.keepalive),
+    )
     settings = RunSettings(timeout_s=args.timeout, retry=RetryPolicy(attempts=args.attempts))
     runner: JobRunner = (StreamRunner if args.stream else UnaryRunner)(pool, settings)
     requests = build_requests(

@@ -50,6 +50,20 @@ JOB_SERVICE = jobs_pb2.DESCRIPTOR.services_by_name["JobService"].full_name
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 
+KEEPALIVE_OPTIONS: tuple[tuple[str, int], ...] = (
+    # Clients across NAT and VPN gateways ping to keep their connection known and to see
+    # it die (bunny every 30 s by default, bunny.relaypool.Keepalive). gRPC's default
+    # answers a client that pings more often than every 5 minutes without data with
+    # GOAWAY "too_many_pings", failing its calls: accept two a second, calls or not.
+    ("grpc.http2.min_ping_interval_without_data_ms", 500),
+    ("grpc.keepalive_permit_without_calls", 1),
+    # And relay pings its clients: one that vanished with the tunnel gives back its
+    # streams' window within about 80 s, not at TCP's timeout hours later.
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+)
+
+
 class Relay:
     """One relay: its job service, the gRPC server around it and its lifecycle."""
 
@@ -146,6 +160,7 @@ class Relay:
                 ("grpc.max_receive_message_length", self.config.max_receive_message_bytes),
                 # Without this a second relay on the same port would share it silently.
                 ("grpc.so_reuseport", 0),
+                *KEEPALIVE_OPTIONS,
             ]
         )
         # The servicer's methods are wrapped once here (not by an interceptor, which
