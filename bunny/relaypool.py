@@ -154,9 +154,9 @@ class RelayPool:
         if tls is not None:
             # The certificate must name what bunny resolved, not the address it dials.
             self._options.append(("grpc.ssl_target_name_override", self.host))
-        self._options.extend(keepalive.channel_options())
-        # Last: gRPC takes the last value given for an option, so the caller's win.
+        # The caller's first: given an option twice, gRPC keeps the first value.
         self._options.extend(channel_options)
+        self._options.extend(keepalive.channel_options())
         self._endpoints: dict[str, Endpoint] = {}
         self._order: tuple[Endpoint, ...] = ()
         self._addresses: tuple[str, ...] = ()
