@@ -344,7 +344,7 @@ def _check_name(name: str) -> None:
 # --- aiodns on the event loop ---------------------------------------------------------------
 
 
-class _LoopDrivenResolver(aiodns.DNSResolver):
+class LoopDrivenResolver(aiodns.DNSResolver):
     """aiodns in its socket-callback mode: c-ares' sockets are watched by the event loop.
 
     aiodns 4 gives each channel a c-ares event thread when it can, and uses the
@@ -427,7 +427,7 @@ class _Channel:
         self.nameserver = str(nameserver)
         # c-ares is handed one server per channel and a single try per query, so each
         # attempt, and the nameserver it went to, is ours to choose, retry and trace.
-        self.resolver = _LoopDrivenResolver(
+        self.resolver = LoopDrivenResolver(
             nameservers=[self.nameserver],
             loop=asyncio.get_running_loop(),
             tries=1,

@@ -27,7 +27,7 @@ from bunny.errors import (
     NameNotFound,
     NoAddresses,
 )
-from bunny.resolver import Resolver, ResolverSettings, _LoopDrivenResolver, candidates
+from bunny.resolver import LoopDrivenResolver, Resolver, ResolverSettings, candidates
 from bunnyrelay import semconv
 from bunnyrelay.lab.dnsserver import ZoneServer
 from bunnyrelay.settings import HostPort
@@ -567,7 +567,7 @@ async def test_aiodns_runs_on_the_event_loop_without_an_event_thread() -> None:
     # socket-callback mode; an aiodns release that renames them must fail here.
     for name in ("_make_channel", "_sock_state_cb", "_start_timer", "_timer_cb"):
         assert callable(getattr(aiodns.DNSResolver, name, None)), name
-    resolver = _LoopDrivenResolver(nameservers=["127.0.0.1"], tries=1, timeout=1.0)
+    resolver = LoopDrivenResolver(nameservers=["127.0.0.1"], tries=1, timeout=1.0)
     try:
         assert resolver._event_thread is False
     finally:
