@@ -64,7 +64,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from bunny.loadgen import percentile
 from bunny.resolver import LoopDrivenResolver, Resolver, ResolverSettings
 from bunnyrelay import semconv
-from bunnyrelay.lab.bench.rounds import Spread
+from bunnyrelay.lab.bench.rounds import Spread, ratio
 from bunnyrelay.lab.bench.zone import CACHED_NAME, coredns_zone, numbered
 from bunnyrelay.settings import HostPort, parse_ip_port
 from bunnyrelay.telemetry import setup_telemetry
@@ -160,15 +160,14 @@ def uncached_ratios(
     per lookup / traced. The machine's drift between rounds cancels out of a ratio
     taken within one; a ratio of figures from different rounds would keep it."""
     traced, bare, python = rounds["bunny.traced"], rounds["aiodns"], rounds["dnspython"]
-    latency = Spread.of(_ratio(t.p50_us, b.p50_us) for t, b in zip(traced, bare, strict=True))
+    latency = Spread.of(ratio(t.p50_us, b.p50_us) for t, b in zip(traced, bare, strict=True))
     throughput = Spread.of(
-        _ratio(t.lookups_per_s, p.lookups_per_s) for t, p in zip(traced, python, strict=True)
+        ratio(t.lookups_per_s, p.lookups_per_s) for t, p in zip(traced, python, strict=True)
     )
     # Client and server share the machine's cores; what a client could do on a core
     # of its own is 1 / its CPU per lookup.
     cpu_bound = Spread.of(
-        _ratio(p.cpu_us_per_lookup, t.cpu_us_per_lookup)
-        for t, p in zip(traced, python, strict=True)
+        ratio(p.cpu_us_per_lookup, t.cpu_us_per_lookup) for t, p in zip(traced, python, strict=True)
     )
     return latency, throughput, cpu_bound
 
@@ -565,11 +564,11 @@ class DnsBench:
         latency, throughput, cpu_bound = uncached_ratios(self._rounds)
         floor_rounds = self._rounds["floor"]
         floor_latency = Spread.of(
-            _ratio(f.p50_us, b.p50_us)
+            ratio(f.p50_us, b.p50_us)
             for f, b in zip(floor_rounds, self._rounds["aiodns"], strict=True)
         )
         floor_cpu = Spread.of(
-            _ratio(p.cpu_us_per_lookup, f.cpu_us_per_lookup)
+            ratio(p.cpu_us_per_lookup, f.cpu_us_per_lookup)
             for f, p in zip(floor_rounds, self._rounds["dnspython"], strict=True)
         )
         judged: list[tuple[str, Spread | None, str, Callable[[float], bool]]] = [
@@ -613,10 +612,6 @@ class DnsBench:
         self._traced.shutdown()
         self._untraced.shutdown()
         self._meters.shutdown()
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return None if a is None or not b else a / b
 
 
 @asynccontextmanager
