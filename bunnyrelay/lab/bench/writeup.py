@@ -168,7 +168,7 @@ about it:
   of the event loop, a third of an uncached lookup's latency), and a lookup that one query
   answered carries that query on its `dns.lookup` span rather than a `dns.query` child.
   The floor (aiodns on the loop as bunny runs it, one exported span, the histogram) is at
-  about 1.0-1.1x bare aiodns' latency; a traced lookup is within a few tenths of it, around
+  about 1.0-1.25x bare aiodns' latency; a traced lookup is within a few tenths of it, around
   the 1.3x target, and what is left (the cache and search-list logic, answer checks,
   retries' bookkeeping, a `Resolution` per lookup) is bunny's own. dnspython's CPU per
   lookup is only about twice the floor's, so the 3x lookups/s target is above the floor.
