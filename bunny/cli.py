@@ -63,8 +63,10 @@ def _timeout(text: str) -> float:
 
 def _keepalive_interval(text: str) -> float:
     value = non_negative_float(text)
-    if 0 < value < 1:
-        raise SettingError(f"{text!r}: the keepalive interval must be 0 (off) or at least 1 s")
+    try:
+        Keepalive(interval_s=value)  # its own check, so that flag and code agree
+    except ValueError as exc:
+        raise SettingError(f"{text!r}: {exc}") from None
     return value
 
 

@@ -110,7 +110,7 @@ class Keepalive:
             # relay answers a client that pings too often with GOAWAY "too_many_pings";
             # a margin under its limit (twice a second) keeps timer jitter from tripping it.
             raise ValueError(
-                f"keepalive: the interval must be at least 1 s (or 0: off); got {self.interval_s} s"
+                f"keepalive: the interval must be 0 (off) or at least 1 s; got {self.interval_s} s"
             )
 
     def channel_options(self) -> list[tuple[str, object]]:

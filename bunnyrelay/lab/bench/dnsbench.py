@@ -64,6 +64,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from bunny.loadgen import percentile
 from bunny.resolver import LoopDrivenResolver, Resolver, ResolverSettings
 from bunnyrelay import semconv
+from bunnyrelay.lab.bench.report import target_row
 from bunnyrelay.lab.bench.rounds import Spread, ratio
 from bunnyrelay.lab.bench.zone import CACHED_NAME, coredns_zone, numbered
 from bunnyrelay.settings import HostPort, parse_ip_port
@@ -542,18 +543,7 @@ class DnsBench:
         def add(
             what: str, value: float | None, goal: str, met: bool | None, spread: Spread | None
         ) -> None:
-            out.append(
-                {
-                    "target": what,
-                    # Three digits: 1.304 must not print as a 1.3 that misses a 1.3x goal.
-                    "value": None if value is None else round(value, 3),
-                    "range": None
-                    if spread is None
-                    else [round(spread.low, 3), round(spread.high, 3)],
-                    "goal": goal,
-                    "met": met,
-                }
-            )
+            out.append(target_row(what, value, goal, met, spread))
 
         for what, value in (
             ("cached lookup via cached(), mean µs", fast.mean_us),

@@ -58,10 +58,8 @@ class InstrumentedEcho(rawecho.EchoServicer):
 
     def __init__(self, telemetry: Telemetry) -> None:
         self._tracer = telemetry.tracer_provider.get_tracer("bunnyrelay.lab.bench.floor")
-        self._duration = telemetry.meter_provider.get_meter("bunnyrelay.lab.bench.floor")
-        self._record = self._duration.create_histogram(
-            semconv.METRIC_RPC_SERVER_DURATION, unit="ms"
-        ).record
+        meter = telemetry.meter_provider.get_meter("bunnyrelay.lab.bench.floor")
+        self._record = meter.create_histogram(semconv.METRIC_RPC_SERVER_DURATION, unit="ms").record
 
     async def Run(  # noqa: N802 - the proto's method name
         self,

@@ -182,7 +182,7 @@ class Bench:
 
     @asynccontextmanager
     async def _server(self, case: Case) -> AsyncIterator[_Server]:
-        if case.server in ("raw", "floor"):
+        if case.server in _MODULES:
             argv = [sys.executable, "-m", f"bunnyrelay.lab.bench.{_MODULES[case.server]}", "serve"]
             log = self.scratch / f"{case.server}-{case.key}.log"
             env = _otel_env(self.sink, "floor-server", case.tracing)
@@ -231,7 +231,7 @@ class Bench:
             "--json",
             *(["--stream"] if case.stream else []),
         ]
-        if case.client in ("raw", "floor"):
+        if case.client in _MODULES:
             module = ["-m", f"bunnyrelay.lab.bench.{_MODULES[case.client]}", "load"]
             return [sys.executable, *module, "--target", f"127.0.0.1:{port}", *common]
         name = UNCACHED_NAME if case.dns is Dns.EVERY_JOB else CACHED_NAME
