@@ -292,24 +292,31 @@ class JobRunner(abc.ABC):
         )
 
 
+async def call_unary(
+    endpoint: Endpoint, request: jobs_pb2.JobRequest, attempt: int, deadline: float
+) -> jobs_pb2.JobResult:
+    """One ``JobService/Run`` call for ``request``: its result, or the typed error."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise JobDeadlineExceeded(
+            f"{request.job_id}: the job's deadline passed before attempt {attempt}",
+            code=grpc.StatusCode.DEADLINE_EXCEEDED,
+            peer=endpoint.peer,
+        )
+    with client_attempt("Run", endpoint, attempt) as record:
+        try:
+            return await endpoint.stub.Run(
+                request, timeout=remaining, metadata=tuple(record.metadata)
+            )
+        except grpc.aio.AioRpcError as exc:
+            record.code = exc.code()
+            raise classify_rpc_error(exc, endpoint.peer) from None
+
+
 class UnaryRunner(JobRunner):
     """One ``JobService/Run`` call per attempt."""
 
     async def call(
         self, endpoint: Endpoint, request: jobs_pb2.JobRequest, attempt: int, deadline: float
     ) -> jobs_pb2.JobResult:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise JobDeadlineExceeded(
-                f"{request.job_id}: the job's deadline passed before attempt {attempt}",
-                code=grpc.StatusCode.DEADLINE_EXCEEDED,
-                peer=endpoint.peer,
-            )
-        with client_attempt("Run", endpoint, attempt) as record:
-            try:
-                return await endpoint.stub.Run(
-                    request, timeout=remaining, metadata=tuple(record.metadata)
-                )
-            except grpc.aio.AioRpcError as exc:
-                record.code = exc.code()
-                raise classify_rpc_error(exc, endpoint.peer) from None
+        return await call_unary(endpoint, request, attempt, deadline)

@@ -30,7 +30,7 @@ from bunny.errors import (
 )
 from bunny.relaypool import Endpoint, RelayPool
 from bunny.rpcspans import client_attempt, record_duration
-from bunny.runner import JobRunner, RunSettings, classify_rpc_error
+from bunny.runner import JobRunner, RunSettings, call_unary, classify_rpc_error
 from bunnyrelay.v1 import jobs_pb2
 
 _CLOSE_GRACE_S = 5.0
@@ -82,9 +82,11 @@ _REJECTED_CODES = frozenset(
 )
 
 
-# A batch holds jobs up to this many encoded bytes, or one larger job alone: far below
-# any relay's receive limit (at least 64 KiB more than its largest payload), so jobs
-# that would each be accepted alone are never refused for travelling together.
+# A batch holds jobs up to this many encoded bytes: far below any relay's receive limit
+# (at least 64 KiB more than its largest payload), so jobs that would each be accepted
+# alone are never refused for travelling together. A larger job goes as a unary call of
+# its own: relay's gRPC layer refuses a message past its limit by ending the whole call,
+# and on the stream that would fail every job waiting with it.
 BATCH_BYTES = 64 * 1024
 # Encoded overhead of one job inside a JobBatch: its tag and length prefix.
 _JOB_FRAMING = 6
@@ -100,7 +102,8 @@ class _Stream:
     ``submit`` queues a job and wakes the writer; the writer sends what is
     queued as JobBatch messages of up to a quarter of the jobs waiting (and up
     to ``BATCH_BYTES``), and while a write waits for HTTP/2 flow control the
-    next batch gathers. A lone job is sent at once.
+    next batch gathers. A lone job is sent at once. Jobs larger than
+    ``BATCH_BYTES`` never come here (:meth:`StreamRunner.call`).
     """
 
     def __init__(self, endpoint: Endpoint) -> None:
@@ -269,6 +272,9 @@ class StreamRunner(JobRunner):
     async def call(
         self, endpoint: Endpoint, request: jobs_pb2.JobRequest, attempt: int, deadline: float
     ) -> jobs_pb2.JobResult:
+        if request.ByteSize() > BATCH_BYTES:
+            # Alone, so that a job relay refuses for its size fails by itself.
+            return await call_unary(endpoint, request, attempt, deadline)
         stream = self._stream_for(endpoint)
         with client_attempt(_METHOD, endpoint, attempt, measured=False) as record:
             context = dict(record.metadata)

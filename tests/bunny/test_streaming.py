@@ -105,3 +105,46 @@ async def test_the_same_job_id_twice_at_once_gets_two_answers_one_replayed() -> 
     assert all(o.ok for o in outcomes), [o.error for o in outcomes]
     assert sorted(o.replayed for o in outcomes[:2]) == [False, True]
     assert outcomes[2].output == b"x"
+
+
+async def test_a_job_too_large_for_relay_fails_alone_and_the_stream_carries_on(
+    batches: list[jobs_pb2.JobBatch],
+) -> None:
+    # relay (64 KiB payloads) refuses any message past 2 x 64 KiB + 64 KiB at the gRPC
+    # layer, for the whole call: sent on the stream, this job would fail every job with it.
+    too_large = job("too-large", "echo", b"x" * (300 * 1024))
+    async with stream_runner(max_payload_bytes=64 * 1024) as runner:
+        small = [
+            asyncio.ensure_future(runner.run(job(f"small-{i}", "sleep", b"300"))) for i in range(40)
+        ]
+        await asyncio.sleep(0.1)  # the small jobs are on the stream, waiting for relay
+        large = await asyncio.wait_for(runner.run(too_large), 10)
+        later = await asyncio.wait_for(runner.run(job("later", "echo", b"after")), 10)
+        outcomes = await asyncio.wait_for(asyncio.gather(*small), 10)
+
+    assert not large.ok
+    assert large.error is not None
+    assert large.error.code == "RESOURCE_EXHAUSTED"
+    assert large.error.type == "JobRejected"
+    assert large.attempts == 1  # refused for its size: not retried
+    assert all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok]
+    assert all(o.attempts == 1 for o in outcomes)  # none had to move to a new stream
+    assert later.ok
+    assert later.output == b"after"
+    assert all(r.job_id != "too-large" for message in batches for r in message.jobs)
+
+
+async def test_a_job_past_relay_s_payload_limit_gets_relay_s_own_message(
+    batches: list[jobs_pb2.JobBatch],
+) -> None:
+    async with stream_runner(max_payload_bytes=64 * 1024) as runner:
+        outcome = await asyncio.wait_for(
+            runner.run(job("over-limit", "echo", b"x" * (100 * 1024))), 10
+        )
+
+    assert not outcome.ok
+    assert outcome.error is not None
+    assert outcome.error.code == "RESOURCE_EXHAUSTED"
+    assert outcome.error.reason == "PAYLOAD_TOO_LARGE"
+    assert "102400" in outcome.error.message
+    assert "65536" in outcome.error.message
