@@ -313,24 +313,30 @@ class RelayTelemetry:
 
     def job(self, execute: Executor) -> Executor:
         """The ``job <kind>`` span, under whatever span is current, and the jobs counter."""
+        return self._job_span(execute) if self._spans else self._job_counter(execute)
+
+    def _job_span(self, execute: Executor) -> Executor:
         tracer = self._tracer
         names = self._span_names
         known_attributes = self._job_attributes
         instance = self._instance
         skip_unsampled = self._skip_unsampled
+        counted = self._job_counter(execute)
 
         async def traced(request: JobRequest, context: Context) -> JobResult:
+            if skip_unsampled and _unsampled(get_current_span()):
+                # The span would record nothing; the caller's context is already current.
+                return await counted(request, context)
             kind = request.kind
-            attributes = known_attributes.get(kind)
-            if attributes is None:
+            known = known_attributes.get(kind)
+            if known is None:
                 # Unknown kinds share one span name, so a client cannot mint new names.
-                attributes = {semconv.JOB_KIND: kind[:64], semconv.RELAY_INSTANCE: instance}
-            span = get_current_span()
-            if not (skip_unsampled and _unsampled(span)):
-                span = tracer.start_span(
-                    names.get(kind, "job"), kind=SpanKind.INTERNAL, attributes=attributes
-                )
-                span.set_attribute(semconv.JOB_ID, request.job_id)
+                known = {semconv.JOB_KIND: kind[:64], semconv.RELAY_INSTANCE: instance}
+            span = tracer.start_span(
+                names.get(kind, "job"),
+                kind=SpanKind.INTERNAL,
+                attributes={**known, semconv.JOB_ID: request.job_id},
+            )
             token = attach(set_span_in_context(span))
             try:
                 try:
@@ -354,6 +360,9 @@ class RelayTelemetry:
                 detach(token)
                 span.end()
 
+        return traced
+
+    def _job_counter(self, execute: Executor) -> Executor:
         async def counted(request: JobRequest, context: Context) -> JobResult:
             kind = request.kind
             try:
@@ -373,16 +382,26 @@ class RelayTelemetry:
                 self._count_job(kind, "FAILED", result.error.reason, result.replayed)
             return result
 
-        return traced if self._spans else counted
+        return counted
 
     def streamed_job(self, method: str, execute: Executor) -> Executor:
         """Per job of a stream: a SERVER span parented by the job's own trace context."""
         start_server_span = self._server_spans(method)
         traced_job = self.job(execute)
+        counted_job = self._job_counter(execute)
+        skip_unsampled = self._skip_unsampled
 
         async def traced(request: JobRequest, context: Context) -> JobResult:
             carrier = request.trace_context
             parent = _job_context(carrier) if carrier.traceparent else _ROOT
+            if skip_unsampled and _unsampled(get_current_span(parent)):
+                # Neither span would record: the job runs in its caller's context, made
+                # current once (for the trace id on log lines), as when tracing is off.
+                token = attach(parent)
+                try:
+                    return await counted_job(request, context)
+                finally:
+                    detach(token)
             code = _OK
             span = start_server_span(parent, context.peer())
             token = attach(set_span_in_context(span))
@@ -405,11 +424,11 @@ class RelayTelemetry:
         async def untraced(request: JobRequest, context: Context) -> JobResult:
             carrier = request.trace_context
             if not carrier.traceparent:
-                return await traced_job(request, context)
+                return await counted_job(request, context)
             # No span, but the job's context, for the trace id on log lines.
             token = attach(_job_context(carrier))
             try:
-                return await traced_job(request, context)
+                return await counted_job(request, context)
             finally:
                 detach(token)
 
@@ -420,11 +439,15 @@ class RelayTelemetry:
     ) -> None:
         self._count_job(kind, status, error_type, replayed)
         if span.is_recording():
-            span.set_attribute(semconv.JOB_STATUS, status)
-            span.set_attribute(semconv.JOB_REPLAYED, replayed)
+            # One call: each attribute set on its own takes the span's lock again.
+            ended: dict[str, AttributeValue] = {
+                semconv.JOB_STATUS: status,
+                semconv.JOB_REPLAYED: replayed,
+            }
             if error_type:
-                span.set_attribute(semconv.ERROR_TYPE, error_type)
+                ended[semconv.ERROR_TYPE] = error_type
                 span.set_status(Status(StatusCode.ERROR, error_type))
+            span.set_attributes(ended)
 
     def _count_job(self, kind: str, status: str, error_type: str, replayed: bool) -> None:
         if kind not in self._span_names:
