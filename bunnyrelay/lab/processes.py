@@ -43,7 +43,9 @@ class RelayProcess:
             return await self.process.wait()
 
 
-def _child_env(extra: Mapping[str, str] | None) -> dict[str, str]:
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without OTEL_, RELAY_ and BUNNY_ settings, plus ``extra``:
+    a child configured by what the caller says, not by what the caller's caller set."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "RELAY_", "BUNNY_"))}
     env.update(extra or {})
     return env
@@ -87,7 +89,7 @@ async def relay_process(
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=log,
-        env=_child_env(env),
+        env=child_env(env),
     )
     if log is not None:
         log.close()  # the child holds its own descriptor
@@ -121,23 +123,25 @@ async def _discard(stream: asyncio.StreamReader) -> None:
         pass
 
 
-async def run_bunny(
+async def run_module(
+    module: str,
     *args: str,
     env: Mapping[str, str] | None = None,
     timeout: float = 120.0,
     place: Callable[[list[str]], list[str]] | None = None,
 ) -> tuple[int, str, str]:
-    """Run ``bunny ARGS`` to completion; return (exit status, stdout, stderr).
+    """Run ``python -m MODULE ARGS`` to completion; return (exit status, stdout, stderr).
 
-    ``place`` rewrites the command line to run it elsewhere, e.g. inside a network
-    namespace (``functools.partial(topology.argv, Side.POD)``).
+    The child is killed if it runs past ``timeout`` (TimeoutError). ``place`` rewrites the
+    command line to run it elsewhere, e.g. inside a network namespace
+    (``functools.partial(topology.argv, Side.POD)``).
     """
-    argv = [sys.executable, "-m", "bunny", *args]
+    argv = [sys.executable, "-m", module, *args]
     process = await asyncio.create_subprocess_exec(
         *(place(argv) if place is not None else argv),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=_child_env(env),
+        env=child_env(env),
     )
     try:
         async with asyncio.timeout(timeout):
@@ -148,3 +152,13 @@ async def run_bunny(
             await process.wait()
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
+
+
+async def run_bunny(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120.0,
+    place: Callable[[list[str]], list[str]] | None = None,
+) -> tuple[int, str, str]:
+    """Run ``bunny ARGS`` to completion (:func:`run_module`)."""
+    return await run_module("bunny", *args, env=env, timeout=timeout, place=place)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import signal
 import sys
@@ -18,6 +17,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from bunnyrelay.lab.processes import child_env
 from bunnyrelay.v1.jobs_pb2 import JobResult, JobStatus
 from relay.dedupe import MemoryStore
 from relay.lifecycle import Phase
@@ -148,10 +148,6 @@ async def test_a_draining_stream_answers_new_jobs_draining_finishes_old_ones_the
     assert ended.code() == grpc.StatusCode.UNAVAILABLE
 
 
-def _child_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "RELAY_"))}
-
-
 async def _until_overloaded(stub: JobServiceAsyncStub) -> None:
     """Probe until relay refuses for overload: from outside, the sign that every slot is taken."""
     for attempt in range(500):
@@ -177,7 +173,7 @@ async def test_sigterm_drains_jobs_in_flight_and_exits_zero_within_the_grace_per
         "5",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=_child_env(),
+        env=child_env(),
     )
     assert process.stdout is not None
     assert process.stderr is not None

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import signal
 import sys
@@ -26,13 +25,7 @@ from typing import Any, TextIO
 
 from bunny.loadgen import MEASURED, MEASURING
 from bunnyrelay.lab.bench.procstat import cpu_seconds
-
-
-def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """This process's environment without OTEL_, RELAY_ and BUNNY_ settings, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "RELAY_", "BUNNY_"))}
-    env.update(extra or {})
-    return env
+from bunnyrelay.lab.processes import child_env
 
 
 @dataclass
