@@ -5,6 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PROTOS := $(wildcard proto/bunnyrelay/v1/*.proto)
+# PULL=yes: take base and service images from their registries when they can be pulled.
+PULL ?= no
+export PULL
 
 .PHONY: install proto lint test demo clean tools stack deploy-tools deploy-files images bench
 
@@ -56,6 +59,20 @@ services:
 # The store tests run a real redis-server (tests/relay/stores, tests/faults).
 test: services
 
+# A container engine for `make images`, `make up` and the image and stack tests: podman
+# and what it runs with (Debian's packages), and mmdebstrap, which makes the base image
+# locally when no registry serves python:3.11-slim. Installs only what is missing; root.
+CONTAINER_PACKAGES := podman buildah runc netavark aardvark-dns iptables uidmap fuse-overlayfs \
+	slirp4netns mmdebstrap
+.PHONY: container-engine
+container-engine:
+	@missing=$$(for p in $(CONTAINER_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
+	done); \
+	if [[ -n $$missing ]] && ! { [[ $(PULL) == yes ]] && docker info >/dev/null 2>&1; }; then \
+		apt-get update && apt-get install -y --no-install-recommends $$missing; \
+	fi
+
 # Pinned Helm, kubeconform, the Pod Security Admission checker and the Kubernetes JSON
 # schemas in .tools for tests/deploy; does nothing (and no network) when they are there.
 deploy-tools:
@@ -69,10 +86,44 @@ test: deploy-tools
 deploy-files: $(STAMP)
 	$(BIN)/python -m bunnyrelay.lab.deployfiles
 
-# The relay and bunny images from the one Dockerfile (needs Docker with BuildKit).
-images:
-	docker build --target relay --tag bunny-relay/relay:dev .
-	docker build --target bunny --tag bunny-relay/bunny:dev .
+# The relay and bunny images from the one Dockerfile, with podman (or Docker when its daemon
+# answers), on a base image made here from Debian's packages unless PYTHON_IMAGE names one
+# or PULL=yes can pull the Dockerfile's own (tools/images.sh).
+images: container-engine
+	bash tools/images.sh
+
+# The images run hardened as the chart and compose run them (tests/e2e/test_images.py).
+test: images
+
+# The images compose.yaml runs besides bunny and relay (CoreDNS, Toxiproxy, the OpenTelemetry
+# Collector, Jaeger), under its exact names: pulled with PULL=yes, else built from their Go
+# modules at the versions it names (tools/service-images.sh). Nothing when they are there.
+.PHONY: service-images up down
+service-images: container-engine
+	bash tools/service-images.sh
+
+# The whole compose stack for real (tools/compose.sh): up until relay is healthy; a port
+# taken is named, and a failed start leaves nothing running. `make down` removes it all.
+up: $(STAMP) images service-images
+	bash tools/compose.sh up
+
+down:
+	bash tools/compose.sh down
+
+# A real Kubernetes control plane's binaries (kube-apiserver, controller-manager, scheduler,
+# kubectl, etcd, kwok) built from the Go module proxy into .tools/bin, pinned in
+# tools/install-cluster-tools.sh; nothing (and no network) when they are there.
+.PHONY: cluster-tools cluster cluster-down
+cluster-tools:
+	bash tools/install-cluster-tools.sh
+
+# That control plane on loopback with kwok's fake nodes in three zones (tools/cluster.sh);
+# KUBECONFIG=.cluster/kubeconfig. Starting one that runs says so; cluster-down stops it.
+cluster: cluster-tools
+	bash tools/cluster.sh up
+
+cluster-down:
+	bash tools/cluster.sh down
 
 # bunny and relay against raw grpc.aio measured in the same run (issue 6): one table of
 # ratios, ghz beside it and the DNS lookup benchmark, in 3 rounds; rewrites

@@ -7,6 +7,11 @@
 
 # Never let the go command fetch a different toolchain behind our back.
 export GOTOOLCHAIN=local CGO_ENABLED=0
+# Module and build caches inside the repository (git-ignored, kept between runs), so a second
+# run of any make target rebuilds nothing and `make clean-cache` frees the space (several GB
+# once the cluster and the compose stack's services are built). -modcacherw: deletable.
+CACHE=${CACHE:-$PWD/.cache}
+export GOMODCACHE="$CACHE/go/mod" GOCACHE="$CACHE/go/build" GOFLAGS=-modcacherw
 GO_FLAGS=(-trimpath -ldflags "-s -w")
 
 # require_go TARGET WHY: stop with a clear message when the go command is missing.

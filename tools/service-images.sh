@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# `make service-images`: the images compose.yaml runs besides bunny and relay, under
+# compose.yaml's exact names and versions. An image the engine already has is left alone;
+# with PULL=yes one it has not is pulled; otherwise (no registry, or the pull failed) it is
+# built here from its Go module at the version compose.yaml names, as a `FROM scratch` image
+# holding one static binary that runs as a non-root user like the upstream image:
+#
+#   coredns/coredns            tools/coredns (CoreDNS with the plugins the Corefiles use),
+#                              from `make tools`, whose go.mod pins the same release
+#   ghcr.io/shopify/toxiproxy  Toxiproxy's server, from `make tools`, same release
+#   otel/opentelemetry-collector
+#                              the collector's builder with only the components
+#                              deploy/compose/otel-collector.yaml uses
+#   jaegertracing/jaeger       Jaeger v2 built from its module (JAEGER_MODULE_VERSIONS below):
+#                              the query API and the OTLP receiver; the web UI, whose
+#                              assets come from npm packages the module does not carry,
+#                              is Jaeger's placeholder page
+#
+# Binaries and build contexts stay in .cache/service-images; Go's caches in .cache/go.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+source tools/lib.sh
+source tools/engine.sh
+WORK="$CACHE/service-images"
+BIN="$WORK/bin"
+mkdir -p "$BIN"
+
+# Jaeger v2 releases are tagged twice, v2.N and v1.M; only the v1 tag is a Go module version
+# (the module path has no /v2). Each v2 release compose.yaml may name, with its v1 twin.
+declare -A JAEGER_MODULE_VERSIONS=([2.10.0]=v1.73.0)
+OTEL_BUILDER_MODULE=go.opentelemetry.io/collector/cmd/builder
+
+# compose_image PREFIX: the image compose.yaml names that starts with PREFIX.
+compose_image() {
+    awk -v p="$1" '$1 == "image:" && index($2, p) == 1 {print $2; exit}' compose.yaml
+}
+
+# qualified NAME: NAME as the registry it would come from knows it (what Docker means by a
+# short name), so podman finds the image under the very name compose.yaml gives.
+qualified() {
+    local first=${1%%/*}
+    if [[ $1 != */* ]]; then
+        echo "docker.io/library/$1"
+    elif [[ $first == *.* || $first == *:* || $first == localhost ]]; then
+        echo "$1"
+    else
+        echo "docker.io/$1"
+    fi
+}
+
+# wanted IMAGE: true when IMAGE must be built here (not in the engine, and not pulled).
+wanted() {
+    if image_exists "$(qualified "$1")"; then
+        echo "$1: present"
+        return 1
+    fi
+    if [[ ${PULL:-no} == yes ]] && engine pull "$1"; then
+        return 1
+    fi
+    return 0
+}
+
+# image_from_binary IMAGE BINARY USER PORTS ENTRYPOINT_JSON [CMD_JSON]: a scratch image.
+image_from_binary() {
+    local image=$1 binary=$2 user=$3 ports=$4 entrypoint=$5 cmd=${6:-} context
+    context="$WORK/context/$(basename "$binary")"
+    rm -rf "$context"
+    mkdir -p "$context"
+    cp "$binary" "$context/"
+    {
+        echo "FROM scratch"
+        echo "COPY $(basename "$binary") /$(basename "$binary")"
+        echo "USER $user"
+        [[ -n $ports ]] && echo "EXPOSE $ports"
+        echo "ENTRYPOINT $entrypoint"
+        [[ -n $cmd ]] && echo "CMD $cmd"
+    } >"$context/Dockerfile"
+    build_image --quiet --tag "$(qualified "$image")" "$context" >/dev/null
+    echo "$image: built from $binary"
+}
+
+coredns=$(compose_image coredns/coredns:)
+if wanted "$coredns"; then
+    coredns_version=$(module_version tools/coredns/go.mod github.com/coredns/coredns)
+    if [[ v${coredns##*:} != "$coredns_version" ]]; then
+        echo "compose.yaml runs $coredns but tools/coredns/go.mod pins $coredns_version" >&2
+        exit 1
+    fi
+    bash tools/install.sh >/dev/null
+    image_from_binary "$coredns" "$PWD/.tools/bin/coredns" 65532:65532 "53 53/udp" '["/coredns"]'
+fi
+
+toxiproxy=$(compose_image ghcr.io/shopify/toxiproxy:)
+if wanted "$toxiproxy"; then
+    toxiproxy_version=$(sed -n 's/^TOXIPROXY_VERSION=//p' tools/install.sh)
+    if [[ v${toxiproxy##*:} != "$toxiproxy_version" ]]; then
+        echo "compose.yaml runs $toxiproxy but tools/install.sh pins $toxiproxy_version" >&2
+        exit 1
+    fi
+    bash tools/install.sh >/dev/null
+    cp .tools/bin/toxiproxy-server "$BIN/toxiproxy"
+    image_from_binary "$toxiproxy" "$BIN/toxiproxy" 65532:65532 "8474" '["/toxiproxy"]' \
+        '["-host=0.0.0.0"]'
+fi
+
+collector=$(compose_image otel/opentelemetry-collector:)
+if wanted "$collector"; then
+    version=v${collector##*:}
+    go_install otelcol-builder "$OTEL_BUILDER_MODULE" "$OTEL_BUILDER_MODULE" "$version"
+    start=$SECONDS
+    build="$WORK/otelcol"
+    rm -rf "$build"
+    mkdir -p "$build"
+    # The components deploy/compose/otel-collector.yaml configures, and no others.
+    cat >"$build/manifest.yaml" <<EOF
+dist:
+  name: otelcol
+  description: OpenTelemetry Collector for the bunny/relay compose stack
+  output_path: $build/out
+  version: ${version#v}
+receivers:
+  - gomod: go.opentelemetry.io/collector/receiver/otlpreceiver $version
+processors:
+  - gomod: go.opentelemetry.io/collector/processor/batchprocessor $version
+exporters:
+  - gomod: go.opentelemetry.io/collector/exporter/otlpexporter $version
+  - gomod: go.opentelemetry.io/collector/exporter/debugexporter $version
+EOF
+    if [[ $version == v0.163.0 ]]; then
+        # v0.163.0's modules require internal/statusutil v0.163.0, which was never
+        # published; the next published one is API-compatible.
+        cat >>"$build/manifest.yaml" <<EOF
+replaces:
+  - go.opentelemetry.io/collector/internal/statusutil => go.opentelemetry.io/collector/internal/statusutil v0.165.0
+EOF
+    fi
+    "$BIN/otelcol-builder" --config "$build/manifest.yaml"
+    cp "$build/out/otelcol" "$BIN/otelcol"
+    echo "$collector: collector built in $((SECONDS - start)) s"
+    image_from_binary "$collector" "$BIN/otelcol" 10001:10001 "4317 4318" '["/otelcol"]' \
+        '["--config=/etc/otelcol/config.yaml"]'
+fi
+
+jaeger=$(compose_image jaegertracing/jaeger:)
+if wanted "$jaeger"; then
+    module_version=${JAEGER_MODULE_VERSIONS[${jaeger##*:}]:-}
+    if [[ -z $module_version ]]; then
+        echo "tools/service-images.sh knows no Go module version of $jaeger" >&2
+        exit 1
+    fi
+    start=$SECONDS
+    source_dir=$(go mod download -json "github.com/jaegertracing/jaeger@$module_version" |
+        sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+    # Built inside a copy of the module: its go.mod's replace directives apply only there.
+    build="$WORK/jaeger-$module_version"
+    if [[ ! -d $build ]]; then
+        cp -r "$source_dir" "$build.new"
+        chmod -R u+w "$build.new"
+        mv "$build.new" "$build"
+    fi
+    (cd "$build" && go build "${GO_FLAGS[@]}" -o "$BIN/jaeger" ./cmd/jaeger)
+    echo "$jaeger: Jaeger $module_version built in $((SECONDS - start)) s"
+    image_from_binary "$jaeger" "$BIN/jaeger" 10001:10001 "4317 4318 16686" '["/jaeger"]'
+fi
