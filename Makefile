@@ -125,6 +125,10 @@ cluster: cluster-tools
 cluster-down:
 	bash tools/cluster.sh down
 
+# The charts against that control plane, started by the tests in a folder of their own
+# (tests/e2e/test_cluster_charts.py).
+test: cluster-tools deploy-tools
+
 # bunny and relay against raw grpc.aio measured in the same run (issue 6): one table of
 # ratios, ghz beside it and the DNS lookup benchmark, in 3 rounds; rewrites
 # docs/benchmarks.md (about 7 minutes). BENCH_ARGS passes flags, e.g. BENCH_ARGS="--cases raw-unary,unary-100 --no-dns".

@@ -204,8 +204,9 @@ up() {
     start kube-scheduler --kubeconfig "$CLUSTER_DIR/scheduler.kubeconfig" \
         --leader-elect=false --secure-port 0
     start kwok --kubeconfig "$CLUSTER_DIR/admin.kubeconfig" \
-        --config "$ROOT/.tools/kwok/stages/stages.yaml" \
-        --manage-all-nodes=true --server-address "127.0.0.1:$(free_port)"
+        --config "$ROOT/.tools/kwok/stages/stages.yaml" --config "$ROOT/tools/kwok/pod-run-once.yaml" \
+        --manage-all-nodes=true --node-lease-duration-seconds 40 \
+        --server-address "127.0.0.1:$(free_port)"
     nodes | kubectl apply -f - >/dev/null
     wait_until "three Ready nodes" bash -c \
         "[[ \$('$BIN/kubectl' --kubeconfig '$CLUSTER_DIR/kubeconfig' get nodes --no-headers | grep -cw Ready) == 3 ]]"

@@ -10,6 +10,8 @@
 #                  newer than Debian's etcd-server)
 #   kwok           sigs.k8s.io/kwok KWOK_VERSION: fake nodes whose pods are marked running
 #   .tools/kwok/stages/stages.yaml   the stages kwok plays (its module ships them)
+#   .tools/cert-manager/crds/   cert-manager's CRDs (CERT_MANAGER_VERSION), which the charts'
+#                  Certificates need (its Go module ships them under deploy/crds)
 #
 # k8s.io/kubernetes cannot be `go install`ed: its go.mod points every k8s.io/* library at
 # ./staging, which a module download does not have. A throwaway module under .cache requires
@@ -25,6 +27,7 @@ BIN="$PWD/.tools/bin"
 KUBERNETES_VERSION=v1.36.3
 ETCD_VERSION=v3.6.8
 KWOK_VERSION=v0.8.0
+CERT_MANAGER_VERSION=v1.21.2
 KUBERNETES_COMMANDS="kube-apiserver kube-controller-manager kube-scheduler kubectl"
 source tools/lib.sh
 
@@ -126,4 +129,17 @@ else
     done >"$stages/stages.yaml"
     echo "$KWOK_VERSION" >"$stages/VERSION"
     echo "kwok $KWOK_VERSION stages: copied"
+fi
+
+crds="$PWD/.tools/cert-manager/crds"
+if [[ -f $crds/VERSION && $(<"$crds/VERSION") == "$CERT_MANAGER_VERSION" ]]; then
+    echo "cert-manager $CERT_MANAGER_VERSION CRDs: up to date"
+else
+    cert_manager_dir=$(go mod download -json "github.com/cert-manager/cert-manager@$CERT_MANAGER_VERSION" |
+        sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+    rm -rf "$crds"
+    mkdir -p "$crds"
+    cp "$cert_manager_dir"/deploy/crds/*.yaml "$crds/"
+    echo "$CERT_MANAGER_VERSION" >"$crds/VERSION"
+    echo "cert-manager $CERT_MANAGER_VERSION CRDs: copied"
 fi

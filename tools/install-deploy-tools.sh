@@ -44,7 +44,28 @@ if [[ -z $PSA_VERSION ]]; then
 fi
 mkdir -p "$BIN"
 
-go_install helm "$HELM_MODULE" "$HELM_MODULE/cmd/helm" "$HELM_VERSION"
+# Helm as its release is built: stamped with its version and commit, and with the
+# Kubernetes minor of its client libraries, which is what `helm template` assumes without
+# --kube-version (a plain `go install` says v3.21 and assumes Kubernetes v1.20, below the
+# charts' kubeVersion). A helm that does not report the pinned version is rebuilt.
+if [[ -x $BIN/helm && $("$BIN/helm" version --template '{{.Version}}' 2>/dev/null) != "$HELM_VERSION" ]]; then
+    rm -f "$BIN/helm"
+fi
+if ! built_from "$BIN/helm" "$HELM_MODULE" "$HELM_VERSION"; then
+    helm_info=$(go mod download -json "$HELM_MODULE@$HELM_VERSION")
+    helm_dir=$(sed -n 's/^\t"Dir": "\(.*\)",$/\1/p' <<<"$helm_info")
+    helm_commit=$(sed -n 's/^\t\t"Hash": "\(.*\)",\{0,1\}$/\1/p' <<<"$helm_info")
+    client_go=$(module_version "$helm_dir/go.mod" k8s.io/client-go) # v0.MINOR.PATCH
+    kube_minor=$(cut -d. -f2 <<<"$client_go")
+    helm_ldflags="-X $HELM_MODULE/internal/version.version=$HELM_VERSION"
+    helm_ldflags+=" -X $HELM_MODULE/internal/version.gitCommit=$helm_commit"
+    helm_ldflags+=" -X $HELM_MODULE/internal/version.gitTreeState=clean"
+    for package in pkg/chartutil pkg/lint/rules; do
+        helm_ldflags+=" -X $HELM_MODULE/$package.k8sVersionMajor=1"
+        helm_ldflags+=" -X $HELM_MODULE/$package.k8sVersionMinor=$kube_minor"
+    done
+fi
+go_install helm "$HELM_MODULE" "$HELM_MODULE/cmd/helm" "$HELM_VERSION" "${helm_ldflags:-}"
 go_install kubeconform "$KUBECONFORM_MODULE" "$KUBECONFORM_MODULE/cmd/kubeconform" "$KUBECONFORM_VERSION"
 
 go_build pod-security-check tools/pod-security "$PSA_MODULE" "$PSA_VERSION"

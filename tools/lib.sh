@@ -40,10 +40,11 @@ newer_than() {
     [[ -z $(find "$@" -type f -newer "$binary" -print -quit) ]]
 }
 
-# go_install NAME MODULE PACKAGE VERSION: `go install PACKAGE@VERSION` as $BIN/NAME.
+# go_install NAME MODULE PACKAGE VERSION [LDFLAGS]: `go install PACKAGE@VERSION` as $BIN/NAME,
+# LDFLAGS added to the linker's (e.g. the version stamps a release build sets).
 # (go install names a binary after its folder, e.g. "server"; a scratch GOBIN renames it.)
 go_install() {
-    local name=$1 module=$2 package=$3 version=$4 scratch start
+    local name=$1 module=$2 package=$3 version=$4 ldflags=${5:-} scratch start
     if built_from "$BIN/$name" "$module" "$version"; then
         echo "$name $version: up to date"
         return
@@ -51,7 +52,7 @@ go_install() {
     echo "$name $version: go install $package@$version"
     start=$SECONDS
     scratch=$(mktemp -d)
-    GOBIN=$scratch go install "${GO_FLAGS[@]}" "$package@$version"
+    GOBIN=$scratch go install -trimpath -ldflags "-s -w $ldflags" "$package@$version"
     mv -f "$scratch/$(basename "$package")" "$BIN/$name"
     rm -rf "$scratch"
     echo "$name $version: installed in $((SECONDS - start)) s"
