@@ -110,6 +110,9 @@ up: $(STAMP) images service-images
 down:
 	bash tools/compose.sh down
 
+# The stack's end-to-end test brings up its own (tests/e2e/test_compose_stack.py).
+test: service-images
+
 # A real Kubernetes control plane's binaries (kube-apiserver, controller-manager, scheduler,
 # kubectl, etcd, kwok) built from the Go module proxy into .tools/bin, pinned in
 # tools/install-cluster-tools.sh; nothing (and no network) when they are there.

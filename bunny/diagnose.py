@@ -22,6 +22,8 @@ The verdict reads the hops the way an operator would:
   that hop cannot reach its upstream: between two clouds, the tunnel or its
   routes; SERVFAIL means the upstream of that hop failed.
 - No answer from a hop and every hop beyond it: that hop is down or cut off.
+- SERVFAIL from every hop asked: the furthest one's upstream failed (between two
+  clouds, the tunnel or the resolver beyond it).
 """
 
 from __future__ import annotations
@@ -185,7 +187,7 @@ def judge(hops: Sequence[HopReport], relay: Sequence[RelayReport]) -> Verdict:
         False,
         culprit.label,
         f"{culprit.rcode} from {culprit.label} ({culprit.server}), the furthest hop asked: "
-        "its upstream failed",
+        "its upstream failed (between clouds: the VPN tunnel, or a resolver beyond it)",
     )
 
 

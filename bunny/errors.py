@@ -192,8 +192,8 @@ class DnsServerFailure(DnsLookupFailed):
     retryable = True
     rcode = "SERVFAIL"
     likely_cause = (
-        "an upstream of the nameserver failed, "
-        "e.g. the forwarder could not get an answer from the AWS side"
+        "an upstream of the nameserver failed, e.g. the forwarder could not get an answer "
+        "from the AWS side: a cut VPN tunnel, or a resolver beyond it that is down"
     )
 
     def _describe(self) -> str:

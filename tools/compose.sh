@@ -69,6 +69,16 @@ for name, service in services.items():
 EOF
 }
 
+# not_running: the services of compose.yaml that have no running container (podman-compose
+# goes on, and exits 0, when a container cannot be created).
+not_running() {
+    local service running
+    running=$(engine ps --filter "label=$LABEL" --format '{{ index .Labels "com.docker.compose.service" }}')
+    for service in $("$PYTHON" -c 'import yaml; print(*yaml.safe_load(open("compose.yaml"))["services"])'); do
+        grep -qx "$service" <<<"$running" || echo "$service"
+    done
+}
+
 wait_for_relay() {
     local relay deadline=$((SECONDS + HEALTH_TIMEOUT))
     relay=$(engine ps --quiet --filter "label=$LABEL" --filter "label=com.docker.compose.service=relay")
@@ -109,10 +119,23 @@ up() {
             down >/dev/null 2>&1 || true
             exit 1
         fi
-    elif ! compose up --detach >/dev/null || ! wait_for_relay; then
-        echo "make up: the stack did not come up; taking it down" >&2
-        down >/dev/null 2>&1 || true
-        exit 1
+    else
+        # podman-compose's own chatter (systemd and syslog are absent here) goes to a log,
+        # shown only when something failed.
+        local log missing
+        log=$(mktemp)
+        compose up --detach >"$log" 2>&1 || true
+        missing=$(not_running)
+        if [[ -n $missing ]]; then
+            echo "make up: these services did not start: $(echo $missing); podman-compose said:" >&2
+            grep -i error "$log" | grep -v -e systemd -e syslog >&2 || true
+        fi
+        rm -f "$log"
+        if [[ -n $missing ]] || ! wait_for_relay; then
+            echo "make up: the stack did not come up; taking it down" >&2
+            down >/dev/null 2>&1 || true
+            exit 1
+        fi
     fi
     echo "the compose stack $PROJECT is up in $((SECONDS - start)) s:" \
         "Jaeger on 127.0.0.1:${JAEGER_UI_PORT:-16686}, Toxiproxy's API on 127.0.0.1:${TOXIPROXY_API_PORT:-8474}"
