@@ -12,24 +12,27 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --constraint constraints.txt --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	# The lab (lab/: DNS server, OTLP sink, demo, bench, protogen) is development code that
+	# is never installed with the services; this path entry makes it importable in .venv.
+	echo "$(CURDIR)" > $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/bunnyrelay-lab.pth
 	touch $@
 
 # Regenerate the committed contract code (tests/test_contract.py fails when it is stale).
 proto: $(STAMP)
-	$(BIN)/python -m bunnyrelay.protogen .
+	$(BIN)/python -m lab.protogen .
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy bunnyrelay bunny relay tests
+	$(BIN)/mypy bunnyrelay bunny relay lab tests
 
 test: lint
 	$(BIN)/pytest
 
 demo: $(STAMP)
-	$(BIN)/python -m bunnyrelay.lab.demo
+	$(BIN)/python -m lab.demo
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .demo
@@ -45,7 +48,7 @@ test: tools
 # The cross-cloud DNS chain (cluster DNS -> forwarder -> tunnel -> AWS resolver -> private zone)
 # as real CoreDNS processes, in network namespaces when run as root; until Ctrl-C.
 stack: $(STAMP) tools
-	$(BIN)/python -m bunnyrelay.lab.stack
+	$(BIN)/python -m lab.stack
 
 # Real services that the tests start themselves (redis-server for the shared idempotency
 # store); installs Debian's package when it is missing. Needs root, as CI has.
@@ -67,7 +70,7 @@ test: deploy-tools
 # Rewrite the CoreDNS files the charts and the compose stack ship from deploy/coredns/
 # (tests/deploy fail when one is stale).
 deploy-files: $(STAMP)
-	$(BIN)/python -m bunnyrelay.lab.deployfiles
+	$(BIN)/python -m lab.deployfiles
 
 # The relay and bunny images from the one Dockerfile (needs Docker with BuildKit).
 images:
@@ -79,4 +82,4 @@ images:
 # docs/benchmarks.md (about 7 minutes). BENCH_ARGS passes flags, e.g. BENCH_ARGS="--cases raw-unary,unary-100 --no-dns".
 BENCH_ARGS ?=
 bench: $(STAMP) tools
-	$(BIN)/python -m bunnyrelay.lab.bench $(BENCH_ARGS)
+	$(BIN)/python -m lab.bench $(BENCH_ARGS)

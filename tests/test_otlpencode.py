@@ -33,13 +33,13 @@ from opentelemetry.trace import (
 )
 
 from bunnyrelay import otlpencode
-from bunnyrelay.lab.otlpsink import OtlpSink
 from bunnyrelay.otlpencode import (
     cache_sizes,
     encode_spans,
     serialize_spans,
 )
 from bunnyrelay.telemetry import setup_telemetry
+from lab.otlpsink import OtlpSink
 
 INT64 = st.integers(min_value=-(1 << 63), max_value=(1 << 63) - 1)
 FLOATS = st.floats(allow_nan=False)

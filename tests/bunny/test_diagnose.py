@@ -10,8 +10,8 @@ import pytest
 import trustme
 
 from bunny.diagnose import HopReport, RelayReport, judge
-from bunnyrelay.lab.dnsserver import ZoneServer
-from bunnyrelay.lab.processes import run_bunny
+from lab.dnsserver import ZoneServer
+from lab.processes import run_bunny
 from tests.conftest import RELAY_NAME, ZONE, StartRelay
 
 LABELS = ("cluster-dns", "forwarder", "aws-resolver", "zone")

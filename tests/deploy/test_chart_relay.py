@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from bunnyrelay.lab import corefiles
-from bunnyrelay.lab.corefiles import Role
+from lab import corefiles
+from lab.corefiles import Role
 from tests.deploy.tools import HelmError, env_of, pod_spec, template
 
 EKS = ("values-eks.yaml",)

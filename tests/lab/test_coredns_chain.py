@@ -23,9 +23,9 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from bunnyrelay.lab import netns
-from bunnyrelay.lab.tools import COREDNS, TOXIPROXY, ToolMissingError, tool
-from bunnyrelay.lab.topology import (
+from lab import netns
+from lab.tools import COREDNS, TOXIPROXY, ToolMissingError, tool
+from lab.topology import (
     DNS_HOPS,
     RELAY_NAME,
     SRV_NAME,

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bunny.loadgen import MEASURED, MEASURING
-from bunnyrelay.lab.bench.procstat import cpu_seconds
-from bunnyrelay.lab.processes import child_env
+from lab.bench.procstat import cpu_seconds
+from lab.processes import child_env
 
 
 @dataclass

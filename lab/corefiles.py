@@ -16,8 +16,8 @@ environment syntax, ``{$NAME}``, so a Corefile can also be used as it is with
 
 As a command, for the compose stack and the charts::
 
-    python -m bunnyrelay.lab.corefiles conditional-forward forwarder=10.224.0.4:53
-    python -m bunnyrelay.lab.corefiles zone-file ttl=300 soa_ttl=900 serial=1 \\
+    python -m lab.corefiles conditional-forward forwarder=10.224.0.4:53
+    python -m lab.corefiles zone-file ttl=300 soa_ttl=900 serial=1 \\
         relay_addresses=10.0.1.10,10.0.2.10 relay_ports=50051
 """
 
@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
 
-SOURCE_DIR = Path(__file__).resolve().parents[2] / "deploy" / "coredns"
+SOURCE_DIR = Path(__file__).resolve().parents[1] / "deploy" / "coredns"
 """Where the source text lives (``deploy/coredns/`` at the top of the repository)."""
 
 ZONE = "private.aws.internal"
@@ -148,7 +148,7 @@ def _render_line(line: str, values: Mapping[str, Value]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bunnyrelay.lab.corefiles",
+        prog="python -m lab.corefiles",
         description="Print one CoreDNS file of the cross-cloud path with its placeholders filled.",
     )
     parser.add_argument("role", choices=[role.value for role in Role])

@@ -10,8 +10,8 @@ iterator.
 
 Run each in a process of its own::
 
-    python -m bunnyrelay.lab.bench.rawecho serve --listen 127.0.0.1:0
-    python -m bunnyrelay.lab.bench.rawecho load --target 127.0.0.1:PORT --duration 10 --json
+    python -m lab.bench.rawecho serve --listen 127.0.0.1:0
+    python -m lab.bench.rawecho load --target 127.0.0.1:PORT --duration 10 --json
 
 Imports are kept to gRPC, the generated code and the load loop, so that the peak
 memory it reports is what raw grpc.aio costs.
@@ -157,7 +157,7 @@ async def load(target: str, settings: LoadSettings, *, stream: bool, payload_byt
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m bunnyrelay.lab.bench.rawecho",
+        prog="python -m lab.bench.rawecho",
         description="The raw grpc.aio baseline of make bench: an echo server and a load client.",
     )
     commands = parser.add_subparsers(dest="command", required=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bunnyrelay.lab.bench.dnsbench import RoundFigures, uncached_ratios
+from lab.bench.dnsbench import RoundFigures, uncached_ratios
 
 
 def _round(p50_us: float, per_s: float, cpu_us: float) -> RoundFigures:

@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bunnyrelay.lab.bench.cases import Store
-from bunnyrelay.lab.bench.rounds import CaseResult, CaseRounds, Spread
+from lab.bench.cases import Store
+from lab.bench.rounds import CaseResult, CaseRounds, Spread
 
 RANGE_DASH = "\u2013"
 """An en dash: between the lowest and the highest value of a range."""

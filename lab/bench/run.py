@@ -11,11 +11,11 @@ client's window marks, its peak memory (VmHWM) before it is stopped.
 Each round runs every case once, in order, so a baseline and the cases measured against it
 are never far apart in time; the ratios are taken within a round (:mod:`.rounds`).
 
-    python -m bunnyrelay.lab.bench            # about 7 minutes; writes docs/benchmarks.md
-    python -m bunnyrelay.lab.bench --quick    # a few seconds per case, once: a smoke run
-    python -m bunnyrelay.lab.bench --rounds 5 --duration 10   # more rounds, longer windows
-    python -m bunnyrelay.lab.bench --json     # one JSON object on stdout
-    python -m bunnyrelay.lab.bench --dns-only --no-write   # only the DNS benchmark
+    python -m lab.bench            # about 7 minutes; writes docs/benchmarks.md
+    python -m lab.bench --quick    # a few seconds per case, once: a smoke run
+    python -m lab.bench --rounds 5 --duration 10   # more rounds, longer windows
+    python -m lab.bench --json     # one JSON object on stdout
+    python -m lab.bench --dns-only --no-write   # only the DNS benchmark
 """
 
 from __future__ import annotations
@@ -39,19 +39,19 @@ from typing import Any, TextIO
 
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from bunnyrelay.lab.bench import costs as job_costs
-from bunnyrelay.lab.bench import dnsbench, ghz, procstat
-from bunnyrelay.lab.bench.cases import CASES, Case, Dns, Tracing
-from bunnyrelay.lab.bench.children import run_client, serving
-from bunnyrelay.lab.bench.dnsbench import DnsBenchSettings
-from bunnyrelay.lab.bench.report import relay_targets, targets_text, text_table
-from bunnyrelay.lab.bench.rounds import CaseResult, CaseRounds, combine_rounds
-from bunnyrelay.lab.bench.writeup import markdown_document
-from bunnyrelay.lab.bench.zone import CACHED_NAME, READY, UNCACHED_NAME, queries_so_far
-from bunnyrelay.lab.otlpsink import OtlpSink
-from bunnyrelay.lab.processes import relay_process
+from lab.bench import costs as job_costs
+from lab.bench import dnsbench, ghz, procstat
+from lab.bench.cases import CASES, Case, Dns, Tracing
+from lab.bench.children import run_client, serving
+from lab.bench.dnsbench import DnsBenchSettings
+from lab.bench.report import relay_targets, targets_text, text_table
+from lab.bench.rounds import CaseResult, CaseRounds, combine_rounds
+from lab.bench.writeup import markdown_document
+from lab.bench.zone import CACHED_NAME, READY, UNCACHED_NAME, queries_so_far
+from lab.otlpsink import OtlpSink
+from lab.processes import relay_process
 
-DOC = Path(__file__).resolve().parents[3] / "docs" / "benchmarks.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
 _MODULES = {"raw": "rawecho", "floor": "floor"}
 """The module of each raw client and server kind: the bare pair, or it with the
 conventions' per-call telemetry (:mod:`.floor`)."""
@@ -138,7 +138,7 @@ class BenchResult:
     settings: dict[str, Any]
     results: list[CaseRounds]
     dns: dict[str, Any] | None
-    """What the DNS benchmark printed (:func:`bunnyrelay.lab.bench.dnsbench.run`)."""
+    """What the DNS benchmark printed (:func:`lab.bench.dnsbench.run`)."""
     costs: dict[str, dict[str, float]] | None = None
     """CPU µs per call of each piece of a job's path (:mod:`.costs`)."""
 
@@ -183,7 +183,7 @@ class Bench:
     @asynccontextmanager
     async def _server(self, case: Case) -> AsyncIterator[_Server]:
         if case.server in _MODULES:
-            argv = [sys.executable, "-m", f"bunnyrelay.lab.bench.{_MODULES[case.server]}", "serve"]
+            argv = [sys.executable, "-m", f"lab.bench.{_MODULES[case.server]}", "serve"]
             log = self.scratch / f"{case.server}-{case.key}.log"
             env = _otel_env(self.sink, "floor-server", case.tracing)
             async with serving(argv, ready=_RAW_READY, env=env, log_path=log) as raw:
@@ -232,7 +232,7 @@ class Bench:
             *(["--stream"] if case.stream else []),
         ]
         if case.client in _MODULES:
-            module = ["-m", f"bunnyrelay.lab.bench.{_MODULES[case.client]}", "load"]
+            module = ["-m", f"lab.bench.{_MODULES[case.client]}", "load"]
             return [sys.executable, *module, "--target", f"127.0.0.1:{port}", *common]
         name = UNCACHED_NAME if case.dns is Dns.EVERY_JOB else CACHED_NAME
         return [
@@ -345,7 +345,7 @@ class Bench:
         rounds: list[list[CaseResult]] = []
         dns: dict[str, Any] | None = None
         costs: dict[str, dict[str, float]] | None = None
-        zone_argv = [sys.executable, "-m", "bunnyrelay.lab.bench.zone"]
+        zone_argv = [sys.executable, "-m", "lab.bench.zone"]
         try:
             zone_log = self.scratch / "zone.log"
             async with self.sink:
@@ -388,7 +388,7 @@ class Bench:
 
     async def _run_dns(self, settings: DnsBenchSettings) -> dict[str, Any]:
         # Without --nameserver it starts CoreDNS for the bench zone itself.
-        module = "bunnyrelay.lab.bench.dnsbench"
+        module = "lab.bench.dnsbench"
         argv = [sys.executable, "-m", module, "--json"]
         argv += dnsbench.arguments(settings)
         run = await run_client(
@@ -426,8 +426,8 @@ class Bench:
             "relay": "relay serve --listen 127.0.0.1:0 [--store memory]; defaults otherwise "
             "(max in flight 256, INFO logs to a file)",
             "bunny": "bunny bench, resolver family any (A and AAAA), default retries and deadline",
-            "dns_server": "bunnyrelay.lab.bench.zone (the lab ZoneServer, a process of its own); "
-            "the DNS benchmark: CoreDNS (bunnyrelay.lab.bench.zone.coredns_zone)",
+            "dns_server": "lab.bench.zone (the lab ZoneServer, a process of its own); "
+            "the DNS benchmark: CoreDNS (lab.bench.zone.coredns_zone)",
         }
 
 
@@ -487,7 +487,7 @@ def _positive_int(text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bunnyrelay.lab.bench",
+        prog="python -m lab.bench",
         description="bunny and relay against raw grpc.aio, measured in the same run.",
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds a case")

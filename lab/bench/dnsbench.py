@@ -2,7 +2,7 @@
 
 All of them ask the same DNS server for A records only, one question per lookup
 (bunny with ``family=ipv4`` so that it sends what the others send): CoreDNS serving
-the bench zone (:func:`bunnyrelay.lab.bench.zone.coredns_zone`, the ``template``
+the bench zone (:func:`lab.bench.zone.coredns_zone`, the ``template``
 plugin, in a process of its own) unless ``--nameserver`` names another. A server in
 Python would cap lookups/s for every client alike; CoreDNS answers on every core.
 
@@ -64,11 +64,11 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from bunny.loadgen import percentile
 from bunny.resolver import LoopDrivenResolver, Resolver, ResolverSettings
 from bunnyrelay import semconv
-from bunnyrelay.lab.bench.report import target_row
-from bunnyrelay.lab.bench.rounds import Spread, ratio
-from bunnyrelay.lab.bench.zone import CACHED_NAME, coredns_zone, numbered
 from bunnyrelay.settings import HostPort, parse_ip_port
 from bunnyrelay.telemetry import setup_telemetry
+from lab.bench.report import target_row
+from lab.bench.rounds import Spread, ratio
+from lab.bench.zone import CACHED_NAME, coredns_zone, numbered
 
 Lookup = Callable[[int], Awaitable[object]]
 """Looks up the name with this index (uncached) or the cached name (index ignored)."""
@@ -438,9 +438,9 @@ class DnsBench:
             async def dnspython(index: int) -> object:
                 return await python.resolve(numbered(index) + ".", "A")
 
-            tracer = self._traced.tracer_provider.get_tracer("bunnyrelay.lab.bench.dnsbench")
+            tracer = self._traced.tracer_provider.get_tracer("lab.bench.dnsbench")
             record = (
-                self._traced.meter_provider.get_meter("bunnyrelay.lab.bench.dnsbench")
+                self._traced.meter_provider.get_meter("lab.bench.dnsbench")
                 .create_histogram(semconv.METRIC_DNS_LOOKUP_DURATION, unit="s")
                 .record
             )
@@ -701,7 +701,7 @@ def arguments(settings: DnsBenchSettings) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bunnyrelay.lab.bench.dnsbench",
+        prog="python -m lab.bench.dnsbench",
         description="bunny's resolver against bare aiodns, dnspython and getaddrinfo.",
     )
     parser.add_argument(

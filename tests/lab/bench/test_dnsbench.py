@@ -15,15 +15,15 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from bunnyrelay.lab.bench.zone import (
+from lab.bench.zone import (
     CACHED_NAME,
     UNCACHED_NAME,
     CoreDnsZone,
     coredns_zone,
     numbered,
 )
-from bunnyrelay.lab.tools import COREDNS, ToolMissingError, tool
-from tests.bench.harness import run_bench_module
+from lab.tools import COREDNS, ToolMissingError, tool
+from tests.lab.bench.harness import run_bench_module
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from bunnyrelay.lab.dnsserver import ZoneServer
-from bunnyrelay.lab.processes import run_bunny
+from lab.dnsserver import ZoneServer
+from lab.processes import run_bunny
 from tests.conftest import RELAY_NAME, StartRelay
 
 FIELDS = {

@@ -27,7 +27,7 @@ In-process::
 
 As a command (runs until SIGTERM or SIGINT)::
 
-    python -m bunnyrelay.lab.dnsserver --listen 127.0.0.1:5353 \\
+    python -m lab.dnsserver --listen 127.0.0.1:5353 \\
         --record relay.private.aws.internal=A:127.0.0.1 --ttl 30
 """
 
@@ -627,7 +627,7 @@ def _seconds(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m bunnyrelay.lab.dnsserver",
+        prog="python -m lab.dnsserver",
         description="A small authoritative DNS server (UDP and TCP) for the bunny/relay lab.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

@@ -11,8 +11,8 @@ context that is a plain object), next to what the raw baseline does in their pla
 The SDK's providers are process-wide, so each telemetry setting runs in a process
 of its own::
 
-    python -m bunnyrelay.lab.bench.costs            # every probe, one JSON object
-    python -m bunnyrelay.lab.bench.costs --quick    # fewer calls: a smoke run
+    python -m lab.bench.costs            # every probe, one JSON object
+    python -m lab.bench.costs --quick    # fewer calls: a smoke run
 """
 
 from __future__ import annotations
@@ -239,11 +239,11 @@ def _quiet_logger() -> Any:
 def measure_all(*, quick: bool = False) -> dict[str, dict[str, float]]:
     """Every group, each in a fresh process; ``{group: {probe: CPU µs per call}}``."""
     results: dict[str, dict[str, float]] = {}
-    root = Path(__file__).resolve().parents[3]
+    root = Path(__file__).resolve().parents[2]
     for group in _GROUPS:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
         env.update(_OTEL_ENV.get(group, {}))
-        argv = [sys.executable, "-m", "bunnyrelay.lab.bench.costs", "--group", group]
+        argv = [sys.executable, "-m", "lab.bench.costs", "--group", group]
         done = subprocess.run(
             [*argv, *(["--quick"] if quick else [])],
             capture_output=True,
@@ -291,7 +291,7 @@ def rows(costs: dict[str, dict[str, float]]) -> list[tuple[str, str, str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bunnyrelay.lab.bench.costs")
+    parser = argparse.ArgumentParser(prog="python -m lab.bench.costs")
     parser.add_argument("--group", choices=_GROUPS, help="run one group in this process")
     parser.add_argument("--quick", action="store_true", help="fewer calls per round")
     args = parser.parse_args(argv)

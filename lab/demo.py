@@ -19,10 +19,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from bunnyrelay.lab.dnsserver import ZoneServer
-from bunnyrelay.lab.otlpsink import OtlpSink, SinkSpan
-from bunnyrelay.lab.processes import relay_process, run_bunny
-from bunnyrelay.lab.waterfall import render
+from lab.dnsserver import ZoneServer
+from lab.otlpsink import OtlpSink, SinkSpan
+from lab.processes import relay_process, run_bunny
+from lab.waterfall import render
 
 RELAY_NAME = "relay.private.aws.internal"
 ZONE = "private.aws.internal"

@@ -6,7 +6,7 @@ puts one proxy, ``tunnel``, on the forwarder's path to the AWS resolver, so the
 tunnel can be made slow, lossy or silent without touching the DNS servers.
 
 The calls are blocking (urllib); the topology makes them on a thread inside the
-namespace where the API listens (:func:`bunnyrelay.lab.netns.run_in`).
+namespace where the API listens (:func:`lab.netns.run_in`).
 
 :func:`toxiproxy_server` runs a server of its own on loopback (the fault tests put
 one between bunny and relay) and kills it by its PID when the block ends.
@@ -24,7 +24,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from bunnyrelay.lab.tools import TOXIPROXY, tool
+from lab.tools import TOXIPROXY, tool
 
 
 class ToxiproxyError(RuntimeError):

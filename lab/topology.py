@@ -14,7 +14,7 @@
 - **AWS resolver**: the VPC resolver, forwarding the zone to the **zone server**,
   which serves the private hosted zone from its zone file.
 
-All CoreDNS text comes from ``deploy/coredns/`` through :mod:`bunnyrelay.lab.corefiles`.
+All CoreDNS text comes from ``deploy/coredns/`` through :mod:`lab.corefiles`.
 
 Two modes, chosen by :func:`start_topology` (``mode="auto"``):
 
@@ -68,10 +68,10 @@ import dns.rcode
 import dns.rdatatype
 import dns.rdtypes.ANY.SOA
 
-from bunnyrelay.lab import corefiles, netns
-from bunnyrelay.lab.corefiles import Role
-from bunnyrelay.lab.tools import COREDNS, TOXIPROXY, tool
-from bunnyrelay.lab.toxiproxy import ToxiproxyApi
+from lab import corefiles, netns
+from lab.corefiles import Role
+from lab.tools import COREDNS, TOXIPROXY, tool
+from lab.toxiproxy import ToxiproxyApi
 
 _T = TypeVar("_T")
 

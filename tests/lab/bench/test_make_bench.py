@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from bunnyrelay.lab.bench.cases import CASES, RAW_STREAM, RAW_UNARY
-from bunnyrelay.lab.bench.report import RANGE_DASH
-from tests.bench.harness import run_bench_module
+from lab.bench.cases import CASES, RAW_STREAM, RAW_UNARY
+from lab.bench.report import RANGE_DASH
+from tests.lab.bench.harness import run_bench_module
 
 RATIO = re.compile(r"\(\d+\.\d\dx\)")
 

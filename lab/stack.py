@@ -1,6 +1,6 @@
 """`make stack`: the cross-cloud DNS chain in the foreground, to explore by hand.
 
-Starts the topology of :mod:`bunnyrelay.lab.topology` (network namespaces as root,
+Starts the topology of :mod:`lab.topology` (network namespaces as root,
 loopback addresses otherwise) and, unless ``--no-relay``, one relay on the AWS
 side at each of relay's A records; prints where everything is and commands to try;
 runs until Ctrl-C (or SIGTERM), then ends every process and deletes the namespaces.
@@ -17,8 +17,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from bunnyrelay.lab.tools import ToolMissingError, tool, tools_dir
-from bunnyrelay.lab.topology import (
+from lab.tools import ToolMissingError, tool, tools_dir
+from lab.topology import (
     RELAY_NAME,
     SRV_NAME,
     Hop,
@@ -127,7 +127,7 @@ async def _run(mode: str, with_relay: bool) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bunnyrelay.lab.stack",
+        prog="python -m lab.stack",
         description="Run the cross-cloud CoreDNS chain in the foreground until Ctrl-C.",
     )
     parser.add_argument(

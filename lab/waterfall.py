@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from bunnyrelay import semconv
-from bunnyrelay.lab.otlpsink import SinkSpan
+from lab.otlpsink import SinkSpan
 
 
 def _detail(span: SinkSpan) -> str:

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from bunnyrelay.lab.bench.cases import Case
+from lab.bench.cases import Case
 
 
 @dataclass

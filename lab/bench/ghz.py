@@ -32,7 +32,7 @@ import grpc
 from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from bunnyrelay.lab.tools import GHZ, tool
+from lab.tools import GHZ, tool
 
 SERVICE = "bunnyrelay.v1.JobService"
 MODULE = "github.com/bojand/ghz"

@@ -137,7 +137,7 @@ def _bunny(
 CASES: tuple[Case, ...] = (
     Case(RAW_UNARY, "raw", "raw", False),
     Case(RAW_STREAM, "raw", "raw", True, baseline=RAW_UNARY),
-    # The most an instrumented service can reach: see bunnyrelay.lab.bench.floor.
+    # The most an instrumented service can reach: see lab.bench.floor.
     Case(
         FLOOR_OFF,
         "floor",

@@ -15,7 +15,7 @@ syntax for compose to fill in, so these are generated, committed, and checked by
   into the compose stack as they are, their ``{$NAME}`` placeholders filled from
   each service's environment by CoreDNS).
 
-``python -m bunnyrelay.lab.deployfiles`` (``make deploy-files``) writes them;
+``python -m lab.deployfiles`` (``make deploy-files``) writes them;
 ``--check`` only reports the stale ones and exits 1 if there are any.
 """
 
@@ -29,8 +29,8 @@ from typing import Any
 
 import yaml
 
-from bunnyrelay.lab import corefiles
-from bunnyrelay.lab.corefiles import Role
+from lab import corefiles
+from lab.corefiles import Role
 
 ROOT = corefiles.SOURCE_DIR.parents[1]
 """The top of the repository."""
@@ -87,7 +87,7 @@ def stale(files: Mapping[Path, str]) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bunnyrelay.lab.deployfiles",
+        prog="python -m lab.deployfiles",
         description="Write the charts' and compose's CoreDNS files from deploy/coredns/.",
     )
     parser.add_argument(

@@ -1,4 +1,4 @@
-"""Rounds combined (:mod:`bunnyrelay.lab.bench.rounds`), from hand-made results: no process runs.
+"""Rounds combined (:mod:`lab.bench.rounds`), from hand-made results: no process runs.
 
 The numbers are chosen so that a wrong combination gives another answer: the ratio of the
 median jobs/s (2,600 / 3,500 = 0.74x) misses a 0.78x target that the median of the per-round
@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from bunnyrelay.lab.bench.cases import CASES, RAW_UNARY, Case, Target
-from bunnyrelay.lab.bench.report import RANGE_DASH, relay_targets, text_table
-from bunnyrelay.lab.bench.rounds import CaseResult, CaseRounds, combine_rounds
-from bunnyrelay.lab.bench.run import main
-from bunnyrelay.lab.bench.writeup import markdown_document
+from lab.bench.cases import CASES, RAW_UNARY, Case, Target
+from lab.bench.report import RANGE_DASH, relay_targets, text_table
+from lab.bench.rounds import CaseResult, CaseRounds, combine_rounds
+from lab.bench.run import main
+from lab.bench.writeup import markdown_document
 
 
 def _case(key: str) -> Case:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-TOOLS_DIR = Path(__file__).resolve().parents[2] / ".tools" / "bin"
+TOOLS_DIR = Path(__file__).resolve().parents[1] / ".tools" / "bin"
 """Where ``make tools`` installs: ``.tools/bin`` in the repository."""
 
 COREDNS = "coredns"

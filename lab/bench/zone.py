@@ -17,7 +17,7 @@ It prints ``zone listening on IP:PORT`` when ready. Each line ``count`` on stdin
 is answered with ``count <queries so far>`` on stdout, so a benchmark can tell how
 many queries reached the wire::
 
-    python -m bunnyrelay.lab.bench.zone --names 10000
+    python -m lab.bench.zone --names 10000
 
 **CoreDNS** (:func:`coredns_zone`, the pinned build ``make tools`` installs) answers the
 DNS benchmark: the same names, every ``n<i>`` without a list, from its ``template``
@@ -41,11 +41,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bunnyrelay.lab.bench.children import serving
-from bunnyrelay.lab.corefiles import bind_to
-from bunnyrelay.lab.dnsserver import QueryLogEntry, ZoneServer
-from bunnyrelay.lab.tools import COREDNS, tool
 from bunnyrelay.settings import HostPort
+from lab.bench.children import serving
+from lab.corefiles import bind_to
+from lab.dnsserver import QueryLogEntry, ZoneServer
+from lab.tools import COREDNS, tool
 
 ZONE = "bench.internal"
 CACHED_NAME = f"relay.{ZONE}"
@@ -60,7 +60,7 @@ def numbered(index: int) -> str:
     return f"n{index}.{ZONE}"
 
 
-COREFILE = r"""# The bench zone (see bunnyrelay/lab/bench/zone.py), answered from templates: A
+COREFILE = r"""# The bench zone (see lab/bench/zone.py), answered from templates: A
 # records only (AAAA is NODATA), nothing else exists. No log plugin: a line per query
 # would cost CoreDNS more than the answer does.
 bench.internal {
@@ -195,7 +195,7 @@ async def queries_so_far(process: asyncio.subprocess.Process) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bunnyrelay.lab.bench.zone",
+        prog="python -m lab.bench.zone",
         description="The benchmark's DNS server (bench.internal) on a free UDP+TCP port.",
     )
     parser.add_argument("--names", type=int, default=0, help="how many numbered names to serve")

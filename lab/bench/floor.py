@@ -13,8 +13,8 @@ Its ratio against the raw baseline in the same round is the most any instrumente
 service can reach on the machine, so the write-up can show how much of bunny and
 relay's gap is theirs and how much is the telemetry's. Unary only.
 
-    python -m bunnyrelay.lab.bench.floor serve --listen 127.0.0.1:0
-    python -m bunnyrelay.lab.bench.floor load --target 127.0.0.1:PORT --duration 10 --json
+    python -m lab.bench.floor serve --listen 127.0.0.1:0
+    python -m lab.bench.floor load --target 127.0.0.1:PORT --duration 10 --json
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from opentelemetry.util.types import AttributeValue
 
 from bunny.loadgen import LoadSettings, drive
 from bunnyrelay import semconv
-from bunnyrelay.lab.bench import rawecho
 from bunnyrelay.telemetry import Telemetry, setup_telemetry
 from bunnyrelay.v1 import jobs_pb2, jobs_pb2_grpc
+from lab.bench import rawecho
 from relay.tracing import METADATA_GETTER
 
 _METHOD = "bunnyrelay.v1.JobService/Run"
@@ -57,8 +57,8 @@ class InstrumentedEcho(rawecho.EchoServicer):
     ``rpc.server.duration`` per call."""
 
     def __init__(self, telemetry: Telemetry) -> None:
-        self._tracer = telemetry.tracer_provider.get_tracer("bunnyrelay.lab.bench.floor")
-        meter = telemetry.meter_provider.get_meter("bunnyrelay.lab.bench.floor")
+        self._tracer = telemetry.tracer_provider.get_tracer("lab.bench.floor")
+        meter = telemetry.meter_provider.get_meter("lab.bench.floor")
         self._record = meter.create_histogram(semconv.METRIC_RPC_SERVER_DURATION, unit="ms").record
 
     async def Run(  # noqa: N802 - the proto's method name
@@ -87,9 +87,9 @@ async def serve(listen: str, telemetry: Telemetry) -> None:
 async def load(
     target: str, settings: LoadSettings, *, payload_bytes: int, telemetry: Telemetry
 ) -> int:
-    tracer = telemetry.tracer_provider.get_tracer("bunnyrelay.lab.bench.floor")
+    tracer = telemetry.tracer_provider.get_tracer("lab.bench.floor")
     record = (
-        telemetry.meter_provider.get_meter("bunnyrelay.lab.bench.floor")
+        telemetry.meter_provider.get_meter("lab.bench.floor")
         .create_histogram(semconv.METRIC_RPC_CLIENT_DURATION, unit="ms")
         .record
     )
@@ -131,7 +131,7 @@ async def load(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = rawecho.build_parser()
-    parser.prog = "python -m bunnyrelay.lab.bench.floor"
+    parser.prog = "python -m lab.bench.floor"
     parser.description = (
         "The raw echo pair plus the per-call telemetry the conventions ask for (unary only)."
     )
