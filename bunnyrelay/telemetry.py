@@ -1,9 +1,11 @@
 """OpenTelemetry bootstrap for both processes, driven by the standard ``OTEL_*`` variables.
 
+Every variable this module depends on is checked first (:mod:`bunnyrelay.otelenv`), so
+a typo stops the process at start with a message instead of failing each export later.
+
 - ``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES`` name the process (the
   default service name is used only when neither sets ``service.name``).
-- ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` choose the sampler; they
-  are checked here so that a typo is an error instead of a silent fallback.
+- ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` choose the sampler.
 - ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or the ``_TRACES_`` / ``_METRICS_`` variants)
   turns on OTLP export; ``OTEL_EXPORTER_OTLP_PROTOCOL`` picks ``grpc`` or
   ``http/protobuf`` (the specification's default). The exporters read the rest
@@ -29,17 +31,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
-from bunnyrelay.settings import SettingError
-
-_SAMPLERS = (
-    "always_on",
-    "always_off",
-    "traceidratio",
-    "parentbased_always_on",
-    "parentbased_always_off",
-    "parentbased_traceidratio",
-)
-_PROTOCOLS = ("grpc", "http/protobuf")
+from bunnyrelay.otelenv import check_sampler, otlp_destination
 
 
 @dataclass
@@ -58,47 +50,6 @@ class Telemetry:
         self.tracer_provider.force_flush()
         self.tracer_provider.shutdown()
         self.meter_provider.shutdown()
-
-
-def check_sampler_env(environ: Mapping[str, str] = os.environ) -> None:
-    """Reject an unknown ``OTEL_TRACES_SAMPLER`` or an out-of-range ratio."""
-    sampler = environ.get("OTEL_TRACES_SAMPLER", "").strip().lower()
-    if sampler and sampler not in _SAMPLERS:
-        raise SettingError(
-            f"OTEL_TRACES_SAMPLER={sampler!r} is not supported; use one of {', '.join(_SAMPLERS)}"
-        )
-    arg = environ.get("OTEL_TRACES_SAMPLER_ARG", "").strip()
-    if arg and sampler.endswith("traceidratio"):
-        try:
-            ratio = float(arg)
-        except ValueError:
-            raise SettingError(f"OTEL_TRACES_SAMPLER_ARG={arg!r} is not a number") from None
-        if not 0.0 <= ratio <= 1.0:
-            raise SettingError(f"OTEL_TRACES_SAMPLER_ARG={arg!r} must be between 0 and 1")
-
-
-def otlp_protocol(signal: str, environ: Mapping[str, str] = os.environ) -> str:
-    """The OTLP protocol for ``signal`` ("TRACES" or "METRICS"), validated."""
-    protocol = (
-        environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")
-        or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-        or "http/protobuf"
-    ).strip()
-    if protocol not in _PROTOCOLS:
-        raise SettingError(
-            f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported; use grpc or http/protobuf"
-        )
-    return protocol
-
-
-def _otlp_endpoint_set(signal: str, environ: Mapping[str, str]) -> bool:
-    exporter = environ.get(f"OTEL_{signal}_EXPORTER", "otlp").strip().lower()
-    if exporter == "none":
-        return False
-    return bool(
-        environ.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")
-        or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    )
 
 
 def _span_exporter(protocol: str) -> SpanExporter:
@@ -144,22 +95,22 @@ def setup_telemetry(
 
     Raises SettingError for a bad ``OTEL_*`` value, before anything is started.
     """
-    check_sampler_env(environ)
+    check_sampler(environ)
+    traces = otlp_destination("TRACES", environ)
+    metrics_to = otlp_destination("METRICS", environ)
     resource = build_resource(default_service_name)
     exporting = False
 
     tracer_provider = TracerProvider(resource=resource)
     for processor in span_processors:
         tracer_provider.add_span_processor(processor)
-    if _otlp_endpoint_set("TRACES", environ):
-        tracer_provider.add_span_processor(
-            BatchSpanProcessor(_span_exporter(otlp_protocol("TRACES", environ)))
-        )
+    if traces is not None:
+        tracer_provider.add_span_processor(BatchSpanProcessor(_span_exporter(traces.protocol)))
         exporting = True
 
     readers = list(metric_readers)
-    if _otlp_endpoint_set("METRICS", environ):
-        readers.append(_metric_reader(otlp_protocol("METRICS", environ)))
+    if metrics_to is not None:
+        readers.append(_metric_reader(metrics_to.protocol))
         exporting = True
     exemplars_chosen = bool(environ.get("OTEL_METRICS_EXEMPLAR_FILTER", "").strip())
     meter_provider = MeterProvider(

@@ -1,0 +1,162 @@
+"""The standard ``OTEL_*`` variables bunny and relay depend on, checked before anything starts.
+
+The SDK and its exporters read these variables too, but they accept nearly anything and fail
+later, one export at a time, in a log line nobody reads: a sampler name with a typo falls back
+to the default, and an endpoint such as ``::garbage::`` is taken as given and then fails every
+export. Here each value the process depends on is checked once, at start, and a bad one is a
+:class:`SettingError` naming the variable, what is wrong and what would do.
+
+- ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``: a known sampler, a ratio from 0 to 1.
+- ``OTEL_EXPORTER_OTLP_ENDPOINT`` and the per-signal ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` /
+  ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT``: the one a signal will use is an ``http://`` or
+  ``https://`` URL with a host (the only form OTLP/HTTP takes), or, over OTLP/gRPC, also a
+  gRPC target (``HOST:PORT``, ``dns:///HOST:PORT``, ``unix:PATH``), as the specification allows.
+- ``OTEL_EXPORTER_OTLP_PROTOCOL`` (and per signal): ``grpc`` or ``http/protobuf``, the
+  specification's default.
+- ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER``: ``none`` turns a signal's export off.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit
+
+from bunnyrelay.settings import SettingError
+
+Signal = Literal["TRACES", "METRICS"]
+
+SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+PROTOCOLS = ("grpc", "http/protobuf")
+DEFAULT_PROTOCOL = "http/protobuf"
+_EXAMPLE_PORT = {"grpc": 4317, "http/protobuf": 4318}
+# gRPC target schemes (gRPC's naming document) that the SDK passes to the channel unchanged.
+_GRPC_TARGET_SCHEMES = ("dns", "unix", "unix-abstract", "ipv4", "ipv6")
+_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?"
+_HOSTNAME = re.compile(rf"{_LABEL}(\.{_LABEL})*\.?")
+
+
+@dataclass(frozen=True, slots=True)
+class OtlpDestination:
+    """Where one signal is exported: the protocol and the endpoint, as the variables give them."""
+
+    protocol: str
+    endpoint: str
+    variable: str
+    """The variable the endpoint came from, for messages."""
+
+
+def check_sampler(environ: Mapping[str, str] = os.environ) -> None:
+    """Reject an unknown ``OTEL_TRACES_SAMPLER`` or an out-of-range ratio."""
+    sampler = environ.get("OTEL_TRACES_SAMPLER", "").strip().lower()
+    if sampler and sampler not in SAMPLERS:
+        raise SettingError(
+            f"OTEL_TRACES_SAMPLER={sampler!r} is not supported; use one of {', '.join(SAMPLERS)}"
+        )
+    arg = environ.get("OTEL_TRACES_SAMPLER_ARG", "").strip()
+    if arg and sampler.endswith("traceidratio"):
+        try:
+            ratio = float(arg)
+        except ValueError:
+            raise SettingError(f"OTEL_TRACES_SAMPLER_ARG={arg!r} is not a number") from None
+        if not 0.0 <= ratio <= 1.0:
+            raise SettingError(f"OTEL_TRACES_SAMPLER_ARG={arg!r} must be between 0 and 1")
+
+
+def otlp_protocol(signal: Signal, environ: Mapping[str, str] = os.environ) -> str:
+    """The OTLP protocol for ``signal``, validated."""
+    for variable in (f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        protocol = environ.get(variable, "").strip()
+        if protocol:
+            break
+    else:
+        return DEFAULT_PROTOCOL
+    if protocol not in PROTOCOLS:
+        raise SettingError(f"{variable}={protocol!r} is not supported; use grpc or http/protobuf")
+    return protocol
+
+
+def otlp_destination(
+    signal: Signal, environ: Mapping[str, str] = os.environ
+) -> OtlpDestination | None:
+    """Where ``signal`` is exported, checked; None when it is not exported at all."""
+    if environ.get(f"OTEL_{signal}_EXPORTER", "otlp").strip().lower() == "none":
+        return None
+    for variable in (f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        endpoint = environ.get(variable, "")
+        if endpoint:
+            break
+    else:
+        return None
+    protocol = otlp_protocol(signal, environ)
+    problem = _endpoint_problem(endpoint, protocol)
+    if problem is not None:
+        port = _EXAMPLE_PORT[protocol]
+        raise SettingError(
+            f"{variable}={endpoint!r} is not a usable OTLP endpoint ({protocol}): {problem}; "
+            f"expected a URL such as http://otel-collector:{port}"
+        )
+    return OtlpDestination(protocol, endpoint, variable)
+
+
+def _endpoint_problem(endpoint: str, protocol: str) -> str | None:
+    """What is wrong with ``endpoint`` for ``protocol``, or None when it will do."""
+    if not endpoint:
+        return "it is blank"
+    if any(char.isspace() for char in endpoint):
+        return "it contains white space"
+    parts = urlsplit(endpoint)
+    scheme = parts.scheme.lower()
+    if scheme in ("http", "https"):
+        if not parts.netloc:
+            return f"no host after {scheme}://"
+        try:
+            parts.port  # noqa: B018 - urllib checks the port when it is read
+        except ValueError:
+            return "the port must be a number from 1 to 65535"
+        if parts.port == 0:
+            return "the port must be a number from 1 to 65535"
+        return _host_problem(parts.hostname or "")
+    if protocol != "grpc":
+        return "OTLP/HTTP needs an http:// or https:// URL"
+    if scheme in _GRPC_TARGET_SCHEMES:
+        return None if endpoint.partition(":")[2].strip("/") else "the target is empty"
+    return _grpc_host_port_problem(endpoint)
+
+
+def _grpc_host_port_problem(target: str) -> str | None:
+    """What is wrong with a gRPC ``HOST:PORT`` or ``[V6]:PORT`` target, or None."""
+    if target.startswith("["):
+        host, _, rest = target[1:].partition("]")
+        if not rest.startswith(":"):
+            return "expected [IPV6]:PORT"
+        port = rest[1:]
+    else:
+        host, separator, port = target.rpartition(":")
+        if not separator or ":" in host:
+            return "neither an http(s):// URL nor a gRPC HOST:PORT target"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        return "the port must be a number from 1 to 65535"
+    return _host_problem(host)
+
+
+def _host_problem(host: str) -> str | None:
+    if not host:
+        return "the host is empty"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if _HOSTNAME.fullmatch(host) is None or len(host) > 253:
+            return f"{host!r} is not a host name or an IP address"
+    return None

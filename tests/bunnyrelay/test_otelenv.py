@@ -1,0 +1,111 @@
+"""The OTEL_* variables bunny and relay depend on are checked at start: a bad one stops the
+process with a message naming it, and what the specification allows still starts."""
+
+from __future__ import annotations
+
+import pytest
+
+from bunnyrelay.otelenv import OtlpDestination, otlp_destination
+from bunnyrelay.settings import SettingError
+from lab.processes import run_module
+
+GOOD_ENDPOINTS = [
+    ("grpc", "http://otel-collector:4317"),
+    ("grpc", "https://otel-collector.observability.svc.cluster.local"),
+    ("grpc", "http://[::1]:4317"),
+    ("grpc", "otel-collector:4317"),
+    ("grpc", "127.0.0.1:4317"),
+    ("grpc", "[fd00::7]:4317"),
+    ("grpc", "dns:///otel-collector:4317"),
+    ("grpc", "unix:///var/run/otel.sock"),
+    ("http/protobuf", "http://otel-collector:4318"),
+    ("http/protobuf", "https://ingest.example.com/otlp/"),
+    ("http/protobuf", "http://127.0.0.1:4318/v1/traces"),
+]
+BAD_ENDPOINTS = [
+    ("grpc", "::garbage::", "nor a gRPC HOST:PORT"),
+    ("http/protobuf", "::garbage::", "needs an http:// or https:// URL"),
+    ("http/protobuf", "otel-collector:4318", "needs an http:// or https:// URL"),
+    ("grpc", "http://", "no host"),
+    ("grpc", "http://otel-collector:70000", "port"),
+    ("http/protobuf", "http://otel-collector:http", "port"),
+    ("grpc", "otel-collector", "nor a gRPC HOST:PORT"),
+    ("grpc", "otel-collector:0", "port"),
+    ("http/protobuf", "http://otel collector:4318", "white space"),
+    ("http/protobuf", "http://otel!collector:4318", "not a host name"),
+    ("grpc", "dns:///", "empty"),
+]
+
+
+@pytest.mark.parametrize(("protocol", "endpoint"), GOOD_ENDPOINTS)
+def test_endpoints_the_specification_allows_are_taken_as_given(
+    protocol: str, endpoint: str
+) -> None:
+    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": protocol}
+    assert otlp_destination("TRACES", environ) == OtlpDestination(
+        protocol, endpoint, "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+
+
+@pytest.mark.parametrize(("protocol", "endpoint", "problem"), BAD_ENDPOINTS)
+def test_a_malformed_endpoint_is_rejected_saying_what_is_wrong(
+    protocol: str, endpoint: str, problem: str
+) -> None:
+    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": protocol}
+    with pytest.raises(SettingError, match="OTEL_EXPORTER_OTLP_ENDPOINT") as raised:
+        otlp_destination("METRICS", environ)
+    assert problem in str(raised.value)
+
+
+def test_the_per_signal_endpoint_wins_and_is_the_one_named() -> None:
+    environ = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "::garbage::",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://otel-collector:4318/v1/traces",
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "no-scheme:4318",
+    }
+    traces = otlp_destination("TRACES", environ)
+    assert traces is not None
+    assert traces.variable == "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    with pytest.raises(SettingError, match="OTEL_EXPORTER_OTLP_METRICS_ENDPOINT='no-scheme:4318'"):
+        otlp_destination("METRICS", environ)
+
+
+def test_a_signal_exported_nowhere_has_its_endpoint_left_alone() -> None:
+    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": "::garbage::", "OTEL_TRACES_EXPORTER": "none"}
+    assert otlp_destination("TRACES", environ) is None
+    assert otlp_destination("METRICS", {}) is None
+
+
+def test_the_signal_protocol_is_named_when_it_is_wrong() -> None:
+    environ = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector:4318",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json",
+    }
+    with pytest.raises(SettingError, match="OTEL_EXPORTER_OTLP_TRACES_PROTOCOL='http/json'"):
+        otlp_destination("TRACES", environ)
+
+
+# The real commands, as a user starts them. Each must stop before it serves or sends anything.
+COMMANDS = {
+    "relay serve": ("relay", "serve", "--listen", "127.0.0.1:0", "--store", "memory"),
+    "bunny submit": ("bunny", "submit", "--target", "127.0.0.1:1", "--timeout", "5"),
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+    ],
+)
+async def test_the_commands_refuse_a_malformed_endpoint_at_start(
+    command: str, variable: str
+) -> None:
+    code, out, err = await run_module(*COMMANDS[command], env={variable: "::garbage::"}, timeout=30)
+    assert code == 2, err
+    assert f"{variable}='::garbage::' is not a usable OTLP endpoint" in err
+    assert "Traceback" not in err
+    assert "listening" not in out
