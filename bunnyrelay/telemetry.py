@@ -9,8 +9,9 @@ a typo stops the process at start with a message instead of failing each export 
 - ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or the ``_TRACES_`` / ``_METRICS_`` variants)
   turns on OTLP export; ``OTEL_EXPORTER_OTLP_PROTOCOL`` picks ``grpc`` or
   ``http/protobuf`` (the specification's default). The exporters read the rest
-  of their ``OTEL_EXPORTER_OTLP_*`` settings themselves; over gRPC, spans are encoded
-  by :mod:`bunnyrelay.otlpencode` (the same request as the official encoder, for less CPU).
+  of their ``OTEL_EXPORTER_OTLP_*`` settings themselves; spans are encoded by
+  :mod:`bunnyrelay.otlpencode` where it was checked against the installed SDK (the same
+  request as the SDK's encoder, for less CPU), by the SDK's encoder elsewhere.
 - ``OTEL_METRICS_EXEMPLAR_FILTER`` is honoured when set; unset, exemplars are
   off (the SDK's default, ``trace_based``, samples one on every measurement made
   inside a sampled span, which is per-call work for data no backend here reads).
@@ -29,9 +30,10 @@ from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from bunnyrelay.otelenv import check_sampler, otlp_destination
+from bunnyrelay.otlpencode import Encoder, encoder, span_exporter
 
 
 @dataclass
@@ -41,6 +43,9 @@ class Telemetry:
     tracer_provider: TracerProvider
     meter_provider: MeterProvider
     exporting: bool
+    span_encoder: Encoder | None = None
+    """Which OTLP span encoder the exporter uses (:mod:`bunnyrelay.otlpencode`); None when
+    spans are not exported."""
     _closed: bool = field(default=False, repr=False)
 
     def shutdown(self) -> None:
@@ -50,19 +55,6 @@ class Telemetry:
         self.tracer_provider.force_flush()
         self.tracer_provider.shutdown()
         self.meter_provider.shutdown()
-
-
-def _span_exporter(protocol: str) -> SpanExporter:
-    if protocol == "grpc":
-        # The official exporter with a cheaper encoder of the same request.
-        from bunnyrelay.otlpencode import GrpcSpanExporter
-
-        return GrpcSpanExporter()
-    # The HTTP exporter encodes inside export() itself, with no step to replace cleanly:
-    # it keeps the official encoder.
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-    return OTLPSpanExporter()
 
 
 def _metric_reader(protocol: str) -> MetricReader:
@@ -100,12 +92,14 @@ def setup_telemetry(
     metrics_to = otlp_destination("METRICS", environ)
     resource = build_resource(default_service_name)
     exporting = False
+    span_encoder: Encoder | None = None
 
     tracer_provider = TracerProvider(resource=resource)
     for processor in span_processors:
         tracer_provider.add_span_processor(processor)
     if traces is not None:
-        tracer_provider.add_span_processor(BatchSpanProcessor(_span_exporter(traces.protocol)))
+        tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter(traces.protocol)))
+        span_encoder = encoder()
         exporting = True
 
     readers = list(metric_readers)
@@ -123,4 +117,4 @@ def setup_telemetry(
     if install_global:
         trace.set_tracer_provider(tracer_provider)
         metrics.set_meter_provider(meter_provider)
-    return Telemetry(tracer_provider, meter_provider, exporting)
+    return Telemetry(tracer_provider, meter_provider, exporting, span_encoder)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bunnyrelay.otelenv import OtlpDestination, otlp_destination
+from bunnyrelay.otelenv import OtlpDestination, check_sampler, otlp_destination
 from bunnyrelay.settings import SettingError
 from lab.processes import run_module
 
@@ -83,6 +83,35 @@ def test_the_signal_protocol_is_named_when_it_is_wrong() -> None:
     }
     with pytest.raises(SettingError, match="OTEL_EXPORTER_OTLP_TRACES_PROTOCOL='http/json'"):
         otlp_destination("TRACES", environ)
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"OTEL_TRACES_SAMPLER": "sometimes"}, "OTEL_TRACES_SAMPLER"),
+        (
+            {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "1.5"},
+            "between 0 and 1",
+        ),
+        (
+            {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "x"},
+            "not a number",
+        ),
+    ],
+)
+def test_a_sampler_typo_is_an_error_not_a_silent_fallback(
+    environ: dict[str, str], message: str
+) -> None:
+    with pytest.raises(SettingError, match=message):
+        check_sampler(environ)
+
+
+def test_the_samplers_the_sdk_knows_are_accepted() -> None:
+    check_sampler(
+        {"OTEL_TRACES_SAMPLER": "ParentBased_TraceIdRatio", "OTEL_TRACES_SAMPLER_ARG": "0.25"}
+    )
+    check_sampler({"OTEL_TRACES_SAMPLER": "always_off", "OTEL_TRACES_SAMPLER_ARG": "ignored"})
+    check_sampler({})
 
 
 # The real commands, as a user starts them. Each must stop before it serves or sends anything.
