@@ -13,6 +13,12 @@ export. Here each value the process depends on is checked once, at start, and a 
   gRPC target (``HOST:PORT``, ``dns:///HOST:PORT``, ``unix:PATH``), as the specification allows.
 - ``OTEL_EXPORTER_OTLP_PROTOCOL`` (and per signal): ``grpc`` or ``http/protobuf``, the
   specification's default.
+- ``OTEL_EXPORTER_OTLP_COMPRESSION`` (and per signal): ``gzip``, ``deflate`` or ``none``
+  (the SDK's gRPC exporter fails to start on ``none``, so the choice is handed to the
+  exporters as an argument, never left to them to read).
+- ``OTEL_EXPORTER_OTLP_TIMEOUT`` (and per signal): a number above 0.
+- ``OTEL_BSP_*``: whole numbers the SDK's batch span processor accepts.
+- ``OTEL_METRICS_EXEMPLAR_FILTER``: ``always_on``, ``always_off`` or ``trace_based``.
 - ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER``: ``none`` turns a signal's export off.
 """
 
@@ -40,6 +46,8 @@ SAMPLERS = (
 )
 PROTOCOLS = ("grpc", "http/protobuf")
 DEFAULT_PROTOCOL = "http/protobuf"
+COMPRESSIONS = ("gzip", "deflate", "none")
+EXEMPLAR_FILTERS = ("always_on", "always_off", "trace_based")
 _EXAMPLE_PORT = {"grpc": 4317, "http/protobuf": 4318}
 # gRPC target schemes (gRPC's naming document) that the SDK passes to the channel unchanged.
 _GRPC_TARGET_SCHEMES = ("dns", "unix", "unix-abstract", "ipv4", "ipv6")
@@ -55,6 +63,8 @@ class OtlpDestination:
     endpoint: str
     variable: str
     """The variable the endpoint came from, for messages."""
+    compression: str | None = None
+    """One of :data:`COMPRESSIONS`; None when no variable sets one."""
 
 
 def check_sampler(environ: Mapping[str, str] = os.environ) -> None:
@@ -74,17 +84,61 @@ def check_sampler(environ: Mapping[str, str] = os.environ) -> None:
             raise SettingError(f"OTEL_TRACES_SAMPLER_ARG={arg!r} must be between 0 and 1")
 
 
+def check_batch_span_processor(environ: Mapping[str, str] = os.environ) -> None:
+    """Reject ``OTEL_BSP_*`` values the SDK would log a traceback for and then ignore."""
+    sizes = {}
+    for name, default, least in (
+        ("OTEL_BSP_MAX_QUEUE_SIZE", 2048, 1),
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512, 1),
+        ("OTEL_BSP_SCHEDULE_DELAY", 5000, 1),
+        ("OTEL_BSP_EXPORT_TIMEOUT", 30000, 0),
+    ):
+        text = environ.get(name, "").strip()
+        if not text:
+            sizes[name] = default
+            continue
+        if not text.isdigit() or int(text) < least:
+            raise SettingError(f"{name}={text!r} must be a whole number of at least {least}")
+        sizes[name] = int(text)
+    if sizes["OTEL_BSP_MAX_EXPORT_BATCH_SIZE"] > sizes["OTEL_BSP_MAX_QUEUE_SIZE"]:
+        raise SettingError(
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE must not be more than OTEL_BSP_MAX_QUEUE_SIZE "
+            f"({sizes['OTEL_BSP_MAX_EXPORT_BATCH_SIZE']} > {sizes['OTEL_BSP_MAX_QUEUE_SIZE']})"
+        )
+
+
+def exemplar_filter(environ: Mapping[str, str] = os.environ) -> str | None:
+    """``OTEL_METRICS_EXEMPLAR_FILTER``, one of :data:`EXEMPLAR_FILTERS`, or None when unset."""
+    found = _first(environ, "OTEL_METRICS_EXEMPLAR_FILTER")
+    return None if found is None else _one_of(*found, EXEMPLAR_FILTERS)
+
+
 def otlp_protocol(signal: Signal, environ: Mapping[str, str] = os.environ) -> str:
     """The OTLP protocol for ``signal``, validated."""
-    for variable in (f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
-        protocol = environ.get(variable, "").strip()
-        if protocol:
-            break
-    else:
+    found = _first(environ, f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+    if found is None:
         return DEFAULT_PROTOCOL
+    variable, protocol = found
     if protocol not in PROTOCOLS:
         raise SettingError(f"{variable}={protocol!r} is not supported; use grpc or http/protobuf")
     return protocol
+
+
+def _first(environ: Mapping[str, str], *variables: str) -> tuple[str, str] | None:
+    """The first of ``variables`` set to something, and its value, stripped."""
+    for variable in variables:
+        value = environ.get(variable, "").strip()
+        if value:
+            return variable, value
+    return None
+
+
+def _one_of(variable: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value.lower() not in allowed:
+        raise SettingError(
+            f"{variable}={value!r} is not supported; use one of {', '.join(allowed)}"
+        )
+    return value.lower()
 
 
 def otlp_destination(
@@ -107,7 +161,25 @@ def otlp_destination(
             f"{variable}={endpoint!r} is not a usable OTLP endpoint ({protocol}): {problem}; "
             f"expected a URL such as http://otel-collector:{port}"
         )
-    return OtlpDestination(protocol, endpoint, variable)
+    timeout = _first(environ, f"OTEL_EXPORTER_OTLP_{signal}_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT")
+    if timeout is not None and not _positive_number(timeout[1]):
+        raise SettingError(f"{timeout[0]}={timeout[1]!r} must be a number above 0")
+    compression = _first(
+        environ, f"OTEL_EXPORTER_OTLP_{signal}_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION"
+    )
+    return OtlpDestination(
+        protocol,
+        endpoint,
+        variable,
+        None if compression is None else _one_of(*compression, COMPRESSIONS),
+    )
+
+
+def _positive_number(text: str) -> bool:
+    try:
+        return 0 < float(text) < float("inf")
+    except ValueError:
+        return False
 
 
 def _endpoint_problem(endpoint: str, protocol: str) -> str | None:

@@ -13,8 +13,7 @@ a typo stops the process at start with a message instead of failing each export 
   :mod:`bunnyrelay.otlpencode` where it was checked against the installed SDK (the same
   request as the SDK's encoder, for less CPU), by the SDK's encoder elsewhere.
 - ``OTEL_METRICS_EXEMPLAR_FILTER`` is honoured when set; unset, exemplars are
-  off (the SDK's default, ``trace_based``, samples one on every measurement made
-  inside a sampled span, which is per-call work for data no backend here reads).
+  off, not the SDK's default ``trace_based``.
 - ``OTEL_PROPAGATORS`` is honoured by the OpenTelemetry API (W3C trace context
   and baggage by default).
 """
@@ -24,15 +23,28 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
+from opentelemetry.sdk.metrics import (
+    AlwaysOffExemplarFilter,
+    AlwaysOnExemplarFilter,
+    ExemplarFilter,
+    MeterProvider,
+    TraceBasedExemplarFilter,
+)
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from bunnyrelay.otelenv import check_sampler, otlp_destination
+from bunnyrelay.otelenv import (
+    OtlpDestination,
+    check_batch_span_processor,
+    check_sampler,
+    exemplar_filter,
+    otlp_destination,
+)
 from bunnyrelay.otlpencode import Encoder, encoder, span_exporter
 
 
@@ -57,14 +69,42 @@ class Telemetry:
         self.meter_provider.shutdown()
 
 
-def _metric_reader(protocol: str) -> MetricReader:
-    if protocol == "grpc":
+def _exporter_options(destination: OtlpDestination) -> dict[str, Any]:
+    """Constructor arguments for what the exporters would otherwise read from the environment
+    less carefully: the compression (the SDK's gRPC exporter fails to start on ``none``)."""
+    if destination.compression is None:
+        return {}
+    if destination.protocol == "grpc":
+        from grpc import Compression
+    else:
+        from opentelemetry.exporter.otlp.proto.http import Compression  # type: ignore[assignment]
+    by_name = {
+        "gzip": Compression.Gzip,
+        "deflate": Compression.Deflate,
+        "none": Compression.NoCompression,
+    }
+    return {"compression": by_name[destination.compression]}
+
+
+def _metric_reader(destination: OtlpDestination) -> MetricReader:
+    if destination.protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
     else:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[assignment]
             OTLPMetricExporter,
         )
-    return PeriodicExportingMetricReader(OTLPMetricExporter())
+    return PeriodicExportingMetricReader(OTLPMetricExporter(**_exporter_options(destination)))
+
+
+def _exemplar_filter(environ: Mapping[str, str]) -> ExemplarFilter:
+    # Unset means off, not the SDK's trace_based: that samples one on every measurement
+    # made inside a sampled span, per-call work for data no backend here reads.
+    chosen = exemplar_filter(environ)
+    if chosen == "always_on":
+        return AlwaysOnExemplarFilter()
+    if chosen == "trace_based":
+        return TraceBasedExemplarFilter()
+    return AlwaysOffExemplarFilter()
 
 
 def build_resource(default_service_name: str) -> Resource:
@@ -89,7 +129,10 @@ def setup_telemetry(
     """
     check_sampler(environ)
     traces = otlp_destination("TRACES", environ)
+    if traces is not None:
+        check_batch_span_processor(environ)
     metrics_to = otlp_destination("METRICS", environ)
+    exemplars = _exemplar_filter(environ)
     resource = build_resource(default_service_name)
     exporting = False
     span_encoder: Encoder | None = None
@@ -98,20 +141,17 @@ def setup_telemetry(
     for processor in span_processors:
         tracer_provider.add_span_processor(processor)
     if traces is not None:
-        tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter(traces.protocol)))
+        exporter = span_exporter(traces.protocol, **_exporter_options(traces))
+        tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
         span_encoder = encoder()
         exporting = True
 
     readers = list(metric_readers)
     if metrics_to is not None:
-        readers.append(_metric_reader(metrics_to.protocol))
+        readers.append(_metric_reader(metrics_to))
         exporting = True
-    exemplars_chosen = bool(environ.get("OTEL_METRICS_EXEMPLAR_FILTER", "").strip())
     meter_provider = MeterProvider(
-        resource=resource,
-        metric_readers=readers,
-        # None: the SDK reads OTEL_METRICS_EXEMPLAR_FILTER itself.
-        exemplar_filter=None if exemplars_chosen else AlwaysOffExemplarFilter(),
+        resource=resource, metric_readers=readers, exemplar_filter=exemplars
     )
 
     if install_global:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 from importlib import metadata
-from typing import Literal
+from typing import Any, Literal
 
 from opentelemetry.sdk.trace.export import SpanExporter
 
@@ -66,18 +66,21 @@ def encoder() -> Encoder:
     return "sdk" if unchecked(installed_versions()) else "bunnyrelay"
 
 
-def span_exporter(protocol: str) -> SpanExporter:
-    """A new OTLP span exporter for ``protocol`` (``grpc`` or ``http/protobuf``)."""
+def span_exporter(protocol: str, **options: Any) -> SpanExporter:
+    """A new OTLP span exporter for ``protocol`` (``grpc`` or ``http/protobuf``); ``options``
+    are the SDK exporter's own constructor arguments, e.g. ``compression``."""
     if protocol not in ("grpc", "http/protobuf"):
         raise ValueError(f"no OTLP span exporter for protocol {protocol!r}")
     if encoder() == "bunnyrelay":
         from bunnyrelay.otlpencode.exporters import GrpcSpanExporter, HttpSpanExporter
 
-        return GrpcSpanExporter() if protocol == "grpc" else HttpSpanExporter()
+        if protocol == "grpc":
+            return GrpcSpanExporter(**options)
+        return HttpSpanExporter(**options)
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
             OTLPSpanExporter,
         )
-    return OTLPSpanExporter()
+    return OTLPSpanExporter(**options)

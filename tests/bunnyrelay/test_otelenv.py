@@ -5,9 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from bunnyrelay.otelenv import OtlpDestination, check_sampler, otlp_destination
+from bunnyrelay.otelenv import (
+    OtlpDestination,
+    check_batch_span_processor,
+    check_sampler,
+    exemplar_filter,
+    otlp_destination,
+)
 from bunnyrelay.settings import SettingError
-from lab.processes import run_module
+from lab.otlpsink import OtlpSink
+from lab.processes import relay_process, run_module
 
 GOOD_ENDPOINTS = [
     ("grpc", "http://otel-collector:4317"),
@@ -114,7 +121,53 @@ def test_the_samplers_the_sdk_knows_are_accepted() -> None:
     check_sampler({})
 
 
+def test_compression_is_what_the_specification_names_in_any_case() -> None:
+    base = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector:4317"}
+    for value, expected in (("gzip", "gzip"), (" GZIP ", "gzip"), ("none", "none")):
+        destination = otlp_destination("TRACES", {**base, "OTEL_EXPORTER_OTLP_COMPRESSION": value})
+        assert destination is not None
+        assert destination.compression == expected
+    unset = otlp_destination("TRACES", base)
+    assert unset is not None
+    assert unset.compression is None
+    with pytest.raises(SettingError, match="OTEL_EXPORTER_OTLP_METRICS_COMPRESSION='zstd'"):
+        otlp_destination("METRICS", {**base, "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION": "zstd"})
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "inf"])
+def test_an_export_timeout_must_be_a_number_above_zero(value: str) -> None:
+    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_EXPORTER_OTLP_TIMEOUT": value}
+    with pytest.raises(SettingError, match=f"OTEL_EXPORTER_OTLP_TIMEOUT={value!r}"):
+        otlp_destination("TRACES", environ)
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"OTEL_BSP_SCHEDULE_DELAY": "5s"}, "OTEL_BSP_SCHEDULE_DELAY='5s'"),
+        ({"OTEL_BSP_MAX_QUEUE_SIZE": "0"}, "OTEL_BSP_MAX_QUEUE_SIZE='0'"),
+        ({"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "4096"}, "not be more than OTEL_BSP_MAX_QUEUE_SIZE"),
+    ],
+)
+def test_batch_span_processor_settings_are_whole_numbers_that_fit(
+    environ: dict[str, str], message: str
+) -> None:
+    with pytest.raises(SettingError, match=message):
+        check_batch_span_processor(environ)
+
+
+def test_the_exemplar_filter_is_one_the_sdk_knows() -> None:
+    assert exemplar_filter({}) is None
+    assert exemplar_filter({"OTEL_METRICS_EXEMPLAR_FILTER": "Always_On"}) == "always_on"
+    with pytest.raises(SettingError, match="OTEL_METRICS_EXEMPLAR_FILTER='sometimes'"):
+        exemplar_filter({"OTEL_METRICS_EXEMPLAR_FILTER": "sometimes"})
+
+
 # The real commands, as a user starts them. Each must stop before it serves or sends anything.
+GRPC_EXPORT = {
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+    "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+}
 COMMANDS = {
     "relay serve": ("relay", "serve", "--listen", "127.0.0.1:0", "--store", "memory"),
     "bunny submit": ("bunny", "submit", "--target", "127.0.0.1:1", "--timeout", "5"),
@@ -123,18 +176,61 @@ COMMANDS = {
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 @pytest.mark.parametrize(
-    "variable",
+    ("environ", "named"),
     [
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "::garbage::"}, "OTEL_EXPORTER_OTLP_ENDPOINT="),
+        (
+            {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "::garbage::"},
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=",
+        ),
+        (
+            {"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "::garbage::"},
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT=",
+        ),
+        (
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                "OTEL_EXPORTER_OTLP_COMPRESSION": "zstd",
+            },
+            "OTEL_EXPORTER_OTLP_COMPRESSION=",
+        ),
+        (
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                "OTEL_EXPORTER_OTLP_TIMEOUT": "10s",
+            },
+            "OTEL_EXPORTER_OTLP_TIMEOUT=",
+        ),
+        ({"OTEL_METRICS_EXEMPLAR_FILTER": "sometimes"}, "OTEL_METRICS_EXEMPLAR_FILTER="),
     ],
+    ids=["endpoint", "traces-endpoint", "metrics-endpoint", "compression", "timeout", "exemplars"],
 )
-async def test_the_commands_refuse_a_malformed_endpoint_at_start(
-    command: str, variable: str
+async def test_the_commands_refuse_a_bad_otel_variable_at_start(
+    command: str, environ: dict[str, str], named: str
 ) -> None:
-    code, out, err = await run_module(*COMMANDS[command], env={variable: "::garbage::"}, timeout=30)
+    code, out, err = await run_module(*COMMANDS[command], env=environ, timeout=30)
     assert code == 2, err
-    assert f"{variable}='::garbage::' is not a usable OTLP endpoint" in err
+    assert f"{COMMANDS[command][0]}: error: {named}" in err
     assert "Traceback" not in err
     assert "listening" not in out
+
+
+async def test_relay_serves_with_the_compression_the_specification_names_none(
+    sink: OtlpSink,
+) -> None:
+    """The SDK's own gRPC exporter fails to start on OTEL_EXPORTER_OTLP_COMPRESSION=none."""
+    none = {"OTEL_EXPORTER_OTLP_COMPRESSION": "none"}
+    relay_env = {**sink.env("relay", "grpc"), **none}
+    async with relay_process("127.0.0.1:0", args=["--store", "memory"], env=relay_env) as relay:
+        code, _, err = await run_module(
+            "bunny",
+            "submit",
+            "--target",
+            f"127.0.0.1:{relay.port}",
+            env={**sink.env("bunny", "grpc"), **none},
+            timeout=60,
+        )
+        assert code == 0, err
+        await sink.wait_for(lambda spans: {"relay", "bunny"} <= {s.service for s in spans})

@@ -37,7 +37,7 @@ def _make_tree(provider: TracerProvider) -> None:
             pass
 
 
-@pytest.mark.parametrize("compression", ["", "gzip"])
+@pytest.mark.parametrize("compression", ["", "gzip", "none"])
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 async def test_spans_reach_the_receiver_as_a_tree_through_the_fast_encoder(
     sink: OtlpSink,
