@@ -51,10 +51,14 @@ stack: $(STAMP) tools
 	$(BIN)/python -m lab.stack
 
 # Real services that the tests start themselves (redis-server for the shared idempotency
-# store); installs Debian's package when it is missing. Needs root, as CI has.
+# store; dnsmasq, a DNS forwarder that drops a query its upstream leaves unanswered, for
+# tests/bunny/test_diagnose_hops.py); installs Debian's packages when they are missing
+# (dnsmasq-base: the program without a system service). Needs root, as CI has.
 .PHONY: services
 services:
 	command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
+	command -v dnsmasq >/dev/null || (apt-get update && apt-get install -y dnsmasq-base)
+	dnsmasq --version | head -1
 
 # The store tests run a real redis-server (tests/relay/stores, tests/faults).
 test: services
