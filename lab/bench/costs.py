@@ -70,7 +70,7 @@ def _per_span(encode: Callable[[], object], batch: Sequence[object], calls: int)
     return round(_per_call(run, batches) / len(batch), 2)
 
 
-def _export_batch(tracer: Any, size: int = 512) -> list[Any]:
+def export_batch(tracer: Any, size: int = 512) -> list[Any]:
     """A batch as the BatchSpanProcessor hands it to an exporter (512 spans, its default):
     bunny's job spans, a CLIENT call with its rpc.* attributes and a DNS lookup under it."""
     from opentelemetry import trace
@@ -133,7 +133,7 @@ def sdk_probes(calls: int) -> dict[str, float]:
     tally = Tally(meter, "costs.tallied", unit="{job}", description="probe")
     job_attributes = {"bunnyrelay.job.kind": "echo", "bunnyrelay.job.status": "SUCCEEDED"}
     carrier = {"traceparent": _TRACEPARENT}
-    batch = _export_batch(sampled)
+    batch = export_batch(sampled)
 
     def spans(tracer: trace.Tracer) -> Callable[[int], None]:
         def run(n: int) -> None:
