@@ -196,6 +196,11 @@ def test_schema_rejects_an_unknown_key_naming_it() -> None:
         ("bunny", {"networkPolicy.collectorPorts": ["otlp"]}, "got string, want integer"),
         ("bunny", {"dnsConfig.options": [{"name": "ndots"}]}, "at '/dnsConfig/options/0/name'"),
         ("bunny", {"diagnose.hops": [{"label": "x", "addr": "10.2.4.4"}]}, "at '/diagnose/hops/0'"),
+        (
+            "bunny",
+            {"networkPolicy.localDns.addresses": ["169.254.10.10/32"]},
+            "at '/networkPolicy/localDns/addresses/0'",
+        ),
     ],
 )
 def test_schema_rejects_wrong_values_with_their_path(
