@@ -2,7 +2,7 @@
 
 The hops are given in order from the pod outward, for the cross-cloud path:
 
-    cluster DNS (CoreDNS in AKS) -> forwarder (VNet DNS / VPN gateway)
+    cluster DNS (CoreDNS in AKS) -> forwarder (Azure DNS Private Resolver or a forwarder VM)
         -> AWS VPC resolver -> private zone (Route 53)
 
 Each hop is asked for the name directly (one candidate, no search list), so
