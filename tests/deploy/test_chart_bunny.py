@@ -189,6 +189,27 @@ def test_coredns_custom_is_the_labs_conditional_forward_for_kube_system() -> Non
     }
 
 
+def test_coredns_custom_carries_only_its_key_and_claims_no_helm_ownership() -> None:
+    """Server-side apply makes the applier the owner of every field it sends: the rendered
+    object sends its one key and the labels that say what it is, nothing Helm would read
+    as its own (managed-by, release annotations) and nothing another team's keys need."""
+    config_map = template("bunny", AKS, {"clusterDns.corednsCustom.enabled": True}).one("ConfigMap")
+    assert set(config_map) == {"apiVersion", "kind", "metadata", "data"}
+    assert set(config_map["metadata"]) == {"name", "namespace", "labels"}
+    labels = config_map["metadata"]["labels"]
+    assert "app.kubernetes.io/managed-by" not in labels
+    assert labels["app.kubernetes.io/component"] == "cluster-dns"
+    assert list(config_map["data"]) == [corefiles.CONDITIONAL_FORWARD_KEY]
+
+
+def test_notes_apply_coredns_custom_server_side_under_a_field_manager(tmp_path: Path) -> None:
+    text = notes("bunny", AKS, tmp=tmp_path)
+    assert "--show-only templates/coredns-custom.yaml |" in text
+    assert "kubectl apply --server-side --field-manager=bunny-coredns-custom -f -" in text
+    assert "| kubectl apply -f -" not in text
+    assert "kubectl --namespace kube-system rollout restart deployment coredns" in text
+
+
 def test_coredns_custom_is_never_installed_with_the_release_by_default() -> None:
     """AKS owns kube-system/coredns-custom: installing it with the release would fail on
     the existing object, so the profiles leave it to `kubectl apply`."""
