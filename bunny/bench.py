@@ -11,7 +11,7 @@ jobs/s, latency percentiles, bunny's own CPU time per job and its peak memory,
 and where the DNS answers came from (``cache`` when bunny's cache served them,
 ``wire`` or ``c-ares-cache`` when a lookup ran).
 
-``make bench`` (:mod:`bunnyrelay.lab.bench`) runs this command against relays and
+``make bench`` (:mod:`lab.bench`) runs this command against relays and
 against a raw grpc.aio baseline; docs/benchmarks.md has the method and results.
 """
 

@@ -1,7 +1,7 @@
 """A closed-loop load generator: N jobs in flight, each replaced the moment it finishes.
 
 ``bunny bench`` drives bunny's runners with it, and the benchmark's raw grpc.aio
-baseline (:mod:`bunnyrelay.lab.bench.rawecho`) drives a bare stub with the very
+baseline (:mod:`lab.bench.rawecho`) drives a bare stub with the very
 same loop, so both sides are measured alike. It imports nothing but the
 standard library on purpose: the baseline's peak memory must not include
 bunny's imports.

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from bunnyrelay.lab.dnsserver import ZoneServer
-from bunnyrelay.lab.otlpsink import OtlpSink
-from bunnyrelay.lab.processes import RelayProcess, relay_process
-from bunnyrelay.lab.redisserver import INSTALL_HINT, RedisServer, redis_server
+from lab.dnsserver import ZoneServer
+from lab.otlpsink import OtlpSink
+from lab.processes import RelayProcess, relay_process
+from lab.redisserver import INSTALL_HINT, RedisServer, redis_server
 
 RELAY_NAME = "relay.private.aws.internal"
 ZONE = "private.aws.internal"

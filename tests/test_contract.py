@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from bunnyrelay import protogen
+from lab import protogen
 
 REPO = Path(__file__).resolve().parent.parent
 

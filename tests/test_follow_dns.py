@@ -10,7 +10,7 @@ from bunny.relaypool import RelayPool
 from bunny.resolver import Resolver, ResolverSettings
 from bunny.runner import RunSettings, UnaryRunner
 from bunny.submit import build_requests
-from bunnyrelay.lab.dnsserver import ZoneServer
+from lab.dnsserver import ZoneServer
 from tests.conftest import RELAY_NAME, StartRelay
 
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from bunnyrelay.lab.dnsserver import ZoneServer
-from bunnyrelay.lab.otlpsink import OtlpSink, SinkSpan
-from bunnyrelay.lab.processes import relay_process, run_bunny
+from lab.dnsserver import ZoneServer
+from lab.otlpsink import OtlpSink, SinkSpan
+from lab.processes import relay_process, run_bunny
 from tests.conftest import RELAY_NAME, StartRelay
 
 

@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from bunny.resolver import Resolver, ResolverSettings
-from bunnyrelay.lab.dnsserver import ZoneServer
+from lab.dnsserver import ZoneServer
 from tests.telemetry_fixtures import span_exporter
 
 RELAY = "relay.private.aws.internal"

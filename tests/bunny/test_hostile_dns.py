@@ -12,7 +12,7 @@ import time
 import pytest
 
 from bunny.errors import BunnyError, DnsBadAnswer, DnsLookupFailed, DnsTimeout, NoAddresses
-from bunnyrelay.lab.dnsserver import HOSTILE_MODES, ZoneServer
+from lab.dnsserver import HOSTILE_MODES, ZoneServer
 from tests.bunny.conftest import RELAY, RELAY_IP, MakeResolver
 
 TIMEOUT_S = 0.5

@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from bunny.cli import build_parser
 from bunny.relaypool import Keepalive, RelayPool
 from bunnyrelay import semconv
-from bunnyrelay.lab.dnsserver import ZoneServer
+from lab.dnsserver import ZoneServer
 from tests.bunny.conftest import RELAY, RELAY_IP, MakeResolver, named
 
 

@@ -29,8 +29,8 @@ from bunny.errors import (
 )
 from bunny.resolver import LoopDrivenResolver, Resolver, ResolverSettings, candidates
 from bunnyrelay import semconv
-from bunnyrelay.lab.dnsserver import ZoneServer
 from bunnyrelay.settings import HostPort
+from lab.dnsserver import ZoneServer
 from tests.bunny.conftest import RELAY, RELAY_IP, SEARCH, MakeResolver, named
 
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from bunnyrelay.lab import corefiles, deployfiles
-from bunnyrelay.lab.corefiles import Role
+from lab import corefiles, deployfiles
+from lab.corefiles import Role
 from tests.deploy.tools import ROOT, load, run, tool
 
 COMPOSE = ROOT / "compose.yaml"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bunnyrelay.lab import corefiles, deployfiles
-from bunnyrelay.lab.corefiles import Role
+from lab import corefiles, deployfiles
+from lab.corefiles import Role
 
 
 def test_every_generated_file_is_current() -> None:

@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bunnyrelay.lab.toxiproxy import ToxiproxyApi, free_port, toxiproxy_server
+from lab.toxiproxy import ToxiproxyApi, free_port, toxiproxy_server
 
 PROXY = "relay"
 

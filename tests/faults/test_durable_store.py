@@ -17,8 +17,8 @@ from typing import Any
 import grpc
 import pytest
 
-from bunnyrelay.lab.processes import RelayProcess, relay_process, run_bunny
-from bunnyrelay.lab.redisserver import RedisServer
+from lab.processes import RelayProcess, relay_process, run_bunny
+from lab.redisserver import RedisServer
 from tests.faults.conftest import executions, log_events, wait_for_event
 from tests.relay.harness import error_info, job, local_relay
 

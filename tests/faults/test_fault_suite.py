@@ -36,9 +36,9 @@ from typing import Any
 
 import pytest
 
-from bunnyrelay.lab.dnsserver import ZoneServer
-from bunnyrelay.lab.processes import RelayProcess, relay_process, run_bunny
-from bunnyrelay.lab.redisserver import RedisServer
+from lab.dnsserver import ZoneServer
+from lab.processes import RelayProcess, relay_process, run_bunny
+from lab.redisserver import RedisServer
 from tests.conftest import RELAY_NAME
 from tests.faults.conftest import executions, log_events
 from tests.faults.faultproxy import (

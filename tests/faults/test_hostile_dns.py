@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from bunnyrelay.lab.dnsserver import ZoneServer
-from bunnyrelay.lab.processes import run_bunny
+from lab.dnsserver import ZoneServer
+from lab.processes import run_bunny
 from tests.conftest import RELAY_NAME
 
 # bunny's defaults with --nameserver and no resolv.conf: 2 s per query attempt, 2

@@ -19,8 +19,8 @@ from bunny.relaypool import Keepalive, RelayPool
 from bunny.retry import RetryPolicy
 from bunny.runner import RunSettings, UnaryRunner
 from bunny.targets import LiteralAddress
-from bunnyrelay.lab.processes import relay_process
 from bunnyrelay.v1 import jobs_pb2
+from lab.processes import relay_process
 from tests.faults.faultproxy import SILENT_OUTAGE, fault_proxy
 
 # The shortest interval bunny allows, and as short a timeout: the test waits seconds.

@@ -30,9 +30,9 @@ from bunny.resolver import Resolver, ResolverSettings
 from bunny.retry import RetryPolicy
 from bunny.runner import RunSettings, UnaryRunner
 from bunny.tls import ClientTls, TlsFiles
-from bunnyrelay.lab.dnsserver import ZoneServer
-from bunnyrelay.lab.processes import relay_process, run_bunny
 from bunnyrelay.v1 import jobs_pb2
+from lab.dnsserver import ZoneServer
+from lab.processes import relay_process, run_bunny
 from tests.conftest import RELAY_NAME
 from tests.relay.harness import CountingKinds, async_stub, job, local_relay
 

@@ -1,6 +1,6 @@
 """The cross-cloud DNS path as real CoreDNS processes, hop by hop.
 
-cluster DNS (AKS) -> forwarder (VNet DNS / VPN gateway) -> tunnel -> AWS VPC resolver
+cluster DNS (AKS) -> forwarder (Azure DNS Private Resolver) -> tunnel -> AWS VPC resolver
 -> private zone server, each its own CoreDNS from ``.tools/bin`` (``make tools``),
 configured from ``deploy/coredns/``. As root the two clouds are network namespaces
 and every test id ends in ``[netns]``; otherwise ``[loopback]``. Every query is
@@ -23,9 +23,9 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from bunnyrelay.lab import netns
-from bunnyrelay.lab.tools import COREDNS, TOXIPROXY, ToolMissingError, tool
-from bunnyrelay.lab.topology import (
+from lab import netns
+from lab.tools import COREDNS, TOXIPROXY, ToolMissingError, tool
+from lab.topology import (
     DNS_HOPS,
     RELAY_NAME,
     SRV_NAME,

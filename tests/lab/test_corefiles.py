@@ -7,8 +7,8 @@ import re
 import dns.zone
 import pytest
 
-from bunnyrelay.lab import corefiles
-from bunnyrelay.lab.corefiles import RenderError, Role
+from lab import corefiles
+from lab.corefiles import RenderError, Role
 
 
 def test_every_role_has_a_source_file_and_its_placeholders() -> None:

@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from bunnyrelay.lab.processes import run_bunny
-from bunnyrelay.lab.tools import COREDNS, TOXIPROXY, ToolMissingError, tool
-from bunnyrelay.lab.topology import RELAY_NAME, Hop, Side, Topology, start_topology
+from lab.processes import run_bunny
+from lab.tools import COREDNS, TOXIPROXY, ToolMissingError, tool
+from lab.topology import RELAY_NAME, Hop, Side, Topology, start_topology
 from tests.lab.test_coredns_chain import MODE
 
 RELAY_PORT = 50051

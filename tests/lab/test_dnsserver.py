@@ -17,8 +17,8 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from bunnyrelay.lab.dnsserver import ZoneServer, parse_record
 from bunnyrelay.settings import SettingError
+from lab.dnsserver import ZoneServer, parse_record
 
 RELAY = "relay.private.aws.internal"
 ZONE = "private.aws.internal"
@@ -220,7 +220,7 @@ async def test_runs_as_a_command_until_sigterm() -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bunnyrelay.lab.dnsserver",
+        "lab.dnsserver",
         "--listen",
         "127.0.0.1:0",
         "--record",
@@ -258,7 +258,7 @@ async def test_bad_flags_are_rejected_clearly(args: list[str], message: str) -> 
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bunnyrelay.lab.dnsserver",
+        "lab.dnsserver",
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -11,7 +11,7 @@ import dns.flags
 import dns.message
 import pytest
 
-from bunnyrelay.lab.dnsserver import HOSTILE_MODES, ZoneServer
+from lab.dnsserver import HOSTILE_MODES, ZoneServer
 
 RELAY = "relay.private.aws.internal"
 

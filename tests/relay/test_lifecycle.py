@@ -17,8 +17,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from bunnyrelay.lab.processes import child_env
 from bunnyrelay.v1.jobs_pb2 import JobResult, JobStatus
+from lab.processes import child_env
 from relay.dedupe import MemoryStore
 from relay.lifecycle import Phase
 from relay.server import JOB_SERVICE

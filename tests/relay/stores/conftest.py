@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bunnyrelay.lab.redisserver import INSTALL_HINT, RedisServer, redis_server
+from lab.redisserver import INSTALL_HINT, RedisServer, redis_server
 from relay.dedupe import IdempotencyStore, MemoryStore
 from relay.stores.redis import RedisStore
 from relay.stores.sqlite import SqliteStore

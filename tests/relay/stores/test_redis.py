@@ -7,9 +7,9 @@ import logging
 
 import pytest
 
-from bunnyrelay.lab.redisserver import RedisServer
 from bunnyrelay.settings import SettingError
 from bunnyrelay.v1.jobs_pb2 import JobResult
+from lab.redisserver import RedisServer
 from relay.dedupe import Claim, Replay, StoreError, fingerprint
 from relay.stores import parse_store
 from relay.stores.redis import CLAIM_LEASE_S, RedisStore, redact, split_lease

@@ -1,5 +1,0 @@
-import sys
-
-from bunnyrelay.lab.bench.run import main
-
-sys.exit(main())

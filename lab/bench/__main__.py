@@ -1,0 +1,5 @@
+import sys
+
+from lab.bench.run import main
+
+sys.exit(main())
