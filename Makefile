@@ -40,6 +40,12 @@ demo: $(STAMP)
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .demo
 
+# The Go module and build caches and the base image's tarball (.cache, several GB): kept
+# by `make clean` so that rebuilding .tools or the images costs nothing; this frees them.
+.PHONY: clean-cache
+clean-cache:
+	rm -rf .cache
+
 # Pinned CoreDNS and Toxiproxy in .tools/bin for the DNS lab; does nothing (and no network)
 # when they are already there at the pinned versions. Go is the only prerequisite.
 tools:

@@ -43,12 +43,12 @@ class Cluster:
     def kubeconfig(self) -> Path:
         return self.directory / "kubeconfig"
 
-    def script(self, command: str) -> subprocess.CompletedProcess[str]:
-        """``tools/cluster.sh up|down`` for this cluster."""
+    def script(self, command: str, **env: str) -> subprocess.CompletedProcess[str]:
+        """``tools/cluster.sh up|down`` (``make cluster``/``cluster-down``) for this cluster."""
         return subprocess.run(
             ["bash", "tools/cluster.sh", command],
             cwd=ROOT,
-            env={**os.environ, "CLUSTER_DIR": str(self.directory)},
+            env={**os.environ, "CLUSTER_DIR": str(self.directory), **env},
             capture_output=True,
             text=True,
             timeout=180,
@@ -98,3 +98,15 @@ class Cluster:
             )
         )  # fmt: skip
         return name
+
+    def processes(self) -> list[int]:
+        """The ids of processes whose command line names this cluster's folder."""
+        found = []
+        for proc in Path("/proc").iterdir():
+            try:
+                argv = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if proc.name.isdigit() and str(self.directory).encode() in argv:
+                found.append(int(proc.name))
+        return found

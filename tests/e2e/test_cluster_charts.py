@@ -12,6 +12,7 @@ import json
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import yaml
@@ -302,3 +303,27 @@ def test_helm_install_wait_on_the_eks_profile_waits_for_a_load_balancer_address(
     service = cluster.get("service", "relay", "--namespace", namespace)
     assert service["spec"]["type"] == "LoadBalancer"
     assert service["status"]["loadBalancer"] == {}
+
+
+def test_starting_a_cluster_that_runs_says_so_and_succeeds(cluster: Cluster) -> None:
+    again = cluster.script("up")
+    assert again.returncode == 0, again.stderr
+    assert "already running" in again.stdout
+    cluster.ok(cluster.kubectl("get", "--raw", "/readyz"))
+
+
+def test_a_start_that_fails_stops_what_it_started(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path / "cluster")
+    # No time at all to become healthy: the first wait fails, after etcd has started.
+    failed = cluster.script("up", START_TIMEOUT="0")
+    assert failed.returncode != 0
+    assert "not within 0 s" in failed.stderr, failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert cluster.processes() == []
+    assert not cluster.directory.exists()
+
+
+def test_stopping_with_no_cluster_running_succeeds(tmp_path: Path) -> None:
+    stopped = Cluster(tmp_path / "cluster").script("down")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "no cluster was running" in stopped.stdout
