@@ -152,6 +152,7 @@ test: service-images
 # tools/install-cluster-tools.sh; nothing (and no network) when they are there.
 .PHONY: cluster-tools cluster cluster-down
 cluster-tools:
+	command -v openssl >/dev/null || (apt-get update && apt-get install -y openssl)
 	bash tools/install-cluster-tools.sh
 
 # That control plane on loopback with kwok's fake nodes in three zones (tools/cluster.sh);

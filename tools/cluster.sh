@@ -181,7 +181,7 @@ up() {
         --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
         --initial-cluster "bunny-relay=http://127.0.0.1:$ETCD_PEER_PORT" \
         --listen-metrics-urls "" --log-level warn
-    wait_until "etcd" curl --silent --fail "http://127.0.0.1:$ETCD_PORT/health"
+    wait_until "etcd" python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$ETCD_PORT/health', timeout=2)"
 
     # A loopback advertise address needs the endpoint reconciler off (it would log an
     # error every 10 s); default admission plugins, so Pod Security is enforced.
