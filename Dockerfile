@@ -31,8 +31,10 @@ COPY README.md ./
 COPY bunnyrelay/ bunnyrelay/
 COPY bunny/ bunny/
 COPY relay/ relay/
-# Compiled to bytecode at install, so nothing is written at run time.
+# Compiled to bytecode at install, so nothing is written at run time. Then the installers
+# go (pip and setuptools are a third of the environment) and both commands must still start.
 RUN /opt/bunnyrelay/bin/pip install --no-cache-dir --no-deps --constraint constraints.txt . \
+    && /opt/bunnyrelay/bin/python -m pip uninstall --quiet --yes pip setuptools \
     && /opt/bunnyrelay/bin/relay --help > /dev/null \
     && /opt/bunnyrelay/bin/bunny --help > /dev/null
 

@@ -80,11 +80,14 @@ def test_relay_runs_hardened_and_answers_serving(relay: tuple[str, int]) -> None
     assert config["HostConfig"]["ReadonlyRootfs"] is True
     # Its own state directory is the one place it can write.
     touch = run(["exec", name, "touch", "/var/lib/relay/probe", "/opt/probe"], check=False)
-    assert "/opt/probe: Read-only file system" in touch.stderr
+    assert "'/opt/probe': Read-only file system" in touch.stderr
     assert "/var/lib/relay/probe" not in touch.stderr
     assert run(["exec", name, "id", "-u"]).stdout.strip() == UID
     status = run(["exec", name, "grep", "^CapEff", "/proc/self/status"]).stdout
     assert status.split()[-1] == "0000000000000000"
+    # No installer is left to fetch code at run time.
+    for installer in ("pip", "setuptools"):
+        assert run(["exec", name, "python", "-c", f"import {installer}"], check=False).returncode
 
 
 def test_a_job_from_the_bunny_image_succeeds(relay: tuple[str, int]) -> None:
