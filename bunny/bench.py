@@ -1,4 +1,4 @@
-"""``bunny bench``: closed-loop load on a relay through bunny's real runners.
+"""``bunny bench``: closed-loop load on a relay through bunny's real submitters.
 
 Every job goes the way ``bunny submit`` sends it (the resolver and its caches,
 the relay pool, the retries, the spans, ``Run`` or ``RunBatches``), driven by
@@ -26,13 +26,16 @@ from typing import TextIO
 
 import grpc
 
+from bunny.dns.resolver import Resolver
+from bunny.dns.settings import ResolverSettings
+from bunny.dns.tracing import TracedResolver
 from bunny.loadgen import LoadResult, LoadSettings, drive
 from bunny.relaypool import RelayPool
-from bunny.resolver import Resolver, ResolverSettings
-from bunny.runner import JobRunner, RunSettings, UnaryRunner
-from bunny.streaming import StreamRunner
+from bunny.streaming import StreamSubmitter
+from bunny.submitter import JobSubmitter, SubmitSettings, UnarySubmitter
 from bunny.targets import LiteralAddress, Target
 from bunny.tls import ClientTls
+from bunny.tracing import BunnyTelemetry
 from bunnyrelay.v1 import jobs_pb2
 
 
@@ -52,7 +55,7 @@ class BenchSettings:
     """Size of each job's payload."""
     kind: str = "echo"
     """The job kind relay runs."""
-    run: RunSettings = field(default_factory=RunSettings)
+    run: SubmitSettings = field(default_factory=SubmitSettings)
     """Each job's deadline and RPC retries, as ``bunny submit`` uses them."""
 
     def __post_init__(self) -> None:
@@ -142,19 +145,22 @@ async def run_bench(
     resolver: ResolverSettings | None,
     tls: ClientTls | None = None,
     progress: TextIO | None = None,
+    telemetry: BunnyTelemetry | None = None,
 ) -> BenchReport:
     """Load ``target`` as ``bunny submit`` would, for ``settings.duration_s`` seconds.
 
     ``resolver`` is required for a DNS name and ignored for an IP literal.
     """
+    telemetry = telemetry or BunnyTelemetry()
     if isinstance(target.host, LiteralAddress):
-        source: Resolver | LiteralAddress = target.host
+        source: TracedResolver | LiteralAddress = target.host
     else:
         if resolver is None:
             raise ValueError(f"{target.host}: a DNS name needs resolver settings")
-        source = Resolver(resolver)
+        source = telemetry.dns.wrap(Resolver(resolver))
     pool = RelayPool(source, str(target.host), target.port, tls=tls)
-    runner: JobRunner = (StreamRunner if settings.stream else UnaryRunner)(pool, settings.run)
+    submitter_class = StreamSubmitter if settings.stream else UnarySubmitter
+    submitter: JobSubmitter = submitter_class(pool, settings.run, telemetry)
     payload = os.urandom(settings.payload_bytes)
     kind = settings.kind
     sources: Counter[str] = Counter()
@@ -164,7 +170,7 @@ async def run_bench(
         nonlocal retried
         # A fresh id per job: relay remembers ids, and a repeated one would be a replay.
         request = jobs_pb2.JobRequest(job_id=str(uuid.uuid4()), kind=kind, payload=payload)
-        outcome = await runner.run(request)
+        outcome = await submitter.run(request)
         sources[outcome.dns_source or "none"] += 1
         if outcome.attempts > 1:
             retried += 1
@@ -175,7 +181,7 @@ async def run_bench(
     try:
         load = await drive(job, settings.load(), name="bunny bench", progress=progress)
     finally:
-        await runner.close()
+        await submitter.close()
         await pool.close(grace=1.0)
         await source.close()
     return BenchReport(

@@ -15,19 +15,22 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from bunny.batch import build_requests, run_all
 from bunny.bench import BenchSettings, run_bench
 from bunny.diagnose import Diagnoser, parse_hop, render_table
+from bunny.dns.resolvconf import DEFAULT_PATH as DEFAULT_RESOLV_CONF
+from bunny.dns.resolver import Resolver
+from bunny.dns.settings import ResolverSettings
+from bunny.dns.tracing import TracedResolver
 from bunny.errors import BunnyError
 from bunny.outcome import JobOutcome
 from bunny.relaypool import Keepalive, RelayPool
-from bunny.resolvconf import DEFAULT_PATH as DEFAULT_RESOLV_CONF
-from bunny.resolver import Resolver, ResolverSettings
 from bunny.retry import RetryPolicy
-from bunny.runner import JobRunner, RunSettings, UnaryRunner
-from bunny.streaming import StreamRunner
-from bunny.submit import build_requests, run_all
+from bunny.streaming import StreamSubmitter
+from bunny.submitter import JobSubmitter, SubmitSettings, UnarySubmitter
 from bunny.targets import LiteralAddress, Target, parse_target
 from bunny.tls import ClientTls, TlsFiles
+from bunny.tracing import BunnyTelemetry
 from bunnyrelay.logs import configure_logging
 from bunnyrelay.settings import (
     EnvArgumentParser,
@@ -273,7 +276,7 @@ def _print_outcome(outcome: JobOutcome, as_json: bool) -> None:
     print(text, flush=True)
 
 
-async def _submit(args: argparse.Namespace) -> int:
+async def _submit(args: argparse.Namespace, telemetry: BunnyTelemetry) -> int:
     if args.target is None:
         raise SettingError(
             "--target (or BUNNY_TARGET) is required, e.g. relay.private.aws.internal:50051"
@@ -281,9 +284,9 @@ async def _submit(args: argparse.Namespace) -> int:
     target = args.target
     tls = _client_tls(args)  # before anything is opened: bad files are a SettingError
     if isinstance(target.host, LiteralAddress):
-        source: Resolver | LiteralAddress = target.host
+        source: TracedResolver | LiteralAddress = target.host
     else:
-        source = Resolver(_resolver_settings(args))
+        source = telemetry.dns.wrap(Resolver(_resolver_settings(args)))
     pool = RelayPool(
         source,
         str(target.host),
@@ -291,8 +294,9 @@ async def _submit(args: argparse.Namespace) -> int:
         tls=tls,
         keepalive=Keepalive(interval_s=args.keepalive),
     )
-    settings = RunSettings(timeout_s=args.timeout, retry=RetryPolicy(attempts=args.attempts))
-    runner: JobRunner = (StreamRunner if args.stream else UnaryRunner)(pool, settings)
+    settings = SubmitSettings(timeout_s=args.timeout, retry=RetryPolicy(attempts=args.attempts))
+    submitter_class = StreamSubmitter if args.stream else UnarySubmitter
+    runner: JobSubmitter = submitter_class(pool, settings, telemetry)
     requests = build_requests(
         kind=args.kind, payload=args.payload.encode("utf-8"), count=args.count, job_id=args.job_id
     )
@@ -314,7 +318,7 @@ async def _submit(args: argparse.Namespace) -> int:
     return 0 if failed == 0 else 1
 
 
-async def _diagnose(args: argparse.Namespace) -> int:
+async def _diagnose(args: argparse.Namespace, telemetry: BunnyTelemetry) -> int:
     target: Target = args.target
     if isinstance(target.host, LiteralAddress):
         raise SettingError(f"{target.host}: diagnose needs relay's DNS name, not an IP address")
@@ -328,14 +332,15 @@ async def _diagnose(args: argparse.Namespace) -> int:
         family=args.family,
         timeout=args.query_timeout,
         tls=_client_tls(args),
+        telemetry=telemetry,
     )
     diagnosis = await diagnoser.run()
     print(json.dumps(diagnosis.as_dict()) if args.json else render_table(diagnosis))
     return 0 if diagnosis.verdict.ok else 1
 
 
-async def _resolve(args: argparse.Namespace) -> int:
-    resolver = Resolver(_resolver_settings(args))
+async def _resolve(args: argparse.Namespace, telemetry: BunnyTelemetry) -> int:
+    resolver = telemetry.dns.wrap(Resolver(_resolver_settings(args)))
     try:
         resolution = await resolver.resolve(args.name)
     except BunnyError as exc:
@@ -403,7 +408,7 @@ def _payload_bytes(text: str) -> int:
     return int(text)
 
 
-async def _bench(args: argparse.Namespace) -> int:
+async def _bench(args: argparse.Namespace, telemetry: BunnyTelemetry) -> int:
     if args.target is None:
         raise SettingError(
             "--target (or BUNNY_TARGET) is required, e.g. relay.private.aws.internal:50051"
@@ -422,6 +427,7 @@ async def _bench(args: argparse.Namespace) -> int:
         resolver=None if literal else _resolver_settings(args),
         tls=tls,
         progress=sys.stderr,
+        telemetry=telemetry,
     )
     print(json.dumps(report.as_dict()) if args.json else report.render(), flush=True)
     return 0 if report.ok else 1
@@ -442,7 +448,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "diagnose": _diagnose,
             "bench": _bench,
         }[args.command]
-        code = asyncio.run(command(args))
+        code = asyncio.run(command(args, BunnyTelemetry()))
     except SettingError as exc:
         parser.exit(2, f"bunny: error: {exc}\n")
     except KeyboardInterrupt:

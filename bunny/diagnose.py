@@ -37,16 +37,16 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry import trace
 
+from bunny.dns.model import Resolution
+from bunny.dns.resolver import Resolver
+from bunny.dns.settings import ResolverSettings
 from bunny.errors import DnsLookupFailed
-from bunny.relaypool import Endpoint, grpc_target
-from bunny.resolver import Resolution, Resolver, ResolverSettings
-from bunny.rpcspans import client_attempt
+from bunny.relaypool import RelayEndpoint, grpc_target
 from bunny.tls import ClientTls
+from bunny.tracing import BunnyTelemetry
 from bunnyrelay import semconv
 from bunnyrelay.settings import HostPort, SettingError, parse_ip_port
 from bunnyrelay.v1 import jobs_pb2, jobs_pb2_grpc
-
-_tracer = trace.get_tracer("bunny.diagnose")
 
 NO_ANSWER = frozenset({"TIMEOUT", "UNREACHABLE"})
 
@@ -212,8 +212,11 @@ class Diagnoser:
         timeout: float = 2.0,
         attempts: int = 2,
         tls: ClientTls | None = None,
+        telemetry: BunnyTelemetry | None = None,
     ) -> None:
         self.name = name.rstrip(".")
+        self._telemetry = telemetry or BunnyTelemetry()
+        self._tracer = self._telemetry.diagnose
         self.tls = tls
         self.port = port
         self.hops = list(hops)
@@ -223,7 +226,7 @@ class Diagnoser:
         self.attempts = attempts
 
     async def run(self) -> Diagnosis:
-        with _tracer.start_as_current_span(
+        with self._tracer.start_as_current_span(
             "diagnose", attributes={semconv.DNS_QUESTION_NAME: self.name}
         ) as span:
             trace_id = f"{span.get_span_context().trace_id:032x}"
@@ -251,11 +254,11 @@ class Diagnoser:
         )
 
     async def _ask_hop(self, hop: Hop) -> HopReport:
-        with _tracer.start_as_current_span(
+        with self._tracer.start_as_current_span(
             "diagnose.hop",
             attributes={semconv.DNS_HOP: hop.label, semconv.DNS_NAMESERVER: str(hop.server)},
         ) as span:
-            resolver = Resolver(self._settings((hop.server,)))
+            resolver = self._telemetry.dns.wrap(Resolver(self._settings((hop.server,))))
             started = time.monotonic()
             try:
                 resolution = await resolver.resolve(self.name + ".")
@@ -300,8 +303,8 @@ class Diagnoser:
             )
         else:
             advice = "the name is tried as given first; no change needed"
-        resolver = Resolver(settings)
-        with _tracer.start_as_current_span("diagnose.search_list"):
+        resolver = self._telemetry.dns.wrap(Resolver(settings))
+        with self._tracer.start_as_current_span("diagnose.search_list"):
             try:
                 resolution: Resolution | None = await resolver.resolve(self.name)
                 queries = resolution.queries if resolution else ()
@@ -336,7 +339,7 @@ class Diagnoser:
             options.append(("grpc.ssl_target_name_override", self.name))
             channel = grpc.aio.secure_channel(target, self.tls.credentials, options=options)
         health = "UNKNOWN"
-        with _tracer.start_as_current_span(
+        with self._tracer.start_as_current_span(
             "diagnose.relay", attributes={semconv.NETWORK_PEER_ADDRESS: address}
         ) as span:
             try:
@@ -344,13 +347,13 @@ class Diagnoser:
                     health_pb2.HealthCheckRequest(service=""), timeout=self.timeout
                 )
                 health = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-                endpoint = Endpoint(
+                endpoint = RelayEndpoint(
                     self.name, address, self.port, channel, jobs_pb2_grpc.JobServiceStub(channel)
                 )
                 request = jobs_pb2.JobRequest(
                     job_id=f"diagnose-{uuid.uuid4()}", kind="echo", payload=b"diagnose"
                 )
-                with client_attempt("Run", endpoint, 1) as record:
+                with self._telemetry.rpc.attempt("Run", endpoint, 1) as record:
                     try:
                         result = await endpoint.stub.Run(
                             request, timeout=self.timeout * 2, metadata=tuple(record.metadata)

@@ -33,12 +33,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
-from opentelemetry import trace
-from opentelemetry.util.types import AttributeValue
 
-from bunny.resolver import Resolution
+from bunny.dns.model import Resolution
 from bunny.tls import ClientTls
-from bunnyrelay import semconv
 from bunnyrelay.v1 import jobs_pb2_grpc
 
 # Calls on a channel whose address left the DNS answer get this long to finish.
@@ -46,7 +43,7 @@ RETIRE_GRACE_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
-class Endpoint:
+class RelayEndpoint:
     """One relay address with its channel and stub."""
 
     name: str
@@ -157,34 +154,25 @@ class RelayPool:
         # The caller's first: given an option twice, gRPC keeps the first value.
         self._options.extend(channel_options)
         self._options.extend(keepalive.channel_options())
-        self._endpoints: dict[str, Endpoint] = {}
-        self._order: tuple[Endpoint, ...] = ()
+        self._endpoints: dict[str, RelayEndpoint] = {}
+        self._order: tuple[RelayEndpoint, ...] = ()
         self._addresses: tuple[str, ...] = ()
         self._next = 0
         self._retiring: set[asyncio.Task[None]] = set()
-        # The root-span attributes of the last cache hit, rebuilt only when the answer changes.
-        self._hit: Resolution | None = None
-        self._hit_attributes: dict[str, AttributeValue] = {}
 
     @property
-    def endpoints(self) -> tuple[Endpoint, ...]:
+    def endpoints(self) -> tuple[RelayEndpoint, ...]:
         return self._order
 
     async def lookup(self, *, deadline: float | None = None) -> Resolution:
         """Resolve the name (cache first) and bring the endpoints in line with the answer.
 
-        A fresh cached answer costs no span of its own: a ``dns.lookup`` span and
-        its histogram entry cost more than the hit itself (about 35 µs against
-        0.15 µs). The current span (the job's root) says where the address came
-        from instead. A miss goes through :meth:`Resolver.resolve`, which traces it.
+        A fresh cached answer is taken without a lookup (and without a ``dns.lookup``
+        span: the job's span tells it); a miss goes through the resolver's ``resolve``.
         """
         resolution = self.resolver.cached(self.name)
         if resolution is None:
             resolution = await self.resolver.resolve(self.name, deadline=deadline)
-        else:
-            span = trace.get_current_span()
-            if span.is_recording():
-                span.set_attributes(self._hit_attributes_for(resolution))
         if self.tls is not None and self.tls.refresh():
             # New certificates: new channels (new handshakes) for the calls from now on.
             for endpoint in self._endpoints.values():
@@ -195,17 +183,7 @@ class RelayPool:
             self._apply(resolution.addresses)
         return resolution
 
-    def _hit_attributes_for(self, resolution: Resolution) -> dict[str, AttributeValue]:
-        if resolution is not self._hit:
-            self._hit = resolution
-            self._hit_attributes = {
-                semconv.DNS_SOURCE: resolution.source,
-                semconv.DNS_QUESTION_NAME: resolution.name,
-                semconv.DNS_ANSWERS: resolution.addresses,
-            }
-        return self._hit_attributes
-
-    def pick(self, *, avoid: str | None = None) -> Endpoint:
+    def pick(self, *, avoid: str | None = None) -> RelayEndpoint:
         """The next endpoint round robin.
 
         Skips ``avoid`` (the peer that just failed) and channels that gRPC has
@@ -242,13 +220,13 @@ class RelayPool:
                         target, self.tls.credentials, options=self._options
                     )
                 )
-                self._endpoints[address] = Endpoint(
+                self._endpoints[address] = RelayEndpoint(
                     self.host, address, self.port, channel, jobs_pb2_grpc.JobServiceStub(channel)
                 )
         self._addresses = addresses
         self._order = tuple(self._endpoints[a] for a in wanted)
 
-    def _retire(self, endpoint: Endpoint) -> None:
+    def _retire(self, endpoint: RelayEndpoint) -> None:
         task = asyncio.get_running_loop().create_task(endpoint.channel.close(RETIRE_GRACE_S))
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)

@@ -140,7 +140,7 @@ async def path_probes(calls: int) -> dict[str, float]:
     setup_telemetry("costs", metric_readers=[InMemoryMetricReader()])
 
     from bunny.relaypool import RelayPool
-    from bunny.runner import RunSettings, UnaryRunner
+    from bunny.submitter import SubmitSettings, UnarySubmitter
     from bunny.targets import LiteralAddress
     from bunnyrelay.settings import HostPort
     from bunnyrelay.v1 import jobs_pb2
@@ -183,7 +183,7 @@ async def path_probes(calls: int) -> dict[str, float]:
     pool = RelayPool(LiteralAddress("127.0.0.1"), "127.0.0.1", 50051)
     await pool.lookup()
     object.__setattr__(pool.endpoints[0], "stub", AnsweringStub())
-    runner = UnaryRunner(pool, RunSettings())
+    runner = UnarySubmitter(pool, SubmitSettings())
     stub = AnsweringStub()
 
     async def bunny_job(n: int) -> None:

@@ -13,8 +13,8 @@ from contextlib import asynccontextmanager
 import pytest
 
 from bunny.relaypool import RelayPool
-from bunny.runner import RunSettings
-from bunny.streaming import BATCH_BYTES, StreamRunner
+from bunny.streaming import BATCH_BYTES, StreamSubmitter
+from bunny.submitter import SubmitSettings
 from bunny.targets import LiteralAddress
 from bunnyrelay.v1 import jobs_pb2
 from relay import server as relay_server
@@ -37,11 +37,11 @@ def batches(monkeypatch: pytest.MonkeyPatch) -> list[jobs_pb2.JobBatch]:
 
 
 @asynccontextmanager
-async def stream_runner(max_payload_bytes: int = 1024 * 1024) -> AsyncIterator[StreamRunner]:
+async def stream_runner(max_payload_bytes: int = 1024 * 1024) -> AsyncIterator[StreamSubmitter]:
     async with local_relay(max_payload_bytes=max_payload_bytes) as local:
         port = local.relay.port
         pool = RelayPool(LiteralAddress("127.0.0.1"), "127.0.0.1", port)
-        runner = StreamRunner(pool, RunSettings(timeout_s=20.0))
+        runner = StreamSubmitter(pool, SubmitSettings(timeout_s=20.0))
         try:
             yield runner
         finally:

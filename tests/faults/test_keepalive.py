@@ -17,7 +17,7 @@ import pytest
 from bunny.outcome import JobOutcome
 from bunny.relaypool import Keepalive, RelayPool
 from bunny.retry import RetryPolicy
-from bunny.runner import RunSettings, UnaryRunner
+from bunny.submitter import SubmitSettings, UnarySubmitter
 from bunny.targets import LiteralAddress
 from bunnyrelay.v1 import jobs_pb2
 from lab.processes import relay_process
@@ -27,10 +27,10 @@ from tests.faults.faultproxy import SILENT_OUTAGE, fault_proxy
 EAGER = Keepalive(interval_s=1.0, timeout_s=1.0)
 
 
-def _runner(port: int, deadline_s: float) -> UnaryRunner:
+def _runner(port: int, deadline_s: float) -> UnarySubmitter:
     pool = RelayPool(LiteralAddress("127.0.0.1"), "127.0.0.1", port, keepalive=EAGER)
     # One attempt: the test sees how the first call ended, not a retry's outcome.
-    return UnaryRunner(pool, RunSettings(timeout_s=deadline_s, retry=RetryPolicy(attempts=1)))
+    return UnarySubmitter(pool, SubmitSettings(timeout_s=deadline_s, retry=RetryPolicy(attempts=1)))
 
 
 def _sleep_job(millis: int) -> jobs_pb2.JobRequest:

@@ -24,11 +24,13 @@ import grpc
 import pytest
 import trustme
 
+from bunny.dns.resolver import Resolver
+from bunny.dns.settings import ResolverSettings
+from bunny.dns.tracing import DnsTelemetry
 from bunny.outcome import JobOutcome
 from bunny.relaypool import RelayPool
-from bunny.resolver import Resolver, ResolverSettings
 from bunny.retry import RetryPolicy
-from bunny.runner import RunSettings, UnaryRunner
+from bunny.submitter import SubmitSettings, UnarySubmitter
 from bunny.tls import ClientTls, TlsFiles
 from bunnyrelay.v1 import jobs_pb2
 from lab.dnsserver import ZoneServer
@@ -97,7 +99,7 @@ class Bunny:
     """bunny's runner in this process, resolving relay's name through the zone."""
 
     pool: RelayPool
-    runner: UnaryRunner
+    runner: UnarySubmitter
 
     async def run(self, kind: str = "echo", payload: bytes = b"hi") -> JobOutcome:
         request = jobs_pb2.JobRequest(job_id=str(uuid.uuid4()), kind=kind, payload=payload)
@@ -113,11 +115,15 @@ async def bunny(
     attempts: int = 2,
     check_interval: float = 1.0,
 ) -> AsyncIterator[Bunny]:
-    resolver = Resolver(ResolverSettings(nameservers=(zone.address,), family="ipv4"))
+    resolver = DnsTelemetry().wrap(
+        Resolver(ResolverSettings(nameservers=(zone.address,), family="ipv4"))
+    )
     pool = RelayPool(
         resolver, RELAY_NAME, port, tls=ClientTls(files, check_interval=check_interval)
     )
-    runner = UnaryRunner(pool, RunSettings(timeout_s=10.0, retry=RetryPolicy(attempts=attempts)))
+    runner = UnarySubmitter(
+        pool, SubmitSettings(timeout_s=10.0, retry=RetryPolicy(attempts=attempts))
+    )
     try:
         yield Bunny(pool, runner)
     finally:

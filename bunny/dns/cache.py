@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from bunny.dns.model import DnsQuery, Resolution
 from bunny.errors import DnsLookupFailed
-
-if TYPE_CHECKING:
-    from bunny.resolver import DnsQuery, Resolution
 
 # Enough for every name a client process talks to; a bound keeps a bug from growing it forever.
 MAX_ENTRIES = 4096

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 
 from bunny.outcome import JobOutcome
-from bunny.runner import JobRunner
+from bunny.submitter import JobSubmitter
 from bunnyrelay.v1 import jobs_pb2
 
 
@@ -39,11 +39,11 @@ def build_requests(
 
 
 async def run_all(
-    runner: JobRunner, requests: Iterator[jobs_pb2.JobRequest], *, concurrency: int
+    submitter: JobSubmitter, requests: Iterator[jobs_pb2.JobRequest], *, concurrency: int
 ) -> AsyncIterator[JobOutcome]:
     """Run every request with at most ``concurrency`` in flight; yield outcomes in completion order.
 
-    ``runner.run`` never raises for a job's failure, so every request yields
+    ``submitter.run`` never raises for a job's failure, so every request yields
     exactly one outcome.
     """
     outcomes: asyncio.Queue[JobOutcome | None] = asyncio.Queue()
@@ -51,7 +51,7 @@ async def run_all(
     async def worker() -> None:
         try:
             for request in requests:  # shared iterator: each request is taken once
-                await outcomes.put(await runner.run(request))
+                await outcomes.put(await submitter.run(request))
         finally:
             await outcomes.put(None)
 

@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from bunny.errors import JobRejected, RelayCallFailed, RelayUnavailable
-from bunny.runner import classify_rpc_error
+from bunny.rpcerrors import classify_rpc_error
 
 PEER = "127.0.0.1:50051"
 

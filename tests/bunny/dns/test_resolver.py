@@ -1,4 +1,4 @@
-"""bunny's resolver against a real DNS server on 127.0.0.1: what it sends, caches and traces."""
+"""bunny's resolver against a real DNS server on 127.0.0.1: what it sends, caches and answers."""
 
 from __future__ import annotations
 
@@ -7,18 +7,12 @@ import json
 import socket
 import time
 
-import aiodns
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from bunny import resolver as resolver_module
 from bunny.errors import (
-    DnsBadAnswer,
     DnsRefused,
     DnsServerFailure,
     DnsTimeout,
@@ -27,11 +21,11 @@ from bunny.errors import (
     NameNotFound,
     NoAddresses,
 )
-from bunny.resolver import LoopDrivenResolver, Resolver, ResolverSettings, candidates
 from bunnyrelay import semconv
 from bunnyrelay.settings import HostPort
 from lab.dnsserver import ZoneServer
-from tests.bunny.conftest import RELAY, RELAY_IP, SEARCH, MakeResolver, named
+from tests.bunny.conftest import RELAY, RELAY_IP, SEARCH, Arrivals, MakeResolver, named
+from tests.fakeclock import FakeClock
 
 
 def _attr(span: ReadableSpan, key: str) -> object:
@@ -41,20 +35,6 @@ def _attr(span: ReadableSpan, key: str) -> object:
 
 async def _sleep_until(moment: float) -> None:
     await asyncio.sleep(max(moment - time.monotonic(), 0.0) + 0.05)
-
-
-# --- the search list and ndots ---------------------------------------------------------------
-
-
-def test_candidates_follow_glibc_order() -> None:
-    assert candidates("relay.private.aws.internal", SEARCH, 5) == (
-        "relay.private.aws.internal.bunny.svc.cluster.local",
-        "relay.private.aws.internal.svc.cluster.local",
-        "relay.private.aws.internal.cluster.local",
-        "relay.private.aws.internal",
-    )
-    assert candidates("relay.private.aws.internal", SEARCH, 3)[0] == "relay.private.aws.internal"
-    assert candidates("Relay.Private.AWS.internal.", SEARCH, 5) == ("relay.private.aws.internal",)
 
 
 async def test_ndots_5_sends_the_search_candidates_first_and_the_trace_shows_the_waste(
@@ -127,9 +107,6 @@ async def test_a_cname_chain_in_the_answer_is_followed(
     assert resolution.ttl == 10  # the CNAME's shorter TTL bounds the answer
 
 
-# --- TTLs and caches -------------------------------------------------------------------------
-
-
 async def test_ttl_expiry_moves_to_the_new_address(
     dns: ZoneServer, make_resolver: MakeResolver
 ) -> None:
@@ -148,37 +125,17 @@ async def test_ttl_expiry_moves_to_the_new_address(
     assert [e.outcome for e in dns.queries(RELAY)] == ["NOERROR", "NOERROR"]
 
 
-async def test_cache_hit_through_resolve_is_one_span_without_children_and_cached_makes_none(
-    make_resolver: MakeResolver, spans: InMemorySpanExporter
-) -> None:
-    resolver = make_resolver()
-    await resolver.resolve(RELAY)
-    spans.clear()
-
-    hit = resolver.cached(RELAY)
-    assert spans.get_finished_spans() == ()
-    again = await resolver.resolve(RELAY)
-
-    assert hit is not None
-    assert hit.source == "cache"
-    assert hit.queries == ()
-    # The fast path hands back the stored object: no allocation per call.
-    assert resolver.cached(RELAY) is hit
-    assert again.source == "cache"
-    (lookup,) = spans.get_finished_spans()
-    assert lookup.name == "dns.lookup"
-    assert _attr(lookup, semconv.DNS_SOURCE) == "cache"
-    assert _attr(lookup, semconv.DNS_QUERIES_SENT) == 0
-
-
 async def test_serves_stale_when_the_server_stops_answering_then_gives_up_after_stale_max(
     dns: ZoneServer, make_resolver: MakeResolver, spans: InMemorySpanExporter
 ) -> None:
-    dns.set_records(RELAY, "A", [RELAY_IP], ttl=1)
-    resolver = make_resolver(timeout=0.3, attempts=2, stale_max=2.0, stale_ttl=7)
-    good = await resolver.resolve(RELAY)
+    # TTL 0: c-ares keeps nothing, so bunny's own clock alone says what is stale.
+    dns.set_records(RELAY, "A", [RELAY_IP], ttl=0)
+    clock = FakeClock()
+    resolver = make_resolver(
+        clock=clock, timeout=0.3, attempts=2, stale_max=2.0, stale_ttl=7, stale_recheck=5.0
+    )
+    await resolver.resolve(RELAY)
     dns.go_silent()
-    await _sleep_until(good.expires_at)
     spans.clear()
 
     stale = await resolver.resolve(RELAY)
@@ -193,19 +150,22 @@ async def test_serves_stale_when_the_server_stops_answering_then_gives_up_after_
 
     # While the failed refresh backs off, stale answers come without asking again.
     sent = len(dns.log)
+    clock.advance(1.0)
     assert (await resolver.resolve(RELAY)).source == "stale-cache"
     assert len(dns.log) == sent
 
-    await _sleep_until(good.expires_at + 2.0)
+    clock.advance(1.5)  # past stale_max
     with pytest.raises(DnsTimeout):
         await resolver.resolve(RELAY)
+    assert len(dns.log) == sent + 2
 
 
 async def test_negative_answer_is_cached_then_a_new_record_is_seen_after_negative_ttl(
     dns: ZoneServer, make_resolver: MakeResolver
 ) -> None:
     name = "new.private.aws.internal."
-    resolver = make_resolver(negative_ttl=0.5)
+    clock = FakeClock()
+    resolver = make_resolver(clock=clock, negative_ttl=0.5)
     with pytest.raises(NameNotFound) as first:
         await resolver.resolve(name)
     assert not first.value.from_negative_cache
@@ -218,7 +178,7 @@ async def test_negative_answer_is_cached_then_a_new_record_is_seen_after_negativ
     assert again.value.queries == ()
     assert len(dns.queries(name)) == 1
 
-    await asyncio.sleep(0.6)
+    clock.advance(0.6)
     resolution = await resolver.resolve(name)
 
     # The server's SOA says NXDOMAIN may be cached for 60 s, and c-ares would;
@@ -250,14 +210,14 @@ async def test_concurrent_resolves_of_one_name_share_one_query(
 
 
 async def test_callers_waiting_on_a_cancelled_callers_lookup_ask_again_and_get_the_answer(
-    dns: ZoneServer, make_resolver: MakeResolver
+    dns: ZoneServer, make_resolver: MakeResolver, arrivals: Arrivals
 ) -> None:
     resolver = make_resolver()
     dns.set_delay(0.3)
     first = asyncio.ensure_future(resolver.resolve(RELAY))
-    await asyncio.sleep(0.1)
+    await arrivals.reach(1)
     waiting = [asyncio.ensure_future(resolver.resolve(RELAY)) for _ in range(3)]
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0)  # one pass of the loop: each is now waiting on the lookup in flight
 
     first.cancel()
     results = await asyncio.wait_for(asyncio.gather(*waiting), timeout=5)
@@ -267,29 +227,6 @@ async def test_callers_waiting_on_a_cancelled_callers_lookup_ask_again_and_get_t
         await first
     # The cancelled caller's query, then one more that the three waiting callers share.
     assert len(dns.log) == 2
-
-
-async def test_c_ares_cache_answers_are_labelled_as_such_not_as_wire(
-    dns: ZoneServer, make_resolver: MakeResolver, spans: InMemorySpanExporter
-) -> None:
-    resolver = make_resolver()
-    await resolver.resolve(RELAY)
-    spans.clear()
-
-    # Another spelling is another entry in bunny's cache, but the same question
-    # to c-ares, which answers it from memory.
-    second = await resolver.resolve(f"{RELAY}.")
-
-    assert len(dns.log) == 1
-    assert second.source == "c-ares-cache"
-    assert [q.source for q in second.queries] == ["c-ares-cache"]
-    (lookup,) = named(spans, "dns.lookup")
-    assert _attr(lookup, semconv.DNS_SOURCE) == "c-ares-cache"
-    assert _attr(lookup, semconv.DNS_RCODE) == "NOERROR"
-    assert _attr(lookup, semconv.DNS_QUERIES_SENT) == 0
-
-
-# --- retries ---------------------------------------------------------------------------------
 
 
 async def test_a_dropped_query_is_retried_and_succeeds_on_attempt_two(
@@ -379,91 +316,6 @@ async def test_retries_rotate_through_the_nameservers(
     ]
 
 
-async def test_a_query_cut_short_by_c_ares_adaptive_timeout_is_retried_on_a_fresh_channel(
-    dns: ZoneServer, make_resolver: MakeResolver, spans: InMemorySpanExporter
-) -> None:
-    resolver = make_resolver(timeout=2.0, attempts=2)
-    for n in range(4):  # c-ares learns a sub-millisecond latency for this server
-        dns.set_records(f"warm{n}.private.aws.internal", "A", ["10.0.0.1"])
-        await resolver.resolve(f"warm{n}.private.aws.internal.")
-    dns.set_delay(0.6)  # now the path is slower, but well inside our 2 s timeout
-    spans.clear()
-
-    resolution = await resolver.resolve(f"{RELAY}.")
-
-    assert resolution.addresses == (RELAY_IP,)
-    first, second = named(spans, "dns.query")
-    # c-ares gave up after 5x its average latency (250 ms at least), not our 2 s...
-    assert _attr(first, semconv.DNS_RCODE) == "TIMEOUT"
-    assert resolution.queries[0].latency_ms < 1500
-    # ...and a new channel, which starts from our timeout, got the answer.
-    assert _attr(second, semconv.DNS_RCODE) == "NOERROR"
-
-
-# --- the span tree and the metric --------------------------------------------------------------
-
-
-async def test_query_spans_are_children_of_the_lookup_span_in_the_callers_trace(
-    dns: ZoneServer, make_resolver: MakeResolver, spans: InMemorySpanExporter
-) -> None:
-    dns.set_records(RELAY, "AAAA", ["fd00::5"])
-    resolver = make_resolver(family="any", search=SEARCH[:1], ndots=5)
-    tracer = trace.get_tracer("tests")
-
-    with tracer.start_as_current_span("job.submit") as job:
-        await resolver.resolve(RELAY)
-
-    (lookup,) = named(spans, "dns.lookup")
-    queries = named(spans, "dns.query")
-    assert len(queries) == 4  # (search candidate, as is) x (A, AAAA)
-    job_context = job.get_span_context()
-    assert lookup.parent is not None
-    assert lookup.parent.span_id == job_context.span_id
-    assert lookup.context is not None
-    for query in queries:
-        assert query.parent is not None
-        assert query.parent.span_id == lookup.context.span_id
-        assert query.context is not None
-        assert query.context.trace_id == job_context.trace_id
-        assert query.kind is trace.SpanKind.CLIENT
-
-
-async def test_lookup_duration_metric_is_recorded_with_the_error_type_on_failure(
-    dns: ZoneServer,
-) -> None:
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader])
-    settings = ResolverSettings(nameservers=(dns.address,), family="ipv4")
-    resolver = Resolver(settings, meter_provider=provider)
-    try:
-        await resolver.resolve(RELAY)
-        with pytest.raises(NameNotFound):
-            await resolver.resolve("missing.private.aws.internal.")
-        data = reader.get_metrics_data()
-    finally:
-        await resolver.close()
-        provider.shutdown()
-
-    assert data is not None
-    (metric,) = [
-        metric
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-        if metric.name == "dns.lookup.duration"
-    ]
-    assert metric.unit == "s"
-    attributes = {
-        str((point.attributes or {}).get("dns.question.name")): dict(point.attributes or {})
-        for point in metric.data.data_points
-    }
-    assert semconv.ERROR_TYPE not in attributes[RELAY]
-    assert attributes["missing.private.aws.internal."][semconv.ERROR_TYPE] == "NameNotFound"
-
-
-# --- typed errors ------------------------------------------------------------------------------
-
-
 async def test_an_existing_name_without_addresses_is_no_addresses_not_name_not_found(
     dns: ZoneServer, make_resolver: MakeResolver, spans: InMemorySpanExporter
 ) -> None:
@@ -511,24 +363,6 @@ async def test_a_closed_port_is_unreachable(make_resolver: MakeResolver) -> None
     )
 
 
-async def test_records_for_another_name_are_a_bad_answer(
-    dns: ZoneServer, make_resolver: MakeResolver, spans: InMemorySpanExporter
-) -> None:
-    resolver = make_resolver(attempts=2)
-    dns.misname_next(5)
-
-    with pytest.raises(DnsBadAnswer) as caught:
-        await resolver.resolve(f"{RELAY}.")
-
-    # The retry really went out: the bad answer was flushed from c-ares' cache.
-    assert len(dns.log) == 2
-    assert "misnamed.invalid A" in str(caught.value)
-    assert [_attr(s, semconv.ERROR_TYPE) for s in named(spans, "dns.query")] == [
-        "DnsBadAnswer",
-        "DnsBadAnswer",
-    ]
-
-
 async def test_timeout_says_which_nameserver_and_how_many_attempts(
     dns: ZoneServer, make_resolver: MakeResolver
 ) -> None:
@@ -544,36 +378,6 @@ async def test_timeout_says_which_nameserver_and_how_many_attempts(
     )
 
 
-async def test_a_timeout_follows_c_ares_own_clock_on_a_channel_already_in_use(
-    dns: ZoneServer, make_resolver: MakeResolver
-) -> None:
-    # After a first answer the channel's socket stays open and its timer ticks on with
-    # nothing pending; a query sent then must still time out on its own 0.3 s.
-    resolver = make_resolver(timeout=0.3, attempts=1)
-    await resolver.resolve(f"{RELAY}.")
-    await asyncio.sleep(0.4)
-    dns.go_silent()
-    started = time.monotonic()
-
-    with pytest.raises(DnsTimeout):
-        await resolver.resolve(f"other.{RELAY}.")
-
-    # Generous: the point is "its own 0.3 s", not "whenever the 1 s tick comes".
-    assert time.monotonic() - started < 0.9
-
-
-async def test_aiodns_runs_on_the_event_loop_without_an_event_thread() -> None:
-    # bunny's resolver overrides private methods of aiodns.DNSResolver to choose its
-    # socket-callback mode; an aiodns release that renames them must fail here.
-    for name in ("_make_channel", "_sock_state_cb", "_start_timer", "_timer_cb"):
-        assert callable(getattr(aiodns.DNSResolver, name, None)), name
-    resolver = LoopDrivenResolver(nameservers=["127.0.0.1"], tries=1, timeout=1.0)
-    try:
-        assert resolver._event_thread is False
-    finally:
-        await resolver.close()
-
-
 async def test_an_invalid_name_is_refused_before_anything_is_sent(
     dns: ZoneServer, make_resolver: MakeResolver
 ) -> None:
@@ -582,9 +386,6 @@ async def test_an_invalid_name_is_refused_before_anything_is_sent(
     with pytest.raises(InvalidName, match="empty label"):
         await resolver.resolve("relay..internal")
     assert not dns.log
-
-
-# --- deadlines ---------------------------------------------------------------------------------
 
 
 async def test_a_deadline_bounds_the_whole_lookup_when_the_server_is_silent(
@@ -610,9 +411,6 @@ async def test_a_deadline_already_past_raises_at_once_without_a_query(
     assert not dns.log
 
 
-# --- output and settings -----------------------------------------------------------------------
-
-
 async def test_resolution_as_dict_is_json_ready(make_resolver: MakeResolver) -> None:
     resolver = make_resolver()
     resolution = await resolver.resolve(f"{RELAY}.")
@@ -627,16 +425,15 @@ async def test_resolution_as_dict_is_json_ready(make_resolver: MakeResolver) -> 
 
 
 async def test_close_ends_a_lookup_waiting_to_retry_and_no_query_goes_out_after_it(
-    dns: ZoneServer, make_resolver: MakeResolver, monkeypatch: pytest.MonkeyPatch
+    dns: ZoneServer, make_resolver: MakeResolver
 ) -> None:
     waiting = asyncio.Event()
 
-    def long_backoff(_: object, retry_state: object) -> float:
+    async def long_backoff(_: float) -> None:
         waiting.set()
-        return 0.5
+        await asyncio.sleep(0.5)
 
-    monkeypatch.setattr(resolver_module._JitterUntilDeadline, "__call__", long_backoff)
-    resolver: Resolver = make_resolver(timeout=0.1, attempts=3)
+    resolver = make_resolver(timeout=0.1, attempts=3, sleep=long_backoff)
     dns.go_silent()
     pending = asyncio.ensure_future(resolver.resolve(f"{RELAY}."))
     await asyncio.wait_for(waiting.wait(), timeout=3)
@@ -650,13 +447,12 @@ async def test_close_ends_a_lookup_waiting_to_retry_and_no_query_goes_out_after_
 
 
 async def test_close_ends_a_lookup_in_flight_and_resolve_after_close_is_an_error(
-    dns: ZoneServer, make_resolver: MakeResolver
+    dns: ZoneServer, make_resolver: MakeResolver, arrivals: Arrivals
 ) -> None:
-    resolver: Resolver = make_resolver(timeout=5.0)
+    resolver = make_resolver(timeout=5.0)
     dns.go_silent()
     pending = asyncio.ensure_future(resolver.resolve(f"{RELAY}."))
-    await asyncio.sleep(0.2)
-    assert dns.log  # the query is out, and will never be answered
+    await arrivals.reach(1)  # the query is out, and will never be answered
 
     await resolver.close()
 
