@@ -5,9 +5,10 @@ caller. Every retry is bounded by a deadline (the job's, or the lookup's) and,
 when the policy says so, by a number of attempts. Between attempts bunny waits
 with exponential backoff and full jitter, capped so that a relay or nameserver
 that is back is found soon, except when relay said how long to wait
-(``grpc-retry-pushback-ms``), which wins. No wait starts that would end after
-the deadline. Each wait is drawn once: the deadline check reads the very sleep
-tenacity is about to take. Job ids make RPC retries safe: relay runs a job id at
+(``grpc-retry-pushback-ms``), which wins. A wait is cut short so that a last
+attempt still fits before the deadline, and no attempt starts that would not.
+Each wait is drawn once: the deadline check reads the very sleep tenacity is
+about to take. Job ids make RPC retries safe: relay runs a job id at
 most once and replays the stored result to a retry.
 
 The first attempt is made without tenacity: a call that succeeds at once pays
@@ -49,17 +50,20 @@ class RetryPolicy:
     backoff_max_s: float = 1.0
     """No single wait is longer than this (pushback from relay excepted), so that a peer
     that comes back is tried again within about this long."""
+    last_try_s: float = 0.1
+    """A wait that would leave less than this before the deadline is cut short, so that a
+    last attempt still has this long; with less than half of it left, no attempt starts."""
 
     def __post_init__(self) -> None:
         if self.attempts is not None and self.attempts < 1:
             raise ValueError(f"attempts must be at least 1, not {self.attempts}")
-        if not (
-            0 < self.backoff_base_s <= self.backoff_max_s and math.isfinite(self.backoff_max_s)
-        ):
+        if not 0 < self.backoff_base_s <= self.backoff_max_s < math.inf:
             raise ValueError(
                 f"backoff: 0 < base ({self.backoff_base_s}) <= max ({self.backoff_max_s}) "
                 "must hold, and both be finite"
             )
+        if not 0 <= self.last_try_s < math.inf:
+            raise ValueError(f"last_try_s must be finite and at least 0, not {self.last_try_s}")
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """The wait after attempt ``attempt`` failed: uniform in [0, min(max, base * 2**(n-1))]."""
@@ -71,7 +75,8 @@ def _is_retryable(exc: BaseException) -> bool:
 
 
 class _Wait(wait_base):
-    """Pushback when relay gave one, else the policy's backoff; never past the deadline."""
+    """Pushback when relay gave one, else the policy's backoff, cut short so that a last
+    attempt still fits before the deadline."""
 
     def __init__(
         self, policy: RetryPolicy, deadline: float | None, clock: Clock, rng: random.Random
@@ -85,29 +90,36 @@ class _Wait(wait_base):
         outcome = retry_state.outcome
         exc = outcome.exception() if outcome is not None else None
         if isinstance(exc, RelayOverloaded) and exc.pushback_s is not None:
-            pause = exc.pushback_s
-        else:
-            pause = self._policy.backoff(retry_state.attempt_number, self._rng)
-        if self._deadline is not None:
-            pause = min(pause, max(self._deadline - self._clock(), 0.0))
-        return pause
+            # relay said when to come back: never sooner (if that is past the deadline,
+            # the stop rule ends the retries).
+            return exc.pushback_s
+        if self._deadline is None:
+            return self._policy.backoff(retry_state.attempt_number, self._rng)
+        left = self._deadline - self._clock()
+        room = left - self._policy.last_try_s
+        if room <= 0:
+            # The attempt that just failed was the last try: waiting out the deadline is
+            # what the stop rule sees, and it ends the retries.
+            return max(left, 0.0)
+        return min(self._policy.backoff(retry_state.attempt_number, self._rng), room)
 
 
 class _Stop(stop_base):
-    """Stop at the policy's attempts, or when the wait tenacity is about to take would
-    reach the deadline (it was cut short to the deadline: no time is left to try)."""
+    """Stop at the policy's attempts, or when the wait tenacity is about to take (the one
+    :class:`_Wait` drew, not a second draw) leaves too little of the deadline to try."""
 
     def __init__(self, policy: RetryPolicy, deadline: float | None, clock: Clock) -> None:
         self._attempts = policy.attempts
         self._deadline = deadline
         self._clock = clock
+        self._least = policy.last_try_s / 2
 
     def __call__(self, retry_state: RetryCallState) -> bool:
         if self._attempts is not None and retry_state.attempt_number >= self._attempts:
             return True
         if self._deadline is None:
             return False
-        return self._clock() + retry_state.upcoming_sleep >= self._deadline
+        return self._deadline - (self._clock() + retry_state.upcoming_sleep) < self._least
 
 
 async def call_with_retries(

@@ -52,6 +52,8 @@ class _Progress:
     """RPC attempts."""
     peer: str | None = None
     resolution: Resolution | None = None
+    passing: BunnyError | None = None
+    """The last failure that could have passed (what kept the job from succeeding)."""
 
 
 class JobSubmitter(abc.ABC):
@@ -80,12 +82,17 @@ class JobSubmitter(abc.ABC):
 
         async def attempt(number: int) -> jobs_pb2.JobResult:
             progress.tries = number
-            progress.resolution = await self.pool.lookup(deadline=deadline)
-            progress.attempts += 1
-            # A retry prefers another address than the one that just failed.
-            endpoint = self.pool.pick(avoid=progress.peer)
-            progress.peer = endpoint.peer
-            return await self.call(endpoint, request, progress.attempts, deadline)
+            try:
+                progress.resolution = await self.pool.lookup(deadline=deadline)
+                progress.attempts += 1
+                # A retry prefers another address than the one that just failed.
+                endpoint = self.pool.pick(avoid=progress.peer)
+                progress.peer = endpoint.peer
+                return await self.call(endpoint, request, progress.attempts, deadline)
+            except BunnyError as exc:
+                if exc.retryable:
+                    progress.passing = exc
+                raise
 
         try:
             result = await call_with_retries(attempt, policy=self.settings.retry, deadline=deadline)
@@ -137,6 +144,9 @@ class JobSubmitter(abc.ABC):
         started: float,
     ) -> JobOutcome:
         duration_s = time.monotonic() - started
+        if isinstance(exc, JobDeadlineExceeded) and progress.passing is not None:
+            # The deadline ended the last try; what kept failing before it is the news.
+            exc = progress.passing
         error = OutcomeError.from_exception(exc)
         if exc.retryable:
             error = error.because(self._gave_up(progress, duration_s))

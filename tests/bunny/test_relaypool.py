@@ -18,7 +18,7 @@ def test_keepalive_pings_by_default_and_zero_turns_only_the_pings_off() -> None:
     assert default["grpc.http2.ping_timeout_ms"] == default["grpc.keepalive_timeout_ms"] == 10_000
     assert "grpc.keepalive_time_ms" not in off
     # Reconnecting stays prompt either way (gRPC's own cap is two minutes).
-    assert default["grpc.max_reconnect_backoff_ms"] == off["grpc.max_reconnect_backoff_ms"] == 5000
+    assert default["grpc.max_reconnect_backoff_ms"] == off["grpc.max_reconnect_backoff_ms"] == 1000
 
 
 @pytest.mark.parametrize(

@@ -78,7 +78,6 @@ async def test_a_job_running_when_relay_was_killed_runs_again_once_after_the_res
                 _submit(
                     f"127.0.0.1:{port}",
                     *("--kind", "sleep", "--payload", "1500", "--job-id", "interrupted"),
-                    *("--attempts", "30", "--timeout", "60"),
                 )
             )
             await wait_for_event(log, "job.started", job_id="interrupted")
@@ -135,7 +134,7 @@ async def test_two_relays_sharing_redis_replay_each_others_jobs_even_after_one_i
         await _kill(relay_a)
         await running
         started = asyncio.get_running_loop().time()
-        code, (orphan,), err = await _submit(_target(relay_b), *long, "--timeout", "60")
+        code, (orphan,), err = await _submit(_target(relay_b), *long)
         waited = asyncio.get_running_loop().time() - started
         assert code == 0, err
 
