@@ -18,6 +18,7 @@ from pathlib import Path
 from bunny.batch import build_requests, run_all
 from bunny.bench import BenchSettings, run_bench
 from bunny.diagnose import Diagnoser, parse_hop, render_table
+from bunny.dns.hosts import DEFAULT_PATH as DEFAULT_HOSTS_FILE
 from bunny.dns.resolvconf import DEFAULT_PATH as DEFAULT_RESOLV_CONF
 from bunny.dns.resolver import Resolver
 from bunny.dns.settings import ResolverSettings
@@ -99,6 +100,25 @@ def _add_resolver_options(parser: EnvArgumentParser) -> None:
         parse=choice("any", "ipv4", "ipv6"),
         default="any",
         help="which address records to ask for",
+    )
+    _add_hosts_file_option(parser)
+
+
+def _hosts_file(text: str) -> str | None:
+    stripped = text.strip()
+    if not stripped:
+        raise SettingError("expected a path, or none for no hosts file")
+    return None if stripped.lower() == "none" else stripped
+
+
+def _add_hosts_file_option(parser: EnvArgumentParser) -> None:
+    parser.option(
+        "--hosts-file",
+        parse=_hosts_file,
+        default=DEFAULT_HOSTS_FILE,
+        metavar="PATH",
+        help="answer names listed in this hosts file from it before asking DNS, as glibc's "
+        "'hosts: files dns' does (none: read no hosts file)",
     )
 
 
@@ -189,8 +209,10 @@ def build_parser() -> EnvArgumentParser:
     submit.option(
         "--attempts",
         parse=positive_int,
-        default=4,
-        help="RPC attempts per job (retries on UNAVAILABLE and on overload)",
+        metavar="N",
+        help="the most attempts per job (default: as many as fit in --timeout); a failure "
+        "that can pass (relay unreachable or restarting, draining, overloaded, a lookup that "
+        "timed out) is retried, at most 1 s apart",
     )
     submit.option(
         "--keepalive",
@@ -237,6 +259,7 @@ def build_parser() -> EnvArgumentParser:
     diagnose.option(
         "--query-timeout", parse=_timeout, default=2.0, help="seconds to wait for each query"
     )
+    _add_hosts_file_option(diagnose)
     _add_tls_options(diagnose)
     _add_output_options(diagnose)
     _add_bench_command(commands)
@@ -255,6 +278,7 @@ def _resolver_settings(args: argparse.Namespace) -> ResolverSettings:
         resolv_conf=args.resolv_conf,
         nameservers=tuple(args.nameserver or ()),
         ndots=args.ndots,
+        hosts_file=args.hosts_file,
         family=args.family,
     )
 
@@ -332,6 +356,7 @@ async def _diagnose(args: argparse.Namespace, telemetry: BunnyTelemetry) -> int:
         family=args.family,
         timeout=args.query_timeout,
         tls=_client_tls(args),
+        hosts_file=args.hosts_file,
         telemetry=telemetry,
     )
     diagnosis = await diagnoser.run()

@@ -90,6 +90,9 @@ class SearchReport:
     addresses: list[str]
     recommendation: str
     error: str | None = None
+    source: str | None = None
+    """Where the answer came from: ``hosts`` when the hosts file has the name (DNS is
+    then not asked), else ``wire`` or a cache."""
 
 
 @dataclass(slots=True)
@@ -212,6 +215,7 @@ class Diagnoser:
         timeout: float = 2.0,
         attempts: int = 2,
         tls: ClientTls | None = None,
+        hosts_file: str | None = None,
         telemetry: BunnyTelemetry | None = None,
     ) -> None:
         self.name = name.rstrip(".")
@@ -224,6 +228,7 @@ class Diagnoser:
         self.family = family
         self.timeout = timeout
         self.attempts = attempts
+        self.hosts_file = hosts_file
 
     async def run(self) -> Diagnosis:
         with self._tracer.start_as_current_span(
@@ -293,7 +298,11 @@ class Diagnoser:
     async def _search_cost(self) -> SearchReport:
         assert self.resolv_conf is not None
         settings = ResolverSettings.from_sources(
-            resolv_conf=self.resolv_conf, nameservers=(), ndots=None, family=self.family
+            resolv_conf=self.resolv_conf,
+            nameservers=(),
+            ndots=None,
+            hosts_file=self.hosts_file,
+            family=self.family,
         )
         dots = self.name.count(".")
         if settings.ndots > dots:
@@ -325,6 +334,7 @@ class Diagnoser:
             list(resolution.addresses) if resolution else [],
             advice,
             error,
+            resolution.source if resolution else None,
         )
 
     async def _check_relay(self, address: str) -> RelayReport:
@@ -408,6 +418,11 @@ def render_table(diagnosis: Diagnosis) -> str:
             f"resolv.conf {s.resolv_conf}: ndots:{s.ndots}, search {' '.join(s.search) or '-'}; "
             f"{s.queries_sent} queries sent, {s.wasted_queries} wasted"
         )
+        if s.source == "hosts":
+            lines.append(
+                f"  {diagnosis.name} is in the hosts file: answered from it "
+                f"({', '.join(s.addresses)}), DNS not asked"
+            )
         lines.append(f"  {s.recommendation}")
         lines.append("")
     for relay in diagnosis.relay:

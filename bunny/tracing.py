@@ -7,8 +7,9 @@ needs it; nothing in bunny asks the OpenTelemetry globals for a tracer itself.
 - :attr:`~BunnyTelemetry.jobs`: each job is one trace. Its root span ``job.submit``
   is wrapped around the submitter (:meth:`JobSpans.wrap`), so that the lookup and
   the RPC attempts inside it are its children; a job whose address came from
-  bunny's cache, or from an IP target, has no ``dns.lookup`` span (it would cost
-  more than the hit), and its root span says where the address came from instead.
+  bunny's cache, the hosts file or an IP target has no ``dns.lookup`` span (it
+  would cost more than the answer), and its root span says where the address came
+  from instead.
   ``bunnyrelay.jobs`` counts jobs by kind and final status.
 - :attr:`~BunnyTelemetry.rpc`: a CLIENT span per RPC attempt (:mod:`bunny.rpcspans`).
 - :attr:`~BunnyTelemetry.dns`: the resolver's lookup spans and metric (:mod:`bunny.dns.tracing`).
@@ -36,7 +37,7 @@ JOB_SCOPE = "bunny.runner"
 DIAGNOSE_SCOPE = "bunny.diagnose"
 
 # Answers that come without a dns.lookup span of their own: the job's span tells them.
-_NO_LOOKUP_SPAN = frozenset({"cache", "literal"})
+_NO_LOOKUP_SPAN = frozenset({"cache", "hosts", "literal"})
 # Kinds come from callers; past this many (kind, status) pairs the rest count as one.
 _MAX_COUNTED = 1024
 

@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from bunny.dns.textfile import read_text_file
 from bunnyrelay.settings import HostPort, SettingError, parse_ip_port
 
 DEFAULT_PATH = "/etc/resolv.conf"
@@ -33,6 +34,7 @@ MAX_TIMEOUT = 30
 MAX_ATTEMPTS = 5
 
 _COMMENT = re.compile(r"[#;].*")
+_WAY_OUT = "or give --nameserver IP to read no resolv.conf"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,12 +54,14 @@ class ResolvConf:
 
 
 def read_resolv_conf(path: str | Path = DEFAULT_PATH) -> ResolvConf:
-    """Read and parse the file at ``path``."""
+    """Read and parse the file at ``path``; SettingError says what is wrong and what to do."""
+    text = read_text_file(
+        path, what="resolv.conf", flag="--resolv-conf", env="BUNNY_RESOLV_CONF", fix=_WAY_OUT
+    )
     try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise SettingError(f"{path}: cannot read resolv.conf: {exc.strerror or exc}") from None
-    return parse_resolv_conf(text, path=str(path))
+        return parse_resolv_conf(text, path=str(path))
+    except SettingError as exc:
+        raise SettingError(f"{exc}; fix the file, {_WAY_OUT}") from None
 
 
 def parse_resolv_conf(text: str, *, path: str = "<resolv.conf>") -> ResolvConf:

@@ -1,4 +1,4 @@
-"""How bunny resolves: one frozen, checked object, from flags and a resolv.conf."""
+"""How bunny resolves: one frozen, checked object, from flags, a resolv.conf and a hosts file."""
 
 from __future__ import annotations
 
@@ -39,6 +39,8 @@ class ResolverSettings:
     """Answers are cached for at most this many seconds, whatever their TTL says."""
     stale_recheck: float = 5.0
     """While serving stale, wait this long after a failed refresh before trying again."""
+    hosts_file: str | None = None
+    """A hosts file to answer from before DNS (glibc's ``files dns``); None: none."""
 
     def __post_init__(self) -> None:
         if not self.nameservers:
@@ -65,20 +67,22 @@ class ResolverSettings:
         resolv_conf: str | None,
         nameservers: Sequence[HostPort],
         ndots: int | None,
+        hosts_file: str | None = None,
         **overrides: Any,
     ) -> ResolverSettings:
         """Settings from flags and a resolv.conf; flags win.
 
-        With ``--nameserver`` and no ``--resolv-conf`` no file is read at all (no
-        search list, ndots 1), so a lab run never picks up the host's search
-        domains. With neither, /etc/resolv.conf is read. ``overrides`` set any
-        other field; ``None`` values are ignored, so unset flags can be passed as is.
+        With ``--nameserver`` and no ``--resolv-conf`` no resolv.conf is read at all
+        (no search list, ndots 1), so a lab run never picks up the host's search
+        domains. With neither, /etc/resolv.conf is read. ``hosts_file`` is read
+        before DNS either way (None: no hosts file). ``overrides`` set any other
+        field; ``None`` values are ignored, so unset flags can be passed as is.
         """
         given = {key: value for key, value in overrides.items() if value is not None}
         conf: resolvconf.ResolvConf | None = None
         if resolv_conf is not None or not nameservers:
             conf = resolvconf.read_resolv_conf(resolv_conf or resolvconf.DEFAULT_PATH)
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = {"hosts_file": hosts_file}
         if conf is not None:
             values.update(
                 nameservers=conf.nameservers,

@@ -91,7 +91,17 @@ def test_what_cannot_be_used_is_named_by_file_line_and_value(line: str, message:
     assert str(caught.value).startswith(message)
 
 
-def test_a_missing_file_names_the_file(tmp_path: Path) -> None:
+def test_a_missing_file_names_the_file_and_the_way_out(tmp_path: Path) -> None:
     missing = tmp_path / "resolv.conf"
-    with pytest.raises(SettingError, match=f"{missing}: cannot read resolv.conf"):
+    with pytest.raises(SettingError, match=f"{missing}: no such file") as caught:
         read_resolv_conf(missing)
+    assert "--resolv-conf (BUNNY_RESOLV_CONF)" in str(caught.value)
+    assert "--nameserver IP" in str(caught.value)
+
+
+def test_a_line_that_cannot_be_used_in_a_file_says_the_way_out_too(tmp_path: Path) -> None:
+    path = tmp_path / "resolv.conf"
+    path.write_text("nameserver 10.0.0.10\noptions ndots:many\n")
+    with pytest.raises(SettingError, match=f"{path}:2: options ndots:many") as caught:
+        read_resolv_conf(path)
+    assert "fix the file, or give --nameserver IP" in str(caught.value)
