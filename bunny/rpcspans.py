@@ -112,7 +112,8 @@ class AttemptRecord:
     """One attempt's CLIENT span, current between ``__enter__`` and ``__exit__``.
 
     ``metadata`` carries the span's W3C trace context for the call. Set ``code``
-    before leaving; an exception leaves the span in error. The span is made current
+    before leaving when the call failed: the span and the metric take it from there.
+    The span is made current
     with ``context.attach`` rather than ``start_as_current_span`` (docs/benchmarks.md).
     """
 

@@ -105,3 +105,8 @@ def named(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
     """Finished spans called ``name``, in the order they started."""
     found = [span for span in exporter.get_finished_spans() if span.name == name]
     return sorted(found, key=lambda span: span.start_time or 0)
+
+
+def attribute(span: ReadableSpan, key: str) -> object:
+    """The span's attribute ``key`` (None when it has none)."""
+    return (span.attributes or {}).get(key)

@@ -8,7 +8,6 @@ import time
 
 import aiodns
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from bunny.dns.ares import LoopDrivenResolver
@@ -18,16 +17,7 @@ from bunny.errors import (
 )
 from bunnyrelay import semconv
 from lab.dnsserver import ZoneServer
-from tests.bunny.conftest import RELAY, RELAY_IP, MakeResolver, named
-
-
-def _attr(span: ReadableSpan, key: str) -> object:
-    assert span.attributes is not None
-    return span.attributes.get(key)
-
-
-async def _sleep_until(moment: float) -> None:
-    await asyncio.sleep(max(moment - time.monotonic(), 0.0) + 0.05)
+from tests.bunny.conftest import RELAY, RELAY_IP, MakeResolver, attribute, named
 
 
 async def test_aiodns_runs_on_the_event_loop_without_an_event_thread() -> None:
@@ -57,9 +47,9 @@ async def test_c_ares_cache_answers_are_labelled_as_such_not_as_wire(
     assert second.source == "c-ares-cache"
     assert [q.source for q in second.queries] == ["c-ares-cache"]
     (lookup,) = named(spans, "dns.lookup")
-    assert _attr(lookup, semconv.DNS_SOURCE) == "c-ares-cache"
-    assert _attr(lookup, semconv.DNS_RCODE) == "NOERROR"
-    assert _attr(lookup, semconv.DNS_QUERIES_SENT) == 0
+    assert attribute(lookup, semconv.DNS_SOURCE) == "c-ares-cache"
+    assert attribute(lookup, semconv.DNS_RCODE) == "NOERROR"
+    assert attribute(lookup, semconv.DNS_QUERIES_SENT) == 0
 
 
 async def test_records_for_another_name_are_a_bad_answer(
@@ -74,7 +64,7 @@ async def test_records_for_another_name_are_a_bad_answer(
     # The retry really went out: the bad answer was flushed from c-ares' cache.
     assert len(dns.log) == 2
     assert "misnamed.invalid A" in str(caught.value)
-    assert [_attr(s, semconv.ERROR_TYPE) for s in named(spans, "dns.query")] == [
+    assert [attribute(s, semconv.ERROR_TYPE) for s in named(spans, "dns.query")] == [
         "DnsBadAnswer",
         "DnsBadAnswer",
     ]
@@ -95,10 +85,10 @@ async def test_a_query_cut_short_by_c_ares_adaptive_timeout_is_retried_on_a_fres
     assert resolution.addresses == (RELAY_IP,)
     first, second = named(spans, "dns.query")
     # c-ares gave up after 5x its average latency (250 ms at least), not our 2 s...
-    assert _attr(first, semconv.DNS_RCODE) == "TIMEOUT"
+    assert attribute(first, semconv.DNS_RCODE) == "TIMEOUT"
     assert resolution.queries[0].latency_ms < 1500
     # ...and a new channel, which starts from our timeout, got the answer.
-    assert _attr(second, semconv.DNS_RCODE) == "NOERROR"
+    assert attribute(second, semconv.DNS_RCODE) == "NOERROR"
 
 
 async def test_a_timeout_follows_c_ares_own_clock_on_a_channel_already_in_use(

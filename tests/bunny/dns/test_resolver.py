@@ -8,7 +8,6 @@ import socket
 import time
 
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
@@ -24,13 +23,8 @@ from bunny.errors import (
 from bunnyrelay import semconv
 from bunnyrelay.settings import HostPort
 from lab.dnsserver import ZoneServer
-from tests.bunny.conftest import RELAY, RELAY_IP, SEARCH, Arrivals, MakeResolver, named
+from tests.bunny.conftest import RELAY, RELAY_IP, SEARCH, Arrivals, MakeResolver, attribute, named
 from tests.fakeclock import FakeClock
-
-
-def _attr(span: ReadableSpan, key: str) -> object:
-    assert span.attributes is not None
-    return span.attributes.get(key)
 
 
 async def _sleep_until(moment: float) -> None:
@@ -55,7 +49,9 @@ async def test_ndots_5_sends_the_search_candidates_first_and_the_trace_shows_the
         (RELAY, "NOERROR"),
     ]
     queries = named(spans, "dns.query")
-    assert [(_attr(q, "dns.question.name"), _attr(q, semconv.DNS_RCODE)) for q in queries] == [
+    assert [
+        (attribute(q, "dns.question.name"), attribute(q, semconv.DNS_RCODE)) for q in queries
+    ] == [
         (f"{RELAY}.bunny.svc.cluster.local", "NXDOMAIN"),
         (f"{RELAY}.svc.cluster.local", "NXDOMAIN"),
         (f"{RELAY}.cluster.local", "NXDOMAIN"),
@@ -72,11 +68,11 @@ async def test_ndots_5_sends_the_search_candidates_first_and_the_trace_shows_the
     assert all(start < end for start, end in times)
     assert all(times[i][1] <= times[i + 1][0] for i in range(len(times) - 1))
     assert times[-1][1] <= (lookup.end_time or 0)
-    assert _attr(lookup, semconv.DNS_QUERIES_SENT) == 4
-    assert len(_attr(lookup, semconv.DNS_CANDIDATES)) == 4  # type: ignore[arg-type]
-    assert _attr(lookup, semconv.DNS_ANSWERS) == (RELAY_IP,)
+    assert attribute(lookup, semconv.DNS_QUERIES_SENT) == 4
+    assert len(attribute(lookup, semconv.DNS_CANDIDATES)) == 4  # type: ignore[arg-type]
+    assert attribute(lookup, semconv.DNS_ANSWERS) == (RELAY_IP,)
     assert [q.fqdn for q in resolution.queries] == [
-        str(_attr(q, "dns.question.name")) for q in queries
+        str(attribute(q, "dns.question.name")) for q in queries
     ]
 
 
@@ -143,8 +139,8 @@ async def test_serves_stale_when_the_server_stops_answering_then_gives_up_after_
     assert (stale.addresses, stale.source, stale.ttl) == ((RELAY_IP,), "stale-cache", 7)
     assert [q.rcode for q in stale.queries] == ["TIMEOUT", "TIMEOUT"]
     (lookup,) = named(spans, "dns.lookup")
-    assert _attr(lookup, semconv.DNS_SOURCE) == "stale-cache"
-    assert _attr(lookup, semconv.DNS_REFRESH_ERROR) == "DnsTimeout"
+    assert attribute(lookup, semconv.DNS_SOURCE) == "stale-cache"
+    assert attribute(lookup, semconv.DNS_REFRESH_ERROR) == "DnsTimeout"
     assert [event.name for event in lookup.events] == [semconv.EVENT_DNS_SERVE_STALE]
     assert len(named(spans, "dns.query")) == 2
 
@@ -200,12 +196,12 @@ async def test_concurrent_resolves_of_one_name_share_one_query(
     assert len(dns.log) == 1
     lookups = named(spans, "dns.lookup")
     assert len(lookups) == 20
-    assert sum(1 for s in lookups if _attr(s, semconv.DNS_COALESCED)) == 19
-    assert sum(int(str(_attr(s, semconv.DNS_QUERIES_SENT))) for s in lookups) == 1
+    assert sum(1 for s in lookups if attribute(s, semconv.DNS_COALESCED)) == 19
+    assert sum(int(str(attribute(s, semconv.DNS_QUERIES_SENT))) for s in lookups) == 1
     # One query answered the lookup: it is told on the lookup's own span, not a child.
-    (leader,) = [s for s in lookups if not _attr(s, semconv.DNS_COALESCED)]
-    assert _attr(leader, semconv.DNS_RCODE) == "NOERROR"
-    assert _attr(leader, semconv.DNS_QUESTION_TYPE) == "A"
+    (leader,) = [s for s in lookups if not attribute(s, semconv.DNS_COALESCED)]
+    assert attribute(leader, semconv.DNS_RCODE) == "NOERROR"
+    assert attribute(leader, semconv.DNS_QUESTION_TYPE) == "A"
     assert named(spans, "dns.query") == []
 
 
@@ -240,10 +236,16 @@ async def test_a_dropped_query_is_retried_and_succeeds_on_attempt_two(
     assert resolution.addresses == (RELAY_IP,)
     assert [e.outcome for e in dns.log] == ["dropped", "NOERROR"]
     first, second = named(spans, "dns.query")
-    assert (_attr(first, semconv.DNS_ATTEMPT), _attr(first, semconv.DNS_RCODE)) == (1, "TIMEOUT")
-    assert _attr(first, semconv.ERROR_TYPE) == "DnsTimeout"
+    assert (attribute(first, semconv.DNS_ATTEMPT), attribute(first, semconv.DNS_RCODE)) == (
+        1,
+        "TIMEOUT",
+    )
+    assert attribute(first, semconv.ERROR_TYPE) == "DnsTimeout"
     assert first.status.status_code is StatusCode.ERROR
-    assert (_attr(second, semconv.DNS_ATTEMPT), _attr(second, semconv.DNS_RCODE)) == (2, "NOERROR")
+    assert (attribute(second, semconv.DNS_ATTEMPT), attribute(second, semconv.DNS_RCODE)) == (
+        2,
+        "NOERROR",
+    )
 
 
 async def test_servfail_is_retried(
@@ -256,7 +258,7 @@ async def test_servfail_is_retried(
 
     assert resolution.addresses == (RELAY_IP,)
     assert [e.outcome for e in dns.log] == ["SERVFAIL", "NOERROR"]
-    assert [_attr(s, semconv.DNS_RCODE) for s in named(spans, "dns.query")] == [
+    assert [attribute(s, semconv.DNS_RCODE) for s in named(spans, "dns.query")] == [
         "SERVFAIL",
         "NOERROR",
     ]
@@ -310,7 +312,7 @@ async def test_retries_rotate_through_the_nameservers(
         resolution = await resolver.resolve(f"{RELAY}.")
 
     assert resolution.addresses == (RELAY_IP,)
-    assert [_attr(s, semconv.DNS_NAMESERVER) for s in named(spans, "dns.query")] == [
+    assert [attribute(s, semconv.DNS_NAMESERVER) for s in named(spans, "dns.query")] == [
         str(silent.address),
         str(dns.address),
     ]
@@ -331,7 +333,7 @@ async def test_an_existing_name_without_addresses_is_no_addresses_not_name_not_f
     )
     (lookup,) = named(spans, "dns.lookup")
     assert lookup.status.status_code is StatusCode.ERROR
-    assert _attr(lookup, semconv.ERROR_TYPE) == "NoAddresses"
+    assert attribute(lookup, semconv.ERROR_TYPE) == "NoAddresses"
 
 
 async def test_refused_is_retried_then_reported_with_the_nameserver(

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from bunny.dns.resolver import Resolver
@@ -20,16 +16,7 @@ from bunny.errors import (
 )
 from bunnyrelay import semconv
 from lab.dnsserver import ZoneServer
-from tests.bunny.conftest import RELAY, SEARCH, MakeResolver, named
-
-
-def _attr(span: ReadableSpan, key: str) -> object:
-    assert span.attributes is not None
-    return span.attributes.get(key)
-
-
-async def _sleep_until(moment: float) -> None:
-    await asyncio.sleep(max(moment - time.monotonic(), 0.0) + 0.05)
+from tests.bunny.conftest import RELAY, SEARCH, MakeResolver, attribute, named
 
 
 async def test_query_spans_are_children_of_the_lookup_span_in_the_callers_trace(
@@ -76,8 +63,8 @@ async def test_cache_hit_through_resolve_is_one_span_without_children_and_cached
     assert again.source == "cache"
     (lookup,) = spans.get_finished_spans()
     assert lookup.name == "dns.lookup"
-    assert _attr(lookup, semconv.DNS_SOURCE) == "cache"
-    assert _attr(lookup, semconv.DNS_QUERIES_SENT) == 0
+    assert attribute(lookup, semconv.DNS_SOURCE) == "cache"
+    assert attribute(lookup, semconv.DNS_QUERIES_SENT) == 0
 
 
 async def test_lookup_duration_metric_is_recorded_with_the_error_type_on_failure(
