@@ -94,7 +94,16 @@ COMMANDS: dict[str, Command] = {
         "ask every DNS hop and relay itself, and say which hop broke",
         "Ask every DNS hop for relay's name, show what the search list costs, dial every "
         "address found, and say which hop broke.",
-        ("hop", "resolv_conf", "family", "hosts_file", "query_timeout", *_TLS, *_OUTPUT),
+        (
+            "hop",
+            "resolv_conf",
+            "family",
+            "hosts_file",
+            "query_timeout",
+            "alive_query",
+            *_TLS,
+            *_OUTPUT,
+        ),
         positional="target",
         defaults={"family": "ipv4"},
     ),
@@ -225,6 +234,7 @@ async def _diagnose(config: BunnyConfig, telemetry: BunnyTelemetry) -> int:
         family=config.family,
         timeout=config.query_timeout,
         tls=config.client_tls(),
+        alive_queries=config.alive_query,
         hosts_file=config.hosts_file,
         telemetry=telemetry,
     )

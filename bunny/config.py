@@ -19,6 +19,7 @@ from bunny.diagnose import Hop, parse_hop
 from bunny.dns.hosts import DEFAULT_PATH as DEFAULT_HOSTS_FILE
 from bunny.dns.resolvconf import MAX_NDOTS
 from bunny.dns.settings import ResolverSettings
+from bunny.liveness import AliveQuery, parse_alive_query
 from bunny.relaypool import Keepalive
 from bunny.retry import RetryPolicy
 from bunny.submitter import SubmitSettings
@@ -194,6 +195,15 @@ class BunnyConfig:
     )
     query_timeout: float = setting(
         2.0, doc="seconds to wait for each query", parse=_seconds, metavar="SECONDS"
+    )
+    alive_query: tuple[AliveQuery, ...] = setting(
+        (),
+        doc="a question the hops answer themselves, asked of a hop silent for relay's name "
+        "to tell a hop that is down from one whose upstream is silent (repeat; asked with "
+        "'. NS' and 'version.bind/TXT/CH'), e.g. cluster.local/SOA",
+        parse=parse_alive_query,
+        metavar="NAME[/TYPE[/CLASS]]",
+        repeat=True,
     )
 
     # --- bench -------------------------------------------------------------------------------
