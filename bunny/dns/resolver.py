@@ -1,4 +1,4 @@
-"""bunny's resolver: its cache, then one lookup per name in flight, then the candidates in turn.
+"""bunny's resolver: hosts file, cache, one lookup per name in flight, candidates in turn.
 
 Why not getaddrinfo or gRPC's resolver: they hide TTLs and retries, and gRPC's
 only re-resolves on disconnect. Here every candidate FQDN, type and attempt is a
@@ -113,6 +113,10 @@ def _settle(flight: asyncio.Future[Resolution], exc: BaseException) -> None:
 class Resolver:
     """Resolves names to addresses for bunny; one per process, closed with :meth:`close`."""
 
+    cached: Callable[[str], Resolution | None]
+    """``cached(name)``: the hosts file's answer for ``name``, or a fresh one from bunny's
+    cache, or None. The path every job takes: no allocation, no await."""
+
     def __init__(
         self,
         settings: ResolverSettings,
@@ -148,12 +152,7 @@ class Resolver:
         self._inflight: dict[str, tuple[asyncio.Future[Resolution], LookupNotes | None]] = {}
         """The lookup in flight for each name, for the callers that ask while it runs."""
         self._closed = False
-
         self.cached = self._fast_path()
-
-    cached: Callable[[str], Resolution | None]
-    """The hosts file's answer for ``name``, or a fresh one from bunny's cache, or None: the
-    path every job takes, with no allocation and no await."""
 
     def _fast_path(self) -> Callable[[str], Resolution | None]:
         # A closure over what it needs, chosen once: this runs for every job.
