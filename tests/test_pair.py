@@ -188,8 +188,6 @@ async def test_overloaded_relay_pushes_back_and_bunny_retries_until_every_job_su
             "4",
             "--concurrency",
             "4",
-            "--attempts",
-            "20",
         )
     assert code == 0, err
     assert len(lines) == 4
