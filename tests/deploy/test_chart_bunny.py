@@ -57,7 +57,6 @@ def test_bunny_sends_batches_to_the_relay_target_and_traces_to_the_collector() -
     assert spec["terminationGracePeriodSeconds"] > int(env["BUNNY_TIMEOUT"])
 
 
-
 def test_jobs_are_retried_within_their_deadline_unless_attempts_is_set() -> None:
     """bunny's default (no cap: retries until the job's deadline) is what the pod runs, so
     jobs in flight outlive a relay restart; a cap is there for whoever wants one."""
