@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 
 from bunny.dns.answers import Answer, as_query, judge
@@ -75,7 +75,8 @@ class LookupNotes:
     handle: object = None
     """The caller's own (a span context): the callers that wait for this lookup get it."""
     candidates: tuple[str, ...] = ()
-    sent: list[SentQuery] = field(default_factory=list)
+    sent: list[SentQuery] | None = None
+    """Every query sent, when ``keep_sent``."""
     queries_sent: int = 0
     """Queries this call itself sent to the wire."""
     coalesced: bool = False
@@ -177,20 +178,17 @@ class Resolver:
 
         return cached_after_hosts
 
-    async def resolve(
+    def resolve(
         self, name: str, *, deadline: float | None = None, notes: LookupNotes | None = None
-    ) -> Resolution:
+    ) -> Coroutine[None, None, Resolution]:
         """Resolve ``name``, from cache when fresh; ``deadline`` is a value of the clock.
 
-        Raises a DnsLookupFailed subclass saying what failed. ``notes`` gets what
-        this call did.
+        The lookup raises a DnsLookupFailed subclass saying what failed. ``notes``
+        gets what this call did.
         """
         if self._closed:
             raise RuntimeError("Resolver.resolve() after close()")
-        resolution = await self._resolve(name, deadline, notes)
-        if notes is not None and resolution.source == "stale-cache":
-            notes.refresh_error = self._cache.refresh_error(name)
-        return resolution
+        return self._resolve(name, deadline, notes)
 
     async def close(self) -> None:
         """Cancel lookups in flight and close every c-ares channel."""
@@ -229,7 +227,7 @@ class Resolver:
             raise known.again_from_negative_cache()
         stale = self._cache.stale_while_rechecking(name, now)
         if stale is not None:
-            return stale
+            return self._stale(stale, notes)
         check_name(name)
 
         flight = self._inflight.get(name)
@@ -254,8 +252,13 @@ class Resolver:
             # RFC 8767's client response timer: a stale answer beats none.
             stale_answer = self._cache.serve_stale(name, self._clock(), late)
             if stale_answer is not None:
-                return stale_answer
+                return self._stale(stale_answer, notes)
             raise late from None
+
+    def _stale(self, stale: Resolution, notes: LookupNotes | None) -> Resolution:
+        if notes is not None:
+            notes.refresh_error = self._cache.refresh_error(stale.name)
+        return stale
 
     async def _lead(
         self, name: str, deadline: float | None, notes: LookupNotes | None
@@ -297,6 +300,8 @@ class Resolver:
         )
         if notes is not None:
             notes.candidates = lookup.candidates
+            if notes.keep_sent and notes.sent is None:
+                notes.sent = []
         try:
             resolution = await self._ask(lookup)
         except DnsLookupFailed as exc:
@@ -310,7 +315,7 @@ class Resolver:
                         exc,
                         extra={"event": "dns.serve_stale", "dns_name": name},
                     )
-                    return stale
+                    return self._stale(stale, notes)
             elif isinstance(exc, NameNotFound | NoAddresses):
                 self._cache.store_negative(name, exc, now)
             raise
@@ -412,7 +417,7 @@ class Resolver:
                     detail="the deadline had passed before it could be asked",
                 )
         sent: SentQuery | None = None
-        if lookup.notes is not None:
+        if lookup.notes is not None and lookup.notes.sent is not None:
             sent = SentQuery(fqdn, qtype, str(server), attempt, time.time_ns())
             lookup.notes.sent.append(sent)
         try:

@@ -86,7 +86,7 @@ class TracedResolver:
             semconv.SPAN_DNS_LOOKUP, attributes={semconv.DNS_QUESTION_NAME: name}
         )
         recording = span.is_recording()
-        notes = LookupNotes(keep_sent=recording, handle=span.get_span_context())
+        notes = LookupNotes(recording, span.get_span_context() if recording else None)
         token = context.attach(trace.set_span_in_context(span))
         try:
             try:
@@ -149,7 +149,7 @@ class TracedResolver:
             leader = notes.waited_for.handle if notes.waited_for is not None else None
             if isinstance(leader, SpanContext):
                 span.add_link(leader)
-        sent: Sequence[SentQuery] = notes.sent
+        sent: Sequence[SentQuery] = notes.sent or ()
         answered = sent[0].query if len(sent) == 1 and sent[0].failure is None else None
         if answered is not None:
             span.set_attributes(
