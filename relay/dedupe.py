@@ -38,15 +38,6 @@ from collections.abc import Mapping
 from bunnyrelay.v1.jobs_pb2 import JobResult
 
 
-class StoreError(Exception):
-    """The store cannot be opened or does not answer (disk, permissions, network).
-
-    Raised by :meth:`IdempotencyStore.open` at start-up, when relay must not
-    serve, and by ``reserve``/``complete`` while serving, when relay refuses
-    the job (UNAVAILABLE, retryable) rather than run it without the store.
-    """
-
-
 class FingerprintMismatchError(Exception):
     """The id is known for a request with a different kind, payload or attributes."""
 

@@ -32,6 +32,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2
 
 from bunnyrelay.settings import HostPort
+from relay.errors import ListenError
 from relay.service import JobService
 
 STOP_GRACE = 1.0
@@ -42,10 +43,6 @@ INTERRUPT_WAIT = 2.0
 
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-class ListenError(RuntimeError):
-    """The address cannot be listened on (in use, not local, no permission)."""
 
 
 class Phase(enum.Enum):

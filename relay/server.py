@@ -17,8 +17,8 @@ Leaving the block stops the server at once (jobs still running are cancelled
 and answered UNAVAILABLE); ``relay serve`` drains with the grace period instead.
 
 Starting opens the idempotency store first (a store that cannot be used is a
-:class:`relay.dedupe.StoreError`), then reads the TLS files if any
-(:class:`relay.tls.TlsError`), then binds (:class:`relay.lifecycle.ListenError`).
+:class:`relay.errors.StoreError`), then reads the TLS files if any
+(:class:`relay.errors.TlsError`), then binds (:class:`relay.errors.ListenError`).
 """
 
 from __future__ import annotations
@@ -216,8 +216,8 @@ class Relay:
     async def start(self) -> int:
         """Open the store, bind and serve; returns the port.
 
-        Raises :class:`relay.dedupe.StoreError`, :class:`relay.tls.TlsError` or
-        :class:`relay.lifecycle.ListenError`, with nothing left open.
+        Raises :class:`relay.errors.StoreError`, :class:`relay.errors.TlsError` or
+        :class:`relay.errors.ListenError`, with nothing left open.
         """
         await self.store.open()
         try:

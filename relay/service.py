@@ -4,7 +4,7 @@
 fields, the drain switch, the idempotency store, the in-flight limit, the
 handler under the caller's deadline, and the result with its timings. Anything
 that keeps a job from producing its own result is raised as a
-:class:`relay.admission.Refused`; :class:`JobService` turns that into the
+:class:`relay.errors.Refused`; :class:`JobService` turns that into the
 call's status (``Run``) or into the job's result (``RunStream``, ``RunBatches``).
 
 The two streaming methods share one session (:class:`_StreamSession`); they
@@ -43,8 +43,14 @@ from bunnyrelay.v1.jobs_pb2 import (
     ResultBatch,
 )
 from bunnyrelay.v1.jobs_pb2_grpc import JobServiceServicer
-from relay.admission import (
-    Admission,
+from relay.admission import Admission
+from relay.dedupe import (
+    FingerprintMismatchError,
+    IdempotencyStore,
+    Replay,
+    fingerprint,
+)
+from relay.errors import (
     DeadlineExceeded,
     Draining,
     IdConflict,
@@ -52,15 +58,9 @@ from relay.admission import (
     InvalidRequest,
     PayloadTooLarge,
     Refused,
+    StoreError,
     StoreUnavailable,
     UnknownKind,
-)
-from relay.dedupe import (
-    FingerprintMismatchError,
-    IdempotencyStore,
-    Replay,
-    StoreError,
-    fingerprint,
 )
 from relay.kinds import Handler, JobFailed, JobInput
 

@@ -27,10 +27,7 @@ from typing import Any
 
 import grpc
 
-
-class TlsError(Exception):
-    """The certificate, key or CA cannot be used (missing, unreadable, not PEM, mismatched)."""
-
+from relay.errors import TlsError
 
 _Identity = tuple[tuple[int, int, int, int], ...]
 

@@ -51,8 +51,8 @@ from relay.dedupe import (
     LocalClaims,
     RecentResults,
     Replay,
-    StoreError,
 )
+from relay.errors import StoreError
 
 CLAIM_LEASE_S = 10.0
 """How long a claim outlives its holder: renewed every third of it while the job runs."""

@@ -70,8 +70,8 @@ from relay.dedupe import (
     LocalClaims,
     RecentResults,
     Replay,
-    StoreError,
 )
+from relay.errors import StoreError
 
 SCHEMA_VERSION = 1
 

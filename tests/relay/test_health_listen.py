@@ -29,7 +29,8 @@ from bunnyrelay.settings import HostPort, SettingError
 from bunnyrelay.v1.jobs_pb2 import JobStatus
 from relay.cli import build_parser
 from relay.config import RelayConfig
-from relay.lifecycle import ListenError, Phase
+from relay.errors import ListenError
+from relay.lifecycle import Phase
 from relay.server import JOB_SERVICE, Relay
 from tests.conftest import RELAY_NAME
 from tests.relay.harness import async_stub, config, job, local_relay, wait_until

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from bunnyrelay.v1.jobs_pb2 import JobResult
-from relay.dedupe import Claim, FingerprintMismatchError, Replay, StoreError, fingerprint
+from relay.dedupe import Claim, FingerprintMismatchError, Replay, fingerprint
+from relay.errors import StoreError
 from relay.stores.sqlite import SqliteStore
 from tests.relay.stores.conftest import LOG, MakeStore
 
