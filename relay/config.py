@@ -118,7 +118,7 @@ class RelayConfig:
     dedupe_capacity: int = 100_000
     """Completed jobs remembered in memory for idempotent resubmission (least recently used go
     first): the whole memory store. The durable stores remember for ``dedupe_retention`` and
-    keep at most :data:`relay.dedupe.DURABLE_CACHE_MAX` of these in memory as a cache."""
+    keep at most :data:`relay.stores.base.DURABLE_CACHE_MAX` of these in memory as a cache."""
 
     store: StoreSpec = DEFAULT_STORE
     """The idempotency store: ``memory``, ``sqlite:PATH`` (relative to ``state_dir``) or

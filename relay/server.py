@@ -38,11 +38,11 @@ from bunnyrelay.v1 import jobs_pb2
 from relay.admission import Admission
 from relay.config import RelayConfig
 from relay.decoding import register_forgiving
-from relay.dedupe import IdempotencyStore
 from relay.kinds import Registry, registry
 from relay.lifecycle import DrainReport, Lifecycle, Phase
 from relay.service import JobRunner, JobService, parse_batch, parse_request
 from relay.stores import build_store
+from relay.stores.base import IdempotencyStore
 from relay.tls import ServerCertificates
 from relay.tracing import RelayTelemetry
 

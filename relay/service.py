@@ -44,12 +44,6 @@ from bunnyrelay.v1.jobs_pb2 import (
 )
 from bunnyrelay.v1.jobs_pb2_grpc import JobServiceServicer
 from relay.admission import Admission
-from relay.dedupe import (
-    FingerprintMismatchError,
-    IdempotencyStore,
-    Replay,
-    fingerprint,
-)
 from relay.errors import (
     DeadlineExceeded,
     Draining,
@@ -63,6 +57,12 @@ from relay.errors import (
     UnknownKind,
 )
 from relay.kinds import Handler, JobFailed, JobInput
+from relay.stores.base import (
+    FingerprintMismatchError,
+    IdempotencyStore,
+    Replay,
+    fingerprint,
+)
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 Executor: TypeAlias = Callable[[JobRequest, Context], Awaitable[JobResult]]

@@ -1,6 +1,6 @@
 """relay's idempotency stores, chosen with ``--store`` (``RELAY_STORE``), and what each promises.
 
-Every store answers the same questions (:class:`relay.dedupe.IdempotencyStore`):
+Every store answers the same questions (:class:`relay.stores.base.IdempotencyStore`):
 has this ``job_id`` run, with the same request, and what did it return? They
 differ in what they remember, for how long, and who shares it::
 
@@ -39,7 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bunnyrelay.settings import SettingError
-from relay.dedupe import IdempotencyStore, MemoryStore
+from relay.stores.base import IdempotencyStore
+from relay.stores.memory import MemoryStore
 
 SCHEMES = ("memory", "sqlite", "redis")
 

@@ -19,9 +19,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from bunnyrelay.v1.jobs_pb2 import JobResult, JobStatus
 from lab.processes import child_env
-from relay.dedupe import MemoryStore
 from relay.lifecycle import Phase
 from relay.server import JOB_SERVICE
+from relay.stores.memory import MemoryStore
 from tests.relay.harness import (
     CountingKinds,
     async_stub,

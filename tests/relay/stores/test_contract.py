@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from bunnyrelay.v1.jobs_pb2 import JobResult
-from relay.dedupe import Claim, FingerprintMismatchError, IdempotencyStore, Replay, fingerprint
+from relay.stores.base import Claim, FingerprintMismatchError, IdempotencyStore, Replay, fingerprint
 
 FP = fingerprint("echo", b"x", {})
 OTHER = fingerprint("echo", b"y", {})
