@@ -38,7 +38,7 @@ from bunnyrelay.v1 import jobs_pb2
 from relay.admission import Admission
 from relay.config import RelayConfig
 from relay.decoding import register_forgiving
-from relay.kinds import Registry, registry
+from relay.kinds.registry import Registry
 from relay.lifecycle import DrainReport, Lifecycle, Phase
 from relay.service import JobRunner, JobService, parse_batch, parse_request
 from relay.stores import build_store
@@ -79,7 +79,7 @@ class Relay:
     ) -> None:
         self.config = config
         self.log = logger or logging.getLogger("relay")
-        handlers = (kinds or registry).handlers()
+        handlers = (kinds or Registry.builtin()).handlers()
         self.store = store or build_store(
             config.store,
             state_dir=config.state_dir,

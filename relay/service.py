@@ -56,7 +56,7 @@ from relay.errors import (
     StoreUnavailable,
     UnknownKind,
 )
-from relay.kinds import Handler, JobFailed, JobInput
+from relay.kinds.handler import Handler, JobFailed, JobInput
 from relay.stores.base import (
     FingerprintMismatchError,
     IdempotencyStore,

@@ -21,7 +21,8 @@ from opentelemetry import metrics, trace
 from bunnyrelay.settings import HostPort
 from bunnyrelay.v1 import jobs_pb2, jobs_pb2_grpc
 from relay.config import RelayConfig
-from relay.kinds import JobInput, Registry, registry
+from relay.kinds.handler import JobInput
+from relay.kinds.registry import Registry
 from relay.server import Relay, running_server
 from relay.stores import StoreSpec
 
@@ -127,7 +128,7 @@ class CountingKinds:
 
     runs: list[str] = field(default_factory=list)
     gate: asyncio.Event = field(default_factory=asyncio.Event)
-    kinds: Registry = field(default_factory=registry.copy)
+    kinds: Registry = field(default_factory=Registry.builtin)
 
     def __post_init__(self) -> None:
         @self.kinds.kind("count")

@@ -14,7 +14,7 @@ import pytest
 
 from bunnyrelay.logs import configure_logging
 from bunnyrelay.v1.jobs_pb2 import JobStatus
-from relay.kinds import SLEEP_MAX_MS
+from relay.kinds.sleep import SLEEP_MAX_MS
 from tests.relay.harness import (
     CountingKinds,
     details,
@@ -90,8 +90,8 @@ async def test_unknown_kind_is_not_found_and_lists_the_known_kinds() -> None:
 
     assert error.code() == grpc.StatusCode.NOT_FOUND
     assert "'resize-image'" in details(error)
-    assert "echo, fail, sha256, sleep" in details(error)
-    assert error_info(error).metadata["known_kinds"] == "echo,fail,sha256,sleep"
+    assert "echo, fail, sha256, sleep, wordcount" in details(error)
+    assert error_info(error).metadata["known_kinds"] == "echo,fail,sha256,sleep,wordcount"
 
 
 @pytest.mark.parametrize("size", [1025, 2048], ids=["one-byte-over", "double"])
