@@ -36,11 +36,13 @@ from opentelemetry import metrics, trace
 from bunnyrelay.settings import HostPort
 from bunnyrelay.v1 import jobs_pb2
 from relay.admission import Admission
+from relay.checks import RequestChecks, parse_batch, parse_request
 from relay.config import RelayConfig
 from relay.decoding import register_forgiving
 from relay.kinds.registry import Registry
 from relay.lifecycle import DrainReport, Lifecycle, Phase
-from relay.service import JobRunner, JobService, parse_batch, parse_request
+from relay.runner import JobRunner
+from relay.service import JobService
 from relay.stores import build_store
 from relay.stores.base import IdempotencyStore
 from relay.tls import ServerCertificates
@@ -94,13 +96,12 @@ class Relay:
                 config.tls_cert, config.tls_key, config.tls_client_ca, logger=self.log
             )
         self.runner = JobRunner(
-            handlers=handlers,
+            checks=RequestChecks(handlers, config.max_payload_bytes),
             store=self.store,
             admission=Admission(config.max_in_flight),
-            max_payload_bytes=config.max_payload_bytes,
             instance=config.instance_name,
             logger=self.log,
-            log_executions=config.log_format == "json",
+            log_executions=config.log_executions,
         )
         telemetry = RelayTelemetry(
             instance=config.instance_name,

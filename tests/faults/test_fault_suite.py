@@ -8,7 +8,7 @@ The zone server stands in for the CoreDNS chain on purpose: the chain's own
 faults are tests/lab/test_dns_fault_matrix.py's subject, and here the DNS hop
 must stay cheap and certain while thousands of jobs cross the faulty wire.
 
-Effects are counted from relay's JSON log (``--log-format json``): one
+Effects are counted from relay's JSON log (``--log-format json --log-executions``): one
 ``job.executed`` line per handler run, flushed before its result is stored, so
 an effect is never missed even across SIGKILL. A job that was running when
 relay died may run once more, and relay says so (``job.reclaimed``); any other
@@ -51,7 +51,7 @@ from tests.faults.faultproxy import (
     rebindable_port,
 )
 
-JSON_LOGS = ("--log-format", "json")
+JSON_LOGS = ("--log-format", "json", "--log-executions")
 
 # Bounded by each job's deadline, not by attempts: a 10-second outage costs a job a
 # dozen attempts with backoff, and a job must outlive it.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import time
 from collections.abc import Awaitable
 from typing import Any
@@ -229,10 +230,10 @@ async def test_deadline_ends_the_job_on_the_server_and_leaves_no_result_behind()
     assert not retried.replayed
 
 
-async def test_json_log_has_one_job_executed_line_per_execution() -> None:
+async def test_log_executions_writes_one_job_executed_line_per_execution() -> None:
     stream = io.StringIO()
     logger = configure_logging("relay.test-json", fmt="json", stream=stream)
-    async with local_relay(logger=logger, log_format="json") as local:
+    async with local_relay(logger=logger, log_format="json", log_executions=True) as local:
         await local.stub.Run(job("log-1", "echo", b"a"))
         await local.stub.Run(job("log-1", "echo", b"a"))  # replayed: not executed again
         await local.stub.Run(job("log-2", "fail", b"no"))
@@ -244,3 +245,17 @@ async def test_json_log_has_one_job_executed_line_per_execution() -> None:
         ("log-2", "FAILED"),
     ]
     assert all(len(line["trace_id"]) in (0, 32) for line in executed)
+
+
+async def test_without_log_executions_job_executed_lines_wait_for_debug() -> None:
+    stream = io.StringIO()
+    logger = configure_logging("relay.test-quiet", fmt="json", stream=stream)
+    async with local_relay(logger=logger, log_format="json") as local:
+        await local.stub.Run(job("quiet-1", "echo", b"a"))
+    logger.setLevel(logging.DEBUG)
+    async with local_relay(logger=logger, log_format="json") as local:
+        await local.stub.Run(job("loud-1", "echo", b"a"))
+
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    executed = [line for line in lines if line.get("event") == "job.executed"]
+    assert [(line["job_id"], line["level"]) for line in executed] == [("loud-1", "DEBUG")]
