@@ -30,7 +30,6 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from opentelemetry import metrics, trace
 
 from bunnyrelay.settings import HostPort
@@ -41,6 +40,7 @@ from relay.config import RelayConfig
 from relay.decoding import register_forgiving
 from relay.kinds.registry import Registry
 from relay.lifecycle import DrainReport, Lifecycle, Phase
+from relay.reflection import Reflection
 from relay.runner import JobRunner
 from relay.service import JobService
 from relay.stores import build_store
@@ -188,20 +188,12 @@ class Relay:
             (grpc.method_handlers_generic_handler(JOB_SERVICE, handlers),)
         )
         server.add_registered_method_handlers(JOB_SERVICE, handlers)
-        # Not enable_server_reflection(): relay registers the servicer itself, so that
-        # requests which do not decode get INVALID_ARGUMENT here too, not UNKNOWN.
-        reflector = reflection.aio.ReflectionServicer(
-            (JOB_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME)
-        )
         register_forgiving(
             server, lambda target: health_pb2_grpc.add_HealthServicer_to_server(self.health, target)
         )
-        register_forgiving(
-            server,
-            lambda target: reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-                reflector, target
-            ),
-        )
+        # Through register_forgiving, so that requests which do not decode get
+        # INVALID_ARGUMENT here too, not UNKNOWN.
+        register_forgiving(server, Reflection((JOB_SERVICE, HEALTH_SERVICE)).register)
         return server
 
     def _build_health_server(self) -> grpc.aio.Server:

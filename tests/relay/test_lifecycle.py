@@ -75,6 +75,7 @@ async def test_reflection_lists_the_job_health_and_reflection_services() -> None
     assert names == {
         "bunnyrelay.v1.JobService",
         "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
     }
     assert described.file_descriptor_response.file_descriptor_proto
