@@ -24,6 +24,7 @@ from bunnyrelay.settings import (
     parse_host_port,
     positive_int,
 )
+from relay.listening import check_host
 from relay.stores import DEFAULT_STORE, StoreSpec, parse_store, sqlite_path
 from relay.stores.base import DURABLE_CACHE_MAX
 
@@ -77,9 +78,14 @@ def parse_listen(text: str) -> HostPort:
     stripped = text.strip()
     if stripped.endswith(":0"):
         # parse_host_port accepts ports 1-65535 only; check the rest with a stand-in port.
-        host = parse_host_port(stripped[:-2] + ":1").host
-        return HostPort(host, 0)
-    return parse_host_port(stripped)
+        listen = HostPort(parse_host_port(stripped[:-2] + ":1").host, 0)
+    else:
+        listen = parse_host_port(stripped)
+    try:
+        check_host(listen.host)
+    except SettingError as exc:
+        raise SettingError(f"{text!r}: {exc}") from None
+    return listen
 
 
 def _check_health_listen(health: HostPort, listen: HostPort) -> None:

@@ -130,8 +130,28 @@ async def test_a_port_in_use_is_a_clear_error_without_a_traceback() -> None:
         code, err = await _run_relay("serve", "--listen", f"127.0.0.1:{port}")
 
     assert code == 1
-    assert f"cannot listen on 127.0.0.1:{port}" in err
+    assert f"cannot listen on 127.0.0.1:{port}: the port is in use by another process" in err
     assert "Traceback" not in err
+    assert "add_port" not in err  # gRPC's C core never got to log its own line
+
+
+@pytest.mark.parametrize(
+    ("listen", "code", "message"),
+    [
+        ("999.1.1.1:1", 2, "999.1.1.1 is not a valid IPv4 address"),
+        ("[zz::1]:50051", 2, "zz::1 is not a valid IPv6 address"),
+        ("relay_1:50051", 2, "'relay_1' is not an IP address or a host name"),
+        ("192.0.2.1:50051", 1, "it is not an address of this machine"),
+    ],
+)
+async def test_a_listen_address_relay_cannot_have_is_named_without_grpc_noise(
+    listen: str, code: int, message: str
+) -> None:
+    exited, err = await _run_relay("serve", "--listen", listen)
+    assert exited == code
+    assert message in err
+    assert "Traceback" not in err
+    assert "add_port" not in err
 
 
 async def test_a_bad_otel_variable_exits_2_naming_it() -> None:
