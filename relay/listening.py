@@ -16,6 +16,7 @@ import errno
 import ipaddress
 import re
 import socket
+from pathlib import Path
 
 from bunnyrelay.settings import HostPort, SettingError
 from relay.errors import ListenError
@@ -44,13 +45,33 @@ def check_host(host: str) -> None:
         raise SettingError(f"{host!r} is not an IP address or a host name")
 
 
-_BIND_PROBLEMS = {
-    errno.EADDRINUSE: "the port is in use by another process",
-    errno.EADDRNOTAVAIL: "it is not an address of this machine (use 0.0.0.0 for every address)",
-    errno.EACCES: "ports below 1024 need root or the CAP_NET_BIND_SERVICE capability",
-    errno.EINVAL: "the address is invalid here (a link-local IPv6 address needs its "
-    "interface, e.g. [fe80::1%eth0])",
-}
+UNPRIVILEGED_PORT_START = Path("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+
+
+def first_unprivileged_port() -> int:
+    """The lowest port any user may bind (Linux's sysctl; 1024 where it cannot be read)."""
+    try:
+        return int(UNPRIVILEGED_PORT_START.read_text())
+    except (OSError, ValueError):
+        return 1024
+
+
+def _bind_problem(exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return "the port is in use by another process"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "it is not an address of this machine (use 0.0.0.0 for every address)"
+    if exc.errno == errno.EACCES:
+        return (
+            f"ports below {first_unprivileged_port()} need root or the CAP_NET_BIND_SERVICE "
+            "capability; pick a higher port"
+        )
+    if exc.errno == errno.EINVAL:
+        return (
+            "the address is invalid here (a link-local IPv6 address needs its interface, "
+            "e.g. [fe80::1%eth0])"
+        )
+    return exc.strerror or str(exc)
 
 
 async def try_bind(listen: HostPort) -> None:
@@ -74,6 +95,6 @@ async def try_bind(listen: HostPort) -> None:
                 probe.bind(address)
             return
         except OSError as exc:
-            problems.append(_BIND_PROBLEMS.get(exc.errno or 0, exc.strerror or str(exc)))
+            problems.append(_bind_problem(exc))
     reasons = "; ".join(dict.fromkeys(problems)) or "it resolves to no address"
     raise ListenError(f"cannot listen on {listen}: {reasons}")
