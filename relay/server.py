@@ -81,14 +81,19 @@ class Relay:
     ) -> None:
         self.config = config
         self.log = logger or logging.getLogger("relay")
-        handlers = (kinds or Registry.builtin()).handlers()
-        self.store = store or build_store(
-            config.store,
-            state_dir=config.state_dir,
-            capacity=config.dedupe_capacity,
-            retention_s=config.dedupe_retention * 3600,
-            instance=config.instance_name,
-            logger=self.log,
+        # "is None", not "or": an empty registry or store is falsy (it has a length).
+        handlers = (Registry.builtin() if kinds is None else kinds).handlers()
+        self.store = (
+            store
+            if store is not None
+            else build_store(
+                config.store,
+                state_dir=config.state_dir,
+                capacity=config.dedupe_capacity,
+                retention_s=config.dedupe_retention * 3600,
+                instance=config.instance_name,
+                logger=self.log,
+            )
         )
         self.certificates: ServerCertificates | None = None
         if config.tls_cert is not None and config.tls_key is not None:

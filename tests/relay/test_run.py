@@ -18,6 +18,7 @@ from bunnyrelay.v1.jobs_pb2 import JobStatus
 from relay.kinds.sleep import SLEEP_MAX_MS
 from tests.relay.harness import (
     CountingKinds,
+    WatchedStore,
     details,
     error_info,
     job,
@@ -196,11 +197,11 @@ async def test_same_id_with_a_different_request_is_already_exists() -> None:
 
 async def test_concurrent_duplicates_wait_for_the_first_run_instead_of_running_twice() -> None:
     counting = CountingKinds()
-    async with local_relay(kinds=counting.kinds) as local:
+    store = WatchedStore()
+    async with local_relay(kinds=counting.kinds, store=store) as local:
         calls = [local.stub.Run(job("conc-1", "count", b"wait")) for _ in range(3)]
-        await wait_until(lambda: counting.runs == ["conc-1"])
-        # The duplicates are on the wire by now; give them time to reach the store.
-        await asyncio.sleep(0.2)
+        await store.reached(3)  # the first runs, the two duplicates wait for it
+        assert counting.runs == ["conc-1"]
         counting.gate.set()
         results = await asyncio.gather(*calls)
 
