@@ -25,8 +25,8 @@ from bunnyrelay.settings import (
     positive_int,
 )
 from relay.listening import check_host
-from relay.stores import DEFAULT_STORE, StoreSpec, parse_store, sqlite_path
 from relay.stores.base import DURABLE_CACHE_MAX
+from relay.stores.spec import DEFAULT_STORE, StoreSpec, parse_store, sqlite_path
 
 MiB = 1024 * 1024
 

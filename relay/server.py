@@ -43,8 +43,8 @@ from relay.lifecycle import DrainReport, Lifecycle, Phase
 from relay.reflection import Reflection
 from relay.runner import JobRunner
 from relay.service import JobService
-from relay.stores import build_store
 from relay.stores.base import IdempotencyStore
+from relay.stores.spec import build_store
 from relay.tls import ServerCertificates
 from relay.tracing import RelayTelemetry
 

@@ -147,7 +147,7 @@ async def path_probes(calls: int) -> dict[str, float]:
     from relay.checks import parse_request
     from relay.config import RelayConfig
     from relay.server import Relay
-    from relay.stores import StoreSpec
+    from relay.stores.spec import StoreSpec
 
     payload = os.urandom(100)
     answer = jobs_pb2.JobResult(

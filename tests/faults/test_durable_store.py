@@ -183,7 +183,7 @@ async def test_an_unusable_state_directory_stops_relay_at_start_with_a_clear_err
 async def test_relay_refuses_jobs_while_its_store_is_down_and_the_client_may_retry(
     redis: RedisServer,
 ) -> None:
-    from relay.stores import StoreSpec
+    from relay.stores.spec import StoreSpec
 
     async with local_relay(store=StoreSpec("redis", redis.url)) as local:
         assert (await local.stub.Run(job("before"))).output == b""

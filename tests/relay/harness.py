@@ -25,9 +25,9 @@ from relay.config import RelayConfig
 from relay.kinds.handler import JobInput
 from relay.kinds.registry import Registry
 from relay.server import Relay, running_server
-from relay.stores import StoreSpec
 from relay.stores.base import Claim, IdempotencyStore, Replay
 from relay.stores.memory import MemoryStore
+from relay.stores.spec import StoreSpec
 
 if TYPE_CHECKING:
     from bunnyrelay.v1.jobs_pb2_grpc import JobServiceAsyncStub
@@ -63,7 +63,7 @@ def async_stub(channel: grpc.aio.Channel) -> JobServiceAsyncStub:
 async def local_relay(
     *,
     kinds: Registry | None = None,
-    store: IdempotencyStore | None = None,
+    idempotency_store: IdempotencyStore | None = None,
     tracer_provider: trace.TracerProvider | None = None,
     meter_provider: metrics.MeterProvider | None = None,
     logger: logging.Logger | None = None,
@@ -73,7 +73,7 @@ async def local_relay(
         running_server(
             config(**overrides),
             kinds=kinds,
-            store=store,
+            store=idempotency_store,
             tracer_provider=tracer_provider,
             meter_provider=meter_provider,
             # Not "relay": code that configures that logger in-process turns its propagation

@@ -198,7 +198,7 @@ async def test_same_id_with_a_different_request_is_already_exists() -> None:
 async def test_concurrent_duplicates_wait_for_the_first_run_instead_of_running_twice() -> None:
     counting = CountingKinds()
     store = WatchedStore()
-    async with local_relay(kinds=counting.kinds, store=store) as local:
+    async with local_relay(kinds=counting.kinds, idempotency_store=store) as local:
         calls = [local.stub.Run(job("conc-1", "count", b"wait")) for _ in range(3)]
         await store.reached(3)  # the first runs, the two duplicates wait for it
         assert counting.runs == ["conc-1"]

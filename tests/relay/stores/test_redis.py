@@ -11,9 +11,9 @@ from bunnyrelay.settings import SettingError
 from bunnyrelay.v1.jobs_pb2 import JobResult
 from lab.redisserver import RedisServer
 from relay.errors import StoreError
-from relay.stores import parse_store
 from relay.stores.base import Claim, Replay, fingerprint
 from relay.stores.redis import CLAIM_LEASE_S, RedisStore, redact, split_lease
+from relay.stores.spec import parse_store
 from tests.relay.stores.conftest import LOG, MakeStore
 
 FP = fingerprint("echo", b"x", {})
