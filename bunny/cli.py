@@ -18,6 +18,7 @@ from pathlib import Path
 from bunny.bench import BenchSettings, run_bench
 from bunny.diagnose import Diagnoser, parse_hop, render_table
 from bunny.errors import BunnyError
+from bunny.liveness import parse_alive_query
 from bunny.outcome import JobOutcome
 from bunny.relaypool import Keepalive, RelayPool
 from bunny.resolvconf import DEFAULT_PATH as DEFAULT_RESOLV_CONF
@@ -234,6 +235,15 @@ def build_parser() -> EnvArgumentParser:
     diagnose.option(
         "--query-timeout", parse=_timeout, default=2.0, help="seconds to wait for each query"
     )
+    diagnose.option(
+        "--alive-query",
+        parse=parse_alive_query,
+        repeat=True,
+        metavar="NAME[/TYPE[/CLASS]]",
+        help="a question the hops answer themselves, asked of a hop silent for relay's name "
+        "to tell a hop that is down from one whose upstream is silent (repeat; asked with "
+        "'. NS' and 'version.bind/TXT/CH'), e.g. cluster.local/SOA",
+    )
     _add_tls_options(diagnose)
     _add_output_options(diagnose)
     _add_bench_command(commands)
@@ -328,6 +338,7 @@ async def _diagnose(args: argparse.Namespace) -> int:
         family=args.family,
         timeout=args.query_timeout,
         tls=_client_tls(args),
+        alive_queries=args.alive_query or (),
     )
     diagnosis = await diagnoser.run()
     print(json.dumps(diagnosis.as_dict()) if args.json else render_table(diagnosis))

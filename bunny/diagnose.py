@@ -21,12 +21,17 @@ The verdict reads the hops the way an operator would:
 - No answer (timeout) or SERVFAIL at a hop while the next hop out answers:
   that hop cannot reach its upstream: between two clouds, the tunnel or its
   routes; SERVFAIL means the upstream of that hop failed.
-- No answer from a hop and every hop beyond it: that hop is down or cut off.
+- No answer from a hop and every hop beyond it: many forwarders drop a query
+  their upstream leaves unanswered, so a hop that is silent for the name is
+  asked something it answers itself (:mod:`bunny.liveness`). The verdict names
+  the first hop, from the pod outward, that is up but whose upstream is silent,
+  or the first hop that answers nothing at all: down, or unreachable from here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
 from collections.abc import Sequence
@@ -37,7 +42,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry import trace
 
+from bunny import liveness
 from bunny.errors import DnsLookupFailed
+from bunny.liveness import AliveQuery
 from bunny.relaypool import Endpoint, grpc_target
 from bunny.resolver import Resolution, Resolver, ResolverSettings
 from bunny.rpcspans import client_attempt
@@ -75,6 +82,15 @@ class HopReport:
     latency_ms: float
     ok: bool
     error: str | None
+    alive: bool | None = None
+    """For a hop silent for the name: whether it answers a question of its own."""
+    alive_evidence: str | None = None
+    """What it answered, or what it left unanswered."""
+
+
+def _up(hop: HopReport) -> bool | None:
+    """Whether ``hop`` is up: it answered the name with any rcode, or a question of its own."""
+    return True if hop.rcode not in NO_ANSWER else hop.alive
 
 
 @dataclass(slots=True)
@@ -162,6 +178,8 @@ def judge(hops: Sequence[HopReport], relay: Sequence[RelayReport]) -> Verdict:
     if answered_further is not None:
         culprit = hops[answered_further - 1]
         upstream = hops[answered_further]
+        if _up(culprit) is False:
+            return _down(culprit, f" while {upstream.label} answers")
         what = "no answer" if culprit.rcode in NO_ANSWER else culprit.rcode
         return Verdict(
             False,
@@ -169,17 +187,12 @@ def judge(hops: Sequence[HopReport], relay: Sequence[RelayReport]) -> Verdict:
             f"{what} from {culprit.label} ({culprit.server}) while {upstream.label} answers: "
             f"the path from {culprit.label} to {upstream.label} is broken (between clouds: "
             "the VPN tunnel or its routes)"
-            + ("; SERVFAIL means the upstream of that hop failed" if what == "SERVFAIL" else ""),
+            + ("; SERVFAIL means the upstream of that hop failed" if what == "SERVFAIL" else "")
+            + _up_because(culprit),
         )
     silent = next((i for i in failing if hops[i].rcode in NO_ANSWER), None)
     if silent is not None and all(not h.ok for h in hops[silent:]):
-        culprit = hops[silent]
-        return Verdict(
-            False,
-            culprit.label,
-            f"no answer from {culprit.label} ({culprit.server}) or any hop beyond it: "
-            f"{culprit.label} is down, or the path to it (the VPN tunnel or its routes) is cut",
-        )
+        return _judge_silence(hops[silent:])
     culprit = hops[failing[-1]]
     return Verdict(
         False,
@@ -187,6 +200,55 @@ def judge(hops: Sequence[HopReport], relay: Sequence[RelayReport]) -> Verdict:
         f"{culprit.rcode} from {culprit.label} ({culprit.server}), the furthest hop asked: "
         "its upstream failed",
     )
+
+
+def _judge_silence(hops: Sequence[HopReport]) -> Verdict:
+    """No answer for the name from ``hops[0]`` or any hop beyond it: the first hop that is up
+    while the next one is down or unreachable, or that is up and the last hop given."""
+    first = hops[0]
+    if _up(first) is None:
+        return Verdict(
+            False,
+            first.label,
+            f"no answer from {first.label} ({first.server}) or any hop beyond it: "
+            f"{first.label} is down, or the path to it (the VPN tunnel or its routes) is cut",
+        )
+    if not _up(first):
+        return _down(first, " or any hop beyond it")
+    for hop, upstream in itertools.pairwise(hops):
+        if not _up(upstream):
+            return Verdict(
+                False,
+                hop.label,
+                f"{hop.label} ({hop.server}) is up{_evidence(hop)} but its upstream is silent: "
+                f"{upstream.label} ({upstream.server}) answers nothing from here either "
+                f"({upstream.alive_evidence}): {upstream.label} is down, or the path from "
+                f"{hop.label} to it (between clouds: the VPN tunnel or its routes) is cut",
+            )
+    last = hops[-1]
+    return Verdict(
+        False,
+        last.label,
+        f"{last.label} ({last.server}), the furthest hop asked, is up{_evidence(last)} but "
+        "gives no answer for the name: its upstream, beyond the hops given, is silent",
+    )
+
+
+def _down(hop: HopReport, context: str) -> Verdict:
+    return Verdict(
+        False,
+        hop.label,
+        f"no answer from {hop.label} ({hop.server}){context}, not even to a question it "
+        f"answers itself ({hop.alive_evidence}): {hop.label} is down, or unreachable from here",
+    )
+
+
+def _evidence(hop: HopReport) -> str:
+    return f" (it answers {hop.alive_evidence})" if hop.alive_evidence and hop.alive else ""
+
+
+def _up_because(hop: HopReport) -> str:
+    return f"; {hop.label} itself is up (it answers {hop.alive_evidence})" if hop.alive else ""
 
 
 def _judge_relay(relay: Sequence[RelayReport]) -> Verdict:
@@ -212,8 +274,10 @@ class Diagnoser:
         timeout: float = 2.0,
         attempts: int = 2,
         tls: ClientTls | None = None,
+        alive_queries: Sequence[AliveQuery] = (),
     ) -> None:
         self.name = name.rstrip(".")
+        self.alive_queries = (*liveness.DEFAULT_QUERIES, *alive_queries)
         self.tls = tls
         self.port = port
         self.hops = list(hops)
@@ -255,37 +319,35 @@ class Diagnoser:
             "diagnose.hop",
             attributes={semconv.DNS_HOP: hop.label, semconv.DNS_NAMESERVER: str(hop.server)},
         ) as span:
-            resolver = Resolver(self._settings((hop.server,)))
-            started = time.monotonic()
-            try:
-                resolution = await resolver.resolve(self.name + ".")
-            except DnsLookupFailed as exc:
-                rcode = exc.rcode or type(exc).__name__
-                span.set_attribute(semconv.DNS_RCODE, rcode)
-                span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
-                return HopReport(
-                    hop.label,
-                    str(hop.server),
-                    rcode,
-                    [],
-                    None,
-                    (time.monotonic() - started) * 1000,
-                    False,
-                    str(exc),
+            report = await self._ask_for_the_name(hop)
+            span.set_attribute(semconv.DNS_RCODE, report.rcode)
+            if not report.ok:
+                span.set_status(trace.Status(trace.StatusCode.ERROR, report.error))
+            if report.rcode in NO_ANSWER:
+                # Silent for the name: down, or up with a silent upstream?
+                found = await liveness.check(
+                    hop.server, self.alive_queries, timeout=self.timeout, attempts=self.attempts
                 )
-            finally:
-                await resolver.close()
-            span.set_attribute(semconv.DNS_RCODE, "NOERROR")
-            return HopReport(
-                hop.label,
-                str(hop.server),
-                "NOERROR",
-                list(resolution.addresses),
-                resolution.ttl,
-                (time.monotonic() - started) * 1000,
-                True,
-                None,
-            )
+                report.alive, report.alive_evidence = found.alive, found.evidence
+                span.set_attribute("bunnyrelay.diagnose.hop_alive", found.alive)
+            return report
+
+    async def _ask_for_the_name(self, hop: Hop) -> HopReport:
+        resolver = Resolver(self._settings((hop.server,)))
+        started = time.monotonic()
+        try:
+            resolution = await resolver.resolve(self.name + ".")
+        except DnsLookupFailed as exc:
+            took = (time.monotonic() - started) * 1000
+            rcode = exc.rcode or type(exc).__name__
+            return HopReport(hop.label, str(hop.server), rcode, [], None, took, False, str(exc))
+        finally:
+            await resolver.close()
+        took = (time.monotonic() - started) * 1000
+        addresses = list(resolution.addresses)
+        return HopReport(
+            hop.label, str(hop.server), "NOERROR", addresses, resolution.ttl, took, True, None
+        )
 
     async def _search_cost(self) -> SearchReport:
         assert self.resolv_conf is not None
@@ -398,6 +460,9 @@ def render_table(diagnosis: Diagnosis) -> str:
                 f"{mark}{hop.label:<13} {hop.server:<22} {hop.rcode:<10} "
                 f"{hop.latency_ms:8.1f}  {answers}{ttl}"
             )
+            if hop.alive is not None:
+                state = "up" if hop.alive else "no sign of life"
+                lines.append(f"   {'':<13} {'':<22} {state}: {hop.alive_evidence}")
         lines.append("")
     if diagnosis.search is not None:
         s = diagnosis.search

@@ -1,17 +1,19 @@
 """OpenTelemetry bootstrap for both processes, driven by the standard ``OTEL_*`` variables.
 
+Every variable this module depends on is checked first (:mod:`bunnyrelay.otelenv`), so
+a typo stops the process at start with a message instead of failing each export later.
+
 - ``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES`` name the process (the
   default service name is used only when neither sets ``service.name``).
-- ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` choose the sampler; they
-  are checked here so that a typo is an error instead of a silent fallback.
+- ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` choose the sampler.
 - ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or the ``_TRACES_`` / ``_METRICS_`` variants)
   turns on OTLP export; ``OTEL_EXPORTER_OTLP_PROTOCOL`` picks ``grpc`` or
   ``http/protobuf`` (the specification's default). The exporters read the rest
-  of their ``OTEL_EXPORTER_OTLP_*`` settings themselves; over gRPC, spans are encoded
-  by :mod:`bunnyrelay.otlpencode` (the same request as the official encoder, for less CPU).
+  of their ``OTEL_EXPORTER_OTLP_*`` settings themselves; spans are encoded by
+  :mod:`bunnyrelay.otlpencode` where it was checked against the installed SDK (the same
+  request as the SDK's encoder, for less CPU), by the SDK's encoder elsewhere.
 - ``OTEL_METRICS_EXEMPLAR_FILTER`` is honoured when set; unset, exemplars are
-  off (the SDK's default, ``trace_based``, samples one on every measurement made
-  inside a sampled span, which is per-call work for data no backend here reads).
+  off, not the SDK's default ``trace_based``.
 - ``OTEL_PROPAGATORS`` is honoured by the OpenTelemetry API (W3C trace context
   and baggage by default).
 """
@@ -21,25 +23,29 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
+from opentelemetry.sdk.metrics import (
+    AlwaysOffExemplarFilter,
+    AlwaysOnExemplarFilter,
+    ExemplarFilter,
+    MeterProvider,
+    TraceBasedExemplarFilter,
+)
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from bunnyrelay.settings import SettingError
-
-_SAMPLERS = (
-    "always_on",
-    "always_off",
-    "traceidratio",
-    "parentbased_always_on",
-    "parentbased_always_off",
-    "parentbased_traceidratio",
+from bunnyrelay.otelenv import (
+    OtlpDestination,
+    check_batch_span_processor,
+    check_sampler,
+    exemplar_filter,
+    otlp_destination,
 )
-_PROTOCOLS = ("grpc", "http/protobuf")
+from bunnyrelay.otlpencode import Encoder, encoder, span_exporter
 
 
 @dataclass
@@ -49,6 +55,9 @@ class Telemetry:
     tracer_provider: TracerProvider
     meter_provider: MeterProvider
     exporting: bool
+    span_encoder: Encoder | None = None
+    """Which OTLP span encoder the exporter uses (:mod:`bunnyrelay.otlpencode`); None when
+    spans are not exported."""
     _closed: bool = field(default=False, repr=False)
 
     def shutdown(self) -> None:
@@ -60,68 +69,42 @@ class Telemetry:
         self.meter_provider.shutdown()
 
 
-def check_sampler_env(environ: Mapping[str, str] = os.environ) -> None:
-    """Reject an unknown ``OTEL_TRACES_SAMPLER`` or an out-of-range ratio."""
-    sampler = environ.get("OTEL_TRACES_SAMPLER", "").strip().lower()
-    if sampler and sampler not in _SAMPLERS:
-        raise SettingError(
-            f"OTEL_TRACES_SAMPLER={sampler!r} is not supported; use one of {', '.join(_SAMPLERS)}"
-        )
-    arg = environ.get("OTEL_TRACES_SAMPLER_ARG", "").strip()
-    if arg and sampler.endswith("traceidratio"):
-        try:
-            ratio = float(arg)
-        except ValueError:
-            raise SettingError(f"OTEL_TRACES_SAMPLER_ARG={arg!r} is not a number") from None
-        if not 0.0 <= ratio <= 1.0:
-            raise SettingError(f"OTEL_TRACES_SAMPLER_ARG={arg!r} must be between 0 and 1")
+def _exporter_options(destination: OtlpDestination) -> dict[str, Any]:
+    """Constructor arguments for what the exporters would otherwise read from the environment
+    less carefully: the compression (the SDK's gRPC exporter fails to start on ``none``)."""
+    if destination.compression is None:
+        return {}
+    if destination.protocol == "grpc":
+        from grpc import Compression
+    else:
+        from opentelemetry.exporter.otlp.proto.http import Compression  # type: ignore[assignment]
+    by_name = {
+        "gzip": Compression.Gzip,
+        "deflate": Compression.Deflate,
+        "none": Compression.NoCompression,
+    }
+    return {"compression": by_name[destination.compression]}
 
 
-def otlp_protocol(signal: str, environ: Mapping[str, str] = os.environ) -> str:
-    """The OTLP protocol for ``signal`` ("TRACES" or "METRICS"), validated."""
-    protocol = (
-        environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")
-        or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-        or "http/protobuf"
-    ).strip()
-    if protocol not in _PROTOCOLS:
-        raise SettingError(
-            f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported; use grpc or http/protobuf"
-        )
-    return protocol
-
-
-def _otlp_endpoint_set(signal: str, environ: Mapping[str, str]) -> bool:
-    exporter = environ.get(f"OTEL_{signal}_EXPORTER", "otlp").strip().lower()
-    if exporter == "none":
-        return False
-    return bool(
-        environ.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")
-        or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    )
-
-
-def _span_exporter(protocol: str) -> SpanExporter:
-    if protocol == "grpc":
-        # The official exporter with a cheaper encoder of the same request.
-        from bunnyrelay.otlpencode import GrpcSpanExporter
-
-        return GrpcSpanExporter()
-    # The HTTP exporter encodes inside export() itself, with no step to replace cleanly:
-    # it keeps the official encoder.
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-    return OTLPSpanExporter()
-
-
-def _metric_reader(protocol: str) -> MetricReader:
-    if protocol == "grpc":
+def _metric_reader(destination: OtlpDestination) -> MetricReader:
+    if destination.protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
     else:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[assignment]
             OTLPMetricExporter,
         )
-    return PeriodicExportingMetricReader(OTLPMetricExporter())
+    return PeriodicExportingMetricReader(OTLPMetricExporter(**_exporter_options(destination)))
+
+
+def _exemplar_filter(environ: Mapping[str, str]) -> ExemplarFilter:
+    # Unset means off, not the SDK's trace_based: that samples one on every measurement
+    # made inside a sampled span, per-call work for data no backend here reads.
+    chosen = exemplar_filter(environ)
+    if chosen == "always_on":
+        return AlwaysOnExemplarFilter()
+    if chosen == "trace_based":
+        return TraceBasedExemplarFilter()
+    return AlwaysOffExemplarFilter()
 
 
 def build_resource(default_service_name: str) -> Resource:
@@ -144,32 +127,34 @@ def setup_telemetry(
 
     Raises SettingError for a bad ``OTEL_*`` value, before anything is started.
     """
-    check_sampler_env(environ)
+    check_sampler(environ)
+    traces = otlp_destination("TRACES", environ)
+    if traces is not None:
+        check_batch_span_processor(environ)
+    metrics_to = otlp_destination("METRICS", environ)
+    exemplars = _exemplar_filter(environ)
     resource = build_resource(default_service_name)
     exporting = False
+    span_encoder: Encoder | None = None
 
     tracer_provider = TracerProvider(resource=resource)
     for processor in span_processors:
         tracer_provider.add_span_processor(processor)
-    if _otlp_endpoint_set("TRACES", environ):
-        tracer_provider.add_span_processor(
-            BatchSpanProcessor(_span_exporter(otlp_protocol("TRACES", environ)))
-        )
+    if traces is not None:
+        exporter = span_exporter(traces.protocol, **_exporter_options(traces))
+        tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
+        span_encoder = encoder()
         exporting = True
 
     readers = list(metric_readers)
-    if _otlp_endpoint_set("METRICS", environ):
-        readers.append(_metric_reader(otlp_protocol("METRICS", environ)))
+    if metrics_to is not None:
+        readers.append(_metric_reader(metrics_to))
         exporting = True
-    exemplars_chosen = bool(environ.get("OTEL_METRICS_EXEMPLAR_FILTER", "").strip())
     meter_provider = MeterProvider(
-        resource=resource,
-        metric_readers=readers,
-        # None: the SDK reads OTEL_METRICS_EXEMPLAR_FILTER itself.
-        exemplar_filter=None if exemplars_chosen else AlwaysOffExemplarFilter(),
+        resource=resource, metric_readers=readers, exemplar_filter=exemplars
     )
 
     if install_global:
         trace.set_tracer_provider(tracer_provider)
         metrics.set_meter_provider(meter_provider)
-    return Telemetry(tracer_provider, meter_provider, exporting)
+    return Telemetry(tracer_provider, meter_provider, exporting, span_encoder)

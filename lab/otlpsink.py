@@ -1,15 +1,22 @@
-"""A local OTLP/gRPC receiver that keeps the spans it is sent, for the demo and the tests.
+"""A local OTLP receiver that keeps the spans it is sent, for the demo and the tests.
 
-It is a real OTLP endpoint (the opentelemetry-proto collector services over
-gRPC), so bunny and relay export to it exactly as they would to an
-OpenTelemetry Collector: set ``OTEL_EXPORTER_OTLP_ENDPOINT`` to its address and
-``OTEL_EXPORTER_OTLP_PROTOCOL=grpc``. Metrics are accepted and counted.
+It is a real OTLP endpoint over both OTLP transports, so bunny and relay export to
+it exactly as they would to an OpenTelemetry Collector (:meth:`OtlpSink.env` gives the
+variables):
+
+- OTLP/gRPC: the opentelemetry-proto collector services, on :attr:`OtlpSink.endpoint`;
+- OTLP/HTTP with binary protobuf: ``POST /v1/traces`` and ``/v1/metrics`` on
+  :attr:`OtlpSink.http_endpoint` (HTTP/1.1 with keep-alive, gzip or deflate bodies).
+
+Each trace request is kept as received (:attr:`OtlpSink.requests`) and flattened into
+:attr:`OtlpSink.spans`; metrics are accepted and their names counted.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -74,13 +81,90 @@ class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
     async def Export(  # noqa: N802 - the OTLP method name
         self, request: metrics_service_pb2.ExportMetricsServiceRequest, context: Any
     ) -> metrics_service_pb2.ExportMetricsServiceResponse:
-        self.sink.metric_names.update(
-            metric.name
-            for resource in request.resource_metrics
-            for scope in resource.scope_metrics
-            for metric in scope.metrics
-        )
+        self.sink.add_metrics(request)
         return metrics_service_pb2.ExportMetricsServiceResponse()
+
+
+_DECOMPRESS = {
+    b"gzip": lambda body: zlib.decompress(body, wbits=16 + zlib.MAX_WBITS),
+    b"deflate": zlib.decompress,
+}
+_MAX_BODY = 64 * 1024 * 1024
+
+
+class _HttpReceiver:
+    """OTLP/HTTP (binary protobuf) over HTTP/1.1: one request after another on a connection."""
+
+    def __init__(self, sink: OtlpSink) -> None:
+        self.sink = sink
+        self.connections: set[asyncio.StreamWriter] = set()
+        # Each path: the request parser, what to do with the request, the (empty) response.
+        self.signals: dict[bytes, tuple[Callable[[bytes], Any], Callable[[Any], None], bytes]] = {
+            b"/v1/traces": (
+                trace_service_pb2.ExportTraceServiceRequest.FromString,
+                sink.add,
+                trace_service_pb2.ExportTraceServiceResponse().SerializeToString(),
+            ),
+            b"/v1/metrics": (
+                metrics_service_pb2.ExportMetricsServiceRequest.FromString,
+                sink.add_metrics,
+                metrics_service_pb2.ExportMetricsServiceResponse().SerializeToString(),
+            ),
+        }
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections.add(writer)
+        try:
+            while await self._one(reader, writer):
+                pass
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self.connections.discard(writer)
+            writer.close()
+
+    async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Answer one request; False when the connection is to be closed."""
+        request_line = await reader.readline()
+        if not request_line:
+            return False
+        method, path, _version = [*request_line.split(), b"", b"", b""][:3]
+        headers: dict[bytes, bytes] = {}
+        while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip()
+        length = headers.get(b"content-length", b"")
+        if not length.isdigit() or int(length) > _MAX_BODY:
+            await _respond(writer, 411, b"", close=True)
+            return False
+        body = await reader.readexactly(int(length))
+        keep_open = headers.get(b"connection", b"").lower() != b"close"
+        signal = self.signals.get(path.split(b"?")[0])
+        if method != b"POST" or signal is None:
+            await _respond(writer, 404, b"", close=not keep_open)
+            return keep_open
+        decompress = _DECOMPRESS.get(headers.get(b"content-encoding", b"").lower())
+        parse, keep, response = signal
+        try:
+            request = parse(decompress(body) if decompress is not None else body)
+        except Exception:  # a body that is not the message: the sender's error, a 400
+            await _respond(writer, 400, b"", close=not keep_open)
+            return keep_open
+        keep(request)
+        await _respond(writer, 200, response, close=not keep_open)
+        return keep_open
+
+
+async def _respond(writer: asyncio.StreamWriter, status: int, body: bytes, *, close: bool) -> None:
+    reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 411: "Length Required"}[status]
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\n"
+        "Content-Type: application/x-protobuf\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        f"Connection: {'close' if close else 'keep-alive'}\r\n\r\n"
+    )
+    writer.write(head.encode() + body)
+    await writer.drain()
 
 
 class OtlpSink:
@@ -89,27 +173,40 @@ class OtlpSink:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
         self.port = port
+        self.http_port = 0
         self.spans: list[SinkSpan] = []
+        self.requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
         self.metric_names: set[str] = set()
         self._server: grpc.aio.Server | None = None
+        self._http_server: asyncio.Server | None = None
+        self._http = _HttpReceiver(self)
         self._changed = asyncio.Event()
 
     @property
     def endpoint(self) -> str:
+        """The OTLP/gRPC endpoint."""
         return f"http://{self.host}:{self.port}"
 
-    def env(self, service_name: str) -> dict[str, str]:
-        """The standard variables that make a process export here."""
+    @property
+    def http_endpoint(self) -> str:
+        """The OTLP/HTTP base endpoint (the exporters add ``/v1/traces``)."""
+        return f"http://{self.host}:{self.http_port}"
+
+    def env(self, service_name: str, protocol: str = "grpc") -> dict[str, str]:
+        """The standard variables that make a process export here over ``protocol``."""
         return {
             "OTEL_SERVICE_NAME": service_name,
-            "OTEL_EXPORTER_OTLP_ENDPOINT": self.endpoint,
-            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": self.endpoint
+            if protocol == "grpc"
+            else self.http_endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
             "OTEL_EXPORTER_OTLP_INSECURE": "true",
             "OTEL_BSP_SCHEDULE_DELAY": "200",
             "OTEL_METRIC_EXPORT_INTERVAL": "1000",
         }
 
     def add(self, request: trace_service_pb2.ExportTraceServiceRequest) -> None:
+        self.requests.append(request)
         for resource_spans in request.resource_spans:
             service = next(
                 (
@@ -138,6 +235,14 @@ class OtlpSink:
                     )
         self._changed.set()
 
+    def add_metrics(self, request: metrics_service_pb2.ExportMetricsServiceRequest) -> None:
+        self.metric_names.update(
+            metric.name
+            for resource in request.resource_metrics
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+        )
+
     def trace(self, trace_id: str) -> list[SinkSpan]:
         return sorted((s for s in self.spans if s.trace_id == trace_id), key=lambda s: s.start_ns)
 
@@ -159,8 +264,16 @@ class OtlpSink:
         self.port = server.add_insecure_port(f"{self.host}:{self.port}")
         await server.start()
         self._server = server
+        self._http_server = await asyncio.start_server(self._http.serve, self.host, self.http_port)
+        self.http_port = self._http_server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
+        if self._http_server is not None:
+            self._http_server.close()
+            for connection in list(self._http.connections):
+                connection.close()
+            await self._http_server.wait_closed()
+            self._http_server = None
         if self._server is not None:
             await self._server.stop(grace=None)
             self._server = None

@@ -59,18 +59,61 @@ async def _per_call_async(run: Callable[[int], Awaitable[None]], calls: int) -> 
     return round(statistics.median(rounds), 2)
 
 
+def _per_span(encode: Callable[[], object], batch: Sequence[object], calls: int) -> float:
+    """CPU µs per span of encoding ``batch`` whole, about ``calls`` spans per round."""
+    batches = max(1, calls // len(batch))
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            encode()
+
+    return round(_per_call(run, batches) / len(batch), 2)
+
+
+def export_batch(tracer: Any, size: int = 512) -> list[Any]:
+    """A batch as the BatchSpanProcessor hands it to an exporter (512 spans, its default):
+    bunny's job spans, a CLIENT call with its rpc.* attributes and a DNS lookup under it."""
+    from opentelemetry import trace
+    from opentelemetry.trace import SpanKind
+
+    spans: list[Any] = []
+    for job in range(size // 2):
+        call = tracer.start_span(
+            "bunnyrelay.v1.JobService/Run",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "rpc.system": "grpc",
+                "rpc.service": "bunnyrelay.v1.JobService",
+                "rpc.method": "Run",
+                "server.address": "relay.private.aws.internal",
+                "server.port": 50051,
+                "bunnyrelay.job.id": uuid.uuid4().hex,
+                "bunnyrelay.job.kind": "echo",
+            },
+        )
+        lookup = tracer.start_span(
+            "dns.lookup",
+            context=trace.set_span_in_context(call),
+            attributes={"dns.question.name": "relay.private.aws.internal", "job": job % 7},
+        )
+        lookup.end()
+        call.end()
+        spans += [lookup, call]
+    return spans
+
+
 def sdk_probes(calls: int) -> dict[str, float]:
     """The OpenTelemetry pieces, each on providers of its own (nothing global)."""
     from opentelemetry import propagate, trace
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
     from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
     from opentelemetry.trace import SpanKind
     from opentelemetry.util.types import AttributeValue
 
-    from bunnyrelay.otlpencode import encode_spans as fast_encode
+    from bunnyrelay.otlpencode import wire
     from bunnyrelay.tally import Tally
 
     attributes: dict[str, AttributeValue] = {
@@ -89,10 +132,8 @@ def sdk_probes(calls: int) -> dict[str, float]:
     counter = meter.create_counter("costs.jobs")
     tally = Tally(meter, "costs.tallied", unit="{job}", description="probe")
     job_attributes = {"bunnyrelay.job.kind": "echo", "bunnyrelay.job.status": "SUCCEEDED"}
-    ended = sampled.start_span("x", kind=SpanKind.CLIENT, attributes=attributes)
-    ended.end()
-    assert isinstance(ended, ReadableSpan)
     carrier = {"traceparent": _TRACEPARENT}
+    batch = export_batch(sampled)
 
     def spans(tracer: trace.Tracer) -> Callable[[int], None]:
         def run(n: int) -> None:
@@ -117,8 +158,16 @@ def sdk_probes(calls: int) -> dict[str, float]:
     results = {
         "span_sampled": _per_call(spans(sampled), calls),
         "span_unsampled": _per_call(spans(unsampled), calls),
-        "span_otlp_encoding": _per_call(repeat(lambda: encode_spans([ended])), calls),
-        "span_otlp_encoding_bunnyrelay": _per_call(repeat(lambda: fast_encode([ended])), calls),
+        # What each OTLP exporter does to a batch before its transport takes the bytes:
+        # gRPC's stub serializes the request message, HTTP's export() serializes it inline.
+        "otlp_grpc_sdk": _per_span(lambda: encode_spans(batch).SerializeToString(), batch, calls),
+        "otlp_grpc_bunnyrelay": _per_span(
+            lambda: wire.encode_spans(batch).SerializeToString(), batch, calls
+        ),
+        "otlp_http_sdk": _per_span(
+            lambda: encode_spans(batch).SerializePartialToString(), batch, calls
+        ),
+        "otlp_http_bunnyrelay": _per_span(lambda: wire.serialize_spans(batch), batch, calls),
         "histogram_record": _per_call(repeat(lambda: histogram.record(1.5, attributes)), calls),
         "counter_add": _per_call(repeat(lambda: counter.add(1, job_attributes)), calls),
         "tally_add": _per_call(repeat(lambda: tally.add("echo", job_attributes)), calls),
@@ -136,7 +185,7 @@ async def path_probes(calls: int) -> dict[str, float]:
     from bunnyrelay.telemetry import setup_telemetry
 
     # Metrics are read (not exported) so that every record does its real work; spans go
-    # nowhere: their creation is measured here, their export by span_otlp_encoding.
+    # nowhere: their creation is measured here, their export by the otlp_* probes.
     setup_telemetry("costs", metric_readers=[InMemoryMetricReader()])
 
     from bunny.relaypool import RelayPool
@@ -278,8 +327,10 @@ def rows(costs: dict[str, dict[str, float]]) -> list[tuple[str, str, str]]:
     names = {
         "span_sampled": "OpenTelemetry span, sampled: start + end",
         "span_unsampled": "OpenTelemetry span, not sampled: start + end",
-        "span_otlp_encoding": "OTLP encoding of one span (the exporter's share)",
-        "span_otlp_encoding_bunnyrelay": "OTLP encoding of one span, bunnyrelay.otlpencode",
+        "otlp_grpc_sdk": "OTLP/gRPC exporter's encoding, per span of a 512-span batch: SDK",
+        "otlp_grpc_bunnyrelay": "the same with bunnyrelay.otlpencode",
+        "otlp_http_sdk": "OTLP/HTTP exporter's encoding, per span of a 512-span batch: SDK",
+        "otlp_http_bunnyrelay": "the same with bunnyrelay.otlpencode",
         "histogram_record": "SDK Histogram.record, 4 attributes",
         "counter_add": "SDK Counter.add, 2 attributes",
         "tally_add": "bunnyrelay.tally.Tally.add (what replaced it per job)",

@@ -148,9 +148,11 @@ about it:
   became a `bunnyrelay.tally.Tally` (a dict increment; the SDK reads the totals when it
   collects); `rpc.client.duration` is recorded per stream call, as the conventions define
   it, not per job of a stream; an unsampled job makes no span that would only be dropped,
-  in bunny (its CLIENT span) or in relay (under a parent-based sampler); the OTLP/gRPC
-  exporter encodes spans with `bunnyrelay.otlpencode` (the same bytes, a fifth of the
-  CPU); a pool with one address does not ask gRPC for its channel's state per job.
+  in bunny (its CLIENT span) or in relay (under a parent-based sampler); both OTLP
+  exporters (gRPC and HTTP) encode spans with `bunnyrelay.otlpencode` (the same bytes, a
+  third to a fifth of the CPU) where the installed SDK is a release it was checked
+  against, and with the SDK's own encoder elsewhere; a pool with one address does not ask
+  gRPC for its channel's state per job.
 - **Streams:** one job per message pays gRPC's per-message cost (a write, a read, a
   completion hand-over on each side) per job. `RunBatches` shares it among the jobs of a
   batch; batches are capped at a quarter of the jobs in flight, because one batch of all

@@ -50,6 +50,39 @@ def test_verdict_names_the_hop_and_the_reason(
     assert words in verdict.explanation
 
 
+def _silent_hops(*states: str) -> list[HopReport]:
+    """Hops that give no answer for the name: ``up`` ones answer a question of their own,
+    ``down`` ones nothing at all; any other state is the rcode they answered the name with."""
+    hops = _hops(*("TIMEOUT" if state in ("up", "down") else state for state in states))
+    for hop, state in zip(hops, states, strict=True):
+        if state in ("up", "down"):
+            hop.alive = state == "up"
+            hop.alive_evidence = ". NS: REFUSED in 0.3 ms" if hop.alive else "no answer"
+    return hops
+
+
+@pytest.mark.parametrize(
+    ("states", "failed_hop", "words"),
+    [
+        # A forwarder that drops what its upstream leaves unanswered, the tunnel behind it cut.
+        (("up", "up", "down", "down"), "forwarder", "forwarder (10.0.0.1:53) is up (it answers"),
+        (("up", "up", "down", "down"), "forwarder", "aws-resolver (10.0.0.2:53) answers nothing"),
+        (("SERVFAIL", "up", "down", "down"), "forwarder", "its upstream is silent"),
+        (("down", "down", "down", "down"), "cluster-dns", "is down, or unreachable from here"),
+        (("up", "up", "up", "up"), "zone", "the furthest hop asked, is up"),
+        (("SERVFAIL", "down", "NOERROR", "NOERROR"), "forwarder", "down, or unreachable"),
+        (("SERVFAIL", "up", "NOERROR", "NOERROR"), "forwarder", "itself is up"),
+    ],
+)
+def test_verdict_tells_a_dead_hop_from_one_whose_upstream_is_silent(
+    states: tuple[str, ...], failed_hop: str, words: str
+) -> None:
+    verdict = judge(_silent_hops(*states), GOOD_RELAY)
+    assert not verdict.ok
+    assert verdict.failed_hop == failed_hop
+    assert words in verdict.explanation
+
+
 def test_verdict_is_ok_only_when_every_hop_and_relay_work() -> None:
     assert judge(_hops(*["NOERROR"] * 4), GOOD_RELAY).ok
     broken = [RelayReport("10.1.2.3:50051", False, "UNKNOWN", False, "", 2.0, "UNAVAILABLE")]
@@ -114,8 +147,10 @@ async def test_diagnose_names_a_silent_hop_while_the_zone_answers(
     assert code == 1, err
     report = json.loads(out)
     assert report["verdict"]["failed_hop"] == "forwarder"
-    assert "tunnel" in report["verdict"]["explanation"]
+    # It answers nothing at all, not only nothing for relay's name.
+    assert "forwarder is down, or unreachable from here" in report["verdict"]["explanation"]
     assert report["hops"][1]["rcode"] == "TIMEOUT"
+    assert report["hops"][1]["alive"] is False
 
 
 async def test_diagnose_shows_what_ndots_costs_and_prints_a_table(

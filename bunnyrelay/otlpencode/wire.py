@@ -1,10 +1,10 @@
 """OTLP span encoding that writes the protobuf wire format itself: the official request, cheaper.
 
-The exporters' own encoder (``encode_spans`` of opentelemetry-exporter-otlp-proto-common)
-builds a protobuf object for every span, key-value pair and value, about 53 µs of CPU per
-span, more than creating the span. Most of that work repeats: spans of one process share
-their resource and scope, and their attributes are mostly the same pairs
-(``rpc.system=grpc``, ``server.address=…``, the same job kinds). So here:
+The SDK's own encoder (``encode_spans`` of opentelemetry-exporter-otlp-proto-common)
+builds a protobuf object for every span, key-value pair and value, which costs more CPU
+than creating the span. Most of that work repeats: spans of one process share their
+resource and scope, and their attributes are mostly the same pairs (``rpc.system=grpc``,
+``server.address=…``, the same job kinds). So here:
 
 - each span is written straight to wire bytes, fields in field-number order as upb writes
   them, so the bytes equal the official request's serialization, not only its meaning;
@@ -21,10 +21,9 @@ int64, a string that is not UTF-8, a value of a type the SDK never makes, a span
 official encoder rejects) is encoded by the official encoder, that span alone, so the
 result, its logging and its exceptions stay the official ones.
 
-:class:`GrpcSpanExporter` is the official OTLP/gRPC span exporter (``OTEL_EXPORTER_OTLP_*``
-settings, retries, compression, headers, timeouts) with only its translation step
-replaced. The OTLP/HTTP exporter encodes inside ``export()``, with no step that can be
-replaced without copying its body, so it keeps the official encoder.
+This module reads the SDK's span objects and calls the official encoder's private
+functions, so it is imported only where :mod:`bunnyrelay.otlpencode` found the SDK
+versions it was checked against.
 """
 
 from __future__ import annotations
@@ -40,7 +39,6 @@ from opentelemetry.exporter.otlp.proto.common._internal import (
     _encode_resource,
 )
 from opentelemetry.exporter.otlp.proto.common._internal.trace_encoder import _encode_span
-from opentelemetry.exporter.otlp.proto.grpc import trace_exporter as grpc_exporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
@@ -49,7 +47,6 @@ from opentelemetry.trace import SpanContext, SpanKind
 from opentelemetry.trace.status import StatusCode
 
 __all__ = [
-    "GrpcSpanExporter",
     "cache_sizes",
     "encode_spans",
     "serialize_spans",
@@ -415,10 +412,3 @@ def cache_sizes() -> dict[str, tuple[int, int]]:
         "resources": (len(_resources), OBJECT_CACHE_SIZE),
         "scopes": (len(_scopes), OBJECT_CACHE_SIZE),
     }
-
-
-class GrpcSpanExporter(grpc_exporter.OTLPSpanExporter):
-    """The official OTLP/gRPC span exporter, encoding with :func:`encode_spans`."""
-
-    def _translate_data(self, data: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
-        return encode_spans(data)

@@ -1,9 +1,8 @@
-"""bunnyrelay.otlpencode writes the very request the official OTLP encoder builds, and the
-exporters that bunny and relay install send it."""
+"""bunnyrelay.otlpencode.wire writes the very request the official OTLP encoder builds, byte
+for byte, for any spans the SDK makes and for the odd ones it never makes."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -32,14 +31,8 @@ from opentelemetry.trace import (
     TraceState,
 )
 
-from bunnyrelay import otlpencode
-from bunnyrelay.otlpencode import (
-    cache_sizes,
-    encode_spans,
-    serialize_spans,
-)
-from bunnyrelay.telemetry import setup_telemetry
-from lab.otlpsink import OtlpSink
+from bunnyrelay.otlpencode import wire
+from bunnyrelay.otlpencode.wire import cache_sizes, encode_spans, serialize_spans
 
 INT64 = st.integers(min_value=-(1 << 63), max_value=(1 << 63) - 1)
 FLOATS = st.floats(allow_nan=False)
@@ -233,14 +226,14 @@ def test_spans_the_sdk_cannot_make_still_give_the_official_result(span: Readable
 def test_caches_stay_bounded_when_values_never_repeat() -> None:
     tracer = TracerProvider(shutdown_on_exit=False).get_tracer("bound")
     spans = []
-    for n in range(otlpencode.PAIR_CACHE_SIZE + otlpencode.NAME_CACHE_SIZE):
+    for n in range(wire.PAIR_CACHE_SIZE + wire.NAME_CACHE_SIZE):
         span = tracer.start_span(f"job-{n}", attributes={"bunnyrelay.job.id": f"id-{n}", "n": n})
         span.end()
         assert isinstance(span, ReadableSpan)
         spans.append(span)
     for batch in range(0, len(spans), 100):
         serialize_spans(spans[batch : batch + 100])
-    for n in range(otlpencode.OBJECT_CACHE_SIZE * 2):
+    for n in range(wire.OBJECT_CACHE_SIZE * 2):
         provider = TracerProvider(resource=Resource({"n": n}), shutdown_on_exit=False)
         span = provider.get_tracer(f"scope-{n}").start_span("x")
         span.end()
@@ -248,54 +241,4 @@ def test_caches_stay_bounded_when_values_never_repeat() -> None:
         serialize_spans([span])
     sizes = cache_sizes()
     assert all(0 < entries <= bound for entries, bound in sizes.values()), sizes
-    assert sizes["pairs"][0] == otlpencode.PAIR_CACHE_SIZE  # full, not past full
-
-
-@pytest.fixture
-def spy_encoder(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many spans went through bunnyrelay.otlpencode, per export."""
-    calls: list[int] = []
-    real = otlpencode.serialize_spans
-
-    def counting(spans: Sequence[ReadableSpan]) -> bytes:
-        calls.append(len(spans))
-        return real(spans)
-
-    monkeypatch.setattr(otlpencode, "serialize_spans", counting)
-    return calls
-
-
-def _make_tree(provider: TracerProvider) -> None:
-    tracer = provider.get_tracer("bunny")
-    with tracer.start_as_current_span("job", kind=SpanKind.CLIENT) as job:
-        job.set_attribute("rpc.system", "grpc")
-        with tracer.start_as_current_span("dns", attributes={"dns.question.name": "relay"}):
-            pass
-
-
-def _environ(monkeypatch: pytest.MonkeyPatch, environ: dict[str, str]) -> dict[str, str]:
-    # The exporters read their OTEL_EXPORTER_OTLP_* settings from os.environ themselves.
-    for key, value in environ.items():
-        monkeypatch.setenv(key, value)
-    return environ
-
-
-async def test_grpc_export_reaches_the_sink_as_a_tree(
-    sink: OtlpSink, monkeypatch: pytest.MonkeyPatch, spy_encoder: list[int]
-) -> None:
-    environ = _environ(monkeypatch, sink.env("bunny"))
-    telemetry = setup_telemetry("bunny", install_global=False, environ=environ)
-    try:
-        _make_tree(telemetry.tracer_provider)
-        # The exporter blocks on gRPC; the sink answers on this event loop.
-        await asyncio.to_thread(telemetry.tracer_provider.force_flush)
-        spans = await sink.wait_for(lambda got: len(got) == 2)
-    finally:
-        await asyncio.to_thread(telemetry.shutdown)
-    by_name = {span.name: span for span in spans}
-    assert by_name["dns"].parent_id == by_name["job"].span_id
-    assert by_name["dns"].trace_id == by_name["job"].trace_id
-    assert by_name["job"].kind == "CLIENT"
-    assert by_name["job"].attributes == {"rpc.system": "grpc"}
-    assert by_name["dns"].service == "bunny"
-    assert sum(spy_encoder) == 2
+    assert sizes["pairs"][0] == wire.PAIR_CACHE_SIZE  # full, not past full
