@@ -2,7 +2,7 @@
 
 The hops are given in order from the pod outward, for the cross-cloud path:
 
-    cluster DNS (CoreDNS in AKS) -> forwarder (VNet DNS / VPN gateway)
+    cluster DNS (CoreDNS in AKS) -> forwarder (Azure DNS Private Resolver or a forwarder VM)
         -> AWS VPC resolver -> private zone (Route 53)
 
 Each hop is asked for the name directly (one candidate, no search list), so
@@ -17,7 +17,9 @@ The verdict reads the hops the way an operator would:
 - REFUSED at a hop: an ACL there rejects this client.
 - NXDOMAIN from every hop: the record is missing from the zone.
 - NXDOMAIN from the hops nearest the pod while a hop further out answers: the
-  innermost of those lacks the conditional forward for the zone.
+  innermost of those lacks the conditional forward for the zone (at the cluster DNS:
+  neither the coredns-custom block nor a linked forwarding ruleset's rule; further out:
+  the forwarder's ruleset rule).
 - No answer (timeout) or SERVFAIL at a hop while the next hop out answers:
   that hop cannot reach its upstream: between two clouds, the tunnel or its
   routes; SERVFAIL means the upstream of that hop failed.
@@ -166,7 +168,7 @@ def judge(hops: Sequence[HopReport], relay: Sequence[RelayReport]) -> Verdict:
                 culprit.label,
                 f"{culprit.label} ({culprit.server}) says {culprit.rcode} while "
                 f"{hops[answered_further].label} answers: {culprit.label} does not forward "
-                "the zone (its conditional forward is missing)",
+                f"the zone: {_missing_forward(nearest_the_pod=culprit is hops[0])}",
             )
         zone = hops[-1]
         return Verdict(
@@ -249,6 +251,28 @@ def _evidence(hop: HopReport) -> str:
 
 def _up_because(hop: HopReport) -> str:
     return f"; {hop.label} itself is up (it answers {hop.alive_evidence})" if hop.alive else ""
+
+
+def _missing_forward(*, nearest_the_pod: bool) -> str:
+    """What sends the zone on from a hop, where to add it (both ways on AKS).
+
+    The cluster DNS has two: the coredns-custom block, and its default forward to Azure
+    DNS, which applies a DNS forwarding ruleset's rule when the ruleset is linked to the
+    cluster's VNet. NXDOMAIN there means neither is in place. Further out, a DNS Private
+    Resolver forwards the zone only by that ruleset rule.
+    """
+    if nearest_the_pod:
+        return (
+            "its conditional forward is missing: neither the coredns-custom block (key "
+            "private-aws-internal.server in kube-system/coredns-custom) nor a DNS forwarding "
+            "ruleset rule for the zone, on a ruleset linked to the cluster's VNet, sends it on; "
+            "add either"
+        )
+    return (
+        "its conditional forward is missing: on an Azure DNS Private Resolver, the DNS "
+        "forwarding ruleset's rule for the zone (the ruleset linked to the resolver's VNet), "
+        "which the coredns-custom block only leads to; on a forwarder VM, its own forward"
+    )
 
 
 def _judge_relay(relay: Sequence[RelayReport]) -> Verdict:

@@ -54,7 +54,8 @@ class Role(StrEnum):
     CONDITIONAL_FORWARD = "conditional-forward"
     """The AKS ``coredns-custom`` ``*.server`` block: ``private.aws.internal`` to the forwarder."""
     FORWARDER = "forwarder"
-    """The Azure VNet DNS forwarder / VPN gateway hop: the zone across the tunnel."""
+    """The Azure-side forwarder (an Azure DNS Private Resolver or a forwarder VM): the zone
+    across the tunnel. Not the VPN gateway, which carries the query and answers no DNS."""
     AWS_RESOLVER = "aws-resolver"
     """The AWS VPC resolver: the zone to the private hosted zone's server."""
     ZONE_SERVER = "zone-server"

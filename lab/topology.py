@@ -8,7 +8,8 @@
 
 - **cluster DNS**: AKS's CoreDNS. Its Corefile imports ``custom/*.server`` as AKS
   does, and ``custom/private-aws-internal.server`` is the conditional forward we ship.
-- **forwarder**: the VNet's DNS forwarder / VPN gateway hop. It forwards the zone
+- **forwarder**: the VNet's DNS forwarder (an Azure DNS Private Resolver or a forwarder VM
+  in the clouds; the VPN gateway only carries its packets). It forwards the zone
   over TCP to the **tunnel**, a Toxiproxy proxy whose far side is the AWS resolver:
   faults on the tunnel (latency, drops, a blackout) are Toxiproxy toxics.
 - **AWS resolver**: the VPC resolver, forwarding the zone to the **zone server**,

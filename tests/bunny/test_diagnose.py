@@ -83,6 +83,32 @@ def test_verdict_tells_a_dead_hop_from_one_whose_upstream_is_silent(
     assert words in verdict.explanation
 
 
+def test_a_missing_forward_at_the_cluster_dns_names_both_places_to_add_it() -> None:
+    """On AKS the zone leaves the cluster DNS by the coredns-custom block or, when a DNS
+    forwarding ruleset is linked to the cluster's VNet, by Azure DNS applying its rule:
+    NXDOMAIN there while the forwarder answers means neither is in place."""
+    verdict = judge(_hops("NXDOMAIN", "NOERROR", "NOERROR", "NOERROR"), GOOD_RELAY)
+    assert verdict.failed_hop == "cluster-dns"
+    assert "neither the coredns-custom block" in verdict.explanation
+    assert "private-aws-internal.server in kube-system/coredns-custom" in verdict.explanation
+    assert "DNS forwarding ruleset rule for the zone" in verdict.explanation
+    assert "linked to the cluster's VNet" in verdict.explanation
+
+
+def test_a_missing_forward_at_the_forwarder_names_its_ruleset_rule() -> None:
+    """Both paths from the cluster DNS end at the Private Resolver's ruleset rule: when the
+    forwarder says NXDOMAIN and the AWS resolver answers, that rule is what is missing."""
+    for rcodes in (
+        ("NXDOMAIN", "NXDOMAIN", "NOERROR", "NOERROR"),
+        ("NOERROR", "NXDOMAIN", "NOERROR", "NOERROR"),
+    ):
+        verdict = judge(_hops(*rcodes), GOOD_RELAY)
+        assert verdict.failed_hop == "forwarder"
+        assert "forwarding ruleset's rule for the zone" in verdict.explanation
+        assert "linked to the resolver's VNet" in verdict.explanation
+        assert "neither the coredns-custom block" not in verdict.explanation
+
+
 def test_verdict_is_ok_only_when_every_hop_and_relay_work() -> None:
     assert judge(_hops(*["NOERROR"] * 4), GOOD_RELAY).ok
     broken = [RelayReport("10.1.2.3:50051", False, "UNKNOWN", False, "", 2.0, "UNAVAILABLE")]

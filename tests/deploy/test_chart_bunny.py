@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,9 +10,16 @@ import pytest
 from bunny.cli import build_parser
 from lab import corefiles
 from lab.corefiles import Role
-from tests.deploy.tools import HelmError, env_of, pod_spec, template
+from tests.deploy.tools import HelmError, env_of, notes, pod_spec, template
 
 AKS = ("values-aks.yaml",)
+COREDNS_PODS = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+}
+LOCALDNS = [{"ipBlock": {"cidr": "169.254.10.10/32"}}, {"ipBlock": {"cidr": "169.254.10.11/32"}}]
+"""AKS LocalDNS's node-local addresses ("Configure LocalDNS in AKS", Microsoft Learn)."""
+DNS_PORTS = [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
 
 
 def bunny_pod(
@@ -64,13 +72,8 @@ def test_network_policy_lets_out_only_dns_relay_and_the_collector() -> None:
     assert policy["policyTypes"] == ["Ingress", "Egress"]
     assert policy["ingress"] == []
     dns, relay, collector = policy["egress"]
-    assert dns["to"] == [
-        {
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-        }
-    ]
-    assert dns["ports"] == [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
+    assert dns["to"] == [COREDNS_PODS, *LOCALDNS]
+    assert dns["ports"] == DNS_PORTS
     assert relay["to"] == [
         {"ipBlock": {"cidr": "10.100.1.0/24"}},
         {"ipBlock": {"cidr": "10.100.2.0/24"}},
@@ -80,6 +83,72 @@ def test_network_policy_lets_out_only_dns_relay_and_the_collector() -> None:
         {"port": 4317, "protocol": "TCP"},
         {"port": 4318, "protocol": "TCP"},
     ]
+
+
+def test_dns_goes_only_to_the_coredns_pods_unless_localdns_is_on() -> None:
+    """Without LocalDNS a pod asks the kube-dns Service, i.e. the CoreDNS pods; with it, a
+    proxy on the pod's node at link-local addresses that a pod selector cannot match."""
+    (dns, *_) = template("bunny").one("NetworkPolicy")["spec"]["egress"]
+    assert dns == {"to": [COREDNS_PODS], "ports": DNS_PORTS}
+    (dns, *_) = template("bunny", set_values={"networkPolicy.localDns.enabled": True}).one(
+        "NetworkPolicy"
+    )["spec"]["egress"]
+    assert dns == {"to": [COREDNS_PODS, *LOCALDNS], "ports": DNS_PORTS}
+
+
+def test_localdns_alone_still_writes_a_dns_rule_with_peers() -> None:
+    policy = template(
+        "bunny",
+        set_values={"networkPolicy.dnsPeers": [], "networkPolicy.localDns.enabled": True},
+    ).one("NetworkPolicy")
+    (dns, *_) = policy["spec"]["egress"]
+    assert dns == {"to": LOCALDNS, "ports": DNS_PORTS}
+
+
+def test_on_cilium_a_cilium_policy_adds_dns_to_the_node_for_the_same_pods() -> None:
+    rendered = template(
+        "bunny",
+        AKS,
+        {"networkPolicy.localDns.ciliumPolicy": True},
+    )
+    policy = rendered.one("CiliumNetworkPolicy")
+    assert policy["apiVersion"] == "cilium.io/v2"
+    spec = policy["spec"]
+    selector = rendered.one("Deployment")["spec"]["selector"]["matchLabels"]
+    assert spec["endpointSelector"] == {"matchLabels": selector}
+    dns_ports = [{"ports": [{"port": "53", "protocol": "UDP"}, {"port": "53", "protocol": "TCP"}]}]
+    assert spec["egress"] == [
+        {"toEntities": ["host"], "toPorts": dns_ports},
+        {"toCIDR": ["169.254.10.10/32", "169.254.10.11/32"], "toPorts": dns_ports},
+    ]
+    assert "ingress" not in spec  # it must not start isolating bunny's ingress on its own
+
+
+@pytest.mark.parametrize(
+    "set_values",
+    [
+        {},
+        {"networkPolicy.localDns.enabled": False, "networkPolicy.localDns.ciliumPolicy": True},
+        {"networkPolicy.enabled": False, "networkPolicy.localDns.ciliumPolicy": True},
+    ],
+)
+def test_the_cilium_policy_needs_its_switch_localdns_and_the_network_policy(
+    set_values: dict[str, Any],
+) -> None:
+    """A CiliumNetworkPolicy fails to install where Cilium's CRDs are missing: only on request."""
+    assert "CiliumNetworkPolicy" not in template("bunny", AKS, set_values).kinds()
+
+
+def test_notes_warn_about_localdns_and_a_missing_policy_engine(tmp_path: Path) -> None:
+    default = notes("bunny", tmp=tmp_path / "default")
+    assert "networkPolicy.localDns.enabled=true" in default
+    assert "network policy engine" in default
+    aks = notes("bunny", AKS, tmp=tmp_path / "aks")
+    assert "localDns" not in aks
+    assert "network policy engine" in aks
+    assert "network policy engine" not in notes(
+        "bunny", set_values={"networkPolicy.enabled": False}, tmp=tmp_path / "off"
+    )
 
 
 def test_the_relay_port_in_the_policy_follows_the_target() -> None:
@@ -118,6 +187,27 @@ def test_coredns_custom_is_the_labs_conditional_forward_for_kube_system() -> Non
             Role.CONDITIONAL_FORWARD, forwarder="10.224.4.4"
         )
     }
+
+
+def test_coredns_custom_carries_only_its_key_and_claims_no_helm_ownership() -> None:
+    """Server-side apply makes the applier the owner of every field it sends: the rendered
+    object sends its one key and the labels that say what it is, nothing Helm would read
+    as its own (managed-by, release annotations) and nothing another team's keys need."""
+    config_map = template("bunny", AKS, {"clusterDns.corednsCustom.enabled": True}).one("ConfigMap")
+    assert set(config_map) == {"apiVersion", "kind", "metadata", "data"}
+    assert set(config_map["metadata"]) == {"name", "namespace", "labels"}
+    labels = config_map["metadata"]["labels"]
+    assert "app.kubernetes.io/managed-by" not in labels
+    assert labels["app.kubernetes.io/component"] == "cluster-dns"
+    assert list(config_map["data"]) == [corefiles.CONDITIONAL_FORWARD_KEY]
+
+
+def test_notes_apply_coredns_custom_server_side_under_a_field_manager(tmp_path: Path) -> None:
+    text = notes("bunny", AKS, tmp=tmp_path)
+    assert "--show-only templates/coredns-custom.yaml |" in text
+    assert "kubectl apply --server-side --field-manager=bunny-coredns-custom -f -" in text
+    assert "| kubectl apply -f -" not in text
+    assert "kubectl --namespace kube-system rollout restart deployment coredns" in text
 
 
 def test_coredns_custom_is_never_installed_with_the_release_by_default() -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from lab import corefiles
 from lab.corefiles import Role
-from tests.deploy.tools import HelmError, env_of, pod_spec, template
+from tests.deploy.tools import HelmError, env_of, notes, pod_spec, template
 
 EKS = ("values-eks.yaml",)
 
@@ -127,7 +128,6 @@ def test_network_policy_with_no_callers_admits_nobody_rather_than_everybody() ->
         "relay",
         set_values={
             "networkPolicy.tunnelCidrs": [],
-            "networkPolicy.loadBalancerCidrs": [],
             "networkPolicy.clusterPeers": [],
         },
     ).one("NetworkPolicy")
@@ -168,8 +168,76 @@ def test_eks_profile_puts_relay_behind_an_internal_nlb_published_in_route53() ->
         f"deregistration_delay.timeout_seconds={grace}",
         "preserve_client_ip.enabled=true",
     ]
-    assert annotations["external-dns.alpha.kubernetes.io/hostname"] == "relay.private.aws.internal"
-    assert annotations["external-dns.alpha.kubernetes.io/ttl"] == "60"
+    assert (
+        annotations["service.beta.kubernetes.io/aws-load-balancer-subnets"]
+        == "subnet-0123456789abcdef0,subnet-0123456789abcdef1"
+    )
+    assert "service.beta.kubernetes.io/aws-load-balancer-private-ipv4-addresses" not in annotations
+    # ExternalDNS 0.22 reads only the GA prefix, earlier releases only the alpha one.
+    for prefix in ("external-dns.kubernetes.io/", "external-dns.alpha.kubernetes.io/"):
+        assert annotations[f"{prefix}hostname"] == "relay.private.aws.internal"
+        assert annotations[f"{prefix}ttl"] == "60"
+
+
+SUBNETS = [
+    {"id": "subnet-aaa", "cidr": "10.8.1.0/24", "privateIPv4Address": "10.8.1.20"},
+    {"id": "private-b", "cidr": "10.8.2.0/24", "privateIPv4Address": "10.8.2.20"},
+]
+
+
+def test_the_nlb_goes_into_the_subnets_the_network_policy_admits_it_from() -> None:
+    """One value places the NLB (the controller's subnets and fixed addresses) and admits
+    its health checks (the policy's ipBlocks): the two cannot name different subnets."""
+    rendered = template(
+        "relay",
+        EKS,
+        {"service.awsLoadBalancer.subnets": SUBNETS, "networkPolicy.clusterPeers": []},
+    )
+    annotations = rendered.one("Service")["metadata"]["annotations"]
+    assert annotations["service.beta.kubernetes.io/aws-load-balancer-subnets"] == (
+        "subnet-aaa,private-b"
+    )
+    assert annotations["service.beta.kubernetes.io/aws-load-balancer-private-ipv4-addresses"] == (
+        "10.8.1.20,10.8.2.20"
+    )
+    (rule,) = rendered.one("NetworkPolicy")["spec"]["ingress"]
+    assert rule["from"] == [
+        {"ipBlock": {"cidr": "10.224.0.0/16"}},
+        {"ipBlock": {"cidr": "10.8.1.0/24"}},
+        {"ipBlock": {"cidr": "10.8.2.0/24"}},
+    ]
+
+
+def test_an_nlb_behind_a_network_policy_needs_its_subnets() -> None:
+    """Subnets the controller discovers would be ones the policy does not admit: the NLB's
+    health checks would fail and every target would stay unhealthy."""
+    with pytest.raises(HelmError, match=r"service.awsLoadBalancer.subnets is required"):
+        template("relay", EKS, {"service.awsLoadBalancer.subnets": []})
+    service = template(
+        "relay", EKS, {"service.awsLoadBalancer.subnets": [], "networkPolicy.enabled": False}
+    ).one("Service")
+    assert (
+        "service.beta.kubernetes.io/aws-load-balancer-subnets"
+        not in (service["metadata"]["annotations"])
+    )
+
+
+def test_fixed_nlb_addresses_are_given_for_every_subnet_or_none() -> None:
+    with pytest.raises(HelmError, match=r"privateIPv4Address for every subnet or for none"):
+        template(
+            "relay",
+            EKS,
+            {"service.awsLoadBalancer.subnets": [SUBNETS[0], {"id": "b", "cidr": "10.8.2.0/24"}]},
+        )
+
+
+def test_without_the_nlb_its_subnets_are_neither_annotated_nor_admitted() -> None:
+    rendered = template(
+        "relay",
+        set_values={"service.awsLoadBalancer.subnets": SUBNETS, "networkPolicy.clusterPeers": []},
+    )
+    assert "annotations" not in rendered.one("Service")["metadata"]
+    assert rendered.one("NetworkPolicy")["spec"]["ingress"] == []
 
 
 def test_a_route53_name_without_the_nlb_is_refused() -> None:
@@ -258,3 +326,15 @@ def test_the_idempotency_store_lives_in_a_state_volume_beside_a_read_only_root()
     assert volumes[mounts["/var/lib/relay"]]["emptyDir"] == {"sizeLimit": "256Mi"}
     assert "emptyDir" in volumes[mounts["/tmp"]]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_notes_name_the_nlb_subnets_and_the_policy_switch(tmp_path: Path) -> None:
+    text = notes("relay", EKS, tmp=tmp_path / "eks")
+    assert (
+        "in subnets subnet-0123456789abcdef0 (10.100.1.0/24), "
+        "subnet-0123456789abcdef1 (10.100.2.0/24):"
+    ) in text
+    assert 'enableNetworkPolicy: "true"' in text
+    assert "enableNetworkPolicy" not in notes(
+        "relay", set_values={"networkPolicy.enabled": False}, tmp=tmp_path / "off"
+    )

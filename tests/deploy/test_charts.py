@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -121,7 +122,12 @@ def test_every_object_and_pod_carries_the_standard_labels(profile: str) -> None:
         assert labels["app.kubernetes.io/name"] == chart, what
         assert labels["app.kubernetes.io/instance"] == "rel", what
         assert labels["app.kubernetes.io/version"] == "0.1.0", what
-        assert labels["app.kubernetes.io/managed-by"] == "Helm", what
+        # AKS's coredns-custom is applied with kubectl, never installed by the release.
+        applied = (metadata.get("namespace"), metadata.get("name")) == (
+            "kube-system",
+            "coredns-custom",
+        )
+        assert labels.get("app.kubernetes.io/managed-by") == (None if applied else "Helm"), what
         assert labels["app.kubernetes.io/part-of"] == "bunny-relay", what
         assert labels["helm.sh/chart"] == f"{chart}-0.1.0", what
 
@@ -192,10 +198,25 @@ def test_schema_rejects_an_unknown_key_naming_it() -> None:
             "at '/networkPolicy/tunnelCidrs/0'",
         ),
         ("relay", {"clusterDns.eksAddon.vpcResolver": "10.100.0.2"}, "at '/clusterDns/eksAddon"),
+        (
+            "relay",
+            {"service.awsLoadBalancer.subnets": [{"id": "subnet-a", "cidr": "10.100.1.0"}]},
+            "at '/service/awsLoadBalancer/subnets/0/cidr'",
+        ),
+        (
+            "relay",
+            {"networkPolicy.loadBalancerCidrs": ["10.100.1.0/24"]},
+            "additional properties 'loadBalancerCidrs' not allowed",
+        ),
         ("bunny", {"bunny.target": "relay.private.aws.internal"}, "at '/bunny/target'"),
         ("bunny", {"networkPolicy.collectorPorts": ["otlp"]}, "got string, want integer"),
         ("bunny", {"dnsConfig.options": [{"name": "ndots"}]}, "at '/dnsConfig/options/0/name'"),
         ("bunny", {"diagnose.hops": [{"label": "x", "addr": "10.2.4.4"}]}, "at '/diagnose/hops/0'"),
+        (
+            "bunny",
+            {"networkPolicy.localDns.addresses": ["169.254.10.10/32"]},
+            "at '/networkPolicy/localDns/addresses/0'",
+        ),
     ],
 )
 def test_schema_rejects_wrong_values_with_their_path(
@@ -263,6 +284,18 @@ def test_schema_covers_and_values_yaml_documents_every_value(chart: str) -> None
     assert all(
         node.get("additionalProperties") is False for node in nodes.values() if "required" in node
     )
+
+
+def test_the_two_profiles_describe_one_layout() -> None:
+    """bunny's policy lets jobs out to the subnets relay's NLB is placed in, and relay's
+    policy admits the VNet bunny's diagnosis runs from."""
+    relay = yaml.safe_load((CHARTS / "relay" / "values-eks.yaml").read_text())
+    bunny = yaml.safe_load((CHARTS / "bunny" / "values-aks.yaml").read_text())
+    nlb_subnets = [s["cidr"] for s in relay["service"]["awsLoadBalancer"]["subnets"]]
+    assert bunny["networkPolicy"]["relayCidrs"] == nlb_subnets
+    forwarder = ipaddress.ip_address(bunny["clusterDns"]["corednsCustom"]["forwarder"])
+    (vnet,) = relay["networkPolicy"]["tunnelCidrs"]
+    assert forwarder in ipaddress.ip_network(vnet)
 
 
 @pytest.mark.parametrize("profile", ["relay-eks", "bunny-aks"])

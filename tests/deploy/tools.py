@@ -10,6 +10,7 @@ import functools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -211,3 +212,37 @@ def pod_spec(obj: Mapping[str, Any]) -> dict[str, Any]:
 def env_of(container: Mapping[str, Any]) -> dict[str, str]:
     """A container's plain ``value`` environment variables."""
     return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+
+
+def notes(
+    chart: str,
+    values_files: Sequence[str] = (),
+    set_values: Mapping[str, Any] | None = None,
+    *,
+    kube_version: str = KUBERNETES_VERSIONS[-1],
+    release: str = "rel",
+    namespace: str = "ns",
+    tmp: Path,
+) -> str:
+    """The chart's NOTES.txt as ``helm install`` would print it for these values.
+
+    ``helm template`` never renders NOTES.txt and ``helm install --dry-run`` needs a
+    cluster, so a copy of the chart in ``tmp`` gets one more template that renders the
+    same text with ``tpl`` (same values, same helpers) into a ConfigMap.
+    """
+    copy = tmp / chart
+    shutil.copytree(CHARTS / chart, copy)
+    (copy / "files").mkdir(exist_ok=True)
+    shutil.copy(copy / "templates" / "NOTES.txt", copy / "files" / "NOTES.txt.tpl")
+    (copy / "templates" / "notes-rendered.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\n"
+        'data:\n  notes: {{ tpl (.Files.Get "files/NOTES.txt.tpl") . | toJson }}\n'
+    )
+    args = ["template", release, str(copy), "--namespace", namespace]
+    args += ["--kube-version", kube_version, "--show-only", "templates/notes-rendered.yaml"]
+    for values_file in values_files:
+        args += ["--values", str(CHARTS / chart / values_file)]
+    for key, value in (set_values or {}).items():
+        args += ["--set-json", f"{key}={json.dumps(value)}"]
+    (config_map,) = load_all(helm(*args))
+    return str(config_map["data"]["notes"])

@@ -1,6 +1,6 @@
 """The cross-cloud DNS path as real CoreDNS processes, hop by hop.
 
-cluster DNS (AKS) -> forwarder (VNet DNS / VPN gateway) -> tunnel -> AWS VPC resolver
+cluster DNS (AKS) -> forwarder (Azure DNS Private Resolver) -> tunnel -> AWS VPC resolver
 -> private zone server, each its own CoreDNS from ``.tools/bin`` (``make tools``),
 configured from ``deploy/coredns/``. As root the two clouds are network namespaces
 and every test id ends in ``[netns]``; otherwise ``[loopback]``. Every query is

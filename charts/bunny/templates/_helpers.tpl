@@ -25,14 +25,20 @@ when the release name already says "bunny"; 63 characters at most (a DNS label).
 
 {{/*
 The labels every object carries (the app.kubernetes.io recommended set), without the
-component; "bunny.labels" adds component "client" for bunny's own objects.
+component; "bunny.labels" adds component "client" for bunny's own objects. An object
+rendered for `kubectl apply` instead of the release (kube-system/coredns-custom) takes
+"bunny.appliedLabels": the same set without managed-by, since Helm does not manage it.
 */}}
-{{- define "bunny.commonLabels" -}}
+{{- define "bunny.appliedLabels" -}}
 helm.sh/chart: {{ include "bunny.chart" . }}
 app.kubernetes.io/name: {{ include "bunny.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
 app.kubernetes.io/part-of: bunny-relay
+{{- end }}
+
+{{- define "bunny.commonLabels" -}}
+{{ include "bunny.appliedLabels" . }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
