@@ -537,7 +537,7 @@ class DnsBench:
             )
             self._rounds[method.key] = method.rounds
 
-    # --- what the issue asks of these numbers ------------------------------------------
+    # --- the performance targets these numbers are held to ----------------------------
 
     def targets(self) -> list[dict[str, object]]:
         rows = self.rows
