@@ -92,13 +92,28 @@ async def test_a_query_cut_short_by_c_ares_adaptive_timeout_is_retried_on_a_fres
 
 
 async def test_a_timeout_follows_c_ares_own_clock_on_a_channel_already_in_use(
-    dns: ZoneServer, make_resolver: MakeResolver
+    dns: ZoneServer, make_resolver: MakeResolver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # After a first answer the channel's socket stays open and its timer ticks on with
-    # nothing pending; a query sent then must still time out on its own 0.3 s.
+    # After a first answer the channel is idle: c-ares 1.34 closes its socket, and a c-ares
+    # that keeps it open ticks on with nothing pending, the next tick up to a second away.
+    # A query sent then must still time out on its own 0.3 s.
+    idle = asyncio.Event()
+    sock_state, tick = LoopDrivenResolver._sock_state_cb, LoopDrivenResolver._timer_cb
+
+    def noted_sock_state(self: LoopDrivenResolver, fd: int, readable: bool, writable: bool) -> None:
+        sock_state(self, fd, readable, writable)
+        if self._timer is None:  # the last socket closed
+            idle.set()
+
+    def noted_tick(self: LoopDrivenResolver) -> None:
+        tick(self)
+        idle.set()
+
+    monkeypatch.setattr(LoopDrivenResolver, "_sock_state_cb", noted_sock_state)
+    monkeypatch.setattr(LoopDrivenResolver, "_timer_cb", noted_tick)
     resolver = make_resolver(timeout=0.3, attempts=1)
     await resolver.resolve(f"{RELAY}.")
-    await asyncio.sleep(0.4)
+    await asyncio.wait_for(idle.wait(), timeout=3)
     dns.go_silent()
     started = time.monotonic()
 

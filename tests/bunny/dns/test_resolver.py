@@ -28,6 +28,7 @@ from tests.fakeclock import FakeClock
 
 
 async def _sleep_until(moment: float) -> None:
+    # Real time is the subject: c-ares' own cache expires on the real clock, not on ours.
     await asyncio.sleep(max(moment - time.monotonic(), 0.0) + 0.05)
 
 
@@ -430,18 +431,20 @@ async def test_close_ends_a_lookup_waiting_to_retry_and_no_query_goes_out_after_
     dns: ZoneServer, make_resolver: MakeResolver
 ) -> None:
     waiting = asyncio.Event()
+    released = asyncio.Event()
 
-    async def long_backoff(_: float) -> None:
+    async def backoff_until_released(_: float) -> None:
         waiting.set()
-        await asyncio.sleep(0.5)
+        await released.wait()
 
-    resolver = make_resolver(timeout=0.1, attempts=3, sleep=long_backoff)
+    resolver = make_resolver(timeout=0.1, attempts=3, sleep=backoff_until_released)
     dns.go_silent()
     pending = asyncio.ensure_future(resolver.resolve(f"{RELAY}."))
     await asyncio.wait_for(waiting.wait(), timeout=3)
 
     await resolver.close()
     sent = len(dns.log)
+    released.set()  # a lookup that close() left waiting would now go on to its retry
 
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(pending, timeout=3)
