@@ -13,18 +13,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bunny.bench import BenchSettings
-from bunny.diagnose import Hop, parse_hop
+from bunny.alivequery import AliveQuery, parse_alive_query
 from bunny.dns.hosts import DEFAULT_PATH as DEFAULT_HOSTS_FILE
 from bunny.dns.resolvconf import MAX_NDOTS
 from bunny.dns.settings import ResolverSettings
-from bunny.liveness import AliveQuery, parse_alive_query
-from bunny.relaypool import Keepalive
-from bunny.retry import RetryPolicy
-from bunny.submitter import SubmitSettings
+from bunny.hop import Hop, parse_hop
+from bunny.keepalive import Keepalive
 from bunny.targets import Target, parse_target
-from bunny.tls import ClientTls, TlsFiles
 from bunnyrelay.settings import (
     HostPort,
     SettingError,
@@ -34,6 +31,13 @@ from bunnyrelay.settings import (
     positive_int,
     setting,
 )
+
+# ``--help`` builds its parser from this module: what needs gRPC, OpenTelemetry or
+# tenacity is imported by the methods that build it, so help does not load them.
+if TYPE_CHECKING:
+    from bunny.bench import BenchSettings
+    from bunny.submitter import SubmitSettings
+    from bunny.tls import ClientTls
 
 FAMILIES = ("any", "ipv4", "ipv6")
 LOG_FORMATS = ("text", "json")
@@ -300,18 +304,25 @@ class BunnyConfig:
 
     def client_tls(self) -> ClientTls | None:
         """TLS to relay, its files read now; None for plaintext."""
+        from bunny.tls import ClientTls, TlsFiles
+
         files = TlsFiles(ca=self.tls_ca, cert=self.tls_cert, key=self.tls_key)
         if not self.tls and not files.paths:
             return None
         return ClientTls(files)
 
     def submit_settings(self) -> SubmitSettings:
+        from bunny.retry import RetryPolicy
+        from bunny.submitter import SubmitSettings
+
         return SubmitSettings(timeout_s=self.timeout, retry=RetryPolicy(attempts=self.attempts))
 
     def keepalive_settings(self) -> Keepalive:
         return Keepalive(interval_s=self.keepalive)
 
     def bench_settings(self) -> BenchSettings:
+        from bunny.bench import BenchSettings
+
         return BenchSettings(
             duration_s=self.duration,
             concurrency=self.concurrency,

@@ -18,7 +18,6 @@ from bunnyrelay.telemetry import setup_telemetry
 from relay.config import RelayConfig
 from relay.dedupe import StoreError
 from relay.lifecycle import ListenError, serve_until_signalled
-from relay.server import JOB_SERVICE, Relay
 from relay.tls import TlsError
 
 PROG = "relay"
@@ -42,6 +41,10 @@ def build_parser() -> EnvArgumentParser:
 
 
 async def serve(config: RelayConfig, log: logging.Logger) -> None:
+    # Imported once setup_telemetry has checked the OTEL_* variables: OpenTelemetry's API
+    # fails on a bad OTEL_PROPAGATORS as it is imported, and the server imports it.
+    from relay.server import JOB_SERVICE, Relay
+
     relay = Relay(config, logger=log)
 
     async def start() -> None:
