@@ -40,6 +40,8 @@ class Command:
     """A field given as the command's argument instead of a flag."""
     defaults: Mapping[str, object] = field(default_factory=dict)
     """Defaults of this command that differ from the field's own."""
+    docs: Mapping[str, str] = field(default_factory=dict)
+    """Help of this command's flags where the field's own would name flags it lacks."""
 
 
 COMMANDS: dict[str, Command] = {
@@ -85,6 +87,11 @@ COMMANDS: dict[str, Command] = {
         ),
         positional="target",
         defaults={"family": "ipv4"},
+        docs={
+            "resolv_conf": "resolve relay's name through this file as a pod does, to show "
+            "what its search list and ndots cost (unset: /etc/resolv.conf without --hop, "
+            "none with --hop)",
+        },
     ),
     "bench": Command(
         "load relay with jobs through bunny's own submitters and report jobs/s and latency",
@@ -135,7 +142,7 @@ def build_parser() -> EnvArgumentParser:
         )
         if command.positional is not None:
             _positional(sub, command.positional)
-        add_options(sub, BunnyConfig, command.flags, defaults=command.defaults)
+        add_options(sub, BunnyConfig, command.flags, defaults=command.defaults, docs=command.docs)
     return parser
 
 

@@ -124,8 +124,7 @@ class BunnyConfig:
     resolv_conf: str | None = setting(
         None,
         doc="read nameservers, search list, ndots, timeout and attempts from this file "
-        "(unset: /etc/resolv.conf unless --nameserver is given; diagnose checks the search "
-        "list and ndots of this file, /etc/resolv.conf without --hop)",
+        "(unset: /etc/resolv.conf unless --nameserver is given)",
         metavar="PATH",
     )
     ndots: int | None = setting(
@@ -224,8 +223,8 @@ class BunnyConfig:
     # --- TLS to relay --------------------------------------------------------------------------
     tls: bool = setting(
         False,
-        doc="talk TLS to relay, verifying its certificate against the DNS name of the target "
-        "(implied by any --tls-* file)",
+        doc="talk TLS to relay, verifying its certificate against relay's DNS name, the NAME "
+        "of NAME:PORT (implied by any --tls-* file)",
         switch=True,
     )
     tls_ca: Path | None = setting(
