@@ -54,6 +54,8 @@ COMMANDS: dict[str, Command] = {
             *_DNS,
             "kind",
             "payload",
+            "payload_file",
+            "max_payload_bytes",
             "count",
             "concurrency",
             "job_id",

@@ -19,7 +19,7 @@ from bunny.diagnose import Diagnoser, render_table
 from bunny.dns.resolvconf import DEFAULT_PATH as DEFAULT_RESOLV_CONF
 from bunny.dns.resolver import Resolver
 from bunny.dns.tracing import TracedResolver
-from bunny.errors import BunnyError
+from bunny.errors import BunnyError, DnsLookupFailed
 from bunny.outcome import JobOutcome
 from bunny.relaypool import RelayPool
 from bunny.streaming import StreamSubmitter
@@ -33,17 +33,30 @@ def _print_outcome(outcome: JobOutcome, as_json: bool) -> None:
     if as_json:
         print(json.dumps(outcome.as_dict()), flush=True)
         return
+    print(describe_outcome(outcome), flush=True)
+
+
+def describe_outcome(outcome: JobOutcome) -> str:
+    """A job's outcome for people: one line, then its output or its error."""
     line = outcome.as_dict()
-    where = f"{line['relay_address']} ({line['relay_instance']})" if line["relay_address"] else "-"
+    where = line["relay_address"] or "-"
+    if line["relay_instance"]:
+        where += f" ({line['relay_instance']})"
     text = (
         f"{outcome.status:<9} {outcome.job_id}  relay={where}  attempts={outcome.attempts}  "
-        f"{outcome.duration_ms:.1f} ms  trace={outcome.trace_id}"
+        f"{outcome.duration_ms:.1f} ms{'  replayed' if outcome.replayed else ''}  "
+        f"trace={outcome.trace_id}"
     )
     if outcome.error is not None:
         text += f"\n          {outcome.error.type}: {outcome.error.message}"
     elif line["output"] is not None:
-        text += f"\n          output: {line['output'][:200]}"
-    print(text, flush=True)
+        text += f"\n          output: {line['output'][:200] or '(empty)'}"
+    elif outcome.output:
+        text += (
+            f"\n          output: {len(outcome.output)} bytes, not UTF-8 text "
+            "(--json gives them as output_base64)"
+        )
+    return text
 
 
 def _address_source(
@@ -59,6 +72,7 @@ def _address_source(
 async def _submit(config: BunnyConfig, telemetry: BunnyTelemetry) -> int:
     target = config.required_target()
     tls = config.client_tls()  # before anything is opened: bad files are a SettingError
+    payload = config.job_payload()
     source = _address_source(config, telemetry)
     pool = RelayPool(
         source, str(target.host), target.port, tls=tls, keepalive=config.keepalive_settings()
@@ -67,11 +81,11 @@ async def _submit(config: BunnyConfig, telemetry: BunnyTelemetry) -> int:
     submitter: JobSubmitter = submitter_class(pool, config.submit_settings(), telemetry)
     requests = build_requests(
         kind=config.kind,
-        payload=config.payload.encode("utf-8"),
+        payload=payload,
         count=config.count,
         job_id=config.job_id,
     )
-    succeeded = failed = 0
+    succeeded = failed = replayed = 0
     try:
         async for outcome in run_all(submitter, requests, concurrency=config.concurrency):
             _print_outcome(outcome, config.json)
@@ -79,12 +93,15 @@ async def _submit(config: BunnyConfig, telemetry: BunnyTelemetry) -> int:
                 succeeded += 1
             else:
                 failed += 1
+            replayed += outcome.replayed
     finally:
         await submitter.close()
         await pool.close(grace=1.0)
         await source.close()
+    again = f" ({replayed} replayed: relay had run those job ids already)" if replayed else ""
     print(
-        f"bunny: {succeeded + failed} jobs, {succeeded} succeeded, {failed} failed", file=sys.stderr
+        f"bunny: {succeeded + failed} jobs, {succeeded} succeeded{again}, {failed} failed",
+        file=sys.stderr,
     )
     return 0 if failed == 0 else 1
 
@@ -129,7 +146,7 @@ async def _resolve(config: BunnyConfig, telemetry: BunnyTelemetry) -> int:
                 )
             )
         else:
-            print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+            print(_describe_failed_lookup(exc), file=sys.stderr)
         return 1
     finally:
         await resolver.close()
@@ -138,6 +155,18 @@ async def _resolve(config: BunnyConfig, telemetry: BunnyTelemetry) -> int:
     else:
         print(resolution.describe())
     return 0
+
+
+def _describe_failed_lookup(exc: BunnyError) -> str:
+    """For people: what failed, every query sent, and what that failure usually means."""
+    lines = [f"{type(exc).__name__}: {exc}"]
+    if isinstance(exc, DnsLookupFailed):
+        if exc.queries:
+            lines.append("queries sent:")
+            lines.extend(query.describe() for query in exc.queries)
+        if exc.likely_cause:
+            lines.append(f"likely cause: {exc.likely_cause}")
+    return "\n".join(lines)
 
 
 async def _bench(config: BunnyConfig, telemetry: BunnyTelemetry) -> int:

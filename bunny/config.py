@@ -21,6 +21,7 @@ from bunny.dns.resolvconf import MAX_NDOTS
 from bunny.dns.settings import ResolverSettings
 from bunny.hop import Hop, parse_hop
 from bunny.keepalive import Keepalive
+from bunny.payload import DEFAULT_MAX_BYTES, LARGEST_MAX_BYTES, read_payload, too_large
 from bunny.targets import Target, parse_target
 from bunnyrelay.settings import (
     HostPort,
@@ -90,6 +91,30 @@ def _payload_bytes(text: str) -> int:
     return int(text)
 
 
+def _payload_text(text: str) -> str:
+    if text.startswith("@"):
+        # curl's and grpcurl's way to name a file: sent as text, it would be a silent surprise.
+        raise SettingError(
+            f"{text!r}: --payload sends its text as it is, not a file's content; give "
+            f"--payload-file {text[1:] or 'PATH'} to send the file (text that starts with @ "
+            "goes through --payload-file - on standard input)"
+        )
+    return text
+
+
+def _payload_file(text: str) -> str:
+    if not text.strip():
+        raise SettingError("expected a path, or - for standard input")
+    return text
+
+
+def _max_payload_bytes(text: str) -> int:
+    value = positive_int(text)
+    if value > LARGEST_MAX_BYTES:
+        raise SettingError(f"{text!r}: at most {LARGEST_MAX_BYTES} bytes (256 MiB)")
+    return value
+
+
 def _log_level(text: str) -> str:
     return choice(*LOG_LEVELS)(text.strip().upper())
 
@@ -150,7 +175,26 @@ class BunnyConfig:
 
     # --- the jobs --------------------------------------------------------------------------
     kind: str = setting("echo", doc="the job kind relay should run", metavar="KIND")
-    payload: str = setting("", doc="the job's payload, as UTF-8 text", metavar="TEXT")
+    payload: str | None = setting(
+        None,
+        doc="the job's payload, as UTF-8 text (a file's bytes: --payload-file)",
+        parse=_payload_text,
+        metavar="TEXT",
+    )
+    payload_file: str | None = setting(
+        None,
+        doc="send this file's bytes as the payload, as they are, binary too (- reads "
+        "standard input)",
+        parse=_payload_file,
+        metavar="PATH",
+    )
+    max_payload_bytes: int = setting(
+        DEFAULT_MAX_BYTES,
+        doc="the largest payload bunny sends; relay's default limit, which bunny cannot ask "
+        "relay for: give relay's --max-payload-bytes when it has another",
+        parse=_max_payload_bytes,
+        metavar="N",
+    )
     count: int = setting(1, doc="how many jobs to send", parse=positive_int, metavar="N")
     concurrency: int = setting(
         8, doc="how many jobs are in flight at once", parse=positive_int, metavar="N"
@@ -271,6 +315,15 @@ class BunnyConfig:
                 raise SettingError(f"{name}: {value} must be more than 0 seconds")
         if not (self.warmup >= 0 and math.isfinite(self.warmup)):
             raise SettingError(f"warmup: {self.warmup} must be 0 seconds or more")
+        if self.payload is not None and self.payload_file is not None:
+            raise SettingError(
+                "payload: --payload and --payload-file cannot both be given: the payload is "
+                "either that text or that file's bytes"
+            )
+        if not 1 <= self.max_payload_bytes <= LARGEST_MAX_BYTES:
+            raise SettingError(
+                f"max_payload_bytes: {self.max_payload_bytes} is not in 1-{LARGEST_MAX_BYTES}"
+            )
         if self.payload_bytes < 0:
             raise SettingError(f"payload_bytes: {self.payload_bytes} must be 0 or more")
         try:
@@ -290,6 +343,16 @@ class BunnyConfig:
                 "--target (or BUNNY_TARGET) is required, e.g. relay.private.aws.internal:50051"
             )
         return self.target
+
+    def job_payload(self) -> bytes:
+        """The payload to send, read now from ``--payload-file`` when given; SettingError when
+        it cannot be read or is over ``--max-payload-bytes``."""
+        if self.payload_file is not None:
+            return read_payload(self.payload_file, self.max_payload_bytes)
+        data = (self.payload or "").encode("utf-8")
+        if len(data) > self.max_payload_bytes:
+            raise too_large(f"{len(data)} bytes", self.max_payload_bytes, "--payload")
+        return data
 
     def resolver_settings(self) -> ResolverSettings:
         """How to resolve, reading resolv.conf now when it is to be read."""

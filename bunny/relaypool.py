@@ -33,11 +33,15 @@ import grpc
 
 from bunny.dns.model import Resolution
 from bunny.keepalive import Keepalive
+from bunny.payload import LARGEST_MAX_BYTES
 from bunny.tls import ClientTls
 from bunnyrelay.v1 import jobs_pb2_grpc
 
 # Calls on a channel whose address left the DNS answer get this long to finish.
 RETIRE_GRACE_S = 30.0
+MAX_ANSWER_BYTES = LARGEST_MAX_BYTES + 64 * 1024
+"""The largest message bunny takes from relay: an answer to the largest payload relay can be
+set to take, with room for the rest of the result (gRPC's default is 4 MiB)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +102,10 @@ class RelayPool:
         self.host = name.rstrip(".")
         self.authority = f"{self.host}:{port}"
         self.tls = tls
-        self._options: list[tuple[str, object]] = [("grpc.default_authority", self.authority)]
+        self._options: list[tuple[str, object]] = [
+            ("grpc.default_authority", self.authority),
+            ("grpc.max_receive_message_length", MAX_ANSWER_BYTES),
+        ]
         if tls is not None:
             # The certificate must name what bunny resolved, not the address it dials.
             self._options.append(("grpc.ssl_target_name_override", self.host))
