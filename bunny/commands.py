@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from bunny import progress
 from bunny.batch import build_requests, run_all
 from bunny.bench import run_bench
 from bunny.config import BunnyConfig
@@ -86,14 +87,17 @@ async def _submit(config: BunnyConfig, telemetry: BunnyTelemetry) -> int:
         job_id=config.job_id,
     )
     succeeded = failed = replayed = 0
+    show = progress.wanted(config.count, as_json=config.json)
     try:
-        async for outcome in run_all(submitter, requests, concurrency=config.concurrency):
-            _print_outcome(outcome, config.json)
-            if outcome.ok:
-                succeeded += 1
-            else:
-                failed += 1
-            replayed += outcome.replayed
+        with progress.job_progress(config.count, show=show) as shown:
+            async for outcome in run_all(submitter, requests, concurrency=config.concurrency):
+                _print_outcome(outcome, config.json)
+                shown.finished(ok=outcome.ok)
+                if outcome.ok:
+                    succeeded += 1
+                else:
+                    failed += 1
+                replayed += outcome.replayed
     finally:
         await submitter.close()
         await pool.close(grace=1.0)
