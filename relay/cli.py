@@ -16,9 +16,8 @@ from bunnyrelay.logs import configure_logging
 from bunnyrelay.settings import EnvArgumentParser, SettingError
 from bunnyrelay.telemetry import setup_telemetry
 from relay.config import RelayConfig
-from relay.dedupe import StoreError
-from relay.lifecycle import ListenError, serve_until_signalled
-from relay.tls import TlsError
+from relay.errors import StartupError
+from relay.lifecycle import serve_until_signalled
 
 PROG = "relay"
 
@@ -99,14 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         asyncio.run(serve(config, log))
-    except ListenError as exc:
-        log.error("%s", exc, extra={"event": "relay.listen_failed"})
-        return 1
-    except StoreError as exc:
-        log.error("%s", exc, extra={"event": "relay.store_failed"})
-        return 1
-    except TlsError as exc:
-        log.error("%s", exc, extra={"event": "relay.tls_failed"})
+    except StartupError as exc:
+        log.error("%s", exc, extra={"event": exc.event})
         return 1
     except KeyboardInterrupt:
         # Only before the signal handlers are in place; after that SIGINT drains.

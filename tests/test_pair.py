@@ -314,7 +314,7 @@ async def test_with_sampling_off_relay_still_logs_each_jobs_trace_id(
     off = {"OTEL_TRACES_SAMPLER": "always_off"}
     async with relay_process(
         "127.0.0.1:0",
-        args=["--store", "memory", "--log-format", "json"],
+        args=["--store", "memory", "--log-format", "json", "--log-executions"],
         env={**sink.env("relay"), **off},
         log_path=log,
     ) as relay:

@@ -193,10 +193,10 @@ async def path_probes(calls: int) -> dict[str, float]:
     from bunny.targets import LiteralAddress
     from bunnyrelay.settings import HostPort
     from bunnyrelay.v1 import jobs_pb2
+    from relay.checks import parse_request
     from relay.config import RelayConfig
     from relay.server import Relay
-    from relay.service import parse_request
-    from relay.stores import StoreSpec
+    from relay.stores.spec import StoreSpec
 
     payload = os.urandom(100)
     answer = jobs_pb2.JobResult(

@@ -18,7 +18,7 @@ from bunny.submitter import SubmitSettings
 from bunny.targets import LiteralAddress
 from bunnyrelay.v1 import jobs_pb2
 from relay import server as relay_server
-from relay.service import parse_batch
+from relay.checks import parse_batch
 from tests.relay.harness import job, local_relay, wait_until
 
 

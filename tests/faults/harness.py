@@ -28,7 +28,7 @@ from tests.conftest import RELAY_NAME
 from tests.faults.conftest import executions, log_events
 from tests.faults.faultproxy import FaultProxy, WireFault, rebindable_port
 
-JSON_LOGS = ("--log-format", "json")
+JSON_LOGS = ("--log-format", "json", "--log-executions")
 
 
 # --- relay processes that are killed and come back -------------------------------------------

@@ -1,6 +1,6 @@
 """Durable idempotency with real relay processes and the real bunny command.
 
-Effects are counted from outside: relay, started with ``--log-format json``,
+Effects are counted from outside: relay, started with ``--log-format json --log-executions``,
 writes one ``job.executed`` line per handler run, flushed before the result is
 stored, so a count survives SIGKILL. Each test prints its numbers.
 """
@@ -22,7 +22,7 @@ from lab.redisserver import RedisServer
 from tests.faults.conftest import executions, log_events, wait_for_event
 from tests.relay.harness import error_info, job, local_relay
 
-JSON_LOGS = ("--log-format", "json")
+JSON_LOGS = ("--log-format", "json", "--log-executions")
 
 
 async def _submit(target: str, *args: str) -> tuple[int, list[dict[str, Any]], str]:
@@ -182,7 +182,7 @@ async def test_an_unusable_state_directory_stops_relay_at_start_with_a_clear_err
 async def test_relay_refuses_jobs_while_its_store_is_down_and_the_client_may_retry(
     redis: RedisServer,
 ) -> None:
-    from relay.stores import StoreSpec
+    from relay.stores.spec import StoreSpec
 
     async with local_relay(store=StoreSpec("redis", redis.url)) as local:
         assert (await local.stub.Run(job("before"))).output == b""

@@ -9,7 +9,7 @@ The zone server stands in for the CoreDNS chain on purpose: the chain's own
 faults are tests/lab/test_dns_fault_matrix.py's subject, and here the DNS hop
 must stay cheap and certain while thousands of jobs cross the faulty wire.
 
-Effects are counted from relay's JSON log (``--log-format json``): one
+Effects are counted from relay's JSON log (``--log-format json --log-executions``): one
 ``job.executed`` line per handler run, flushed before its result is stored, so
 an effect is never missed even across SIGKILL. A job that was running when
 relay died may run once more, and relay says so (``job.reclaimed``); any other

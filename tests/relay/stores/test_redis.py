@@ -10,9 +10,10 @@ import pytest
 from bunnyrelay.settings import SettingError
 from bunnyrelay.v1.jobs_pb2 import JobResult
 from lab.redisserver import RedisServer
-from relay.dedupe import Claim, Replay, StoreError, fingerprint
-from relay.stores import parse_store
+from relay.errors import StoreError
+from relay.stores.base import Claim, Replay, fingerprint
 from relay.stores.redis import CLAIM_LEASE_S, RedisStore, redact, split_lease
+from relay.stores.spec import parse_store
 from tests.relay.stores.conftest import LOG, MakeStore
 
 FP = fingerprint("echo", b"x", {})
@@ -43,6 +44,8 @@ async def test_a_duplicate_on_another_replica_waits_for_the_running_job(
     relay_b: RedisStore = await make_redis(instance="relay-b")
     claim = await _claim(relay_a, "j-1")
     duplicate = asyncio.create_task(relay_b.reserve("j-1", FP))
+    # Not a wait for something to happen: a window in which nothing must (the duplicate
+    # asks Redis again every 20-160 ms meanwhile and is told the job runs elsewhere).
     await asyncio.sleep(0.2)
     assert not duplicate.done()
 

@@ -9,7 +9,7 @@ import pytest
 from bunnyrelay.settings import SettingError
 from relay.cli import build_parser
 from relay.config import RelayConfig
-from relay.stores import DEFAULT_STORE, StoreSpec, parse_store
+from relay.stores.spec import DEFAULT_STORE, StoreSpec, parse_store
 
 
 def test_store_values_parse_to_specs() -> None:

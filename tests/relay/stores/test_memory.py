@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from bunnyrelay.v1.jobs_pb2 import JobResult
-from relay.dedupe import Claim, FingerprintMismatchError, MemoryStore, Replay, fingerprint
+from relay.stores.base import Claim, FingerprintMismatchError, Replay, fingerprint
+from relay.stores.memory import MemoryStore
 
 FP = fingerprint("echo", b"x", {})
 
