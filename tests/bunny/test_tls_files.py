@@ -3,14 +3,12 @@ sends anything, with a message naming the flag, the file, what is wrong and what
 instead: exit status 2, no traceback.
 
 Each case runs the real command; where a permission is the subject it runs as a user without
-privileges (root reads every file).
+privileges (:mod:`tests.nonroot`: root reads every file).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +18,7 @@ import trustme
 from cryptography.hazmat.primitives import serialization
 
 from lab.processes import run_bunny
-
-NOBODY = 65534
+from tests.nonroot import IS_ROOT, NONROOT_UID, as_nonroot, shared_dir
 
 
 @dataclass(frozen=True)
@@ -37,8 +34,11 @@ class Files:
 @pytest.fixture
 def files() -> Iterator[Files]:
     """Certificates made for this run, in a directory every user may enter."""
-    folder = Path(tempfile.mkdtemp(prefix="bunny-tls-"))
-    folder.chmod(0o755)
+    with shared_dir("bunny-tls-") as folder:
+        yield _make(folder)
+
+
+def _make(folder: Path) -> Files:
     ca = trustme.CA()
     leaf, other = ca.issue_cert("bunny.example"), ca.issue_cert("someone-else.example")
     made = Files(
@@ -50,25 +50,7 @@ def files() -> Iterator[Files]:
     other.private_key_pem.write_to_path(str(made.other_key))
     for path in (made.ca, made.cert, made.key, made.other_key):
         path.chmod(0o644)
-    try:
-        yield made
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _as_nobody(argv: list[str]) -> list[str]:
-    return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv]
-
-
-def _unreadable(path: Path) -> Callable[[list[str]], list[str]] | None:
-    """Make ``path`` unreadable to the bunny about to run; how to run it."""
-    path.chmod(0o600)
-    if os.geteuid() == 0:
-        if shutil.which("setpriv") is None:
-            pytest.fail("setpriv (util-linux) is needed to run bunny as another user")
-        return _as_nobody
-    path.chmod(0)
-    return None
+    return made
 
 
 async def _refused(flags: list[str], place: Callable[[list[str]], list[str]] | None = None) -> str:
@@ -100,13 +82,13 @@ async def test_a_missing_tls_file_is_named_with_its_flag_and_variable(
 async def test_a_tls_file_bunny_may_not_read_names_the_user_and_what_to_change(
     files: Files,
 ) -> None:
-    place = _unreadable(files.key)
+    files.key.chmod(0)
 
-    line = await _refused(["--tls-cert", str(files.cert), "--tls-key", str(files.key)], place)
+    line = await _refused(["--tls-cert", str(files.cert), "--tls-key", str(files.key)], as_nonroot)
 
     assert f"--tls-key {files.key}: permission denied for" in line
-    if os.geteuid() == 0:
-        assert f"uid {NOBODY}" in line
+    if IS_ROOT:
+        assert f"uid {NONROOT_UID}" in line
     assert "readable by that user" in line
 
 
