@@ -7,13 +7,14 @@ bad flag or environment variable (the message names it).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import sys
 from collections.abc import Sequence
 
 from bunnyrelay.logs import configure_logging
-from bunnyrelay.settings import EnvArgumentParser, SettingError
+from bunnyrelay.settings import EnvArgumentParser, SettingError, add_options, from_namespace
 from bunnyrelay.telemetry import setup_telemetry
 from relay.config import RelayConfig
 from relay.errors import StartupError
@@ -35,8 +36,13 @@ def build_parser() -> EnvArgumentParser:
         help="serve JobService, health and reflection until SIGTERM",
         description="Serve jobs until SIGTERM or SIGINT, then drain within the grace period.",
     )
-    RelayConfig.add_options(serve)
+    add_options(serve, RelayConfig)
     return parser
+
+
+def config_from(args: argparse.Namespace) -> RelayConfig:
+    """``relay serve``'s parsed flags as its config; a SettingError names the flag and variable."""
+    return from_namespace(RelayConfig, args, env_prefix="RELAY_")
 
 
 async def serve(config: RelayConfig, log: logging.Logger) -> None:
@@ -87,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        config = RelayConfig.from_namespace(args)
+        config = config_from(args)
     except SettingError as exc:
         parser.error(str(exc))
     log = configure_logging(PROG, fmt=config.log_format, level=config.log_level)

@@ -7,22 +7,19 @@ Every flag of ``relay serve`` has a ``RELAY_`` variable (``--max-in-flight`` is
 
 from __future__ import annotations
 
-import argparse
 import os
 import socket
-from collections.abc import Callable
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from bunnyrelay.settings import (
-    EnvArgumentParser,
     HostPort,
     SettingError,
     choice,
     non_negative_float,
     parse_host_port,
     positive_int,
+    setting,
 )
 from relay.listening import check_host
 from relay.stores.base import DURABLE_CACHE_MAX
@@ -99,23 +96,6 @@ def _check_health_listen(health: HostPort, listen: HostPort) -> None:
 
 def _log_level(text: str) -> str:
     return choice(*LOG_LEVELS)(text.strip().upper())
-
-
-def setting(
-    default: Any = MISSING,
-    *,
-    default_factory: Callable[[], Any] | None = None,
-    doc: str,
-    parse: Callable[[str], Any] = str,
-    metavar: str | None = None,
-    switch: bool = False,
-) -> Any:
-    """A field of :class:`RelayConfig` with its documentation, which is also its ``--help``,
-    and how its flag is read (``parse``, ``metavar``; ``switch`` for an on/off flag)."""
-    metadata = {"doc": doc, "parse": parse, "metavar": metavar, "switch": switch}
-    if default_factory is not None:
-        return field(default_factory=default_factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,34 +259,3 @@ class RelayConfig:
         is what a payload up to twice the limit meets; past that gRPC refuses it itself,
         also with RESOURCE_EXHAUSTED, before relay would hold it in memory."""
         return 2 * self.max_payload_bytes + 64 * 1024
-
-    @classmethod
-    def add_options(cls, parser: EnvArgumentParser) -> None:
-        """Declare ``relay serve``'s flags (each also ``RELAY_<FLAG>``), one per field."""
-        defaults = cls()
-        for each in fields(cls):
-            meta = each.metadata
-            flag = "--" + each.name.replace("_", "-")
-            default = getattr(defaults, each.name)
-            if meta["switch"]:
-                parser.option(flag, default=default, help=meta["doc"], switch=True)
-                continue
-            parser.option(
-                flag,
-                parse=meta["parse"],
-                default=default,
-                metavar=meta["metavar"],
-                help=meta["doc"],
-            )
-
-    @classmethod
-    def from_namespace(cls, args: argparse.Namespace) -> RelayConfig:
-        """Build from parsed flags; raises SettingError naming the flag that is wrong."""
-        values = {f.name: getattr(args, f.name) for f in fields(cls)}
-        try:
-            return cls(**values)
-        except SettingError as exc:
-            name, _, problem = str(exc).partition(": ")
-            flag = "--" + name.replace("_", "-")
-            env = "RELAY_" + name.upper()
-            raise SettingError(f"{flag} (or {env}): {problem}") from None

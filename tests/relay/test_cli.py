@@ -12,7 +12,7 @@ import pytest
 
 from bunnyrelay.settings import HostPort, SettingError
 from lab.processes import child_env
-from relay.cli import build_parser, main
+from relay.cli import build_parser, config_from, main
 from relay.config import RelayConfig, parse_listen
 from relay.listening import first_unprivileged_port
 from tests.nonroot import as_nonroot, run
@@ -39,7 +39,7 @@ def test_flags_and_environment_build_the_config(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("RELAY_LISTEN", "127.0.0.1:7000")
     monkeypatch.setenv("POD_NAME", "relay-7d9f-abcde")
     args = build_parser().parse_args(["serve", "--listen", "[::1]:0", "--grace-period", "2.5"])
-    config = RelayConfig.from_namespace(args)
+    config = config_from(args)
 
     assert config.listen == HostPort("::1", 0)  # the flag wins over RELAY_LISTEN
     assert config.max_in_flight == 8

@@ -27,7 +27,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from bunnyrelay import healthcheck
 from bunnyrelay.settings import HostPort, SettingError
 from bunnyrelay.v1.jobs_pb2 import JobStatus
-from relay.cli import build_parser
+from relay.cli import build_parser, config_from
 from relay.config import RelayConfig
 from relay.errors import ListenError
 from relay.lifecycle import Phase
@@ -260,10 +260,10 @@ def test_the_flag_and_its_variable_set_the_health_address(
     for name in list(os.environ):
         if name.startswith("RELAY_"):
             monkeypatch.delenv(name)
-    assert RelayConfig.from_namespace(build_parser().parse_args(["serve"])).health_listen is None
+    assert config_from(build_parser().parse_args(["serve"])).health_listen is None
     monkeypatch.setenv("RELAY_HEALTH_LISTEN", "0.0.0.0:8086")
-    from_env = RelayConfig.from_namespace(build_parser().parse_args(["serve"]))
-    from_flag = RelayConfig.from_namespace(
+    from_env = config_from(build_parser().parse_args(["serve"]))
+    from_flag = config_from(
         build_parser().parse_args(["serve", "--health-listen", "127.0.0.1:9000"])
     )
     assert from_env.health_listen == HostPort("0.0.0.0", 8086)
