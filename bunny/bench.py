@@ -83,6 +83,9 @@ class BenchReport:
     """Counts of each job's DNS source (``cache``, ``wire``, ``c-ares-cache``, ``literal``)."""
     retried: int
     """Jobs that needed more than one RPC attempt."""
+    error_examples: dict[str, str] = field(default_factory=dict)
+    """For each kind of failure counted in ``load.errors``, the first one's message: why
+    relay rejected those jobs, in its words."""
 
     @property
     def ok(self) -> bool:
@@ -96,6 +99,7 @@ class BenchReport:
             **self.load.as_dict(),
             "dns_sources": dict(self.dns_sources),
             "retried": self.retried,
+            "error_examples": dict(self.error_examples),
             "python": platform.python_version(),
             "grpcio": grpc.__version__,
             "pid": os.getpid(),
@@ -131,11 +135,17 @@ class BenchReport:
                 ", ".join(f"{k} {v}" for k, v in sorted(self.dns_sources.items())) or "-",
             ),
         ]
-        if self.load.errors:
-            ranked = sorted(self.load.errors.items(), key=lambda item: -item[1])
-            rows.append(("errors", ", ".join(f"{kind} x{count}" for kind, count in ranked)))
+        ranked = sorted(self.load.errors.items(), key=lambda item: -item[1])
+        for n, (kind, count) in enumerate(ranked):
+            example = self.error_examples.get(kind)
+            rows.append(
+                (
+                    "failures" if n == 0 else "",
+                    f"{count} {kind}" + (f": {example}" if example else ""),
+                )
+            )
         width = max(len(label) for label, _ in rows)
-        return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+        return "\n".join(f"{label:<{width}}  {value}".rstrip() for label, value in rows)
 
 
 async def run_bench(
@@ -165,6 +175,7 @@ async def run_bench(
     kind = settings.kind
     sources: Counter[str] = Counter()
     retried = 0
+    examples: dict[str, str] = {}
 
     async def job() -> str | None:
         nonlocal retried
@@ -176,7 +187,13 @@ async def run_bench(
             retried += 1
         if outcome.ok:
             return None
-        return outcome.error.type if outcome.error is not None else outcome.status
+        error = outcome.error
+        if error is None:
+            return outcome.status
+        # Counted by what failed and relay's reason; the message of the first says why.
+        failure = " ".join(part for part in (error.type, error.code, error.reason) if part)
+        examples.setdefault(failure, _without_peer(error.message, outcome.relay_address))
+        return failure
 
     try:
         load = await drive(job, settings.load(), name="bunny bench", progress=progress)
@@ -191,4 +208,16 @@ async def run_bench(
         load=load,
         dns_sources=dict(sources),
         retried=retried,
+        error_examples=examples,
     )
+
+
+def _without_peer(message: str, peer: str | None) -> str:
+    """A failure's message without the address it starts with, and the status code after it:
+    the row already says both."""
+    if peer and message.startswith(f"{peer}: "):
+        message = message[len(peer) + 2 :]
+        code, sep, rest = message.partition(": ")
+        if sep and code.isupper():
+            message = rest
+    return message

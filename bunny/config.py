@@ -13,18 +13,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bunny.bench import BenchSettings
-from bunny.diagnose import Hop, parse_hop
+from bunny.alivequery import AliveQuery, parse_alive_query
 from bunny.dns.hosts import DEFAULT_PATH as DEFAULT_HOSTS_FILE
 from bunny.dns.resolvconf import MAX_NDOTS
 from bunny.dns.settings import ResolverSettings
-from bunny.liveness import AliveQuery, parse_alive_query
-from bunny.relaypool import Keepalive
-from bunny.retry import RetryPolicy
-from bunny.submitter import SubmitSettings
+from bunny.hop import Hop, parse_hop
+from bunny.keepalive import Keepalive
+from bunny.payload import DEFAULT_MAX_BYTES, LARGEST_MAX_BYTES, read_payload, too_large
 from bunny.targets import Target, parse_target
-from bunny.tls import ClientTls, TlsFiles
 from bunnyrelay.settings import (
     HostPort,
     SettingError,
@@ -34,6 +32,13 @@ from bunnyrelay.settings import (
     positive_int,
     setting,
 )
+
+# ``--help`` builds its parser from this module: what needs gRPC, OpenTelemetry or
+# tenacity is imported by the methods that build it, so help does not load them.
+if TYPE_CHECKING:
+    from bunny.bench import BenchSettings
+    from bunny.submitter import SubmitSettings
+    from bunny.tls import ClientTls
 
 FAMILIES = ("any", "ipv4", "ipv6")
 LOG_FORMATS = ("text", "json")
@@ -86,6 +91,30 @@ def _payload_bytes(text: str) -> int:
     return int(text)
 
 
+def _payload_text(text: str) -> str:
+    if text.startswith("@"):
+        # curl's and grpcurl's way to name a file: sent as text, it would be a silent surprise.
+        raise SettingError(
+            f"{text!r}: --payload sends its text as it is, not a file's content; give "
+            f"--payload-file {text[1:] or 'PATH'} to send the file (text that starts with @ "
+            "goes through --payload-file - on standard input)"
+        )
+    return text
+
+
+def _payload_file(text: str) -> str:
+    if not text.strip():
+        raise SettingError("expected a path, or - for standard input")
+    return text
+
+
+def _max_payload_bytes(text: str) -> int:
+    value = positive_int(text)
+    if value > LARGEST_MAX_BYTES:
+        raise SettingError(f"{text!r}: at most {LARGEST_MAX_BYTES} bytes (256 MiB)")
+    return value
+
+
 def _log_level(text: str) -> str:
     return choice(*LOG_LEVELS)(text.strip().upper())
 
@@ -120,8 +149,7 @@ class BunnyConfig:
     resolv_conf: str | None = setting(
         None,
         doc="read nameservers, search list, ndots, timeout and attempts from this file "
-        "(unset: /etc/resolv.conf unless --nameserver is given; diagnose checks the search "
-        "list and ndots of this file, /etc/resolv.conf without --hop)",
+        "(unset: /etc/resolv.conf unless --nameserver is given)",
         metavar="PATH",
     )
     ndots: int | None = setting(
@@ -147,7 +175,26 @@ class BunnyConfig:
 
     # --- the jobs --------------------------------------------------------------------------
     kind: str = setting("echo", doc="the job kind relay should run", metavar="KIND")
-    payload: str = setting("", doc="the job's payload, as UTF-8 text", metavar="TEXT")
+    payload: str | None = setting(
+        None,
+        doc="the job's payload, as UTF-8 text (a file's bytes: --payload-file)",
+        parse=_payload_text,
+        metavar="TEXT",
+    )
+    payload_file: str | None = setting(
+        None,
+        doc="send this file's bytes as the payload, as they are, binary too (- reads "
+        "standard input)",
+        parse=_payload_file,
+        metavar="PATH",
+    )
+    max_payload_bytes: int = setting(
+        DEFAULT_MAX_BYTES,
+        doc="the largest payload bunny sends; relay's default limit, which bunny cannot ask "
+        "relay for: give relay's --max-payload-bytes when it has another",
+        parse=_max_payload_bytes,
+        metavar="N",
+    )
     count: int = setting(1, doc="how many jobs to send", parse=positive_int, metavar="N")
     concurrency: int = setting(
         8, doc="how many jobs are in flight at once", parse=positive_int, metavar="N"
@@ -220,8 +267,8 @@ class BunnyConfig:
     # --- TLS to relay --------------------------------------------------------------------------
     tls: bool = setting(
         False,
-        doc="talk TLS to relay, verifying its certificate against the DNS name of the target "
-        "(implied by any --tls-* file)",
+        doc="talk TLS to relay, verifying its certificate against relay's DNS name, the NAME "
+        "of NAME:PORT (implied by any --tls-* file)",
         switch=True,
     )
     tls_ca: Path | None = setting(
@@ -268,6 +315,15 @@ class BunnyConfig:
                 raise SettingError(f"{name}: {value} must be more than 0 seconds")
         if not (self.warmup >= 0 and math.isfinite(self.warmup)):
             raise SettingError(f"warmup: {self.warmup} must be 0 seconds or more")
+        if self.payload is not None and self.payload_file is not None:
+            raise SettingError(
+                "payload: --payload and --payload-file cannot both be given: the payload is "
+                "either that text or that file's bytes"
+            )
+        if not 1 <= self.max_payload_bytes <= LARGEST_MAX_BYTES:
+            raise SettingError(
+                f"max_payload_bytes: {self.max_payload_bytes} is not in 1-{LARGEST_MAX_BYTES}"
+            )
         if self.payload_bytes < 0:
             raise SettingError(f"payload_bytes: {self.payload_bytes} must be 0 or more")
         try:
@@ -288,6 +344,16 @@ class BunnyConfig:
             )
         return self.target
 
+    def job_payload(self) -> bytes:
+        """The payload to send, read now from ``--payload-file`` when given; SettingError when
+        it cannot be read or is over ``--max-payload-bytes``."""
+        if self.payload_file is not None:
+            return read_payload(self.payload_file, self.max_payload_bytes)
+        data = (self.payload or "").encode("utf-8")
+        if len(data) > self.max_payload_bytes:
+            raise too_large(f"{len(data)} bytes", self.max_payload_bytes, "--payload")
+        return data
+
     def resolver_settings(self) -> ResolverSettings:
         """How to resolve, reading resolv.conf now when it is to be read."""
         return ResolverSettings.from_sources(
@@ -300,18 +366,25 @@ class BunnyConfig:
 
     def client_tls(self) -> ClientTls | None:
         """TLS to relay, its files read now; None for plaintext."""
+        from bunny.tls import ClientTls, TlsFiles
+
         files = TlsFiles(ca=self.tls_ca, cert=self.tls_cert, key=self.tls_key)
         if not self.tls and not files.paths:
             return None
         return ClientTls(files)
 
     def submit_settings(self) -> SubmitSettings:
+        from bunny.retry import RetryPolicy
+        from bunny.submitter import SubmitSettings
+
         return SubmitSettings(timeout_s=self.timeout, retry=RetryPolicy(attempts=self.attempts))
 
     def keepalive_settings(self) -> Keepalive:
         return Keepalive(interval_s=self.keepalive)
 
     def bench_settings(self) -> BenchSettings:
+        from bunny.bench import BenchSettings
+
         return BenchSettings(
             duration_s=self.duration,
             concurrency=self.concurrency,

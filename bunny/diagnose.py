@@ -45,33 +45,20 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry import trace
 
 from bunny import liveness
+from bunny.alivequery import DEFAULT_QUERIES, AliveQuery
 from bunny.dns.model import Resolution
 from bunny.dns.resolver import Resolver
 from bunny.dns.settings import ResolverSettings
 from bunny.errors import DnsLookupFailed
-from bunny.liveness import AliveQuery
+from bunny.hop import Hop
 from bunny.relaypool import RelayEndpoint, grpc_target
 from bunny.tls import ClientTls
 from bunny.tracing import BunnyTelemetry
 from bunnyrelay import semconv
-from bunnyrelay.settings import HostPort, SettingError, parse_ip_port
+from bunnyrelay.settings import HostPort
 from bunnyrelay.v1 import jobs_pb2, jobs_pb2_grpc
 
 NO_ANSWER = frozenset({"TIMEOUT", "UNREACHABLE"})
-
-
-@dataclass(frozen=True, slots=True)
-class Hop:
-    label: str
-    server: HostPort
-
-
-def parse_hop(text: str) -> Hop:
-    """``LABEL=IP[:PORT]``, e.g. ``cluster-dns=10.0.0.10``."""
-    label, sep, server = text.partition("=")
-    if not sep or not label.strip():
-        raise SettingError(f"{text!r}: a hop is LABEL=IP[:PORT], e.g. cluster-dns=10.0.0.10")
-    return Hop(label.strip(), parse_ip_port(server, default_port=53))
 
 
 @dataclass(slots=True)
@@ -306,7 +293,7 @@ class Diagnoser:
         telemetry: BunnyTelemetry | None = None,
     ) -> None:
         self.name = name.rstrip(".")
-        self.alive_queries = (*liveness.DEFAULT_QUERIES, *alive_queries)
+        self.alive_queries = (*DEFAULT_QUERIES, *alive_queries)
         self.tls = tls
         self.port = port
         self.hops = list(hops)

@@ -3,6 +3,8 @@ error) decides the class, and the class decides whether a retry can help."""
 
 from __future__ import annotations
 
+import re
+
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -15,6 +17,7 @@ from bunny.errors import (
     RelayTlsFailed,
     RelayUnavailable,
 )
+from bunny.relaypool import MAX_ANSWER_BYTES
 from bunnyrelay.v1 import jobs_pb2
 
 _PUSHBACK_KEY = "grpc-retry-pushback-ms"
@@ -39,6 +42,36 @@ _TLS_FAILURES = (
 # grpc.aio's own status for a stream whose write failed because the call had already
 # ended underneath it (a reset connection, a relay that stopped): the real status is lost.
 _WRITE_FAILED_IN_CORE = "Internal error from Core"
+
+
+# gRPC's own refusal of a message over a side's receive limit; the side is named in
+# grpcio 1.85 and may be missing elsewhere.
+_TOO_LARGE = re.compile(
+    r"(?:(?P<side>SERVER|CLIENT): )?"
+    r"Received message larger than max \((?P<size>\d+) vs\. (?P<limit>\d+)\)"
+)
+PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+"""relay's reason for a payload over its limit, also given to gRPC's refusal of one."""
+
+
+def _too_large(details: str, peer: str) -> str | None:
+    """gRPC's "Received message larger than max (X vs. Y)" in words: who refused what, and
+    what to do; None for any other message."""
+    found = _TOO_LARGE.search(details)
+    if found is None:
+        return None
+    size, limit = int(found["size"]), int(found["limit"])
+    if found["side"] == "CLIENT" or limit == MAX_ANSWER_BYTES:
+        return (
+            f"{peer}: RESOURCE_EXHAUSTED: relay's answer is {size} bytes, more than bunny "
+            f"takes in one message ({limit} bytes)"
+        )
+    return (
+        f"{peer}: RESOURCE_EXHAUSTED: the job is {size} bytes, more than relay takes in one "
+        f"message ({limit} bytes, about twice its largest payload); send a smaller payload, "
+        "or start relay with a larger --max-payload-bytes (RELAY_MAX_PAYLOAD_BYTES) and give "
+        "bunny's --max-payload-bytes the same"
+    )
 
 
 def _error_reason(exc: grpc.aio.AioRpcError) -> str:
@@ -93,6 +126,9 @@ def classify_rpc_error(exc: grpc.aio.AioRpcError, peer: str) -> RelayCallFailed:
             return RelayTlsFailed(message, code=code, peer=peer, reason=reason)
         return RelayUnavailable(message, code=code, peer=peer, reason=reason)
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        too_large = _too_large(details, peer)
+        if too_large is not None:
+            return JobRejected(too_large, code=code, peer=peer, reason=PAYLOAD_TOO_LARGE)
         pushback = _pushback_seconds(exc)
         if pushback is not None and pushback >= 0:
             return RelayOverloaded(

@@ -120,11 +120,22 @@ def _argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return convert
 
 
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default, unless there is none to show or its help already says it
+    in words (``default: no such port``): ``(default: None)`` after that says it twice."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default is None or action.default == [] or "default:" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 class EnvArgumentParser(argparse.ArgumentParser):
     """An ArgumentParser whose options default to ``PREFIX_NAME`` environment variables."""
 
     def __init__(self, *args: Any, env_prefix: str, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", _DefaultsHelpFormatter)
         super().__init__(*args, **kwargs)
         self.env_prefix = env_prefix
 
@@ -243,20 +254,23 @@ def add_options(
     names: Iterable[str] | None = None,
     *,
     defaults: Mapping[str, Any] | None = None,
+    docs: Mapping[str, str] | None = None,
 ) -> None:
     """Declare a flag (and its environment variable) for each field of ``config`` made with
-    :func:`setting`, or for each of ``names``; ``defaults`` overrides a field's default."""
+    :func:`setting`, or for each of ``names``; ``defaults`` overrides a field's default and
+    ``docs`` its help, for a command where the field means something narrower."""
     for each in _fields(config, names):
         meta = each.metadata
         default = (defaults or {}).get(each.name, _default(each))
+        doc = (docs or {}).get(each.name, meta["doc"])
         if meta["switch"]:
-            parser.option(flag_of(each.name), default=default, help=meta["doc"], switch=True)
+            parser.option(flag_of(each.name), default=default, help=doc, switch=True)
             continue
         parser.option(
             flag_of(each.name),
             parse=meta["parse"],
             default=list(default) if meta["repeat"] and default is not None else default,
-            help=meta["doc"],
+            help=doc,
             repeat=meta["repeat"],
             metavar=meta["metavar"],
         )

@@ -19,7 +19,6 @@ from bunnyrelay.telemetry import setup_telemetry
 from relay.config import RelayConfig
 from relay.errors import StartupError
 from relay.lifecycle import serve_until_signalled
-from relay.server import JOB_SERVICE, Relay
 
 PROG = "relay"
 
@@ -47,6 +46,10 @@ def config_from(args: argparse.Namespace) -> RelayConfig:
 
 
 async def serve(config: RelayConfig, log: logging.Logger) -> None:
+    # Imported once setup_telemetry has checked the OTEL_* variables: OpenTelemetry's API
+    # fails on a bad OTEL_PROPAGATORS as it is imported, and the server imports it.
+    from relay.server import JOB_SERVICE, Relay
+
     relay = Relay(config, logger=log)
 
     async def start() -> None:

@@ -10,7 +10,8 @@ from pathlib import Path
 from bunnyrelay.settings import SettingError
 
 
-def _running_as() -> str:
+def running_as() -> str:
+    """Who this process reads files as, for messages about permissions."""
     uid = os.geteuid()
     try:
         return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
@@ -31,7 +32,7 @@ def read_text_file(path: str | Path, *, what: str, flag: str, env: str, fix: str
         raise SettingError(f"{path} is a directory, not {what}; {elsewhere}") from None
     except PermissionError:
         raise SettingError(
-            f"{path}: cannot read {what}: permission denied for {_running_as()}; "
+            f"{path}: cannot read {what}: permission denied for {running_as()}; "
             f"make it readable by that user, {elsewhere}"
         ) from None
     except OSError as exc:

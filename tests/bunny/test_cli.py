@@ -3,17 +3,14 @@ the files it reads (resolv.conf, the hosts file) refused with a message saying w
 what is wrong and what to do, exit status 2, never a traceback.
 
 Each test runs the real command in a process of its own; where a file's permissions are
-the subject, that process runs as an unprivileged user (``setpriv`` to uid 65534 when the
-tests run as root, as CI does).
+the subject, that process runs as an unprivileged user (:mod:`tests.nonroot`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,13 +19,8 @@ from lab.dnsserver import ZoneServer
 from lab.processes import run_bunny
 from tests.bunny.conftest import RELAY
 from tests.conftest import StartRelay
-
-NOBODY = 65534
-
-
-def _as_nobody(argv: list[str]) -> list[str]:
-    return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv]
-
+from tests.nonroot import IS_ROOT, NONROOT_UID, as_nonroot
+from tests.nonroot import shared_dir as nonroot_dir
 
 # --- names from the hosts file, with default flags ---------------------------------------------
 
@@ -79,24 +71,8 @@ async def test_a_hosts_alias_routes_around_dns_and_none_turns_the_hosts_file_off
 @pytest.fixture
 def shared_dir() -> Iterator[Path]:
     """A directory every user may enter (pytest's own are private to the user running it)."""
-    path = Path(tempfile.mkdtemp(prefix="bunny-files-"))
-    path.chmod(0o755)
-    try:
+    with nonroot_dir("bunny-files-") as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _unreadable(path: Path) -> Callable[[list[str]], list[str]] | None:
-    """Make ``path`` unreadable to the bunny about to run; how to run it."""
-    path.chmod(0o600)
-    if os.geteuid() == 0:
-        # root reads every file: the bunny under test runs as an unprivileged user.
-        if shutil.which("setpriv") is None:
-            pytest.fail("setpriv (util-linux) is needed to run bunny as another user")
-        return _as_nobody
-    path.chmod(0)
-    return None
 
 
 FILES = {
@@ -122,7 +98,8 @@ async def test_a_file_bunny_cannot_use_is_named_with_what_to_do_and_no_traceback
         expected = "is a directory"
     elif case == "unreadable":
         path.write_text("nameserver 10.0.0.10\n127.0.0.1 localhost\n")
-        place = _unreadable(path)
+        path.chmod(0)
+        place = as_nonroot
         expected = "permission denied for "
     elif case == "not text":
         path.write_bytes(b"\x7fELF\x02\x01\x01\x00" + os.urandom(64))
@@ -141,8 +118,8 @@ async def test_a_file_bunny_cannot_use_is_named_with_what_to_do_and_no_traceback
     assert message.startswith(f"bunny: error: {path}"), message
     assert expected in message, message
     assert way_out in message, message
-    if case == "unreadable" and os.geteuid() == 0:
-        assert f"uid {NOBODY}" in message
+    if case == "unreadable" and IS_ROOT:
+        assert f"uid {NONROOT_UID}" in message
     assert not out
 
 

@@ -4,6 +4,7 @@ once (that text is the flag's --help), checked when built, with errors naming fl
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -28,9 +29,22 @@ def test_every_flag_is_a_documented_field_and_its_help_is_that_documentation(
 
     for name in COMMANDS[command].flags:
         assert documented[name], name
+        doc = COMMANDS[command].docs.get(name, documented[name])
         assert flag_of(name) in shown
-        assert " ".join(documented[name].split()) in shown, name
+        assert " ".join(doc.split()) in shown, name
         assert f"BUNNY_{name.upper()}" in shown
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_a_command_help_names_only_flags_that_command_has(
+    command: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shown = _help(command, capsys, monkeypatch)
+    has = {flag_of(name) for name in COMMANDS[command].flags} | {"--help"}
+    has |= {f"--no-{flag[2:]}" for flag in has}
+
+    named = set(re.findall(r"--[a-z][a-z-]*[a-z]", shown))
+    assert named - has == set()
 
 
 def test_commands_keep_their_own_defaults_where_they_differ() -> None:

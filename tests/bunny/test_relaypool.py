@@ -7,7 +7,7 @@ import re
 import pytest
 
 from bunny.cli import build_parser
-from bunny.relaypool import Keepalive
+from bunny.keepalive import Keepalive
 
 
 def test_keepalive_pings_by_default_and_zero_turns_only_the_pings_off() -> None:

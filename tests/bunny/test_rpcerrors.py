@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from bunny.errors import JobRejected, RelayCallFailed, RelayUnavailable
+from bunny.relaypool import MAX_ANSWER_BYTES
 from bunny.rpcerrors import classify_rpc_error
 
 PEER = "127.0.0.1:50051"
@@ -49,3 +50,38 @@ def test_statuses_that_relay_chose_are_not_retried(
     error = classify_rpc_error(_fake_status(code, details), PEER)
     assert type(error) is expected
     assert not error.retryable
+
+
+@pytest.mark.parametrize(
+    ("details", "said"),
+    [
+        (
+            "SERVER: Received message larger than max (3000049 vs. 2162688)",
+            "the job is 3000049 bytes, more than relay takes in one message (2162688 bytes",
+        ),
+        (
+            "Received message larger than max (3000049 vs. 2162688)",
+            "the job is 3000049 bytes, more than relay takes in one message (2162688 bytes",
+        ),
+        (
+            f"CLIENT: Received message larger than max (300000000 vs. {MAX_ANSWER_BYTES})",
+            f"relay's answer is 300000000 bytes, more than bunny takes in one message "
+            f"({MAX_ANSWER_BYTES} bytes)",
+        ),
+        (
+            f"Received message larger than max (300000000 vs. {MAX_ANSWER_BYTES})",
+            "relay's answer is 300000000 bytes",
+        ),
+    ],
+    ids=["relay", "relay-unnamed", "bunny", "bunny-unnamed"],
+)
+def test_a_message_over_a_receive_limit_names_both_sizes_and_who_refused_it(
+    details: str, said: str
+) -> None:
+    error = classify_rpc_error(_fake_status(grpc.StatusCode.RESOURCE_EXHAUSTED, details), PEER)
+
+    assert type(error) is JobRejected
+    assert not error.retryable
+    assert error.reason == "PAYLOAD_TOO_LARGE"
+    assert said in str(error)
+    assert "larger than max" not in str(error)

@@ -116,3 +116,23 @@ def test_a_config_declares_its_flags_with_their_help_and_is_built_from_them(
     assert "how many [env T_COUNT] (default: 2)" in " ".join(shown.split())
     with pytest.raises(SettingError, match=r"^--count \(or T_COUNT\): at most 3 when loud$"):
         from_namespace(_Config, parser.parse_args(["--loud", "--count", "4"]), env_prefix="T_")
+
+
+def test_help_shows_a_default_once_and_none_when_there_is_none(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "10000")
+    parser = EnvArgumentParser(prog="t", env_prefix="T_")
+    parser.option("--count", parse=positive_int, default=1, help="how many")
+    parser.option("--port", help="also listen here; default: no such port")
+    parser.option("--name", help="a name")
+    parser.option("--server", help="a server (repeat)", default=[], repeat=True)
+
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+
+    assert "how many [env T_COUNT] (default: 1)" in shown
+    assert "default: no such port [env T_PORT] --name" in shown
+    assert "a name [env T_NAME] --server" in shown
+    assert shown.endswith("a server (repeat) [env T_SERVER]")

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from bunny.keepalive import Keepalive
 from bunny.outcome import JobOutcome
-from bunny.relaypool import Keepalive, RelayPool
+from bunny.relaypool import RelayPool
 from bunny.retry import RetryPolicy
 from bunny.submitter import SubmitSettings, UnarySubmitter
 from bunny.targets import LiteralAddress

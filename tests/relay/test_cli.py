@@ -96,6 +96,19 @@ def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) 
     assert "serve" in capsys.readouterr().err
 
 
+def test_help_says_each_default_once(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "10000")
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+
+    assert "(default: None)" not in shown
+    assert "unset: no such port [env RELAY_HEALTH_LISTEN] --max-payload-bytes N" in shown
+    assert "[env RELAY_MAX_PAYLOAD_BYTES] (default: 1048576)" in shown
+
+
 def test_config_rejects_values_out_of_range() -> None:
     with pytest.raises(SettingError, match="max_in_flight"):
         RelayConfig(max_in_flight=0)
