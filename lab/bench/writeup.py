@@ -195,7 +195,7 @@ about it:
 """
 
 # Measured on whole processes (10 runs after a warm-up, medians), not by `make bench`;
-# `make bench`; kept here so that regenerating this file keeps it.
+# kept here so that regenerating this file keeps it.
 STARTUP = """\
 ## Start-up: `--help`
 
