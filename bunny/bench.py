@@ -1,4 +1,4 @@
-"""``bunny bench``: closed-loop load on a relay through bunny's real runners.
+"""``bunny bench``: closed-loop load on a relay through bunny's real submitters.
 
 Every job goes the way ``bunny submit`` sends it (the resolver and its caches,
 the relay pool, the retries, the spans, ``Run`` or ``RunBatches``), driven by
@@ -26,13 +26,16 @@ from typing import TextIO
 
 import grpc
 
+from bunny.dns.resolver import Resolver
+from bunny.dns.settings import ResolverSettings
+from bunny.dns.tracing import TracedResolver
 from bunny.loadgen import LoadResult, LoadSettings, drive
 from bunny.relaypool import RelayPool
-from bunny.resolver import Resolver, ResolverSettings
-from bunny.runner import JobRunner, RunSettings, UnaryRunner
-from bunny.streaming import StreamRunner
+from bunny.streaming import StreamSubmitter
+from bunny.submitter import JobSubmitter, SubmitSettings, UnarySubmitter
 from bunny.targets import LiteralAddress, Target
 from bunny.tls import ClientTls
+from bunny.tracing import BunnyTelemetry
 from bunnyrelay.v1 import jobs_pb2
 
 
@@ -52,7 +55,7 @@ class BenchSettings:
     """Size of each job's payload."""
     kind: str = "echo"
     """The job kind relay runs."""
-    run: RunSettings = field(default_factory=RunSettings)
+    run: SubmitSettings = field(default_factory=SubmitSettings)
     """Each job's deadline and RPC retries, as ``bunny submit`` uses them."""
 
     def __post_init__(self) -> None:
@@ -80,6 +83,9 @@ class BenchReport:
     """Counts of each job's DNS source (``cache``, ``wire``, ``c-ares-cache``, ``literal``)."""
     retried: int
     """Jobs that needed more than one RPC attempt."""
+    error_examples: dict[str, str] = field(default_factory=dict)
+    """For each kind of failure counted in ``load.errors``, the first one's message: why
+    relay rejected those jobs, in its words."""
 
     @property
     def ok(self) -> bool:
@@ -93,6 +99,7 @@ class BenchReport:
             **self.load.as_dict(),
             "dns_sources": dict(self.dns_sources),
             "retried": self.retried,
+            "error_examples": dict(self.error_examples),
             "python": platform.python_version(),
             "grpcio": grpc.__version__,
             "pid": os.getpid(),
@@ -128,11 +135,17 @@ class BenchReport:
                 ", ".join(f"{k} {v}" for k, v in sorted(self.dns_sources.items())) or "-",
             ),
         ]
-        if self.load.errors:
-            ranked = sorted(self.load.errors.items(), key=lambda item: -item[1])
-            rows.append(("errors", ", ".join(f"{kind} x{count}" for kind, count in ranked)))
+        ranked = sorted(self.load.errors.items(), key=lambda item: -item[1])
+        for n, (kind, count) in enumerate(ranked):
+            example = self.error_examples.get(kind)
+            rows.append(
+                (
+                    "failures" if n == 0 else "",
+                    f"{count} {kind}" + (f": {example}" if example else ""),
+                )
+            )
         width = max(len(label) for label, _ in rows)
-        return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+        return "\n".join(f"{label:<{width}}  {value}".rstrip() for label, value in rows)
 
 
 async def run_bench(
@@ -142,40 +155,50 @@ async def run_bench(
     resolver: ResolverSettings | None,
     tls: ClientTls | None = None,
     progress: TextIO | None = None,
+    telemetry: BunnyTelemetry | None = None,
 ) -> BenchReport:
     """Load ``target`` as ``bunny submit`` would, for ``settings.duration_s`` seconds.
 
     ``resolver`` is required for a DNS name and ignored for an IP literal.
     """
+    telemetry = telemetry or BunnyTelemetry()
     if isinstance(target.host, LiteralAddress):
-        source: Resolver | LiteralAddress = target.host
+        source: TracedResolver | LiteralAddress = target.host
     else:
         if resolver is None:
             raise ValueError(f"{target.host}: a DNS name needs resolver settings")
-        source = Resolver(resolver)
+        source = telemetry.dns.wrap(Resolver(resolver))
     pool = RelayPool(source, str(target.host), target.port, tls=tls)
-    runner: JobRunner = (StreamRunner if settings.stream else UnaryRunner)(pool, settings.run)
+    submitter_class = StreamSubmitter if settings.stream else UnarySubmitter
+    submitter: JobSubmitter = submitter_class(pool, settings.run, telemetry)
     payload = os.urandom(settings.payload_bytes)
     kind = settings.kind
     sources: Counter[str] = Counter()
     retried = 0
+    examples: dict[str, str] = {}
 
     async def job() -> str | None:
         nonlocal retried
         # A fresh id per job: relay remembers ids, and a repeated one would be a replay.
         request = jobs_pb2.JobRequest(job_id=str(uuid.uuid4()), kind=kind, payload=payload)
-        outcome = await runner.run(request)
+        outcome = await submitter.run(request)
         sources[outcome.dns_source or "none"] += 1
         if outcome.attempts > 1:
             retried += 1
         if outcome.ok:
             return None
-        return outcome.error.type if outcome.error is not None else outcome.status
+        error = outcome.error
+        if error is None:
+            return outcome.status
+        # Counted by what failed and relay's reason; the message of the first says why.
+        failure = " ".join(part for part in (error.type, error.code, error.reason) if part)
+        examples.setdefault(failure, _without_peer(error.message, outcome.relay_address))
+        return failure
 
     try:
         load = await drive(job, settings.load(), name="bunny bench", progress=progress)
     finally:
-        await runner.close()
+        await submitter.close()
         await pool.close(grace=1.0)
         await source.close()
     return BenchReport(
@@ -185,4 +208,16 @@ async def run_bench(
         load=load,
         dns_sources=dict(sources),
         retried=retried,
+        error_examples=examples,
     )
+
+
+def _without_peer(message: str, peer: str | None) -> str:
+    """A failure's message without the address it starts with, and the status code after it:
+    the row already says both."""
+    if peer and message.startswith(f"{peer}: "):
+        message = message[len(peer) + 2 :]
+        code, sep, rest = message.partition(": ")
+        if sep and code.isupper():
+            message = rest
+    return message

@@ -47,33 +47,20 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry import trace
 
 from bunny import liveness
+from bunny.alivequery import DEFAULT_QUERIES, AliveQuery
+from bunny.dns.model import Resolution
+from bunny.dns.resolver import Resolver
+from bunny.dns.settings import ResolverSettings
 from bunny.errors import DnsLookupFailed
-from bunny.liveness import AliveQuery
-from bunny.relaypool import Endpoint, grpc_target
-from bunny.resolver import Resolution, Resolver, ResolverSettings
-from bunny.rpcspans import client_attempt
+from bunny.hop import Hop
+from bunny.relaypool import RelayEndpoint, grpc_target
 from bunny.tls import ClientTls
+from bunny.tracing import BunnyTelemetry
 from bunnyrelay import semconv
-from bunnyrelay.settings import HostPort, SettingError, parse_ip_port
+from bunnyrelay.settings import HostPort
 from bunnyrelay.v1 import jobs_pb2, jobs_pb2_grpc
 
-_tracer = trace.get_tracer("bunny.diagnose")
-
 NO_ANSWER = frozenset({"TIMEOUT", "UNREACHABLE"})
-
-
-@dataclass(frozen=True, slots=True)
-class Hop:
-    label: str
-    server: HostPort
-
-
-def parse_hop(text: str) -> Hop:
-    """``LABEL=IP[:PORT]``, e.g. ``cluster-dns=10.0.0.10``."""
-    label, sep, server = text.partition("=")
-    if not sep or not label.strip():
-        raise SettingError(f"{text!r}: a hop is LABEL=IP[:PORT], e.g. cluster-dns=10.0.0.10")
-    return Hop(label.strip(), parse_ip_port(server, default_port=53))
 
 
 @dataclass(slots=True)
@@ -110,6 +97,9 @@ class SearchReport:
     addresses: list[str]
     recommendation: str
     error: str | None = None
+    source: str | None = None
+    """Where the answer came from: ``hosts`` when the hosts file has the name (DNS is
+    then not asked), else ``wire`` or a cache."""
 
 
 @dataclass(slots=True)
@@ -301,9 +291,11 @@ class Diagnoser:
         attempts: int = 2,
         tls: ClientTls | None = None,
         alive_queries: Sequence[AliveQuery] = (),
+        hosts_file: str | None = None,
+        telemetry: BunnyTelemetry | None = None,
     ) -> None:
         self.name = name.rstrip(".")
-        self.alive_queries = (*liveness.DEFAULT_QUERIES, *alive_queries)
+        self.alive_queries = (*DEFAULT_QUERIES, *alive_queries)
         self.tls = tls
         self.port = port
         self.hops = list(hops)
@@ -311,9 +303,12 @@ class Diagnoser:
         self.family = family
         self.timeout = timeout
         self.attempts = attempts
+        self.hosts_file = hosts_file
+        self._telemetry = telemetry or BunnyTelemetry()
+        self._tracer = self._telemetry.diagnose
 
     async def run(self) -> Diagnosis:
-        with _tracer.start_as_current_span(
+        with self._tracer.start_as_current_span(
             "diagnose", attributes={semconv.DNS_QUESTION_NAME: self.name}
         ) as span:
             trace_id = f"{span.get_span_context().trace_id:032x}"
@@ -341,7 +336,7 @@ class Diagnoser:
         )
 
     async def _ask_hop(self, hop: Hop) -> HopReport:
-        with _tracer.start_as_current_span(
+        with self._tracer.start_as_current_span(
             "diagnose.hop",
             attributes={semconv.DNS_HOP: hop.label, semconv.DNS_NAMESERVER: str(hop.server)},
         ) as span:
@@ -359,7 +354,7 @@ class Diagnoser:
             return report
 
     async def _ask_for_the_name(self, hop: Hop) -> HopReport:
-        resolver = Resolver(self._settings((hop.server,)))
+        resolver = self._telemetry.dns.wrap(Resolver(self._settings((hop.server,))))
         started = time.monotonic()
         try:
             resolution = await resolver.resolve(self.name + ".")
@@ -378,7 +373,11 @@ class Diagnoser:
     async def _search_cost(self) -> SearchReport:
         assert self.resolv_conf is not None
         settings = ResolverSettings.from_sources(
-            resolv_conf=self.resolv_conf, nameservers=(), ndots=None, family=self.family
+            resolv_conf=self.resolv_conf,
+            nameservers=(),
+            ndots=None,
+            hosts_file=self.hosts_file,
+            family=self.family,
         )
         dots = self.name.count(".")
         if settings.ndots > dots:
@@ -388,8 +387,8 @@ class Diagnoser:
             )
         else:
             advice = "the name is tried as given first; no change needed"
-        resolver = Resolver(settings)
-        with _tracer.start_as_current_span("diagnose.search_list"):
+        resolver = self._telemetry.dns.wrap(Resolver(settings))
+        with self._tracer.start_as_current_span("diagnose.search_list"):
             try:
                 resolution: Resolution | None = await resolver.resolve(self.name)
                 queries = resolution.queries if resolution else ()
@@ -410,6 +409,7 @@ class Diagnoser:
             list(resolution.addresses) if resolution else [],
             advice,
             error,
+            resolution.source if resolution else None,
         )
 
     async def _check_relay(self, address: str) -> RelayReport:
@@ -424,7 +424,7 @@ class Diagnoser:
             options.append(("grpc.ssl_target_name_override", self.name))
             channel = grpc.aio.secure_channel(target, self.tls.credentials, options=options)
         health = "UNKNOWN"
-        with _tracer.start_as_current_span(
+        with self._tracer.start_as_current_span(
             "diagnose.relay", attributes={semconv.NETWORK_PEER_ADDRESS: address}
         ) as span:
             try:
@@ -432,13 +432,13 @@ class Diagnoser:
                     health_pb2.HealthCheckRequest(service=""), timeout=self.timeout
                 )
                 health = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-                endpoint = Endpoint(
+                endpoint = RelayEndpoint(
                     self.name, address, self.port, channel, jobs_pb2_grpc.JobServiceStub(channel)
                 )
                 request = jobs_pb2.JobRequest(
                     job_id=f"diagnose-{uuid.uuid4()}", kind="echo", payload=b"diagnose"
                 )
-                with client_attempt("Run", endpoint, 1) as record:
+                with self._telemetry.rpc.attempt("Run", endpoint, 1) as record:
                     try:
                         result = await endpoint.stub.Run(
                             request, timeout=self.timeout * 2, metadata=tuple(record.metadata)
@@ -496,6 +496,11 @@ def render_table(diagnosis: Diagnosis) -> str:
             f"resolv.conf {s.resolv_conf}: ndots:{s.ndots}, search {' '.join(s.search) or '-'}; "
             f"{s.queries_sent} queries sent, {s.wasted_queries} wasted"
         )
+        if s.source == "hosts":
+            lines.append(
+                f"  {diagnosis.name} is in the hosts file: answered from it "
+                f"({', '.join(s.addresses)}), DNS not asked"
+            )
         lines.append(f"  {s.recommendation}")
         lines.append("")
     for relay in diagnosis.relay:

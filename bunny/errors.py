@@ -33,12 +33,11 @@ the path to the answer failed this time.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import grpc
 
-if TYPE_CHECKING:
-    from bunny.resolver import DnsQuery
+from bunny.dns.model import DnsQuery
 
 
 class BunnyError(Exception):
@@ -235,9 +234,6 @@ class DnsBadAnswer(DnsLookupFailed):
     def _describe(self) -> str:
         why = f": {self.detail}" if self.detail else ""
         return f"{self._subject()}: bad answer from {self._servers()}{self._after()}{why}"
-
-
-# --- RPC -------------------------------------------------------------------------------
 
 
 # --- RPC: talking to relay --------------------------------------------------------

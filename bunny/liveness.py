@@ -28,11 +28,9 @@ import aiodns
 import aiodns.error
 import pycares
 
-from bunny.targets import check_dns_name
-from bunnyrelay.settings import HostPort, SettingError
+from bunny.alivequery import DEFAULT_QUERIES, AliveQuery
+from bunnyrelay.settings import HostPort
 
-_TYPES = ("A", "AAAA", "NS", "SOA", "TXT", "MX", "SRV", "PTR", "CNAME", "CAA", "NAPTR")
-_CLASSES = {"IN": "IN", "CH": "CHAOS", "CHAOS": "CHAOS"}
 # c-ares errors that are an answer from the server, with the rcode it carried.
 _ANSWERED = {
     pycares.errno.ARES_ENOTFOUND: "NXDOMAIN",
@@ -43,38 +41,6 @@ _ANSWERED = {
     pycares.errno.ARES_EFORMERR: "FORMERR",
     pycares.errno.ARES_EBADRESP: "a malformed answer",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class AliveQuery:
-    """A question a DNS server should answer without asking its upstream."""
-
-    name: str
-    qtype: str = "SOA"
-    qclass: str = "IN"
-
-    def __str__(self) -> str:
-        shown_class = "" if self.qclass == "IN" else " CH"
-        return f"{self.name}{shown_class} {self.qtype}"
-
-
-DEFAULT_QUERIES = (AliveQuery(".", "NS"), AliveQuery("version.bind", "TXT", "CHAOS"))
-
-
-def parse_alive_query(text: str) -> AliveQuery:
-    """``NAME[/TYPE[/CLASS]]``, e.g. ``cluster.local`` (its SOA) or ``version.bind/TXT/CH``."""
-    name, *rest = text.strip().split("/")
-    if len(rest) > 2:
-        raise SettingError(f"{text!r}: expected NAME[/TYPE[/CLASS]], e.g. cluster.local/SOA")
-    if name != ".":
-        check_dns_name(name)
-    qtype = rest[0].upper() if rest else "SOA"
-    if qtype not in _TYPES:
-        raise SettingError(f"{text!r}: the type must be one of {', '.join(_TYPES)}")
-    qclass = _CLASSES.get(rest[1].upper()) if len(rest) == 2 else "IN"
-    if qclass is None:
-        raise SettingError(f"{text!r}: the class must be IN or CH")
-    return AliveQuery(name, qtype, qclass)
 
 
 @dataclass(frozen=True, slots=True)

@@ -151,7 +151,7 @@ def peak_rss_mb() -> float:
 
 
 @dataclass(slots=True)
-class _Tally:
+class _Counts:
     counting: bool = False
     stopping: bool = False
     jobs: int = 0
@@ -172,7 +172,7 @@ async def drive(
     ends the run and is raised here. Jobs still in flight when the window closes
     are awaited but not counted.
     """
-    tally = _Tally()
+    tally = _Counts()
     clock = time.perf_counter
 
     async def worker() -> None:

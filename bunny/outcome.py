@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
+from bunny.dns.model import Resolution
 from bunny.errors import BunnyError, DnsLookupFailed, RelayCallFailed
 from bunnyrelay.v1 import jobs_pb2
 
@@ -38,6 +40,10 @@ class OutcomeError:
             return cls(type(exc).__name__, str(exc), likely_cause=exc.likely_cause)
         return cls(type(exc).__name__, str(exc))
 
+    def because(self, why: str) -> OutcomeError:
+        """The same error, its message followed by ``why`` (why bunny gave up on it)."""
+        return dataclasses.replace(self, message=f"{self.message}; {why}")
+
     @classmethod
     def from_result(cls, error: jobs_pb2.JobError) -> OutcomeError:
         code = _CODE_NAMES.get(error.code, str(error.code))
@@ -64,6 +70,8 @@ class JobOutcome:
     duration_ms: float
     dns_source: str | None
     error: OutcomeError | None = None
+    resolution: Resolution | None = field(default=None, repr=False, compare=False)
+    """The DNS answer the last attempt used (None when the lookup failed)."""
 
     @property
     def ok(self) -> bool:

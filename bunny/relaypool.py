@@ -18,10 +18,7 @@ Every channel pings relay (HTTP/2 keepalive, :class:`Keepalive`): the path
 crosses NAT and VPN gateways that forget idle connections, and a tunnel that
 goes silent sends no RST. Without pings a call on such a connection waits for
 its deadline; with them it fails UNAVAILABLE within ``interval + timeout`` and
-bunny retries it on a new connection. relay accepts pings as often as twice a
-second (:mod:`relay.server`), and bunny pings at most once a second. A channel
-that lost relay tries again at most ``RECONNECT_BACKOFF_MAX_S`` apart, not gRPC's
-default two minutes.
+bunny retries it on a new connection (:mod:`bunny.keepalive`).
 """
 
 from __future__ import annotations
@@ -33,20 +30,22 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
-from opentelemetry import trace
-from opentelemetry.util.types import AttributeValue
 
-from bunny.resolver import Resolution
+from bunny.dns.model import Resolution
+from bunny.keepalive import Keepalive
+from bunny.payload import LARGEST_MAX_BYTES
 from bunny.tls import ClientTls
-from bunnyrelay import semconv
 from bunnyrelay.v1 import jobs_pb2_grpc
 
 # Calls on a channel whose address left the DNS answer get this long to finish.
 RETIRE_GRACE_S = 30.0
+MAX_ANSWER_BYTES = LARGEST_MAX_BYTES + 64 * 1024
+"""The largest message bunny takes from relay: an answer to the largest payload relay can be
+set to take, with room for the rest of the result (gRPC's default is 4 MiB)."""
 
 
 @dataclass(frozen=True, slots=True)
-class Endpoint:
+class RelayEndpoint:
     """One relay address with its channel and stub."""
 
     name: str
@@ -84,53 +83,6 @@ class AddressSource(Protocol):
     async def resolve(self, name: str, *, deadline: float | None = None) -> Resolution: ...
 
 
-RECONNECT_BACKOFF_MAX_S = 5.0
-"""The longest a channel waits between attempts to reconnect (gRPC's default: 120 s,
-which would leave bunny failing jobs fast for up to two minutes after relay is back)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Keepalive:
-    """HTTP/2 pings on each channel to relay; ``interval_s`` 0 turns them off."""
-
-    interval_s: float = 30.0
-    """A ping after this long, calls in flight or not: well under the idle timeouts of
-    cloud NAT and VPN gateways (about 4 minutes and up)."""
-    timeout_s: float = 10.0
-    """No answer to a ping within this long: the connection is dead; its calls fail
-    UNAVAILABLE (and are retried) and the channel reconnects."""
-
-    def __post_init__(self) -> None:
-        if self.interval_s < 0 or self.timeout_s <= 0:
-            raise ValueError(
-                f"keepalive: the interval must be 0 (off) or more and the timeout more than "
-                f"0 seconds; got {self.interval_s} and {self.timeout_s}"
-            )
-        if 0 < self.interval_s < 1:
-            # relay answers a client that pings too often with GOAWAY "too_many_pings";
-            # a margin under its limit (twice a second) keeps timer jitter from tripping it.
-            raise ValueError(
-                f"keepalive: the interval must be 0 (off) or at least 1 s; got {self.interval_s} s"
-            )
-
-    def channel_options(self) -> list[tuple[str, object]]:
-        options: list[tuple[str, object]] = [
-            ("grpc.max_reconnect_backoff_ms", int(RECONNECT_BACKOFF_MAX_S * 1000))
-        ]
-        if self.interval_s:
-            options += [
-                ("grpc.keepalive_time_ms", int(self.interval_s * 1000)),
-                ("grpc.keepalive_timeout_ms", int(self.timeout_s * 1000)),
-                # grpcio 1.85's transport times an unanswered ping out after this one
-                # (default 60 s), whatever the keepalive timeout says.
-                ("grpc.http2.ping_timeout_ms", int(self.timeout_s * 1000)),
-                ("grpc.keepalive_permit_without_calls", 1),
-                # A long job sends no data for a while: keep pinging through it.
-                ("grpc.http2.max_pings_without_data", 0),
-            ]
-        return options
-
-
 class RelayPool:
     """Endpoints for ``name:port``, kept in step with the resolver's answers."""
 
@@ -150,41 +102,35 @@ class RelayPool:
         self.host = name.rstrip(".")
         self.authority = f"{self.host}:{port}"
         self.tls = tls
-        self._options: list[tuple[str, object]] = [("grpc.default_authority", self.authority)]
+        self._options: list[tuple[str, object]] = [
+            ("grpc.default_authority", self.authority),
+            ("grpc.max_receive_message_length", MAX_ANSWER_BYTES),
+        ]
         if tls is not None:
             # The certificate must name what bunny resolved, not the address it dials.
             self._options.append(("grpc.ssl_target_name_override", self.host))
         # The caller's first: given an option twice, gRPC keeps the first value.
         self._options.extend(channel_options)
         self._options.extend(keepalive.channel_options())
-        self._endpoints: dict[str, Endpoint] = {}
-        self._order: tuple[Endpoint, ...] = ()
+        self._endpoints: dict[str, RelayEndpoint] = {}
+        self._order: tuple[RelayEndpoint, ...] = ()
         self._addresses: tuple[str, ...] = ()
         self._next = 0
         self._retiring: set[asyncio.Task[None]] = set()
-        # The root-span attributes of the last cache hit, rebuilt only when the answer changes.
-        self._hit: Resolution | None = None
-        self._hit_attributes: dict[str, AttributeValue] = {}
 
     @property
-    def endpoints(self) -> tuple[Endpoint, ...]:
+    def endpoints(self) -> tuple[RelayEndpoint, ...]:
         return self._order
 
     async def lookup(self, *, deadline: float | None = None) -> Resolution:
         """Resolve the name (cache first) and bring the endpoints in line with the answer.
 
-        A fresh cached answer costs no span of its own: a ``dns.lookup`` span and
-        its histogram entry cost more than the hit itself (about 35 µs against
-        0.15 µs). The current span (the job's root) says where the address came
-        from instead. A miss goes through :meth:`Resolver.resolve`, which traces it.
+        A fresh cached answer is taken without a lookup (and without a ``dns.lookup``
+        span: the job's span tells it); a miss goes through the resolver's ``resolve``.
         """
         resolution = self.resolver.cached(self.name)
         if resolution is None:
             resolution = await self.resolver.resolve(self.name, deadline=deadline)
-        else:
-            span = trace.get_current_span()
-            if span.is_recording():
-                span.set_attributes(self._hit_attributes_for(resolution))
         if self.tls is not None and self.tls.refresh():
             # New certificates: new channels (new handshakes) for the calls from now on.
             for endpoint in self._endpoints.values():
@@ -195,17 +141,7 @@ class RelayPool:
             self._apply(resolution.addresses)
         return resolution
 
-    def _hit_attributes_for(self, resolution: Resolution) -> dict[str, AttributeValue]:
-        if resolution is not self._hit:
-            self._hit = resolution
-            self._hit_attributes = {
-                semconv.DNS_SOURCE: resolution.source,
-                semconv.DNS_QUESTION_NAME: resolution.name,
-                semconv.DNS_ANSWERS: resolution.addresses,
-            }
-        return self._hit_attributes
-
-    def pick(self, *, avoid: str | None = None) -> Endpoint:
+    def pick(self, *, avoid: str | None = None) -> RelayEndpoint:
         """The next endpoint round robin.
 
         Skips ``avoid`` (the peer that just failed) and channels that gRPC has
@@ -242,13 +178,13 @@ class RelayPool:
                         target, self.tls.credentials, options=self._options
                     )
                 )
-                self._endpoints[address] = Endpoint(
+                self._endpoints[address] = RelayEndpoint(
                     self.host, address, self.port, channel, jobs_pb2_grpc.JobServiceStub(channel)
                 )
         self._addresses = addresses
         self._order = tuple(self._endpoints[a] for a in wanted)
 
-    def _retire(self, endpoint: Endpoint) -> None:
+    def _retire(self, endpoint: RelayEndpoint) -> None:
         task = asyncio.get_running_loop().create_task(endpoint.channel.close(RETIRE_GRACE_S))
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)

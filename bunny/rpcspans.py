@@ -1,16 +1,12 @@
 """The client side of an RPC attempt in telemetry: one CLIENT span per attempt, W3C context out.
 
-Both runners (unary and stream) call relay through :func:`client_attempt`, so
-span names, attributes and the RPC duration metric are decided in one place,
+Both submitters (unary and stream) call relay through :meth:`RpcSpans.attempt`,
+so span names, attributes and the RPC duration metric are decided in one place,
 following the OpenTelemetry RPC semantic conventions.
 
 This runs once per attempt, so what does not change between attempts is built
-once: the span attributes per endpoint and the metric attributes per method and
-status code. The tracer is fetched from the installed provider on first use:
-the one ``trace.get_tracer`` hands out before a provider is installed is a proxy
-that delegates every call. The span is made current with ``context.attach``
-rather than ``start_as_current_span``, whose two generator-based context
-managers cost more than the rest of this module.
+once per :class:`RpcSpans`: the span attributes per endpoint and the metric
+attributes per method and status code.
 """
 
 from __future__ import annotations
@@ -21,91 +17,104 @@ from types import TracebackType
 from typing import Final
 
 import grpc
-from opentelemetry import context, metrics, propagate, trace
+from opentelemetry import context, propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.metrics import Histogram
+from opentelemetry.metrics import Meter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
 
-from bunny.relaypool import Endpoint
+from bunny.relaypool import RelayEndpoint
 from bunnyrelay import semconv
 
 SERVICE = "bunnyrelay.v1.JobService"
+SCOPE = "bunny.rpc"
 
 _OK: Final = grpc.StatusCode.OK
-_SCOPE: Final = "bunny.rpc"
+# Endpoints live as long as their channel: a few per process. The bound is for the
+# channels that come and go over a long run.
+_MAX_CACHED = 1024
 
 
-class LazyTracer:
-    """A tracer fetched from the installed provider on first use after it is installed.
+class RpcSpans:
+    """Spans and the ``rpc.client.duration`` histogram for bunny's calls to relay."""
 
-    ``trace.get_tracer`` at import time, before the provider is installed, hands out
-    a proxy that delegates every call for the life of the process.
-    """
+    def __init__(self, tracer: Tracer, meter: Meter) -> None:
+        self.tracer = tracer
+        self._duration = meter.create_histogram(
+            semconv.METRIC_RPC_CLIENT_DURATION,
+            unit="ms",
+            description="Duration of RPC attempts to relay",
+        )
+        self._span_attributes: dict[tuple[str, RelayEndpoint, int], dict[str, AttributeValue]] = {}
+        self._metric_attributes: dict[tuple[str, grpc.StatusCode], dict[str, AttributeValue]] = {}
+        self._span_names: dict[str, str] = {}
 
-    __slots__ = ("_proxy", "_real", "_scope")
+    def attempt(
+        self, method: str, endpoint: RelayEndpoint, attempt: int, *, measured: bool = True
+    ) -> AttemptRecord:
+        """A CLIENT span for one attempt of ``method`` on ``endpoint``, current while it runs::
 
-    def __init__(self, scope: str) -> None:
-        self._scope = scope
-        self._proxy = trace.get_tracer(scope)
-        self._real: Tracer | None = None
+            with spans.attempt("Run", endpoint, attempt) as record:
+                ...  # call with metadata=record.metadata; set record.code on failure
 
-    def get(self) -> Tracer:
-        real = self._real
-        if real is None:
-            if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
-                return self._proxy
-            real = self._real = trace.get_tracer(self._scope)
-        return real
+        ``measured``: the attempt is a whole call, so its duration is the call's
+        ``rpc.client.duration``. A job on a stream is not: the stream records its own
+        (:meth:`record_duration`) when it ends, as the conventions define it.
+        """
+        return AttemptRecord(self, method, endpoint, attempt, measured)
 
+    def record_duration(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
+        """One call's ``rpc.client.duration``."""
+        self._duration.record(seconds * 1000.0, self._metric_attributes_for(method, code))
 
-_tracer = LazyTracer(_SCOPE)
-_duration: Histogram = metrics.get_meter(_SCOPE).create_histogram(
-    semconv.METRIC_RPC_CLIENT_DURATION, unit="ms", description="Duration of RPC attempts to relay"
-)
-# Endpoints live as long as their channel: a few per process, so these stay small.
-_span_attributes: dict[tuple[str, Endpoint, int], dict[str, AttributeValue]] = {}
-_metric_attributes: dict[tuple[str, grpc.StatusCode], dict[str, AttributeValue]] = {}
-_span_names: dict[str, str] = {}
+    def span_name(self, method: str) -> str:
+        name = self._span_names.get(method)
+        if name is None:
+            name = self._span_names[method] = f"{SERVICE}/{method}"
+        return name
 
+    def span_attributes(
+        self, method: str, endpoint: RelayEndpoint, attempt: int
+    ) -> dict[str, AttributeValue]:
+        key = (method, endpoint, attempt)
+        attributes = self._span_attributes.get(key)
+        if attributes is None:
+            if len(self._span_attributes) > _MAX_CACHED:
+                self._span_attributes.clear()
+            attributes = self._span_attributes[key] = {
+                semconv.RPC_SYSTEM: "grpc",
+                semconv.RPC_SERVICE: SERVICE,
+                semconv.RPC_METHOD: method,
+                semconv.SERVER_ADDRESS: endpoint.name,
+                semconv.SERVER_PORT: endpoint.port,
+                semconv.NETWORK_PEER_ADDRESS: endpoint.address,
+                semconv.NETWORK_PEER_PORT: endpoint.port,
+                semconv.JOB_ATTEMPT: attempt,
+            }
+        return attributes
 
-def _attributes_for(method: str, endpoint: Endpoint, attempt: int) -> dict[str, AttributeValue]:
-    key = (method, endpoint, attempt)
-    attributes = _span_attributes.get(key)
-    if attributes is None:
-        if len(_span_attributes) > 1024:
-            _span_attributes.clear()  # channels come and go over a long run
-        attributes = _span_attributes[key] = {
-            semconv.RPC_SYSTEM: "grpc",
-            semconv.RPC_SERVICE: SERVICE,
-            semconv.RPC_METHOD: method,
-            semconv.SERVER_ADDRESS: endpoint.name,
-            semconv.SERVER_PORT: endpoint.port,
-            semconv.NETWORK_PEER_ADDRESS: endpoint.address,
-            semconv.NETWORK_PEER_PORT: endpoint.port,
-            semconv.JOB_ATTEMPT: attempt,
-        }
-    return attributes
-
-
-def _metric_attributes_for(method: str, code: grpc.StatusCode) -> dict[str, AttributeValue]:
-    key = (method, code)
-    attributes = _metric_attributes.get(key)
-    if attributes is None:
-        attributes = _metric_attributes[key] = {
-            semconv.RPC_SYSTEM: "grpc",
-            semconv.RPC_SERVICE: SERVICE,
-            semconv.RPC_METHOD: method,
-            semconv.RPC_GRPC_STATUS_CODE: code.value[0],
-        }
-    return attributes
+    def _metric_attributes_for(
+        self, method: str, code: grpc.StatusCode
+    ) -> dict[str, AttributeValue]:
+        key = (method, code)
+        attributes = self._metric_attributes.get(key)
+        if attributes is None:
+            attributes = self._metric_attributes[key] = {
+                semconv.RPC_SYSTEM: "grpc",
+                semconv.RPC_SERVICE: SERVICE,
+                semconv.RPC_METHOD: method,
+                semconv.RPC_GRPC_STATUS_CODE: code.value[0],
+            }
+        return attributes
 
 
 class AttemptRecord:
     """One attempt's CLIENT span, current between ``__enter__`` and ``__exit__``.
 
     ``metadata`` carries the span's W3C trace context for the call. Set ``code``
-    before leaving; an exception leaves the span in error.
+    before leaving when the call failed: the span and the metric take it from there.
+    The span is made current
+    with ``context.attach`` rather than ``start_as_current_span`` (docs/benchmarks.md).
     """
 
     __slots__ = (
@@ -113,6 +122,7 @@ class AttemptRecord:
         "_endpoint",
         "_measured",
         "_method",
+        "_spans",
         "_started",
         "_token",
         "code",
@@ -125,7 +135,10 @@ class AttemptRecord:
     code: grpc.StatusCode
     metadata: list[tuple[str, str]]
 
-    def __init__(self, method: str, endpoint: Endpoint, attempt: int, measured: bool) -> None:
+    def __init__(
+        self, spans: RpcSpans, method: str, endpoint: RelayEndpoint, attempt: int, measured: bool
+    ) -> None:
+        self._spans = spans
         self._method = method
         self._endpoint = endpoint
         self._attempt = attempt
@@ -134,10 +147,8 @@ class AttemptRecord:
         self.metadata = []
 
     def __enter__(self) -> AttemptRecord:
+        spans = self._spans
         method = self._method
-        name = _span_names.get(method)
-        if name is None:
-            name = _span_names[method] = f"{SERVICE}/{method}"
         self._started = time.perf_counter()
         current = trace.get_current_span()
         if current.get_span_context().is_valid and not current.is_recording():
@@ -148,10 +159,10 @@ class AttemptRecord:
             self.span = current
             self._token = None
         else:
-            span = self.span = _tracer.get().start_span(
-                name,
+            span = self.span = spans.tracer.start_span(
+                spans.span_name(method),
                 kind=SpanKind.CLIENT,
-                attributes=_attributes_for(method, self._endpoint, self._attempt),
+                attributes=spans.span_attributes(method, self._endpoint, self._attempt),
             )
             self._token = context.attach(trace.set_span_in_context(span))
         carrier: dict[str, str] = {}
@@ -178,24 +189,4 @@ class AttemptRecord:
                     span.set_attribute(semconv.ERROR_TYPE, code.name)
             span.end()
         if self._measured:
-            record_duration(self._method, code, time.perf_counter() - self._started)
-
-
-def client_attempt(
-    method: str, endpoint: Endpoint, attempt: int, *, measured: bool = True
-) -> AttemptRecord:
-    """A CLIENT span for one attempt of ``method`` on ``endpoint``, current while it runs::
-
-    with client_attempt("Run", endpoint, attempt) as record:
-        ...  # call with metadata=record.metadata; set record.code on failure
-
-    ``measured``: the attempt is a whole call, so its duration is the call's
-    ``rpc.client.duration``. A job on a stream is not: the stream records its own
-    (:func:`record_duration`) when it ends, as the conventions define it.
-    """
-    return AttemptRecord(method, endpoint, attempt, measured)
-
-
-def record_duration(method: str, code: grpc.StatusCode, seconds: float) -> None:
-    """One call's ``rpc.client.duration``."""
-    _duration.record(seconds * 1000.0, _metric_attributes_for(method, code))
+            self._spans.record_duration(self._method, code, time.perf_counter() - self._started)

@@ -10,7 +10,7 @@ span's context travels in ``JobRequest.trace_context`` rather than in call
 metadata, which a stream sends only once.
 
 A stream that breaks fails every job waiting on it with the typed error, and
-the job runner's retry moves them to a fresh stream (on another address when
+the submitter's retry moves them to a fresh stream (on another address when
 there is one): job ids make the resend safe.
 """
 
@@ -21,65 +21,16 @@ import time
 
 import grpc
 
-from bunny.errors import (
-    JobDeadlineExceeded,
-    JobRejected,
-    RelayCallFailed,
-    RelayOverloaded,
-    RelayUnavailable,
-)
-from bunny.relaypool import Endpoint, RelayPool
-from bunny.rpcspans import client_attempt, record_duration
-from bunny.runner import JobRunner, RunSettings, call_unary, classify_rpc_error
+from bunny.errors import JobDeadlineExceeded, RelayCallFailed, RelayUnavailable
+from bunny.relaypool import RelayEndpoint, RelayPool
+from bunny.rpcerrors import classify_rpc_error, raise_for_stream_error
+from bunny.rpcspans import RpcSpans
+from bunny.submitter import JobSubmitter, SubmitSettings, call_unary
+from bunny.tracing import BunnyTelemetry
 from bunnyrelay.v1 import jobs_pb2
 
 _CLOSE_GRACE_S = 5.0
 _METHOD = "RunBatches"
-
-
-def raise_for_stream_error(result: jobs_pb2.JobResult, peer: str) -> None:
-    """Raise the typed error for a job the stream turned away (as Run would have with a status).
-
-    A job that ran and failed is a result, not an error, and passes through.
-    """
-    if result.status != jobs_pb2.JOB_STATUS_FAILED:
-        return
-    error = result.error
-    if error.reason in _RAN_AND_FAILED:
-        return
-    try:
-        code = grpc.StatusCode[_CODE_NAMES[error.code]]
-    except KeyError:
-        return
-    message = f"{peer}: {code.name}: {error.message}"
-    if code is grpc.StatusCode.RESOURCE_EXHAUSTED and error.retryable:
-        pushback = (
-            error.retry_after.ToTimedelta().total_seconds()
-            if error.HasField("retry_after")
-            else None
-        )
-        raise RelayOverloaded(
-            message, code=code, peer=peer, reason=error.reason, pushback_s=pushback
-        )
-    if code is grpc.StatusCode.UNAVAILABLE:
-        raise RelayUnavailable(message, code=code, peer=peer, reason=error.reason)
-    if code in _REJECTED_CODES:
-        raise JobRejected(message, code=code, peer=peer, reason=error.reason)
-
-
-_CODE_NAMES = {status.value[0]: status.name for status in grpc.StatusCode}
-# Reasons relay gives for a job its handler ran: results on Run too, never statuses.
-_RAN_AND_FAILED = frozenset({"JOB_FAILED", "INVALID_PAYLOAD", "HANDLER_ERROR"})
-_REJECTED_CODES = frozenset(
-    {
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.NOT_FOUND,
-        grpc.StatusCode.ALREADY_EXISTS,
-        grpc.StatusCode.FAILED_PRECONDITION,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.OUT_OF_RANGE,
-    }
-)
 
 
 # A batch holds jobs up to this many encoded bytes: far below any relay's receive limit
@@ -103,11 +54,12 @@ class _Stream:
     queued as JobBatch messages of up to a quarter of the jobs waiting (and up
     to ``BATCH_BYTES``), and while a write waits for HTTP/2 flow control the
     next batch gathers. A lone job is sent at once. Jobs larger than
-    ``BATCH_BYTES`` never come here (:meth:`StreamRunner.call`).
+    ``BATCH_BYTES`` never come here (:meth:`StreamSubmitter.call`).
     """
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    def __init__(self, endpoint: RelayEndpoint, rpc: RpcSpans) -> None:
         self.endpoint = endpoint
+        self._rpc = rpc
         # No call deadline: each job carries its own, enforced here and by relay's drain.
         self.call = endpoint.stub.RunBatches()
         self.waiting: dict[str, asyncio.Future[jobs_pb2.JobResult]] = {}
@@ -143,7 +95,7 @@ class _Stream:
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
             error = classify_rpc_error(exc, peer)
-        record_duration(_METHOD, code, time.perf_counter() - started)
+        self._rpc.record_duration(_METHOD, code, time.perf_counter() - started)
         self.broken = error
         self._queued.clear()
         self._wanted.set()
@@ -180,7 +132,7 @@ class _Stream:
             pass
         except Exception:
             # A bug here must not leave jobs waiting for their deadline: ending the call
-            # fails them (retryably), and the runner moves them to a fresh stream.
+            # fails them (retryably), and the submitter moves them to a fresh stream.
             self.call.cancel()
             raise
 
@@ -255,28 +207,33 @@ class _Stream:
             await asyncio.gather(self._writer, self._reader, return_exceptions=True)
 
 
-class StreamRunner(JobRunner):
+class StreamSubmitter(JobSubmitter):
     """Each attempt sends the job on the stream to the chosen address, opening it if needed."""
 
-    def __init__(self, pool: RelayPool, settings: RunSettings) -> None:
-        super().__init__(pool, settings)
+    def __init__(
+        self,
+        pool: RelayPool,
+        settings: SubmitSettings,
+        telemetry: BunnyTelemetry | None = None,
+    ) -> None:
+        super().__init__(pool, settings, telemetry)
         self._streams: dict[str, _Stream] = {}
 
-    def _stream_for(self, endpoint: Endpoint) -> _Stream:
+    def _stream_for(self, endpoint: RelayEndpoint) -> _Stream:
         stream = self._streams.get(endpoint.peer)
         if stream is None or stream.broken is not None or stream.endpoint is not endpoint:
-            stream = _Stream(endpoint)
+            stream = _Stream(endpoint, self.rpc)
             self._streams[endpoint.peer] = stream
         return stream
 
     async def call(
-        self, endpoint: Endpoint, request: jobs_pb2.JobRequest, attempt: int, deadline: float
+        self, endpoint: RelayEndpoint, request: jobs_pb2.JobRequest, attempt: int, deadline: float
     ) -> jobs_pb2.JobResult:
         if request.ByteSize() > BATCH_BYTES:
             # Alone, so that a job relay refuses for its size fails by itself.
-            return await call_unary(endpoint, request, attempt, deadline)
+            return await call_unary(self.rpc, endpoint, request, attempt, deadline)
         stream = self._stream_for(endpoint)
-        with client_attempt(_METHOD, endpoint, attempt, measured=False) as record:
+        with self.rpc.attempt(_METHOD, endpoint, attempt, measured=False) as record:
             context = dict(record.metadata)
             request.trace_context.traceparent = context.get("traceparent", "")
             request.trace_context.tracestate = context.get("tracestate", "")

@@ -10,9 +10,9 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from bunny.resolver import Resolution
+from bunny.dns.model import Resolution
 from bunnyrelay.settings import SettingError, parse_host_port
 
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
@@ -23,20 +23,26 @@ class LiteralAddress:
     """An IP literal target: resolves to itself, with no query and no span."""
 
     ip: str
+    _answer: Resolution = field(init=False, repr=False, compare=False)
 
-    def __str__(self) -> str:
-        return self.ip
-
-    def cached(self, name: str) -> Resolution:
-        return Resolution(
-            name=name,
-            fqdn=name,
+    def __post_init__(self) -> None:
+        answer = Resolution(
+            name=self.ip,
+            fqdn=self.ip,
             addresses=(self.ip,),
             ttl=0,
             source="literal",
             queries=(),
             expires_at=math.inf,
         )
+        object.__setattr__(self, "_answer", answer)
+
+    def __str__(self) -> str:
+        return self.ip
+
+    def cached(self, name: str) -> Resolution:
+        """The one answer, made once (``name`` is the IP itself)."""
+        return self._answer
 
     async def resolve(self, name: str, *, deadline: float | None = None) -> Resolution:
         return self.cached(name)

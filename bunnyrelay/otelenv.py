@@ -20,6 +20,9 @@ export. Here each value the process depends on is checked once, at start, and a 
 - ``OTEL_BSP_*``: whole numbers the SDK's batch span processor accepts.
 - ``OTEL_METRICS_EXEMPLAR_FILTER``: ``always_on``, ``always_off`` or ``trace_based``.
 - ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER``: ``none`` turns a signal's export off.
+- ``OTEL_PROPAGATORS``: propagators that are installed (``tracecontext``, ``baggage``) or
+  ``none``. The API loads them when ``opentelemetry.propagate`` is first imported and raises
+  there on a name it cannot find, so this check must run before anything imports it.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -82,6 +86,23 @@ def check_sampler(environ: Mapping[str, str] = os.environ) -> None:
             raise SettingError(f"OTEL_TRACES_SAMPLER_ARG={arg!r} is not a number") from None
         if not 0.0 <= ratio <= 1.0:
             raise SettingError(f"OTEL_TRACES_SAMPLER_ARG={arg!r} must be between 0 and 1")
+
+
+def check_propagators(environ: Mapping[str, str] = os.environ) -> None:
+    """Reject an ``OTEL_PROPAGATORS`` entry that names no installed propagator."""
+    configured = environ.get("OTEL_PROPAGATORS", "")
+    if not configured:
+        return
+    # The entry points the API itself loads them from, so "installed" means the same here.
+    installed = sorted(e.name for e in entry_points(group="opentelemetry_propagator"))
+    for name in (part.strip() for part in configured.split(",")):
+        if name.lower() == "none":
+            return  # the API stops at "none" too, and propagates nothing
+        if name not in installed:
+            raise SettingError(
+                f"OTEL_PROPAGATORS={configured!r}: {name!r} is not an installed propagator; "
+                f"use a comma-separated list of {', '.join(installed)}, or none"
+            )
 
 
 def check_batch_span_processor(environ: Mapping[str, str] = os.environ) -> None:

@@ -40,7 +40,8 @@ DNS_NAMESERVER: Final = "bunnyrelay.dns.nameserver"
 DNS_RCODE: Final = "bunnyrelay.dns.rcode"
 DNS_TTL: Final = "bunnyrelay.dns.ttl"
 DNS_ATTEMPT: Final = "bunnyrelay.dns.attempt"
-# Where an answer came from: "wire", "c-ares-cache", "cache", "stale-cache", "negative-cache".
+# Where an answer came from: "hosts", "wire", "c-ares-cache", "cache", "stale-cache",
+# "negative-cache", or "literal" (an IP target).
 DNS_SOURCE: Final = "bunnyrelay.dns.source"
 DNS_CANDIDATES: Final = "bunnyrelay.dns.candidates"
 DNS_QUERIES_SENT: Final = "bunnyrelay.dns.queries_sent"

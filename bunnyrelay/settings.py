@@ -4,16 +4,25 @@ Every flag of ``relay`` and ``bunny`` has an environment variable with the
 process's prefix (``RELAY_…``, ``BUNNY_…``); a flag given on the command line
 wins. Values from either source go through the same parser, so a bad
 ``RELAY_LISTEN`` is rejected with the same message as a bad ``--listen``.
+
+A process's settings are one frozen dataclass whose fields are declared with
+:func:`setting`: each field's ``doc`` is written once and is its flag's
+``--help``; :func:`add_options` declares a flag per field and
+:func:`from_namespace` builds the object from the parsed flags, naming the flag
+and variable of a value its checks refuse (they raise ``SettingError("field: why")``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import MISSING, dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class SettingError(ValueError):
@@ -111,11 +120,22 @@ def _argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return convert
 
 
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default, unless there is none to show or its help already says it
+    in words (``default: no such port``): ``(default: None)`` after that says it twice."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default is None or action.default == [] or "default:" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 class EnvArgumentParser(argparse.ArgumentParser):
     """An ArgumentParser whose options default to ``PREFIX_NAME`` environment variables."""
 
     def __init__(self, *args: Any, env_prefix: str, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", _DefaultsHelpFormatter)
         super().__init__(*args, **kwargs)
         self.env_prefix = env_prefix
 
@@ -188,3 +208,88 @@ def _parse_switch(text: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise SettingError(f"{text!r} is not a yes/no value (use true or false)")
+
+
+# --- config objects whose fields are their flags -------------------------------------------
+
+
+def setting(
+    default: Any = MISSING,
+    *,
+    default_factory: Callable[[], Any] | None = None,
+    doc: str,
+    parse: Callable[[str], Any] = str,
+    metavar: str | None = None,
+    switch: bool = False,
+    repeat: bool = False,
+) -> Any:
+    """A field of a config dataclass: its documentation, which is also its flag's ``--help``,
+    and how its flag is read (``parse``, ``metavar``; ``switch`` for an on/off flag,
+    ``repeat`` for a flag given once per value, a tuple in the object)."""
+    metadata = {"doc": doc, "parse": parse, "metavar": metavar, "switch": switch, "repeat": repeat}
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def flag_of(name: str) -> str:
+    """The flag of the field ``name``: ``max_in_flight`` is ``--max-in-flight``."""
+    return "--" + name.replace("_", "-")
+
+
+def _fields(config: type[Any], names: Iterable[str] | None) -> list[dataclasses.Field[Any]]:
+    by_name = {each.name: each for each in dataclasses.fields(config) if "doc" in each.metadata}
+    return list(by_name.values()) if names is None else [by_name[name] for name in names]
+
+
+def _default(each: dataclasses.Field[Any]) -> Any:
+    if each.default_factory is not MISSING:
+        return each.default_factory()
+    return None if each.default is MISSING else each.default
+
+
+def add_options(
+    parser: EnvArgumentParser,
+    config: type[Any],
+    names: Iterable[str] | None = None,
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    docs: Mapping[str, str] | None = None,
+) -> None:
+    """Declare a flag (and its environment variable) for each field of ``config`` made with
+    :func:`setting`, or for each of ``names``; ``defaults`` overrides a field's default and
+    ``docs`` its help, for a command where the field means something narrower."""
+    for each in _fields(config, names):
+        meta = each.metadata
+        default = (defaults or {}).get(each.name, _default(each))
+        doc = (docs or {}).get(each.name, meta["doc"])
+        if meta["switch"]:
+            parser.option(flag_of(each.name), default=default, help=doc, switch=True)
+            continue
+        parser.option(
+            flag_of(each.name),
+            parse=meta["parse"],
+            default=list(default) if meta["repeat"] and default is not None else default,
+            help=doc,
+            repeat=meta["repeat"],
+            metavar=meta["metavar"],
+        )
+
+
+def from_namespace(config: type[T], args: argparse.Namespace, *, env_prefix: str) -> T:
+    """Build ``config`` from parsed flags (the fields ``args`` has; the others keep their
+    defaults). A value its checks refuse is a SettingError naming the flag and variable."""
+    values: dict[str, Any] = {}
+    for each in dataclasses.fields(config):  # type: ignore[arg-type]
+        if hasattr(args, each.name):
+            value = getattr(args, each.name)
+            if each.metadata.get("repeat") and isinstance(value, list):
+                value = tuple(value)
+            values[each.name] = value
+    try:
+        return config(**values)
+    except SettingError as exc:
+        name, sep, problem = str(exc).partition(": ")
+        if not sep or not name.isidentifier():
+            raise
+        raise SettingError(f"{flag_of(name)} (or {env_prefix}{name.upper()}): {problem}") from None

@@ -15,7 +15,8 @@ a typo stops the process at start with a message instead of failing each export 
 - ``OTEL_METRICS_EXEMPLAR_FILTER`` is honoured when set; unset, exemplars are
   off, not the SDK's default ``trace_based``.
 - ``OTEL_PROPAGATORS`` is honoured by the OpenTelemetry API (W3C trace context
-  and baggage by default).
+  and baggage by default); checked here, so a process must not import
+  ``opentelemetry.propagate`` before calling :func:`setup_telemetry`.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from bunnyrelay.otelenv import (
     OtlpDestination,
     check_batch_span_processor,
+    check_propagators,
     check_sampler,
     exemplar_filter,
     otlp_destination,
@@ -127,6 +129,7 @@ def setup_telemetry(
 
     Raises SettingError for a bad ``OTEL_*`` value, before anything is started.
     """
+    check_propagators(environ)
     check_sampler(environ)
     traces = otlp_destination("TRACES", environ)
     if traces is not None:

@@ -1,4 +1,4 @@
-"""The lab's external programs: the pinned CoreDNS, Toxiproxy and ghz that `make tools` installs.
+"""The lab's external programs: the pinned CoreDNS, Toxiproxy, ghz and grpcurl of `make tools`.
 
 They live in ``.tools/bin`` at the top of the repository (``BUNNYRELAY_TOOLS_DIR``
 points elsewhere). A missing one is an error that says how to get it, never a
@@ -16,6 +16,7 @@ TOOLS_DIR = Path(__file__).resolve().parents[1] / ".tools" / "bin"
 COREDNS = "coredns"
 TOXIPROXY = "toxiproxy-server"
 GHZ = "ghz"
+GRPCURL = "grpcurl"
 
 
 class ToolMissingError(FileNotFoundError):
@@ -33,7 +34,7 @@ def tool(name: str) -> Path:
     path = tools_dir() / name
     if not os.access(path, os.X_OK):
         raise ToolMissingError(
-            f"{path} is missing: run `make tools` to install the pinned CoreDNS, Toxiproxy and ghz "
-            "(it needs Go and the Go module proxy; see tools/install.sh)"
+            f"{path} is missing: run `make tools` to install the pinned CoreDNS, Toxiproxy, ghz "
+            "and grpcurl (it needs Go and the Go module proxy; see tools/install.sh)"
         )
     return path

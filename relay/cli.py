@@ -7,19 +7,18 @@ bad flag or environment variable (the message names it).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import sys
 from collections.abc import Sequence
 
 from bunnyrelay.logs import configure_logging
-from bunnyrelay.settings import EnvArgumentParser, SettingError
+from bunnyrelay.settings import EnvArgumentParser, SettingError, add_options, from_namespace
 from bunnyrelay.telemetry import setup_telemetry
 from relay.config import RelayConfig
-from relay.dedupe import StoreError
-from relay.lifecycle import ListenError, serve_until_signalled
-from relay.server import JOB_SERVICE, Relay
-from relay.tls import TlsError
+from relay.errors import StartupError
+from relay.lifecycle import serve_until_signalled
 
 PROG = "relay"
 
@@ -37,11 +36,20 @@ def build_parser() -> EnvArgumentParser:
         help="serve JobService, health and reflection until SIGTERM",
         description="Serve jobs until SIGTERM or SIGINT, then drain within the grace period.",
     )
-    RelayConfig.add_options(serve)
+    add_options(serve, RelayConfig)
     return parser
 
 
+def config_from(args: argparse.Namespace) -> RelayConfig:
+    """``relay serve``'s parsed flags as its config; a SettingError names the flag and variable."""
+    return from_namespace(RelayConfig, args, env_prefix="RELAY_")
+
+
 async def serve(config: RelayConfig, log: logging.Logger) -> None:
+    # Imported once setup_telemetry has checked the OTEL_* variables: OpenTelemetry's API
+    # fails on a bad OTEL_PROPAGATORS as it is imported, and the server imports it.
+    from relay.server import JOB_SERVICE, Relay
+
     relay = Relay(config, logger=log)
 
     async def start() -> None:
@@ -85,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        config = RelayConfig.from_namespace(args)
+        config = config_from(args)
     except SettingError as exc:
         parser.error(str(exc))
     log = configure_logging(PROG, fmt=config.log_format, level=config.log_level)
@@ -96,14 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         asyncio.run(serve(config, log))
-    except ListenError as exc:
-        log.error("%s", exc, extra={"event": "relay.listen_failed"})
-        return 1
-    except StoreError as exc:
-        log.error("%s", exc, extra={"event": "relay.store_failed"})
-        return 1
-    except TlsError as exc:
-        log.error("%s", exc, extra={"event": "relay.tls_failed"})
+    except StartupError as exc:
+        log.error("%s", exc, extra={"event": exc.event})
         return 1
     except KeyboardInterrupt:
         # Only before the signal handlers are in place; after that SIGINT drains.

@@ -7,22 +7,23 @@ Every flag of ``relay serve`` has a ``RELAY_`` variable (``--max-in-flight`` is
 
 from __future__ import annotations
 
-import argparse
 import os
 import socket
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from bunnyrelay.settings import (
-    EnvArgumentParser,
     HostPort,
     SettingError,
     choice,
     non_negative_float,
     parse_host_port,
     positive_int,
+    setting,
 )
-from relay.stores import DEFAULT_STORE, StoreSpec, parse_store, sqlite_path
+from relay.listening import check_host
+from relay.stores.base import DURABLE_CACHE_MAX
+from relay.stores.spec import DEFAULT_STORE, StoreSpec, parse_store, sqlite_path
 
 MiB = 1024 * 1024
 
@@ -74,9 +75,14 @@ def parse_listen(text: str) -> HostPort:
     stripped = text.strip()
     if stripped.endswith(":0"):
         # parse_host_port accepts ports 1-65535 only; check the rest with a stand-in port.
-        host = parse_host_port(stripped[:-2] + ":1").host
-        return HostPort(host, 0)
-    return parse_host_port(stripped)
+        listen = HostPort(parse_host_port(stripped[:-2] + ":1").host, 0)
+    else:
+        listen = parse_host_port(stripped)
+    try:
+        check_host(listen.host)
+    except SettingError as exc:
+        raise SettingError(f"{text!r}: {exc}") from None
+    return listen
 
 
 def _check_health_listen(health: HostPort, listen: HostPort) -> None:
@@ -94,57 +100,114 @@ def _log_level(text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class RelayConfig:
-    """Everything ``relay serve`` needs to know; checked when built."""
+    """Everything ``relay serve`` needs to know; checked when built.
 
-    listen: HostPort = field(default_factory=lambda: HostPort("0.0.0.0", 50051))
-    """Address to listen on; port 0 picks a free port (relay prints the one it got)."""
+    Each field's ``doc`` is its documentation and its flag's ``--help``:
+    ``relay serve --help`` lists them all.
+    """
 
-    health_listen: HostPort | None = None
-    """A second, plaintext address that serves grpc.health.v1 and nothing else (same status
-    as ``listen``), for the kubelet's native gRPC probes, which cannot speak TLS; None: none."""
-
-    max_payload_bytes: int = 1 * MiB
-    """Largest job payload accepted; a larger one is refused with RESOURCE_EXHAUSTED."""
-
-    max_in_flight: int = 256
-    """Jobs running at once; more are refused with RESOURCE_EXHAUSTED and a pushback."""
-
-    grace_period: float = 20.0
-    """Seconds that jobs in flight get to finish after SIGTERM before they are cancelled."""
-
-    instance_name: str = field(default_factory=default_instance_name)
-    """This relay's name in every result and span (``relay_instance``)."""
-
-    dedupe_capacity: int = 100_000
-    """Completed jobs remembered in memory for idempotent resubmission (least recently used go
-    first): the whole memory store. The durable stores remember for ``dedupe_retention`` and
-    keep at most :data:`relay.dedupe.DURABLE_CACHE_MAX` of these in memory as a cache."""
-
-    store: StoreSpec = DEFAULT_STORE
-    """The idempotency store: ``memory``, ``sqlite:PATH`` (relative to ``state_dir``) or
-    ``redis://HOST:PORT/DB``; :mod:`relay.stores` tells what each one guarantees."""
-
-    state_dir: Path = field(default_factory=default_state_dir)
-    """Directory for state that must survive a restart (the default SQLite store)."""
-
-    dedupe_retention: float = 24.0
-    """Hours a durable store keeps a job id (SQLite prunes, Redis expires); resubmissions
-    later than that run again."""
-
-    tls_cert: Path | None = None
-    """PEM certificate chain relay presents; with ``tls_key``, relay serves TLS only."""
-
-    tls_key: Path | None = None
-    """PEM private key of ``tls_cert``."""
-
-    tls_client_ca: Path | None = None
-    """PEM CA bundle: when set, clients must present a certificate signed by it (mutual TLS)."""
-
-    log_format: str = "text"
-    """``text`` for people, ``json`` for machines (one object per line)."""
-
-    log_level: str = "INFO"
-    """Lowest level logged: DEBUG, INFO, WARNING or ERROR."""
+    listen: HostPort = setting(
+        default_factory=lambda: HostPort("0.0.0.0", 50051),
+        doc="address to listen on; port 0 picks a free one (relay prints the one it got)",
+        parse=parse_listen,
+        metavar="HOST:PORT",
+    )
+    health_listen: HostPort | None = setting(
+        None,
+        doc="also serve grpc.health.v1, and only that, in plaintext here, with the same status "
+        "as --listen (for probes that cannot speak TLS, such as the kubelet's); unset: no such "
+        "port",
+        parse=parse_listen,
+        metavar="HOST:PORT",
+    )
+    max_payload_bytes: int = setting(
+        1 * MiB,
+        doc="largest job payload accepted; a larger one is refused with RESOURCE_EXHAUSTED",
+        parse=positive_int,
+        metavar="N",
+    )
+    max_in_flight: int = setting(
+        256,
+        doc="jobs running at once; more are refused with RESOURCE_EXHAUSTED and a pushback",
+        parse=positive_int,
+        metavar="N",
+    )
+    grace_period: float = setting(
+        20.0,
+        doc="seconds that jobs in flight get to finish after SIGTERM before they are cancelled",
+        parse=non_negative_float,
+        metavar="SECONDS",
+    )
+    instance_name: str = setting(
+        default_factory=default_instance_name,
+        doc="this relay's name in every result and span (relay_instance): $POD_NAME in "
+        "Kubernetes, else $HOSTNAME or the host name",
+        metavar="NAME",
+    )
+    dedupe_capacity: int = setting(
+        100_000,
+        doc="completed jobs remembered in memory for idempotent resubmission, least recently "
+        f"used forgotten first: the whole memory store; a durable store keeps at most "
+        f"{DURABLE_CACHE_MAX:,} of them in memory as a cache and remembers for "
+        "--dedupe-retention",
+        parse=positive_int,
+        metavar="N",
+    )
+    store: StoreSpec = setting(
+        DEFAULT_STORE,
+        doc="idempotency store: memory, sqlite:PATH (relative to --state-dir) or "
+        "redis://HOST:PORT/DB; docs/stores.md tells what each guarantees",
+        parse=parse_store,
+        metavar="STORE",
+    )
+    state_dir: Path = setting(
+        default_factory=default_state_dir,
+        doc="directory for state that must survive a restart (the SQLite store); must be "
+        "writable, e.g. a mounted volume",
+        parse=_path,
+        metavar="DIR",
+    )
+    dedupe_retention: float = setting(
+        24.0,
+        doc="hours a durable store keeps a job id (SQLite prunes, Redis expires); "
+        "resubmissions later than that run again",
+        parse=_retention_hours,
+        metavar="HOURS",
+    )
+    tls_cert: Path | None = setting(
+        None,
+        doc="serve TLS with this PEM certificate chain (re-read when the file changes); "
+        "plaintext is then refused; needs --tls-key",
+        parse=_path,
+        metavar="PEM",
+    )
+    tls_key: Path | None = setting(
+        None, doc="the PEM private key of --tls-cert", parse=_path, metavar="PEM"
+    )
+    tls_client_ca: Path | None = setting(
+        None,
+        doc="require client certificates signed by this PEM CA bundle (mutual TLS)",
+        parse=_path,
+        metavar="PEM",
+    )
+    log_format: str = setting(
+        "text",
+        doc="text for people, json for machines (one object per line)",
+        parse=choice(*LOG_FORMATS),
+        metavar="{text,json}",
+    )
+    log_level: str = setting(
+        "INFO",
+        doc="lowest level logged: DEBUG, INFO, WARNING or ERROR",
+        parse=_log_level,
+        metavar="{DEBUG,INFO,WARNING,ERROR}",
+    )
+    log_executions: bool = setting(
+        False,
+        doc="log one job.executed line at INFO for every job a handler ran, written before "
+        "its result is stored (an audit of executions); otherwise at DEBUG",
+        switch=True,
+    )
 
     def __post_init__(self) -> None:
         if not 0 <= self.listen.port <= 65535:
@@ -196,117 +259,3 @@ class RelayConfig:
         is what a payload up to twice the limit meets; past that gRPC refuses it itself,
         also with RESOURCE_EXHAUSTED, before relay would hold it in memory."""
         return 2 * self.max_payload_bytes + 64 * 1024
-
-    @classmethod
-    def add_options(cls, parser: EnvArgumentParser) -> None:
-        """Declare ``relay serve``'s flags (each also ``RELAY_<FLAG>``)."""
-        defaults = cls()
-        parser.option(
-            "--listen",
-            parse=parse_listen,
-            default=defaults.listen,
-            metavar="HOST:PORT",
-            help="address to listen on; port 0 picks a free one",
-        )
-        parser.option(
-            "--health-listen",
-            parse=parse_listen,
-            metavar="HOST:PORT",
-            help="also serve grpc.health.v1, and only that, in plaintext here (for probes that "
-            "cannot speak TLS, such as the kubelet's); default: no such port",
-        )
-        parser.option(
-            "--max-payload-bytes",
-            parse=positive_int,
-            default=defaults.max_payload_bytes,
-            metavar="N",
-            help="largest job payload accepted",
-        )
-        parser.option(
-            "--max-in-flight",
-            parse=positive_int,
-            default=defaults.max_in_flight,
-            metavar="N",
-            help="jobs running at once before RESOURCE_EXHAUSTED",
-        )
-        parser.option(
-            "--grace-period",
-            parse=non_negative_float,
-            default=defaults.grace_period,
-            metavar="SECONDS",
-            help="time in-flight jobs get to finish after SIGTERM",
-        )
-        parser.option(
-            "--instance-name",
-            default=defaults.instance_name,
-            metavar="NAME",
-            help="name reported in results and spans (default: $POD_NAME, $HOSTNAME or host name)",
-        )
-        parser.option(
-            "--dedupe-capacity",
-            parse=positive_int,
-            default=defaults.dedupe_capacity,
-            metavar="N",
-            help="completed jobs remembered for idempotent resubmission",
-        )
-        parser.option(
-            "--store",
-            parse=parse_store,
-            default=defaults.store,
-            metavar="STORE",
-            help="idempotency store: memory, sqlite:PATH (relative to --state-dir) or "
-            "redis://HOST:PORT/DB; docs/stores.md tells what each guarantees",
-        )
-        parser.option(
-            "--state-dir",
-            parse=_path,
-            default=defaults.state_dir,
-            metavar="DIR",
-            help="directory for state that survives a restart (the SQLite store); "
-            "must be writable, e.g. a mounted volume",
-        )
-        parser.option(
-            "--dedupe-retention",
-            parse=_retention_hours,
-            default=defaults.dedupe_retention,
-            metavar="HOURS",
-            help="how long a durable store remembers a job id",
-        )
-        parser.option(
-            "--tls-cert",
-            parse=_path,
-            metavar="PEM",
-            help="serve TLS with this certificate chain (re-read when the file changes); "
-            "plaintext is then refused",
-        )
-        parser.option("--tls-key", parse=_path, metavar="PEM", help="the private key of --tls-cert")
-        parser.option(
-            "--tls-client-ca",
-            parse=_path,
-            metavar="PEM",
-            help="require client certificates signed by this CA bundle (mutual TLS)",
-        )
-        parser.option(
-            "--log-format",
-            parse=choice(*LOG_FORMATS),
-            default=defaults.log_format,
-            help="text or json",
-        )
-        parser.option(
-            "--log-level",
-            parse=_log_level,
-            default=defaults.log_level,
-            help="DEBUG, INFO, WARNING or ERROR",
-        )
-
-    @classmethod
-    def from_namespace(cls, args: argparse.Namespace) -> RelayConfig:
-        """Build from parsed flags; raises SettingError naming the flag that is wrong."""
-        values = {f.name: getattr(args, f.name) for f in fields(cls)}
-        try:
-            return cls(**values)
-        except SettingError as exc:
-            name, _, problem = str(exc).partition(": ")
-            flag = "--" + name.replace("_", "-")
-            env = "RELAY_" + name.upper()
-            raise SettingError(f"{flag} (or {env}): {problem}") from None

@@ -2,7 +2,7 @@
 
 When a method's deserializer raises, gRPC answers UNKNOWN, which tells the
 client "relay failed" when it was the request. The JobService has its own
-forgiving deserializer (:func:`relay.service.parse_request`); the standard
+forgiving deserializer (:func:`relay.checks.parse_request`); the standard
 services relay serves beside it (health, reflection) are registered through
 :func:`register_forgiving`, which wraps each of their methods once, when the
 server is built: bytes that do not parse become INVALID_ARGUMENT naming the

@@ -32,6 +32,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2
 
 from bunnyrelay.settings import HostPort
+from relay.errors import ListenError
+from relay.listening import try_bind
 from relay.service import JobService
 
 STOP_GRACE = 1.0
@@ -42,10 +44,6 @@ INTERRUPT_WAIT = 2.0
 
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-class ListenError(RuntimeError):
-    """The address cannot be listened on (in use, not local, no permission)."""
 
 
 class Phase(enum.Enum):
@@ -112,9 +110,11 @@ class Lifecycle:
         if self._health_server is not None and health_listen is not None:
             # First, and started at once: a server that bound a port but never started
             # keeps it until the process ends, and this one may answer early (NOT_SERVING).
+            await self._try_bind(health_listen)
             self.health_port = self._bind(self._health_server, health_listen, None)
             await self._health_server.start()
         try:
+            await self._try_bind(listen)
             port = self._bind(self._server, listen, credentials)
         except ListenError:
             if self._health_server is not None:
@@ -125,6 +125,13 @@ class Lifecycle:
             await self._health.set(name, _SERVING)
         self.phase = Phase.READY
         return port
+
+    async def _try_bind(self, listen: HostPort) -> None:
+        try:
+            await try_bind(listen)
+        except ListenError:
+            self.phase = Phase.STOPPED
+            raise
 
     def _bind(
         self, server: grpc.aio.Server, listen: HostPort, credentials: grpc.ServerCredentials | None

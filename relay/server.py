@@ -17,8 +17,8 @@ Leaving the block stops the server at once (jobs still running are cancelled
 and answered UNAVAILABLE); ``relay serve`` drains with the grace period instead.
 
 Starting opens the idempotency store first (a store that cannot be used is a
-:class:`relay.dedupe.StoreError`), then reads the TLS files if any
-(:class:`relay.tls.TlsError`), then binds (:class:`relay.lifecycle.ListenError`).
+:class:`relay.errors.StoreError`), then reads the TLS files if any
+(:class:`relay.errors.TlsError`), then binds (:class:`relay.errors.ListenError`).
 """
 
 from __future__ import annotations
@@ -30,19 +30,21 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from opentelemetry import metrics, trace
 
 from bunnyrelay.settings import HostPort
 from bunnyrelay.v1 import jobs_pb2
 from relay.admission import Admission
+from relay.checks import RequestChecks, parse_batch, parse_request
 from relay.config import RelayConfig
 from relay.decoding import register_forgiving
-from relay.dedupe import IdempotencyStore
-from relay.kinds import Registry, registry
+from relay.kinds.registry import Registry
 from relay.lifecycle import DrainReport, Lifecycle, Phase
-from relay.service import JobRunner, JobService, parse_batch, parse_request
-from relay.stores import build_store
+from relay.reflection import Reflection
+from relay.runner import JobRunner
+from relay.service import JobService
+from relay.stores.base import IdempotencyStore
+from relay.stores.spec import build_store
 from relay.tls import ServerCertificates
 from relay.tracing import RelayTelemetry
 
@@ -79,14 +81,19 @@ class Relay:
     ) -> None:
         self.config = config
         self.log = logger or logging.getLogger("relay")
-        handlers = (kinds or registry).handlers()
-        self.store = store or build_store(
-            config.store,
-            state_dir=config.state_dir,
-            capacity=config.dedupe_capacity,
-            retention_s=config.dedupe_retention * 3600,
-            instance=config.instance_name,
-            logger=self.log,
+        # "is None", not "or": an empty registry or store is falsy (it has a length).
+        handlers = (Registry.builtin() if kinds is None else kinds).handlers()
+        self.store = (
+            store
+            if store is not None
+            else build_store(
+                config.store,
+                state_dir=config.state_dir,
+                capacity=config.dedupe_capacity,
+                retention_s=config.dedupe_retention * 3600,
+                instance=config.instance_name,
+                logger=self.log,
+            )
         )
         self.certificates: ServerCertificates | None = None
         if config.tls_cert is not None and config.tls_key is not None:
@@ -94,13 +101,12 @@ class Relay:
                 config.tls_cert, config.tls_key, config.tls_client_ca, logger=self.log
             )
         self.runner = JobRunner(
-            handlers=handlers,
+            checks=RequestChecks(handlers, config.max_payload_bytes),
             store=self.store,
             admission=Admission(config.max_in_flight),
-            max_payload_bytes=config.max_payload_bytes,
             instance=config.instance_name,
             logger=self.log,
-            log_executions=config.log_format == "json",
+            log_executions=config.log_executions,
         )
         telemetry = RelayTelemetry(
             instance=config.instance_name,
@@ -187,20 +193,12 @@ class Relay:
             (grpc.method_handlers_generic_handler(JOB_SERVICE, handlers),)
         )
         server.add_registered_method_handlers(JOB_SERVICE, handlers)
-        # Not enable_server_reflection(): relay registers the servicer itself, so that
-        # requests which do not decode get INVALID_ARGUMENT here too, not UNKNOWN.
-        reflector = reflection.aio.ReflectionServicer(
-            (JOB_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME)
-        )
         register_forgiving(
             server, lambda target: health_pb2_grpc.add_HealthServicer_to_server(self.health, target)
         )
-        register_forgiving(
-            server,
-            lambda target: reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-                reflector, target
-            ),
-        )
+        # Through register_forgiving, so that requests which do not decode get
+        # INVALID_ARGUMENT here too, not UNKNOWN.
+        register_forgiving(server, Reflection((JOB_SERVICE, HEALTH_SERVICE)).register)
         return server
 
     def _build_health_server(self) -> grpc.aio.Server:
@@ -216,8 +214,8 @@ class Relay:
     async def start(self) -> int:
         """Open the store, bind and serve; returns the port.
 
-        Raises :class:`relay.dedupe.StoreError`, :class:`relay.tls.TlsError` or
-        :class:`relay.lifecycle.ListenError`, with nothing left open.
+        Raises :class:`relay.errors.StoreError`, :class:`relay.errors.TlsError` or
+        :class:`relay.errors.ListenError`, with nothing left open.
         """
         await self.store.open()
         try:

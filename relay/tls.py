@@ -18,6 +18,7 @@ cert-manager's Secret volumes swap all files at once, which is the easy case.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import ssl
@@ -27,12 +28,30 @@ from typing import Any
 
 import grpc
 
-
-class TlsError(Exception):
-    """The certificate, key or CA cannot be used (missing, unreadable, not PEM, mismatched)."""
-
+from relay.errors import TlsError
 
 _Identity = tuple[tuple[int, int, int, int], ...]
+
+_FLAGS = {
+    "certificate": "--tls-cert",
+    "private key": "--tls-key",
+    "client CA bundle": "--tls-client-ca",
+}
+
+
+def _file_problem(exc: OSError) -> str:
+    """What went wrong with a file, in words that point at the fix."""
+    if exc.errno == errno.ENOENT:
+        return "it does not exist"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        uid, gid = os.geteuid(), os.getegid()
+        return (
+            f"relay's user (uid {uid}, gid {gid}) may not read it; make it readable by that "
+            f"user (in Kubernetes, the Secret volume's defaultMode and the pod's fsGroup: {gid})"
+        )
+    if exc.errno == errno.EISDIR:
+        return "it is a directory, not a file"
+    return exc.strerror or str(exc)
 
 
 def _identity(paths: tuple[Path, ...]) -> _Identity:
@@ -47,7 +66,17 @@ def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise TlsError(f"cannot read the {what} {path}: {exc.strerror or exc}") from None
+        raise TlsError(
+            f"cannot read the {what} {path} ({_FLAGS[what]}): {_file_problem(exc)}"
+        ) from None
+
+
+def _check_pem(data: bytes, path: Path, what: str, marker: bytes) -> None:
+    if marker not in data:
+        raise TlsError(
+            f"the {what} {path} ({_FLAGS[what]}) is not PEM: it has no line with "
+            f"{marker.decode()!r}"
+        )
 
 
 def check_pair(cert: Path, key: Path) -> None:
@@ -55,11 +84,17 @@ def check_pair(cert: Path, key: Path) -> None:
     try:
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
     except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise TlsError(
+                f"the private key {key} (--tls-key) does not belong to the certificate {cert} "
+                "(--tls-cert): give the key the certificate was issued for"
+            ) from None
         raise TlsError(
-            f"{cert} and {key} are not a PEM certificate chain and its private key ({exc.reason})"
+            f"{cert} (--tls-cert) and {key} (--tls-key) are not a PEM certificate chain and "
+            f"its private key ({exc.reason})"
         ) from None
     except OSError as exc:
-        raise TlsError(f"cannot read {cert} or {key}: {exc.strerror or exc}") from None
+        raise TlsError(f"cannot read {cert} or {key}: {_file_problem(exc)}") from None
 
 
 def check_ca(data: bytes, path: Path) -> None:
@@ -67,7 +102,7 @@ def check_ca(data: bytes, path: Path) -> None:
     try:
         ssl.create_default_context(cadata=data.decode("ascii"))
     except (ssl.SSLError, UnicodeDecodeError, ValueError) as exc:
-        raise TlsError(f"{path} is not a PEM CA bundle ({exc})") from None
+        raise TlsError(f"{path} (--tls-client-ca) is not a PEM CA bundle ({exc})") from None
 
 
 class ServerCertificates:
@@ -89,6 +124,8 @@ class ServerCertificates:
     def _load(self) -> grpc.ServerCertificateConfiguration:
         chain = _read(self.cert, "certificate")
         key = _read(self.key, "private key")
+        _check_pem(chain, self.cert, "certificate", b"-----BEGIN CERTIFICATE-----")
+        _check_pem(key, self.key, "private key", b"PRIVATE KEY-----")
         check_pair(self.cert, self.key)
         if chain != _read(self.cert, "certificate") or key != _read(self.key, "private key"):
             raise TlsError(f"{self.cert} or {self.key} changed while being read")
@@ -103,7 +140,11 @@ class ServerCertificates:
         try:
             identity = _identity(self._paths)
         except OSError as exc:
-            raise TlsError(f"cannot use {exc.filename}: {exc.strerror or exc}") from None
+            path = Path(exc.filename)
+            what = {self.cert: "certificate", self.key: "private key"}.get(path, "client CA bundle")
+            raise TlsError(
+                f"cannot read the {what} {path} ({_FLAGS[what]}): {_file_problem(exc)}"
+            ) from None
         initial = self._load()
         self._seen = identity
         # The stubs say the fetcher must return a configuration; gRPC documents None as

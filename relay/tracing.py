@@ -39,8 +39,8 @@ from opentelemetry.util.types import AttributeValue
 from bunnyrelay import semconv
 from bunnyrelay.tally import Tally
 from bunnyrelay.v1.jobs_pb2 import JobRequest, JobResult, JobStatus, TraceContext
-from relay.admission import Refused
-from relay.service import Context, Executor
+from relay.errors import Refused
+from relay.runner import Context, Executor
 
 SERVICE = "bunnyrelay.v1.JobService"
 

@@ -49,12 +49,18 @@ async def sink() -> AsyncIterator[OtlpSink]:
 
 @pytest.fixture
 def start_relay(sink: OtlpSink) -> StartRelay:
-    """``async with start_relay("127.0.0.1:0", args=[...]) as relay:`` a real relay process."""
+    """``async with start_relay("127.0.0.1:0", args=[...]) as relay:`` a real relay process,
+    its log in ``log_path`` when given."""
 
     def start(
-        listen: str = "127.0.0.1:0", *, args: Sequence[str] = (), env: dict[str, str] | None = None
+        listen: str = "127.0.0.1:0",
+        *,
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        log_path: Path | None = None,
     ) -> AbstractAsyncContextManager[RelayProcess]:
-        return relay_process(listen, args=args, env={**sink.env("relay"), **(env or {})})
+        env = {**sink.env("relay"), **(env or {})}
+        return relay_process(listen, args=args, env=env, log_path=log_path)
 
     return start
 

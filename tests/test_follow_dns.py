@@ -6,19 +6,22 @@ import asyncio
 import time
 from typing import Any
 
+from bunny.batch import build_requests
+from bunny.dns.resolver import Resolver
+from bunny.dns.settings import ResolverSettings
+from bunny.dns.tracing import DnsTelemetry, TracedResolver
 from bunny.relaypool import RelayPool
-from bunny.resolver import Resolver, ResolverSettings
-from bunny.runner import RunSettings, UnaryRunner
-from bunny.submit import build_requests
+from bunny.submitter import SubmitSettings, UnarySubmitter
 from lab.dnsserver import ZoneServer
 from tests.conftest import RELAY_NAME, StartRelay
+from tests.relay.harness import wait_until
 
 
-def _resolver(zone: ZoneServer, **overrides: Any) -> Resolver:
+def _resolver(zone: ZoneServer, **overrides: Any) -> TracedResolver:
     settings = ResolverSettings(
         nameservers=(zone.address,), family="ipv4", timeout=0.3, attempts=2, **overrides
     )
-    return Resolver(settings)
+    return DnsTelemetry().wrap(Resolver(settings))
 
 
 async def test_ttl_expiry_moves_jobs_to_the_new_address_without_failures(
@@ -28,7 +31,7 @@ async def test_ttl_expiry_moves_jobs_to_the_new_address_without_failures(
         zone.set_records(RELAY_NAME, "A", ["127.0.0.1"], ttl=1)
         resolver = _resolver(zone)
         pool = RelayPool(resolver, RELAY_NAME, old.port)
-        runner = UnaryRunner(pool, RunSettings(timeout_s=5))
+        runner = UnarySubmitter(pool, SubmitSettings(timeout_s=5))
         served: list[tuple[float, str | None]] = []
         failed = []
         moved_at = 0.0
@@ -67,12 +70,14 @@ async def test_jobs_keep_flowing_from_stale_answer_when_dns_stops_answering(
         zone.set_records(RELAY_NAME, "A", ["127.0.0.1"], ttl=1)
         resolver = _resolver(zone, stale_max=30.0)
         pool = RelayPool(resolver, RELAY_NAME, relay.port)
-        runner = UnaryRunner(pool, RunSettings(timeout_s=5))
+        runner = UnarySubmitter(pool, SubmitSettings(timeout_s=5))
         try:
             requests = build_requests(kind="echo", payload=b"x", count=3)
             first = await runner.run(next(requests))
             zone.go_silent()
-            await asyncio.sleep(1.2)  # past the TTL
+            assert resolver.cached(RELAY_NAME) is not None
+            # Real time is the subject: the answer's 1 s TTL runs out on the real clock.
+            await wait_until(lambda: resolver.cached(RELAY_NAME) is None)
             stale = [await runner.run(request) for request in requests]
         finally:
             await runner.close()

@@ -17,6 +17,7 @@ from lab.dnsserver import ZoneServer
 from lab.otlpsink import OtlpSink, SinkSpan
 from lab.processes import relay_process, run_bunny
 from tests.conftest import RELAY_NAME, StartRelay
+from tests.faults.conftest import log_events, wait_for_event
 
 
 def _lines(stdout: str) -> list[dict[str, Any]]:
@@ -188,8 +189,6 @@ async def test_overloaded_relay_pushes_back_and_bunny_retries_until_every_job_su
             "4",
             "--concurrency",
             "4",
-            "--attempts",
-            "20",
         )
     assert code == 0, err
     assert len(lines) == 4
@@ -252,18 +251,25 @@ async def test_resolve_command_shows_every_query_and_the_answer(zone: ZoneServer
 
 
 async def test_relay_drain_on_sigterm_loses_no_job_and_moves_new_ones_to_the_other_replica(
-    zone: ZoneServer, start_relay: StartRelay
+    zone: ZoneServer, start_relay: StartRelay, tmp_path: Path
 ) -> None:
     args = ["--kind", "sleep", "--payload", "300", "--count", "24", "--concurrency", "8"]
+    # DEBUG for relay's job.started lines, which tell when jobs are in flight.
+    logs = ["--log-format", "json", "--log-level", "DEBUG"]
+    log_a, log_b = tmp_path / "relay-a.log", tmp_path / "relay-b.log"
     async with (
-        start_relay("127.0.0.1:0") as relay_a,
-        start_relay(f"127.0.0.2:{relay_a.port}") as relay_b,
+        start_relay("127.0.0.1:0", args=logs, log_path=log_a) as relay_a,
+        start_relay(f"127.0.0.2:{relay_a.port}", args=logs, log_path=log_b) as relay_b,
     ):
         zone.set_records(RELAY_NAME, "A", ["127.0.0.1", "127.0.0.2"], ttl=30)
         submit = asyncio.create_task(_submit(zone, relay_a.port, *args, "--family", "ipv4"))
-        await asyncio.sleep(1.0)  # bunny is mid-batch: jobs in flight on both replicas
+        # bunny is mid-batch: jobs in flight on both replicas.
+        await wait_for_event(log_a, "job.started")
+        await wait_for_event(log_b, "job.started")
         exit_code = await relay_a.terminate(timeout=20)
         code, lines, err = await submit
+    (drain,) = log_events(log_a, "relay.drain.begin")
+    assert drain["in_flight"] > 0
     assert exit_code == 0
     assert code == 0, err
     assert len(lines) == 24
@@ -316,7 +322,7 @@ async def test_with_sampling_off_relay_still_logs_each_jobs_trace_id(
     off = {"OTEL_TRACES_SAMPLER": "always_off"}
     async with relay_process(
         "127.0.0.1:0",
-        args=["--store", "memory", "--log-format", "json"],
+        args=["--store", "memory", "--log-format", "json", "--log-executions"],
         env={**sink.env("relay"), **off},
         log_path=log,
     ) as relay:

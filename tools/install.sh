@@ -7,6 +7,8 @@
 #   .tools/bin/toxiproxy-cli      its command line, for people exploring `make stack`
 #   .tools/bin/ghz                ghz (GHZ_VERSION below): the outside gRPC load generator
 #                                 `make bench` runs against relay
+#   .tools/bin/grpcurl            grpcurl (GRPCURL_VERSION below): the gRPC command line the
+#                                 reflection tests drive, knowing relay only by reflection
 #
 # Idempotent: a binary that is present, was built from the pinned module version and is newer
 # than its sources is left alone, and then nothing here touches the network (`go version -m`
@@ -21,6 +23,8 @@ TOXIPROXY_MODULE=github.com/Shopify/toxiproxy/v2
 # `@latest`) stops at v0.93.0, but the later release tags resolve when asked for by name.
 GHZ_VERSION=v0.121.0
 GHZ_MODULE=github.com/bojand/ghz
+GRPCURL_VERSION=v1.9.4
+GRPCURL_MODULE=github.com/fullstorydev/grpcurl
 COREDNS_MODULE=github.com/coredns/coredns
 source tools/lib.sh
 COREDNS_VERSION=$(module_version tools/coredns/go.mod "$COREDNS_MODULE")
@@ -36,3 +40,4 @@ go_build coredns tools/coredns "$COREDNS_MODULE" "$COREDNS_VERSION"
 go_install toxiproxy-server "$TOXIPROXY_MODULE" "$TOXIPROXY_MODULE/cmd/server" "$TOXIPROXY_VERSION"
 go_install toxiproxy-cli "$TOXIPROXY_MODULE" "$TOXIPROXY_MODULE/cmd/cli" "$TOXIPROXY_VERSION"
 go_install ghz "$GHZ_MODULE" "$GHZ_MODULE/cmd/ghz" "$GHZ_VERSION"
+go_install grpcurl "$GRPCURL_MODULE" "$GRPCURL_MODULE/cmd/grpcurl" "$GRPCURL_VERSION"

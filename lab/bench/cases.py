@@ -3,7 +3,7 @@
 A case names its client (the raw baseline, ``bunny bench`` or ghz), its server
 (the raw echo servicer or a relay), and for bunny and relay the telemetry, the
 DNS path and relay's store. Its ``baseline`` is the case its ratios are taken
-against, and ``target`` what issue 6 asks of it.
+against, and ``target`` the performance target it is held to.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class Store(Enum):
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """What issue 6 asks of a case: jobs/s at least ``ratio`` times ``against``'s."""
+    """A case's performance target: jobs/s at least ``ratio`` times ``against``'s."""
 
     ratio: float
     against: str

@@ -189,14 +189,14 @@ async def path_probes(calls: int) -> dict[str, float]:
     setup_telemetry("costs", metric_readers=[InMemoryMetricReader()])
 
     from bunny.relaypool import RelayPool
-    from bunny.runner import RunSettings, UnaryRunner
+    from bunny.submitter import SubmitSettings, UnarySubmitter
     from bunny.targets import LiteralAddress
     from bunnyrelay.settings import HostPort
     from bunnyrelay.v1 import jobs_pb2
+    from relay.checks import parse_request
     from relay.config import RelayConfig
     from relay.server import Relay
-    from relay.service import parse_request
-    from relay.stores import StoreSpec
+    from relay.stores.spec import StoreSpec
 
     payload = os.urandom(100)
     answer = jobs_pb2.JobResult(
@@ -232,7 +232,7 @@ async def path_probes(calls: int) -> dict[str, float]:
     pool = RelayPool(LiteralAddress("127.0.0.1"), "127.0.0.1", 50051)
     await pool.lookup()
     object.__setattr__(pool.endpoints[0], "stub", AnsweringStub())
-    runner = UnaryRunner(pool, RunSettings())
+    runner = UnarySubmitter(pool, SubmitSettings())
     stub = AnsweringStub()
 
     async def bunny_job(n: int) -> None:

@@ -61,8 +61,11 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
+from bunny.dns.ares import LoopDrivenResolver
+from bunny.dns.resolver import Resolver
+from bunny.dns.settings import ResolverSettings
+from bunny.dns.tracing import DnsTelemetry, TracedResolver
 from bunny.loadgen import percentile
-from bunny.resolver import LoopDrivenResolver, Resolver, ResolverSettings
 from bunnyrelay import semconv
 from bunnyrelay.settings import HostPort, parse_ip_port
 from bunnyrelay.telemetry import setup_telemetry
@@ -250,18 +253,19 @@ class DnsBench:
         telemetry = setup_telemetry("bunny", install_global=False)
         self._traced = telemetry
         self.exported = telemetry.exporting
+        self._dns_traced = DnsTelemetry(
+            tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+        )
         self._untraced = TracerProvider(sampler=ALWAYS_OFF)
         self._meters = MeterProvider()
+        self._dns_untraced = DnsTelemetry(
+            tracer_provider=self._untraced, meter_provider=self._meters
+        )
 
-    def _resolver(self, traced: bool) -> Resolver:
+    def _resolver(self, traced: bool) -> TracedResolver:
         settings = ResolverSettings(nameservers=(self.nameserver,), family="ipv4")
-        if traced:
-            return Resolver(
-                settings,
-                tracer_provider=self._traced.tracer_provider,
-                meter_provider=self._traced.meter_provider,
-            )
-        return Resolver(settings, tracer_provider=self._untraced, meter_provider=self._meters)
+        telemetry = self._dns_traced if traced else self._dns_untraced
+        return telemetry.wrap(Resolver(settings))
 
     def _settle(self) -> None:
         """Export the spans queued so far, so that each row pays for its own.
@@ -305,7 +309,7 @@ class DnsBench:
                 if traced:
                     self._fast_path(resolver, count * 10)
 
-                async def hit(_: int, r: Resolver = resolver) -> object:
+                async def hit(_: int, r: TracedResolver = resolver) -> object:
                     resolution = await r.resolve(CACHED_NAME)
                     return resolution.addresses
 
@@ -357,7 +361,7 @@ class DnsBench:
             note="/etc/hosts through glibc in a thread pool; it cannot ask the bench zone",
         )
 
-    def _fast_path(self, resolver: Resolver, count: int) -> None:
+    def _fast_path(self, resolver: TracedResolver, count: int) -> None:
         cached = resolver.cached
         name = CACHED_NAME
         misses = 0
@@ -533,7 +537,7 @@ class DnsBench:
             )
             self._rounds[method.key] = method.rounds
 
-    # --- what the issue asks of these numbers ------------------------------------------
+    # --- the performance targets these numbers are held to ----------------------------
 
     def targets(self) -> list[dict[str, object]]:
         rows = self.rows

@@ -1,7 +1,7 @@
 """The floor: the raw echo pair plus only what the conventions ask of every call.
 
-Issue 6 sets bunny and relay's targets against raw grpc.aio, which carries no
-telemetry at all. A service that follows this project's standards cannot be that:
+bunny and relay's performance targets are set against raw grpc.aio, which carries
+no telemetry at all. A service that follows this project's standards cannot be that:
 every call carries W3C trace context, and each side records the semantic
 conventions' ``rpc.client.duration`` / ``rpc.server.duration``, and, when sampled,
 a CLIENT and a SERVER span (what gRPC instrumentation makes, and nothing more). This

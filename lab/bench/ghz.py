@@ -2,12 +2,12 @@
 
 ghz is pinned and installed by ``make tools`` (tools/install.sh) into .tools/bin.
 
-The proto comes from relay's own server reflection, but not the way ghz would
-fetch it: ghz asks reflection for the *method* symbol
-(``bunnyrelay.v1.JobService.Run``), which grpc-python's reflection servicer does
-not resolve (grpc/grpc#34743, bojand/ghz#419: "Symbol not found"). So this module
-asks relay's reflection for the *service*, writes the file descriptors it gets
-(with their dependencies) to a protoset, and hands ghz ``--protoset``.
+The proto comes from relay's own server reflection, fetched once: this module
+asks for the service, writes the file descriptors it gets (with their
+dependencies) to a protoset, and hands ghz ``--protoset``, because the raw
+baseline server serves no reflection and both must be called alike. (ghz also
+finds relay by reflection alone, method symbol and all:
+tests/relay/test_reflection.py.)
 
 - unary: ``--concurrency`` calls in flight on one connection, each a new job id
   (``{{.UUID}}``); in-flight calls at the end are ignored (``--duration-stop ignore``).

@@ -118,7 +118,7 @@ def _rows(cases: Sequence[CaseRounds]) -> list[list[str]]:
 
 
 def text_table(cases: Sequence[CaseRounds]) -> str:
-    titles = ["case", *(c.title for c in COLUMNS), "target (issue 6)"]
+    titles = ["case", *(c.title for c in COLUMNS), "target"]
     rows = _rows(cases)
     widths = [max(len(titles[i]), *(len(row[i]) for row in rows)) for i in range(len(titles))]
     lines = []
@@ -132,7 +132,7 @@ def text_table(cases: Sequence[CaseRounds]) -> str:
 
 
 def markdown_table(cases: Sequence[CaseRounds]) -> str:
-    titles = ["case", *(c.title for c in COLUMNS), "target (issue 6)"]
+    titles = ["case", *(c.title for c in COLUMNS), "target"]
     lines = [
         "| " + " | ".join(titles) + " |",
         "|" + "|".join(["---"] + ["---:"] * len(COLUMNS) + ["---"]) + "|",
@@ -170,7 +170,7 @@ def target_row(
 
 
 def relay_targets(cases: Sequence[CaseRounds]) -> list[dict[str, object]]:
-    """relay's own targets from issue 6: ready within 1.5 s, under 80 MB resident; over every
+    """relay's own performance targets: ready within 1.5 s, under 80 MB resident; over every
     round (the combined results keep the slowest start and the largest peak)."""
     relays = [c.combined for c in cases if c.case.server == "relay"]
     ready = [r.server_ready_s for r in relays if r.server_ready_s is not None]

@@ -43,16 +43,15 @@ from redis.exceptions import RedisError
 
 from bunnyrelay.settings import SettingError
 from bunnyrelay.v1.jobs_pb2 import JobResult
-from relay.dedupe import (
+from relay.errors import StoreError
+from relay.stores.base import (
     DURABLE_CACHE_MAX,
     Claim,
     FingerprintMismatchError,
     IdempotencyStore,
-    LocalClaims,
-    RecentResults,
     Replay,
-    StoreError,
 )
+from relay.stores.memory import LocalClaims, RecentResults
 
 CLAIM_LEASE_S = 10.0
 """How long a claim outlives its holder: renewed every third of it while the job runs."""

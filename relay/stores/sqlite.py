@@ -21,19 +21,11 @@ How a job goes through it:
    answers, so a result the client saw is a result the store has.
 3. ``release`` (the job did not finish): the claim row is deleted.
 
-Group commit: one writer thread owns the connection. The steps above that one
-pass of the event loop makes go to it together, in one queue item; the thread
-takes everything queued, writes it and commits once, then settles the waiting
-futures on the event loop with one wake-up. While one commit is being synced to
-disk, the next batch gathers, so concurrent jobs share their fsyncs and the
-event loop never waits on the disk. The usual batch (new claims and results of
-different jobs) is one multi-row statement committed on its own; anything else
-(a release, pruning, two steps about one job) goes step by step in a
-transaction. When the last batch held more than one step (other jobs are in
-flight), the next one waits up to ``GATHER_S`` (1 ms), or until it is as large
-as the last, before it commits: through relay, steps trickle in as the event
-loop reaches each job, and fewer, larger commits leave the loop more of the
-interpreter (docs/stores.md has the numbers). A lone job never waits.
+Each of these is a step for the group-commit writer
+(:mod:`relay.stores.groupcommit`), which commits the steps of concurrent jobs
+together. The usual batch (new claims and results of different jobs) is one
+multi-row statement committed on its own; anything else (a release, pruning,
+two steps about one job) goes step by step in a transaction.
 
 Durability: WAL journal, ``synchronous=FULL`` (each commit is fsynced), so a
 result acknowledged to a client survives a power loss too; group commit is
@@ -44,15 +36,12 @@ pruned in the background, a bounded batch at a time.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import functools
 import logging
 import os
-import queue
 import secrets
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,40 +51,26 @@ from typing import Any, TypeAlias
 from google.protobuf.message import DecodeError
 
 from bunnyrelay.v1.jobs_pb2 import JobResult
-from relay.dedupe import (
+from relay.errors import StoreError
+from relay.stores.base import (
     DURABLE_CACHE_MAX,
     Claim,
     FingerprintMismatchError,
     IdempotencyStore,
-    LocalClaims,
-    RecentResults,
     Replay,
-    StoreError,
 )
-
-SCHEMA_VERSION = 1
+from relay.stores.groupcommit import GroupCommitWriter, Step
+from relay.stores.memory import LocalClaims, RecentResults
+from relay.stores.sqlite_file import connect, stale_claims
 
 MAX_BATCH = 1024
 """Most steps in one transaction: bounds how long one commit holds the others."""
 
-GATHER_S = 0.001
-"""Under load, how long a batch waits for more steps before it commits (see :class:`_Writer`)."""
-
 PRUNE_BATCH = 5_000
 """Most rows one prune deletes; the next prune comes sooner when it hit this."""
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS jobs (
-    job_id      TEXT PRIMARY KEY,
-    fingerprint BLOB NOT NULL,
-    result      BLOB,              -- a serialized JobResult; NULL while the job is claimed
-    owner       TEXT NOT NULL,     -- the relay process that claimed (then completed) it
-    claimed_at  REAL NOT NULL,     -- Unix time of the latest claim
-    runs        INTEGER NOT NULL,  -- claims so far: more than 1 means a crash interrupted it
-    updated_at  REAL NOT NULL      -- Unix time of the latest write; retention counts from it
-)""",
-    "CREATE INDEX IF NOT EXISTS jobs_by_age ON jobs (updated_at)",
-)
+Clock = Callable[[], float]
+"""Unix time now; the rows' times and the retention count by it."""
 
 
 # --- what the writer thread does ------------------------------------------------------
@@ -148,40 +123,26 @@ def _write_sql(rows: int) -> str:
     )
 
 
-class _Step:
-    """One thing for the writer to do in a transaction, and who waits for its outcome.
+class _Step(Step):
+    """A step about the ``jobs`` table; ``job_id`` is None for steps that are not about one
+    job (pruning)."""
 
-    ``outcome`` is set on the writer thread and read on the event loop after the
-    commit. ``job_id`` is None for steps that are not about one job (pruning).
-    """
+    __slots__ = ("job_id",)
 
-    __slots__ = ("future", "job_id", "outcome")
-
-    def __init__(self, job_id: str | None, future: asyncio.Future[Any] | None) -> None:
+    def __init__(self, job_id: str | None) -> None:
+        super().__init__()
         self.job_id = job_id
-        self.future = future
-        self.outcome: Any = None
 
     def run(self, db: sqlite3.Cursor, owner: str, now: float) -> None:
         """Do this step alone (the writer does claims and results of many jobs at once)."""
         raise NotImplementedError
 
-    def settle(self, error: StoreError | None) -> None:
-        """On the event loop, once the transaction holding this step committed or failed."""
-        future = self.future
-        if future is None or future.done():  # nobody waits, or the waiter was cancelled
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(self.outcome)
 
-
-class _ClaimStep(_Step):
+class ClaimStep(_Step):
     __slots__ = ("fingerprint",)
 
-    def __init__(self, job_id: str, fingerprint: bytes, future: asyncio.Future[Any]) -> None:
-        super().__init__(job_id, future)
+    def __init__(self, job_id: str, fingerprint: bytes) -> None:
+        super().__init__(job_id)
         self.fingerprint = fingerprint
 
     def run(self, db: sqlite3.Cursor, owner: str, now: float) -> None:
@@ -223,7 +184,7 @@ class _ClaimStep(_Step):
 _Committed: TypeAlias = Callable[[Claim, JobResult, bytes], None]
 
 
-class _ResultStep(_Step):
+class ResultStep(_Step):
     __slots__ = ("claim", "committed", "fingerprint", "parsed", "result")
 
     def __init__(
@@ -232,9 +193,8 @@ class _ResultStep(_Step):
         parsed: JobResult,
         result: bytes,
         committed: _Committed,
-        future: asyncio.Future[Any],
     ) -> None:
-        super().__init__(claim.job_id, future)
+        super().__init__(claim.job_id)
         self.claim = claim
         self.fingerprint = claim.fingerprint
         self.parsed = parsed
@@ -247,16 +207,16 @@ class _ResultStep(_Step):
             (self.job_id, self.fingerprint, self.result, owner, now, now),
         )
 
-    def settle(self, error: StoreError | None) -> None:
+    def settle(self, error: BaseException | None) -> None:
         self.committed(self.claim, self.parsed, self.result)  # even if the caller is gone
         super().settle(error)
 
 
-class _ReleaseStep(_Step):
+class ReleaseStep(_Step):
     __slots__ = ()
 
     def __init__(self, job_id: str) -> None:
-        super().__init__(job_id, None)
+        super().__init__(job_id)
 
     def run(self, db: sqlite3.Cursor, owner: str, now: float) -> None:
         db.execute(
@@ -265,11 +225,11 @@ class _ReleaseStep(_Step):
         )
 
 
-class _PruneStep(_Step):
+class PruneStep(_Step):
     __slots__ = ("cutoff",)
 
-    def __init__(self, cutoff: float, future: asyncio.Future[Any]) -> None:
-        super().__init__(None, future)
+    def __init__(self, cutoff: float) -> None:
+        super().__init__(None)
         self.cutoff = cutoff
 
     def run(self, db: sqlite3.Cursor, owner: str, now: float) -> None:
@@ -305,10 +265,10 @@ def _write_at_once(
     ids = set()
     claims: list[_Step] = []
     for step in batch:
-        if isinstance(step, _ClaimStep):
+        if isinstance(step, ClaimStep):
             params += (step.job_id, step.fingerprint, None)
             claims.append(step)
-        elif isinstance(step, _ResultStep):
+        elif isinstance(step, ResultStep):
             params += (step.job_id, step.fingerprint, step.result)
         else:
             return False
@@ -328,225 +288,32 @@ def _write_at_once(
     return True
 
 
-class _Writer:
-    """The thread that owns the connection and commits queued steps in groups.
+class _Commit:
+    """What the writer thread does with a batch: write it, commit once (runs on that thread)."""
 
-    On the event loop, steps collect in a list for one pass of the loop and go
-    to the thread together: one queue item, at most one wake-up of the thread
-    per pass, however many jobs the pass reached.
-    """
-
-    def __init__(
-        self,
-        db: sqlite3.Connection,
-        loop: asyncio.AbstractEventLoop,
-        *,
-        owner: str,
-        max_batch: int,
-        gather_s: float = GATHER_S,
-    ) -> None:
+    def __init__(self, db: sqlite3.Connection, *, owner: str, clock: Clock) -> None:
         self._db = db
-        self._loop = loop
+        self._cursor = db.cursor()
         self._owner = owner
-        self._max_batch = max_batch
-        self._gather_s = gather_s if max_batch > 1 else 0.0
+        self._clock = clock
         # Rows of three parameters, plus two, within SQLite's limit on parameters.
         fit = (db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - 2) // 3
         self._write_rows = 1 << (min(WRITE_ROWS, fit).bit_length() - 1)
-        self._pending: list[_Step] = []
-        self._queue: queue.SimpleQueue[list[_Step] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="relay-sqlite", daemon=True)
-        self.commits = 0
-        """Batches committed (for tests and benchmarks)."""
-        self.steps = 0
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def claim(self, job_id: str, fingerprint: bytes) -> asyncio.Future[Any]:
-        future = self._loop.create_future()
-        self._submit(_ClaimStep(job_id, fingerprint, future))
-        return future
-
-    def complete(
-        self, claim: Claim, parsed: JobResult, result: bytes, committed: _Committed
-    ) -> asyncio.Future[Any]:
-        future = self._loop.create_future()
-        self._submit(_ResultStep(claim, parsed, result, committed, future))
-        return future
-
-    def release(self, job_id: str) -> None:
-        self._submit(_ReleaseStep(job_id))
-
-    def prune(self, cutoff: float) -> asyncio.Future[Any]:
-        future = self._loop.create_future()
-        self._submit(_PruneStep(cutoff, future))
-        return future
-
-    def _submit(self, step: _Step) -> None:
-        self._pending.append(step)
-        if len(self._pending) == 1:
-            self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        if self._pending:
-            pending, self._pending = self._pending, []
-            self._queue.put(pending)
-
-    async def stop(self) -> None:
-        self._flush()
-        self._queue.put(None)
-        await asyncio.to_thread(self._thread.join)
-
-    def _run(self) -> None:
-        steps: collections.deque[_Step] = collections.deque()
-        db = self._db.cursor()
-        last = 1
-        stopping = False
-        try:
-            while True:
-                if not steps:
-                    if stopping:
-                        return
-                    item = self._queue.get()
-                    if item is None:
-                        return
-                    steps.extend(item)
-                stopping = self._take(steps, stopping, last)
-                batch = [steps.popleft() for _ in range(min(len(steps), self._max_batch))]
-                last = len(batch)
-                self._commit(db, batch)
-        finally:
-            self._db.close()
-
-    def _take(self, steps: collections.deque[_Step], stopping: bool, last: int) -> bool:
-        """Add what is queued to ``steps``; True once the stop has been asked for."""
-        get = self._queue.get_nowait
-        while not stopping:
-            try:
-                item = get()
-            except queue.Empty:
-                break
-            if item is None:
-                return True
-            steps.extend(item)
-        # Only when the last batch had company: a lone job must not wait for none.
-        # Stop early once as many steps as last time are here: the rest are not coming.
-        if stopping or last <= 1 or not self._gather_s:
-            return stopping
-        until = time.monotonic() + self._gather_s
-        while len(steps) < last:
-            remaining = until - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                item = self._queue.get(timeout=remaining)
-            except queue.Empty:
-                break
-            if item is None:
-                return True
-            steps.extend(item)
-        return False
-
-    def _commit(self, db: sqlite3.Cursor, batch: list[_Step]) -> None:
-        error: StoreError | None = None
-        owner, now = self._owner, time.time()
+    def __call__(self, batch: list[_Step]) -> StoreError | None:
+        db, owner, now = self._cursor, self._owner, self._clock()
         try:
             if not _write_at_once(db, batch, owner, now, self._write_rows):
                 db.execute("BEGIN IMMEDIATE")
                 for step in batch:
                     step.run(db, owner, now)
                 db.execute("COMMIT")
-            self.commits += 1
-            self.steps += len(batch)
         except sqlite3.Error as exc:
             if self._db.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     db.execute("ROLLBACK")
-            error = StoreError(f"SQLite: {exc}")
-        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
-            self._loop.call_soon_threadsafe(_settle, batch, error)
-
-
-def _settle(batch: list[_Step], error: StoreError | None) -> None:
-    for step in batch:
-        step.settle(error)
-
-
-# --- opening ------------------------------------------------------------------------------
-
-
-def _hint() -> str:
-    return (
-        "give --state-dir (RELAY_STATE_DIR) a writable directory that survives restarts, "
-        "e.g. a mounted volume, or choose another --store (RELAY_STORE)"
-    )
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreError(
-            f"cannot create the directory for the SQLite store {path}: "
-            f"{exc.strerror or exc}; {_hint()}"
-        ) from None
-    if path.exists() and not path.is_file():
-        raise StoreError(f"the SQLite store {path} exists but is not a file; {_hint()}")
-    try:
-        # Autocommit mode: the writer says BEGIN and COMMIT itself. Used from the writer
-        # thread after this one opened it, never from two threads at once.
-        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot open the SQLite store {path}: {exc}; {_hint()}") from None
-    try:
-        # Set before WAL, so that the WAL index lives in this process's memory and the
-        # first write takes a lock that no other process gets until this one exits.
-        db.execute("PRAGMA locking_mode = EXCLUSIVE")
-        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise StoreError(
-                f"the SQLite store {path} cannot use write-ahead logging here "
-                f"(journal mode {mode}); put it on a local filesystem"
-            )
-        db.execute("PRAGMA synchronous = FULL")
-        # A write transaction even when the schema exists: it takes the exclusive lock now.
-        db.execute("BEGIN IMMEDIATE")
-        for statement in _SCHEMA:
-            db.execute(statement)
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        db.execute("COMMIT")
-        if version not in (0, SCHEMA_VERSION):
-            raise StoreError(
-                f"the SQLite store {path} has schema version {version}; this relay knows "
-                f"version {SCHEMA_VERSION}"
-            )
-    except sqlite3.OperationalError as exc:
-        db.close()
-        if "locked" in str(exc) or "busy" in str(exc):
-            raise StoreError(
-                f"the SQLite store {path} is in use by another relay process; each relay "
-                "needs its own file (share --store redis://… between replicas)"
-            ) from None
-        raise StoreError(f"cannot use the SQLite store {path}: {exc}; {_hint()}") from None
-    except sqlite3.Error as exc:
-        db.close()
-        raise StoreError(f"cannot use the SQLite store {path}: {exc}; {_hint()}") from None
-    except StoreError:
-        db.close()
-        raise
-    return db
-
-
-def _stale_claims(db: sqlite3.Connection, limit: int) -> tuple[int, list[tuple[str, str]]]:
-    (count,) = db.execute("SELECT count(*) FROM jobs WHERE result IS NULL").fetchone()
-    rows = db.execute(
-        "SELECT job_id, owner FROM jobs WHERE result IS NULL ORDER BY claimed_at LIMIT ?",
-        (limit,),
-    ).fetchall()
-    return int(count), [(str(job_id), str(owner)) for job_id, owner in rows]
+            return StoreError(f"SQLite: {exc}")
+        return None
 
 
 # --- the store ------------------------------------------------------------------------------
@@ -564,6 +331,7 @@ class SqliteStore(IdempotencyStore):
         instance: str,
         logger: logging.Logger,
         max_batch: int = MAX_BATCH,
+        clock: Clock = time.time,
     ) -> None:
         self.path = path
         self.retention_s = retention_s
@@ -572,21 +340,22 @@ class SqliteStore(IdempotencyStore):
         self.owner = f"{instance}#{os.getpid()}-{secrets.token_hex(3)}"
         self._log = logger
         self._max_batch = max_batch
+        self._clock = clock
         self._claims = LocalClaims()
         self._recent = RecentResults(min(capacity, DURABLE_CACHE_MAX))
-        self._writer: _Writer | None = None
+        self._writer: GroupCommitWriter[_Step] | None = None
         self._pruner: asyncio.Task[None] | None = None
 
     @property
-    def writer(self) -> _Writer:
+    def writer(self) -> GroupCommitWriter[_Step]:
         if self._writer is None:
             raise RuntimeError("the SQLite store is not open")
         return self._writer
 
     async def open(self) -> None:
-        db = await asyncio.to_thread(_connect, self.path)
+        db = await asyncio.to_thread(connect, self.path)
         try:
-            count, examples = await asyncio.to_thread(_stale_claims, db, 10)
+            count, examples = await asyncio.to_thread(stale_claims, db, 10)
         except sqlite3.Error as exc:
             db.close()
             raise StoreError(f"cannot read the SQLite store {self.path}: {exc}") from None
@@ -599,8 +368,12 @@ class SqliteStore(IdempotencyStore):
                 ", …" if count > len(examples) else "",
                 extra={"event": "store.stale_claims", "count": count, "path": str(self.path)},
             )
-        self._writer = _Writer(
-            db, asyncio.get_running_loop(), owner=self.owner, max_batch=self._max_batch
+        self._writer = GroupCommitWriter(
+            asyncio.get_running_loop(),
+            _Commit(db, owner=self.owner, clock=self._clock),
+            name="relay-sqlite",
+            max_batch=self._max_batch,
+            on_exit=db.close,
         )
         self._writer.start()
         self._pruner = asyncio.get_running_loop().create_task(self._prune_forever())
@@ -628,14 +401,14 @@ class SqliteStore(IdempotencyStore):
             if replay is not None:
                 return replay
             claim = self._claims.add(job_id, fingerprint, confirmed=False)
-            future = self.writer.claim(job_id, fingerprint)
+            future = self.writer.submit(ClaimStep(job_id, fingerprint))
             try:
                 decision: _Decision = await future
             except BaseException:
                 # Cancelled, or the store failed: the claim may still reach the disk, so
                 # take it back there too (the queue keeps the order).
                 self._claims.forget(claim)
-                self.writer.release(job_id)
+                self.writer.send(ReleaseStep(job_id))
                 raise
             if isinstance(decision, _Claimed):
                 claim.confirmed = True
@@ -667,8 +440,8 @@ class SqliteStore(IdempotencyStore):
     async def complete(self, claim: Claim, result: JobResult) -> None:
         # Not shielded: a cancelled caller stops waiting; the write goes on, and so does
         # _result_committed after it.
-        await self.writer.complete(
-            claim, result, result.SerializeToString(), self._result_committed
+        await self.writer.submit(
+            ResultStep(claim, result, result.SerializeToString(), self._result_committed)
         )
 
     def _result_committed(self, claim: Claim, result: JobResult, serialized: bytes) -> None:
@@ -680,11 +453,11 @@ class SqliteStore(IdempotencyStore):
     async def release(self, claim: Claim) -> None:
         self._claims.forget(claim)
         if self._writer is not None:
-            self._writer.release(claim.job_id)
+            self._writer.send(ReleaseStep(claim.job_id))
 
     async def prune(self) -> int:
         """Delete rows older than the retention period, at most PRUNE_BATCH; returns how many."""
-        deleted = int(await self.writer.prune(time.time() - self.retention_s))
+        deleted = int(await self.writer.submit(PruneStep(self._clock() - self.retention_s)))
         if deleted:
             self._log.info(
                 "pruned %d jobs older than the retention period",

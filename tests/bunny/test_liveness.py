@@ -7,7 +7,8 @@ import socket
 
 import pytest
 
-from bunny.liveness import DEFAULT_QUERIES, AliveQuery, check, parse_alive_query
+from bunny.alivequery import DEFAULT_QUERIES, AliveQuery, parse_alive_query
+from bunny.liveness import check
 from bunnyrelay.settings import HostPort, SettingError
 from lab.dnsserver import ZoneServer
 

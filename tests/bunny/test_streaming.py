@@ -13,13 +13,13 @@ from contextlib import asynccontextmanager
 import pytest
 
 from bunny.relaypool import RelayPool
-from bunny.runner import RunSettings
-from bunny.streaming import BATCH_BYTES, StreamRunner
+from bunny.streaming import BATCH_BYTES, StreamSubmitter
+from bunny.submitter import SubmitSettings
 from bunny.targets import LiteralAddress
 from bunnyrelay.v1 import jobs_pb2
 from relay import server as relay_server
-from relay.service import parse_batch
-from tests.relay.harness import job, local_relay
+from relay.checks import parse_batch
+from tests.relay.harness import job, local_relay, wait_until
 
 
 @pytest.fixture
@@ -37,11 +37,11 @@ def batches(monkeypatch: pytest.MonkeyPatch) -> list[jobs_pb2.JobBatch]:
 
 
 @asynccontextmanager
-async def stream_runner(max_payload_bytes: int = 1024 * 1024) -> AsyncIterator[StreamRunner]:
+async def stream_runner(max_payload_bytes: int = 1024 * 1024) -> AsyncIterator[StreamSubmitter]:
     async with local_relay(max_payload_bytes=max_payload_bytes) as local:
         port = local.relay.port
         pool = RelayPool(LiteralAddress("127.0.0.1"), "127.0.0.1", port)
-        runner = StreamRunner(pool, RunSettings(timeout_s=20.0))
+        runner = StreamSubmitter(pool, SubmitSettings(timeout_s=20.0))
         try:
             yield runner
         finally:
@@ -117,7 +117,8 @@ async def test_a_job_too_large_for_relay_fails_alone_and_the_stream_carries_on(
         small = [
             asyncio.ensure_future(runner.run(job(f"small-{i}", "sleep", b"300"))) for i in range(40)
         ]
-        await asyncio.sleep(0.1)  # the small jobs are on the stream, waiting for relay
+        # Once relay has them all, the small jobs are on the stream, waiting for their results.
+        await wait_until(lambda: sum(len(message.jobs) for message in batches) >= 40)
         large = await asyncio.wait_for(runner.run(too_large), 10)
         later = await asyncio.wait_for(runner.run(job("later", "echo", b"after")), 10)
         outcomes = await asyncio.wait_for(asyncio.gather(*small), 10)

@@ -8,6 +8,7 @@ import pytest
 from bunnyrelay.otelenv import (
     OtlpDestination,
     check_batch_span_processor,
+    check_propagators,
     check_sampler,
     exemplar_filter,
     otlp_destination,
@@ -163,6 +164,29 @@ def test_the_exemplar_filter_is_one_the_sdk_knows() -> None:
         exemplar_filter({"OTEL_METRICS_EXEMPLAR_FILTER": "sometimes"})
 
 
+@pytest.mark.parametrize(
+    "value", ["tracecontext,baggage", "tracecontext", " baggage , tracecontext ", "none", "NONE"]
+)
+def test_installed_propagators_and_none_are_accepted(value: str) -> None:
+    check_propagators({"OTEL_PROPAGATORS": value})
+    check_propagators({})
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [("nope", "'nope'"), ("tracecontext,b3", "'b3'"), ("tracecontext,", "''"), ("W3C", "'W3C'")],
+)
+def test_a_propagator_that_is_not_installed_is_named_with_those_that_are(
+    value: str, named: str
+) -> None:
+    with pytest.raises(SettingError) as refused:
+        check_propagators({"OTEL_PROPAGATORS": value})
+    assert f"OTEL_PROPAGATORS={value!r}: {named} is not an installed propagator" in str(
+        refused.value
+    )
+    assert "baggage, tracecontext, or none" in str(refused.value)
+
+
 # The real commands, as a user starts them. Each must stop before it serves or sends anything.
 GRPC_EXPORT = {
     "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
@@ -204,8 +228,18 @@ COMMANDS = {
             "OTEL_EXPORTER_OTLP_TIMEOUT=",
         ),
         ({"OTEL_METRICS_EXEMPLAR_FILTER": "sometimes"}, "OTEL_METRICS_EXEMPLAR_FILTER="),
+        # OpenTelemetry's API raises on this one as it is imported.
+        ({"OTEL_PROPAGATORS": "nope"}, "OTEL_PROPAGATORS="),
     ],
-    ids=["endpoint", "traces-endpoint", "metrics-endpoint", "compression", "timeout", "exemplars"],
+    ids=[
+        "endpoint",
+        "traces-endpoint",
+        "metrics-endpoint",
+        "compression",
+        "timeout",
+        "exemplars",
+        "propagators",
+    ],
 )
 async def test_the_commands_refuse_a_bad_otel_variable_at_start(
     command: str, environ: dict[str, str], named: str

@@ -1,14 +1,19 @@
 """Flags and their environment variables: one parser, clear errors."""
 
+from dataclasses import dataclass
+
 import pytest
 
 from bunnyrelay.settings import (
     EnvArgumentParser,
     HostPort,
     SettingError,
+    add_options,
+    from_namespace,
     parse_host_port,
     parse_ip_port,
     positive_int,
+    setting,
 )
 
 
@@ -79,3 +84,55 @@ def test_bad_flag_value_says_why(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         _parser().parse_args(["--count", "0"])
     assert "must be at least 1" in capsys.readouterr().err
+
+
+# --- a config object whose fields are its flags ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Config:
+    count: int = setting(1, doc="how many", parse=positive_int, metavar="N")
+    server: tuple[str, ...] = setting((), doc="a server (repeat)", repeat=True)
+    loud: bool = setting(False, doc="say more", switch=True)
+
+    def __post_init__(self) -> None:
+        if self.loud and self.count > 3:
+            raise SettingError("count: at most 3 when loud")
+
+
+def test_a_config_declares_its_flags_with_their_help_and_is_built_from_them(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("T_SERVER", "a,b")
+    parser = EnvArgumentParser(prog="t", env_prefix="T_")
+    add_options(parser, _Config, defaults={"count": 2})
+
+    config = from_namespace(_Config, parser.parse_args(["--loud"]), env_prefix="T_")
+
+    assert config == _Config(count=2, server=("a", "b"), loud=True)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--help"])
+    shown = capsys.readouterr().out
+    assert "how many [env T_COUNT] (default: 2)" in " ".join(shown.split())
+    with pytest.raises(SettingError, match=r"^--count \(or T_COUNT\): at most 3 when loud$"):
+        from_namespace(_Config, parser.parse_args(["--loud", "--count", "4"]), env_prefix="T_")
+
+
+def test_help_shows_a_default_once_and_none_when_there_is_none(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "10000")
+    parser = EnvArgumentParser(prog="t", env_prefix="T_")
+    parser.option("--count", parse=positive_int, default=1, help="how many")
+    parser.option("--port", help="also listen here; default: no such port")
+    parser.option("--name", help="a name")
+    parser.option("--server", help="a server (repeat)", default=[], repeat=True)
+
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+
+    assert "how many [env T_COUNT] (default: 1)" in shown
+    assert "default: no such port [env T_PORT] --name" in shown
+    assert "a name [env T_NAME] --server" in shown
+    assert shown.endswith("a server (repeat) [env T_SERVER]")

@@ -65,6 +65,14 @@ def test_bunny_sends_batches_to_the_relay_target_and_traces_to_the_collector() -
     assert spec["terminationGracePeriodSeconds"] > int(env["BUNNY_TIMEOUT"])
 
 
+def test_jobs_are_retried_within_their_deadline_unless_attempts_is_set() -> None:
+    """bunny's default (no cap: retries until the job's deadline) is what the pod runs, so
+    jobs in flight outlive a relay restart; a cap is there for whoever wants one."""
+    assert "BUNNY_ATTEMPTS" not in env_of(bunny_pod(AKS)["containers"][0])
+    capped = bunny_pod(AKS, {"bunny.attempts": 3})
+    assert env_of(capped["containers"][0])["BUNNY_ATTEMPTS"] == "3"
+
+
 def test_network_policy_lets_out_only_dns_relay_and_the_collector() -> None:
     rendered = template("bunny", AKS)
     policy = rendered.one("NetworkPolicy")["spec"]

@@ -352,8 +352,15 @@ def test_the_image_environment_holds_only_runtime_dependencies(image_env: ImageE
         sys.executable, "-m", "pip", "--python", image_env.bin("python"), "list", "--format", "json"
     )
     names = {p["name"].lower() for p in json.loads(listed.stdout)}
-    assert {"bunny-relay", "grpcio", "grpcio-health-checking", "aiodns", "tenacity"} <= names
-    assert not names & {"pytest", "grpcio-tools", "mypy", "ruff", "pyyaml", "dnspython"}
+    assert {
+        "bunny-relay",
+        "grpcio",
+        "grpcio-health-checking",
+        "aiodns",
+        "tenacity",
+        "rich",
+    } <= names
+    assert not names & {"pytest", "grpcio-tools", "mypy", "ruff", "pyyaml", "dnspython", "pyte"}
 
 
 @pytest.fixture

@@ -1,1 +1,1 @@
-"""Issue 5's promises under faults and attack: durable idempotency, mutual TLS, hostile input."""
+"""Promises under faults and attack: no job lost, durable idempotency, mutual TLS, hostile input."""

@@ -1,6 +1,6 @@
 """Durable idempotency with real relay processes and the real bunny command.
 
-Effects are counted from outside: relay, started with ``--log-format json``,
+Effects are counted from outside: relay, started with ``--log-format json --log-executions``,
 writes one ``job.executed`` line per handler run, flushed before the result is
 stored, so a count survives SIGKILL. Each test prints its numbers.
 """
@@ -22,7 +22,7 @@ from lab.redisserver import RedisServer
 from tests.faults.conftest import executions, log_events, wait_for_event
 from tests.relay.harness import error_info, job, local_relay
 
-JSON_LOGS = ("--log-format", "json")
+JSON_LOGS = ("--log-format", "json", "--log-executions")
 
 
 async def _submit(target: str, *args: str) -> tuple[int, list[dict[str, Any]], str]:
@@ -78,7 +78,6 @@ async def test_a_job_running_when_relay_was_killed_runs_again_once_after_the_res
                 _submit(
                     f"127.0.0.1:{port}",
                     *("--kind", "sleep", "--payload", "1500", "--job-id", "interrupted"),
-                    *("--attempts", "30", "--timeout", "60"),
                 )
             )
             await wait_for_event(log, "job.started", job_id="interrupted")
@@ -135,7 +134,7 @@ async def test_two_relays_sharing_redis_replay_each_others_jobs_even_after_one_i
         await _kill(relay_a)
         await running
         started = asyncio.get_running_loop().time()
-        code, (orphan,), err = await _submit(_target(relay_b), *long, "--timeout", "60")
+        code, (orphan,), err = await _submit(_target(relay_b), *long)
         waited = asyncio.get_running_loop().time() - started
         assert code == 0, err
 
@@ -183,7 +182,7 @@ async def test_an_unusable_state_directory_stops_relay_at_start_with_a_clear_err
 async def test_relay_refuses_jobs_while_its_store_is_down_and_the_client_may_retry(
     redis: RedisServer,
 ) -> None:
-    from relay.stores import StoreSpec
+    from relay.stores.spec import StoreSpec
 
     async with local_relay(store=StoreSpec("redis", redis.url)) as local:
         assert (await local.stub.Run(job("before"))).output == b""

@@ -54,6 +54,7 @@ METHODS = {
     "/grpc.health.v1.Health/Check": "unary_unary",
     "/grpc.health.v1.Health/List": "unary_unary",
     "/grpc.health.v1.Health/Watch": "unary_stream",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": "stream_stream",
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": "stream_stream",
 }
 
@@ -66,7 +67,7 @@ job_ids = st.one_of(
     st.text(max_size=60),  # anything: spaces, unicode, NUL
 )
 kinds = st.one_of(
-    st.sampled_from(["echo", "sha256", "fail", "sleep", "count"]),
+    st.sampled_from(["echo", "sha256", "fail", "sleep", "wordcount", "count"]),
     st.text(max_size=70),
 )
 payloads = st.one_of(

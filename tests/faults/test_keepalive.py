@@ -11,26 +11,29 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
+from bunny.keepalive import Keepalive
 from bunny.outcome import JobOutcome
-from bunny.relaypool import Keepalive, RelayPool
+from bunny.relaypool import RelayPool
 from bunny.retry import RetryPolicy
-from bunny.runner import RunSettings, UnaryRunner
+from bunny.submitter import SubmitSettings, UnarySubmitter
 from bunny.targets import LiteralAddress
 from bunnyrelay.v1 import jobs_pb2
 from lab.processes import relay_process
+from tests.faults.conftest import wait_for_event
 from tests.faults.faultproxy import SILENT_OUTAGE, fault_proxy
 
 # The shortest interval bunny allows, and as short a timeout: the test waits seconds.
 EAGER = Keepalive(interval_s=1.0, timeout_s=1.0)
 
 
-def _runner(port: int, deadline_s: float) -> UnaryRunner:
+def _runner(port: int, deadline_s: float) -> UnarySubmitter:
     pool = RelayPool(LiteralAddress("127.0.0.1"), "127.0.0.1", port, keepalive=EAGER)
     # One attempt: the test sees how the first call ended, not a retry's outcome.
-    return UnaryRunner(pool, RunSettings(timeout_s=deadline_s, retry=RetryPolicy(attempts=1)))
+    return UnarySubmitter(pool, SubmitSettings(timeout_s=deadline_s, retry=RetryPolicy(attempts=1)))
 
 
 def _sleep_job(millis: int) -> jobs_pb2.JobRequest:
@@ -46,7 +49,7 @@ async def test_relay_accepts_pings_every_second_through_a_long_job_and_while_idl
         try:
             # Three seconds without data on the connection, a ping every second...
             long_job: JobOutcome = await runner.run(_sleep_job(3000))
-            # ...then as long with no call at all, still pinging.
+            # ...then as long with no call at all, still pinging: the passing time is the subject.
             await asyncio.sleep(3)
             after_idle: JobOutcome = await runner.run(_sleep_job(10))
         finally:
@@ -60,15 +63,21 @@ async def test_relay_accepts_pings_every_second_through_a_long_job_and_while_idl
 
 
 @pytest.mark.timeout(90)
-async def test_a_call_on_a_connection_gone_silent_fails_within_the_keepalive_timeout() -> None:
+async def test_a_call_on_a_connection_gone_silent_fails_within_the_keepalive_timeout(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "relay.log"
+    # DEBUG for relay's job.started line, which tells when the call is on the wire.
+    args = ["--store", "memory", "--log-format", "json", "--log-level", "DEBUG"]
     async with (
-        relay_process("127.0.0.1:0", args=["--store", "memory"]) as relay,
+        relay_process("127.0.0.1:0", args=args, log_path=log) as relay,
         fault_proxy(relay.port) as proxy,
     ):
         runner = _runner(proxy.port, deadline_s=30)
         try:
-            job = asyncio.ensure_future(runner.run(_sleep_job(10_000)))
-            await asyncio.sleep(1.5)  # the call is on the wire, relay is running the job
+            request = _sleep_job(10_000)
+            job = asyncio.ensure_future(runner.run(request))
+            await wait_for_event(log, "job.started", job_id=request.job_id)
             assert not job.done()
             await proxy.apply(SILENT_OUTAGE)
             silent_at = time.monotonic()
@@ -80,7 +89,7 @@ async def test_a_call_on_a_connection_gone_silent_fails_within_the_keepalive_tim
 
     # Unanswered pings end the call UNAVAILABLE (which bunny retries, on a new
     # connection), in about interval + timeout: not at the 30 s deadline, and not
-    # when the job would have finished anyway (8.5 s later).
+    # when the job would have finished anyway (10 s later).
     assert outcome.error is not None
     assert outcome.error.code == "UNAVAILABLE", outcome.error
     assert noticed_after < 6, noticed_after

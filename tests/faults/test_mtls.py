@@ -11,10 +11,11 @@ import asyncio
 import contextlib
 import datetime
 import json
+import logging
 import ssl
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,17 +25,20 @@ import grpc
 import pytest
 import trustme
 
+from bunny.dns.resolver import Resolver
+from bunny.dns.settings import ResolverSettings
+from bunny.dns.tracing import DnsTelemetry
 from bunny.outcome import JobOutcome
 from bunny.relaypool import RelayPool
-from bunny.resolver import Resolver, ResolverSettings
 from bunny.retry import RetryPolicy
-from bunny.runner import RunSettings, UnaryRunner
+from bunny.submitter import SubmitSettings, UnarySubmitter
 from bunny.tls import ClientTls, TlsFiles
+from bunny.tls import log as bunny_log
 from bunnyrelay.v1 import jobs_pb2
 from lab.dnsserver import ZoneServer
 from lab.processes import relay_process, run_bunny
 from tests.conftest import RELAY_NAME
-from tests.relay.harness import CountingKinds, async_stub, job, local_relay
+from tests.relay.harness import CountingKinds, async_stub, job, local_relay, wait_until
 
 YESTERDAY = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1)
 LAST_WEEK = YESTERDAY - datetime.timedelta(days=6)
@@ -97,7 +101,7 @@ class Bunny:
     """bunny's runner in this process, resolving relay's name through the zone."""
 
     pool: RelayPool
-    runner: UnaryRunner
+    runner: UnarySubmitter
 
     async def run(self, kind: str = "echo", payload: bytes = b"hi") -> JobOutcome:
         request = jobs_pb2.JobRequest(job_id=str(uuid.uuid4()), kind=kind, payload=payload)
@@ -113,11 +117,15 @@ async def bunny(
     attempts: int = 2,
     check_interval: float = 1.0,
 ) -> AsyncIterator[Bunny]:
-    resolver = Resolver(ResolverSettings(nameservers=(zone.address,), family="ipv4"))
+    resolver = DnsTelemetry().wrap(
+        Resolver(ResolverSettings(nameservers=(zone.address,), family="ipv4"))
+    )
     pool = RelayPool(
         resolver, RELAY_NAME, port, tls=ClientTls(files, check_interval=check_interval)
     )
-    runner = UnaryRunner(pool, RunSettings(timeout_s=10.0, retry=RetryPolicy(attempts=attempts)))
+    runner = UnarySubmitter(
+        pool, SubmitSettings(timeout_s=10.0, retry=RetryPolicy(attempts=attempts))
+    )
     try:
         yield Bunny(pool, runner)
     finally:
@@ -297,20 +305,34 @@ def _der(cert: trustme.LeafCert) -> bytes:
     return ssl.PEM_cert_to_DER_cert(cert.cert_chain_pems[0].bytes().decode())
 
 
-async def _replace_slowly(pairs: list[tuple[Path, bytes]]) -> None:
-    """Write files one after the other with a pause between, as a careless rotation would:
-    for a moment the certificate and the key on disk do not match."""
-    for path, content in pairs:
-        path.write_bytes(content)
-        await asyncio.sleep(0.3)
+async def _rotate_a_file_at_a_time(
+    cert: tuple[Path, bytes], key: tuple[Path, bytes], halfway: Callable[[], Awaitable[None]]
+) -> None:
+    """Write the certificate, then the key, as a careless rotation would: ``halfway`` runs
+    in between, while the certificate and the key on disk do not match."""
+    cert[0].write_bytes(cert[1])
+    await halfway()
+    key[0].write_bytes(key[1])
 
 
-async def _until(check: Any, *, within: float = 10.0) -> None:
-    async with asyncio.timeout(within):
-        for _ in range(int(within / 0.1)):
-            if await check():
-                return
-            await asyncio.sleep(0.1)
+async def _until(check: Callable[[], Awaitable[bool]], *, within: float = 10.0) -> None:
+    """Poll ``check`` until it holds; fail the test after ``within`` seconds."""
+    for _ in range(int(within / 0.05)):
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    assert await check(), f"still false after {within} s"
+
+
+class _Events(logging.Handler):
+    """The ``event`` of each warning a logger emits (from gRPC's threads too)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append(getattr(record, "event", ""))
 
 
 async def test_certificates_rotate_on_both_sides_under_load_without_a_failed_job(
@@ -322,9 +344,10 @@ async def test_certificates_rotate_on_both_sides_under_load_without_a_failed_job
     outcomes: list[JobOutcome] = []
     phases: list[int] = []
     stop = asyncio.Event()
+    relay_log = logging.getLogger("tests.relay.rotation")
 
     async with (
-        local_relay(**relay_files, max_in_flight=64) as local,
+        local_relay(**relay_files, max_in_flight=64, logger=relay_log) as local,
         bunny(named_zone, local.relay.port, bunny_files, attempts=1, check_interval=0.1) as client,
     ):
         port = local.relay.port
@@ -333,54 +356,84 @@ async def test_certificates_rotate_on_both_sides_under_load_without_a_failed_job
             while not stop.is_set():
                 outcomes.append(await client.run())
 
+        async def more_jobs(count: int = 100) -> None:
+            """Let ``count`` more jobs finish: the load goes on through the step just taken."""
+            done = len(outcomes) + count
+            await wait_until(lambda: len(outcomes) >= done, within=30)
+
+        relay_warned, bunny_warned = _Events(), _Events()
+        relay_log.addHandler(relay_warned)
+        bunny_log.addHandler(bunny_warned)
         workers = [asyncio.create_task(load()) for _ in range(4)]
         try:
-            await asyncio.sleep(0.5)
+            await more_jobs()
             phases.append(len(outcomes))
 
             # 1. relay's certificate and key, replaced one file at a time.
+            old_relay = await _served_certificate(port, bunny_files)
             new_relay = pki.server_ca.issue_cert(RELAY_NAME)
-            await _replace_slowly(
-                [
-                    (relay_files["tls_cert"], new_relay.cert_chain_pems[0].bytes()),
-                    (relay_files["tls_key"], new_relay.private_key_pem.bytes()),
-                ]
+
+            async def relay_keeps_its_pair() -> None:
+                # This handshake has relay look at the files: it must keep its old pair.
+                assert await _served_certificate(port, bunny_files) == old_relay
+                await wait_until(lambda: "tls.reload_failed" in relay_warned.seen)
+
+            await _rotate_a_file_at_a_time(
+                (relay_files["tls_cert"], new_relay.cert_chain_pems[0].bytes()),
+                (relay_files["tls_key"], new_relay.private_key_pem.bytes()),
+                relay_keeps_its_pair,
             )
 
             async def serves_new() -> bool:
                 return await _served_certificate(port, bunny_files) == _der(new_relay)
 
             await _until(serves_new)
+            await more_jobs()
             phases.append(len(outcomes))
 
             # 2. A new client CA: relay trusts both, bunny moves to a certificate from the
             # new one (also written a file at a time), then relay drops the old CA.
+            moved = new_client_ca.issue_cert("bunny")
+            moved_cert, moved_key = pki.leaf("moved-bunny", moved)
+            from_new_ca = TlsFiles(ca=bunny_files.ca, cert=moved_cert, key=moved_key)
             both = pki.client_ca.cert_pem.bytes() + new_client_ca.cert_pem.bytes()
             relay_files["tls_client_ca"].write_bytes(both)
-            await asyncio.sleep(0.3)
-            moved = new_client_ca.issue_cert("bunny")
+
+            async def trusts_new_ca() -> bool:
+                return await _accepts(port, from_new_ca)
+
+            await _until(trusts_new_ca)
             generation = client.pool.tls.generation if client.pool.tls else 0
             assert bunny_files.cert is not None
             assert bunny_files.key is not None
-            await _replace_slowly(
-                [
-                    (bunny_files.cert, moved.cert_chain_pems[0].bytes()),
-                    (bunny_files.key, moved.private_key_pem.bytes()),
-                ]
+
+            async def bunny_keeps_its_certificate() -> None:
+                await wait_until(lambda: "tls.reload_failed" in bunny_warned.seen)
+                assert client.pool.tls is not None
+                assert client.pool.tls.generation == generation
+
+            await _rotate_a_file_at_a_time(
+                (bunny_files.cert, moved.cert_chain_pems[0].bytes()),
+                (bunny_files.key, moved.private_key_pem.bytes()),
+                bunny_keeps_its_certificate,
             )
 
             async def bunny_moved() -> bool:
                 return client.pool.tls is not None and client.pool.tls.generation > generation
 
             await _until(bunny_moved)
-            await asyncio.sleep(0.5)
+            await more_jobs()
             phases.append(len(outcomes))
             relay_files["tls_client_ca"].write_bytes(new_client_ca.cert_pem.bytes())
-            await asyncio.sleep(0.5)
+            # This handshake has relay take the new bundle while the load goes on.
+            assert await _accepts(port, bunny_files)
+            await more_jobs()
             phases.append(len(outcomes))
         finally:
             stop.set()
             await asyncio.gather(*workers)
+            relay_log.removeHandler(relay_warned)
+            bunny_log.removeHandler(bunny_warned)
 
         old_cert, old_key = pki.leaf("old-bunny", pki.client_ca.issue_cert("bunny"))
         old_client = TlsFiles(ca=bunny_files.ca, cert=old_cert, key=old_key)

@@ -15,15 +15,19 @@ from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from opentelemetry import metrics, trace
 
 from bunnyrelay.settings import HostPort
 from bunnyrelay.v1 import jobs_pb2, jobs_pb2_grpc
 from relay.config import RelayConfig
-from relay.kinds import JobInput, Registry, registry
+from relay.kinds.handler import JobInput
+from relay.kinds.registry import Registry
 from relay.server import Relay, running_server
-from relay.stores import StoreSpec
+from relay.stores.base import Claim, IdempotencyStore, Replay
+from relay.stores.memory import MemoryStore
+from relay.stores.spec import StoreSpec
 
 if TYPE_CHECKING:
     from bunnyrelay.v1.jobs_pb2_grpc import JobServiceAsyncStub
@@ -59,6 +63,7 @@ def async_stub(channel: grpc.aio.Channel) -> JobServiceAsyncStub:
 async def local_relay(
     *,
     kinds: Registry | None = None,
+    idempotency_store: IdempotencyStore | None = None,
     tracer_provider: trace.TracerProvider | None = None,
     meter_provider: metrics.MeterProvider | None = None,
     logger: logging.Logger | None = None,
@@ -68,6 +73,7 @@ async def local_relay(
         running_server(
             config(**overrides),
             kinds=kinds,
+            store=idempotency_store,
             tracer_provider=tracer_provider,
             meter_provider=meter_provider,
             # Not "relay": code that configures that logger in-process turns its propagation
@@ -92,6 +98,35 @@ async def wait_until(predicate: Callable[[], bool], *, within: float = 5.0) -> N
             return
         await asyncio.sleep(0.01)
     assert predicate(), f"still false after {within} s"
+
+
+async def logged(
+    stderr: asyncio.StreamReader, event: str, *, count: int = 1, kept: list[bytes]
+) -> None:
+    """Read a relay process's log until ``count`` lines of ``event`` have gone by (20 s at
+    most); every line read is appended to ``kept``."""
+    needle = f"event={event}".encode()
+    seen = 0
+    async with asyncio.timeout(20):
+        while seen < count:
+            line = await stderr.readline()
+            assert line, f"relay's log ended before {count} {event} lines: {b''.join(kept)!r}"
+            kept.append(line)
+            seen += needle in line
+
+
+async def health_becomes(channel: grpc.aio.Channel, service: str, status: int) -> None:
+    """Watch ``service``'s health (grpc.health.v1 Watch) until it says ``status`` (20 s at most)."""
+    watch = health_pb2_grpc.HealthStub(channel).Watch(
+        health_pb2.HealthCheckRequest(service=service), timeout=20
+    )
+    try:
+        async for update in watch:
+            if update.status == status:
+                return
+    finally:
+        watch.cancel()
+    raise AssertionError(f"the health watch of {service!r} ended before status {status}")
 
 
 def rich_status(error: grpc.aio.AioRpcError) -> status_pb2.Status:
@@ -127,7 +162,7 @@ class CountingKinds:
 
     runs: list[str] = field(default_factory=list)
     gate: asyncio.Event = field(default_factory=asyncio.Event)
-    kinds: Registry = field(default_factory=registry.copy)
+    kinds: Registry = field(default_factory=Registry.builtin)
 
     def __post_init__(self) -> None:
         @self.kinds.kind("count")
@@ -140,6 +175,29 @@ class CountingKinds:
         @self.kinds.kind("crash")
         async def crash(job: JobInput) -> bytes:
             raise ZeroDivisionError("a bug in a handler")
+
+
+class WatchedStore(MemoryStore):
+    """The memory store, telling a test when requests have reached it."""
+
+    def __init__(self, capacity: int = 1000) -> None:
+        super().__init__(capacity)
+        self.reserves = 0
+        self._reached = asyncio.Event()
+
+    async def reserve(self, job_id: str, fingerprint: bytes) -> Replay | Claim:
+        self.reserves += 1
+        self._reached.set()
+        # From here to its wait for a running duplicate nothing yields: once counted, a
+        # duplicate is waiting.
+        return await super().reserve(job_id, fingerprint)
+
+    async def reached(self, count: int) -> None:
+        """Return once ``count`` requests have asked the store (10 s at most)."""
+        async with asyncio.timeout(10):
+            while self.reserves < count:
+                self._reached.clear()
+                await self._reached.wait()
 
 
 async def collect(call: Any) -> list[Any]:

@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 
 from bunnyrelay.settings import HostPort, SettingError
-from relay.cli import build_parser, main
+from lab.processes import child_env
+from relay.cli import build_parser, config_from, main
 from relay.config import RelayConfig, parse_listen
+from relay.listening import first_unprivileged_port
+from tests.nonroot import as_nonroot, run
 
 RELAY_COMMAND = Path(sys.executable).with_name("relay")
 
@@ -36,7 +39,7 @@ def test_flags_and_environment_build_the_config(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("RELAY_LISTEN", "127.0.0.1:7000")
     monkeypatch.setenv("POD_NAME", "relay-7d9f-abcde")
     args = build_parser().parse_args(["serve", "--listen", "[::1]:0", "--grace-period", "2.5"])
-    config = RelayConfig.from_namespace(args)
+    config = config_from(args)
 
     assert config.listen == HostPort("::1", 0)  # the flag wins over RELAY_LISTEN
     assert config.max_in_flight == 8
@@ -93,6 +96,19 @@ def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) 
     assert "serve" in capsys.readouterr().err
 
 
+def test_help_says_each_default_once(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "10000")
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+
+    assert "(default: None)" not in shown
+    assert "unset: no such port [env RELAY_HEALTH_LISTEN] --max-payload-bytes N" in shown
+    assert "[env RELAY_MAX_PAYLOAD_BYTES] (default: 1048576)" in shown
+
+
 def test_config_rejects_values_out_of_range() -> None:
     with pytest.raises(SettingError, match="max_in_flight"):
         RelayConfig(max_in_flight=0)
@@ -130,8 +146,28 @@ async def test_a_port_in_use_is_a_clear_error_without_a_traceback() -> None:
         code, err = await _run_relay("serve", "--listen", f"127.0.0.1:{port}")
 
     assert code == 1
-    assert f"cannot listen on 127.0.0.1:{port}" in err
+    assert f"cannot listen on 127.0.0.1:{port}: the port is in use by another process" in err
     assert "Traceback" not in err
+    assert "add_port" not in err  # gRPC's C core never got to log its own line
+
+
+@pytest.mark.parametrize(
+    ("listen", "code", "message"),
+    [
+        ("999.1.1.1:1", 2, "999.1.1.1 is not a valid IPv4 address"),
+        ("[zz::1]:50051", 2, "zz::1 is not a valid IPv6 address"),
+        ("relay_1:50051", 2, "'relay_1' is not an IP address or a host name"),
+        ("192.0.2.1:50051", 1, "it is not an address of this machine"),
+    ],
+)
+async def test_a_listen_address_relay_cannot_have_is_named_without_grpc_noise(
+    listen: str, code: int, message: str
+) -> None:
+    exited, err = await _run_relay("serve", "--listen", listen)
+    assert exited == code
+    assert message in err
+    assert "Traceback" not in err
+    assert "add_port" not in err
 
 
 async def test_a_bad_otel_variable_exits_2_naming_it() -> None:
@@ -141,3 +177,15 @@ async def test_a_bad_otel_variable_exits_2_naming_it() -> None:
     assert code == 2
     assert "OTEL_TRACES_SAMPLER" in err
     assert "Traceback" not in err
+
+
+async def test_a_privileged_port_as_a_user_without_privileges_says_what_it_needs() -> None:
+    below = first_unprivileged_port()
+    if below == 0:
+        pytest.skip("this kernel lets every user bind every port")
+    relay = [str(RELAY_COMMAND), "serve", "--listen", f"127.0.0.1:{below - 1}"]
+    finished = await run(as_nonroot(relay), env={**child_env(), "RELAY_STORE": "memory"})
+    assert finished.code == 1
+    assert f"ports below {below} need root or the CAP_NET_BIND_SERVICE capability" in finished.err
+    assert "Traceback" not in finished.err
+    assert "add_port" not in finished.err

@@ -27,12 +27,21 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from bunnyrelay import healthcheck
 from bunnyrelay.settings import HostPort, SettingError
 from bunnyrelay.v1.jobs_pb2 import JobStatus
-from relay.cli import build_parser
+from relay.cli import build_parser, config_from
 from relay.config import RelayConfig
-from relay.lifecycle import ListenError, Phase
+from relay.errors import ListenError
+from relay.lifecycle import Phase
 from relay.server import JOB_SERVICE, Relay
 from tests.conftest import RELAY_NAME
-from tests.relay.harness import async_stub, config, job, local_relay, wait_until
+from tests.relay.harness import (
+    async_stub,
+    config,
+    health_becomes,
+    job,
+    local_relay,
+    logged,
+    wait_until,
+)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -195,6 +204,8 @@ async def test_sigterm_turns_the_health_port_not_serving_while_jobs_drain(pki: P
         str(pki.key),
         "--tls-client-ca",
         str(pki.client_ca),
+        "--log-level",
+        "DEBUG",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         # The health port comes from the environment, as the chart sets it.
@@ -212,31 +223,31 @@ async def test_sigterm_turns_the_health_port_not_serving_while_jobs_drain(pki: P
         assert main, lines
         assert health, lines
         health_target = health[1].decode()
-        async with pki.channel(main[1].decode()) as channel:
+        log: list[bytes] = []
+        async with (
+            pki.channel(main[1].decode()) as channel,
+            grpc.aio.insecure_channel(health_target) as probe,
+        ):
             stub = async_stub(channel)
             before = await _health(health_target)
             await stub.Run(job("warm-up", "echo"), timeout=5)  # connected, handshake done
             running = stub.Run(job("long", "sleep", b"1500"), timeout=15)
-            await asyncio.sleep(0.3)  # the job is running
+            await logged(process.stderr, "job.started", count=2, kept=log)  # "long" runs
+            watched = asyncio.create_task(health_becomes(probe, "", NOT_SERVING))
             process.send_signal(signal.SIGTERM)
-            during = []
-            for _ in range(100):
-                during.append(await _health(health_target))
-                if during[-1] == NOT_SERVING:
-                    break
-                await asyncio.sleep(0.01)
+            await watched
             job_service = await _health(health_target, JOB_SERVICE)
             result = await running
         code = await asyncio.wait_for(process.wait(), timeout=15)
         after_exit = await _refused(health_target)
-        stderr = (await process.stderr.read()).decode()
+        stderr = b"".join([*log, await process.stderr.read()]).decode()
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
 
     assert before == SERVING
-    assert during[-1] == job_service == NOT_SERVING
+    assert job_service == NOT_SERVING
     assert result.status == JobStatus.JOB_STATUS_SUCCEEDED
     assert code == 0, stderr
     assert after_exit.code() == grpc.StatusCode.UNAVAILABLE
@@ -249,10 +260,10 @@ def test_the_flag_and_its_variable_set_the_health_address(
     for name in list(os.environ):
         if name.startswith("RELAY_"):
             monkeypatch.delenv(name)
-    assert RelayConfig.from_namespace(build_parser().parse_args(["serve"])).health_listen is None
+    assert config_from(build_parser().parse_args(["serve"])).health_listen is None
     monkeypatch.setenv("RELAY_HEALTH_LISTEN", "0.0.0.0:8086")
-    from_env = RelayConfig.from_namespace(build_parser().parse_args(["serve"]))
-    from_flag = RelayConfig.from_namespace(
+    from_env = config_from(build_parser().parse_args(["serve"]))
+    from_flag = config_from(
         build_parser().parse_args(["serve", "--health-listen", "127.0.0.1:9000"])
     )
     assert from_env.health_listen == HostPort("0.0.0.0", 8086)

@@ -19,23 +19,25 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from bunnyrelay.v1.jobs_pb2 import JobResult, JobStatus
 from lab.processes import child_env
-from relay.dedupe import MemoryStore
 from relay.lifecycle import Phase
 from relay.server import JOB_SERVICE
+from relay.stores.memory import MemoryStore
 from tests.relay.harness import (
     CountingKinds,
     async_stub,
     collect,
     details,
     error_info,
+    health_becomes,
     job,
     local_relay,
+    logged,
     read_until_end,
     wait_until,
 )
 
 if TYPE_CHECKING:
-    from bunnyrelay.v1.jobs_pb2_grpc import JobServiceAsyncStub
+    pass
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -75,6 +77,7 @@ async def test_reflection_lists_the_job_health_and_reflection_services() -> None
     assert names == {
         "bunnyrelay.v1.JobService",
         "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
     }
     assert described.file_descriptor_response.file_descriptor_proto
@@ -148,19 +151,6 @@ async def test_a_draining_stream_answers_new_jobs_draining_finishes_old_ones_the
     assert ended.code() == grpc.StatusCode.UNAVAILABLE
 
 
-async def _until_overloaded(stub: JobServiceAsyncStub) -> None:
-    """Probe until relay refuses for overload: from outside, the sign that every slot is taken."""
-    for attempt in range(500):
-        try:
-            await stub.Run(job(f"probe-{attempt}", "echo"), timeout=5)
-        except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                return
-            raise
-        await asyncio.sleep(0.01)
-    raise AssertionError("relay never filled its in-flight limit")
-
-
 async def test_sigterm_drains_jobs_in_flight_and_exits_zero_within_the_grace_period() -> None:
     process = await asyncio.create_subprocess_exec(
         str(RELAY_COMMAND),
@@ -171,6 +161,8 @@ async def test_sigterm_drains_jobs_in_flight_and_exits_zero_within_the_grace_per
         "10",
         "--max-in-flight",
         "5",
+        "--log-level",
+        "DEBUG",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=child_env(),
@@ -185,28 +177,25 @@ async def test_sigterm_drains_jobs_in_flight_and_exits_zero_within_the_grace_per
             stub = async_stub(channel)
             assert await _health(channel, "") == SERVING
             await stub.Run(job("warm-up", "echo"), timeout=5)
+            log: list[bytes] = []
+            await logged(process.stderr, "job.started", kept=log)  # the warm-up
             calls = [stub.Run(job(f"term-{i}", "sleep", b"1000"), timeout=15) for i in range(5)]
-            await _until_overloaded(stub)  # all five are running: relay's limit is five
+            await logged(process.stderr, "job.started", count=5, kept=log)  # all five run
+            watched = asyncio.create_task(health_becomes(channel, JOB_SERVICE, NOT_SERVING))
             process.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
-            statuses = []
-            for _ in range(100):
-                statuses.append(await _health(channel, JOB_SERVICE))
-                if statuses[-1] == NOT_SERVING:
-                    break
-                await asyncio.sleep(0.01)
+            await watched
             not_serving_after = time.monotonic() - signalled
             refused = await _refused(stub.Run(job("after-term", "echo"), timeout=5))
             results = await asyncio.gather(*calls)
         code = await asyncio.wait_for(process.wait(), timeout=15)
         exited_after = time.monotonic() - signalled
-        stderr = (await process.stderr.read()).decode()
+        stderr = b"".join([*log, await process.stderr.read()]).decode()
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
 
-    assert statuses[-1] == NOT_SERVING
     assert not_serving_after < 1.0
     assert refused.code() == grpc.StatusCode.UNAVAILABLE
     assert "draining" in details(refused)

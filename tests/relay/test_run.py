@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import time
 from collections.abc import Awaitable
 from typing import Any
@@ -14,9 +15,10 @@ import pytest
 
 from bunnyrelay.logs import configure_logging
 from bunnyrelay.v1.jobs_pb2 import JobStatus
-from relay.kinds import SLEEP_MAX_MS
+from relay.kinds.sleep import SLEEP_MAX_MS
 from tests.relay.harness import (
     CountingKinds,
+    WatchedStore,
     details,
     error_info,
     job,
@@ -90,8 +92,8 @@ async def test_unknown_kind_is_not_found_and_lists_the_known_kinds() -> None:
 
     assert error.code() == grpc.StatusCode.NOT_FOUND
     assert "'resize-image'" in details(error)
-    assert "echo, fail, sha256, sleep" in details(error)
-    assert error_info(error).metadata["known_kinds"] == "echo,fail,sha256,sleep"
+    assert "echo, fail, sha256, sleep, wordcount" in details(error)
+    assert error_info(error).metadata["known_kinds"] == "echo,fail,sha256,sleep,wordcount"
 
 
 @pytest.mark.parametrize("size", [1025, 2048], ids=["one-byte-over", "double"])
@@ -195,11 +197,11 @@ async def test_same_id_with_a_different_request_is_already_exists() -> None:
 
 async def test_concurrent_duplicates_wait_for_the_first_run_instead_of_running_twice() -> None:
     counting = CountingKinds()
-    async with local_relay(kinds=counting.kinds) as local:
+    store = WatchedStore()
+    async with local_relay(kinds=counting.kinds, idempotency_store=store) as local:
         calls = [local.stub.Run(job("conc-1", "count", b"wait")) for _ in range(3)]
-        await wait_until(lambda: counting.runs == ["conc-1"])
-        # The duplicates are on the wire by now; give them time to reach the store.
-        await asyncio.sleep(0.2)
+        await store.reached(3)  # the first runs, the two duplicates wait for it
+        assert counting.runs == ["conc-1"]
         counting.gate.set()
         results = await asyncio.gather(*calls)
 
@@ -229,10 +231,10 @@ async def test_deadline_ends_the_job_on_the_server_and_leaves_no_result_behind()
     assert not retried.replayed
 
 
-async def test_json_log_has_one_job_executed_line_per_execution() -> None:
+async def test_log_executions_writes_one_job_executed_line_per_execution() -> None:
     stream = io.StringIO()
     logger = configure_logging("relay.test-json", fmt="json", stream=stream)
-    async with local_relay(logger=logger, log_format="json") as local:
+    async with local_relay(logger=logger, log_format="json", log_executions=True) as local:
         await local.stub.Run(job("log-1", "echo", b"a"))
         await local.stub.Run(job("log-1", "echo", b"a"))  # replayed: not executed again
         await local.stub.Run(job("log-2", "fail", b"no"))
@@ -244,3 +246,17 @@ async def test_json_log_has_one_job_executed_line_per_execution() -> None:
         ("log-2", "FAILED"),
     ]
     assert all(len(line["trace_id"]) in (0, 32) for line in executed)
+
+
+async def test_without_log_executions_job_executed_lines_wait_for_debug() -> None:
+    stream = io.StringIO()
+    logger = configure_logging("relay.test-quiet", fmt="json", stream=stream)
+    async with local_relay(logger=logger, log_format="json") as local:
+        await local.stub.Run(job("quiet-1", "echo", b"a"))
+    logger.setLevel(logging.DEBUG)
+    async with local_relay(logger=logger, log_format="json") as local:
+        await local.stub.Run(job("loud-1", "echo", b"a"))
+
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    executed = [line for line in lines if line.get("event") == "job.executed"]
+    assert [(line["job_id"], line["level"]) for line in executed] == [("loud-1", "DEBUG")]

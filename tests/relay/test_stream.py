@@ -75,7 +75,7 @@ async def test_a_bad_job_is_answered_in_the_stream_which_goes_on() -> None:
         assert not result.error.retryable
         assert result.error.message
     assert "teleport" in results["unknown"].error.message
-    assert "echo, fail, sha256, sleep" in results["unknown"].error.message
+    assert "echo, fail, sha256, sleep, wordcount" in results["unknown"].error.message
 
 
 async def test_an_unreadable_message_is_answered_in_the_stream_which_goes_on() -> None:

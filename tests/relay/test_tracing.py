@@ -211,6 +211,7 @@ async def test_with_sampling_always_off_no_span_is_made_yet_logs_keep_the_caller
             meter_provider=meter_provider,
             logger=logger,
             log_format="json",
+            log_executions=True,
         ) as local:
             await local.stub.Run(
                 job("off-1", "echo"), metadata=(("traceparent", _traceparent(TRACE_A)),)
@@ -257,7 +258,7 @@ async def test_an_unsampled_callers_jobs_make_no_spans_but_sampled_ones_do() -> 
     unsampled = f"00-{TRACE_A}-{PARENT}-00"
     try:
         async with local_relay(
-            tracer_provider=tracer_provider, logger=logger, log_format="json"
+            tracer_provider=tracer_provider, logger=logger, log_format="json", log_executions=True
         ) as local:
             await local.stub.Run(job("unsampled-1", "echo"), metadata=(("traceparent", unsampled),))
             streamed = job("unsampled-2", "echo")

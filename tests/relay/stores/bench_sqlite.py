@@ -26,9 +26,10 @@ import grpc
 from bunnyrelay.settings import HostPort
 from bunnyrelay.v1.jobs_pb2 import JobRequest, JobResult
 from relay.config import RelayConfig
-from relay.dedupe import Claim, IdempotencyStore, MemoryStore, fingerprint
 from relay.server import running_server
-from relay.stores import StoreSpec
+from relay.stores.base import Claim, IdempotencyStore, fingerprint
+from relay.stores.memory import MemoryStore
+from relay.stores.spec import StoreSpec
 from relay.stores.sqlite import MAX_BATCH, SqliteStore
 from tests.relay.harness import async_stub
 

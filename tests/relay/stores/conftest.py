@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from lab.redisserver import INSTALL_HINT, RedisServer, redis_server
-from relay.dedupe import IdempotencyStore, MemoryStore
+from relay.stores.base import IdempotencyStore
+from relay.stores.memory import MemoryStore
 from relay.stores.redis import RedisStore
 from relay.stores.sqlite import SqliteStore
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import pytest
 
 from bunnyrelay.settings import SettingError
 from bunnyrelay.v1.jobs_pb2 import JobResult
 from lab.redisserver import RedisServer
-from relay.dedupe import Claim, Replay, StoreError, fingerprint
-from relay.stores import parse_store
+from relay.errors import StoreError
+from relay.stores.base import Claim, Replay, fingerprint
 from relay.stores.redis import CLAIM_LEASE_S, RedisStore, redact, split_lease
+from relay.stores.spec import parse_store
+from tests.relay.harness import wait_until
 from tests.relay.stores.conftest import LOG, MakeStore
 
 FP = fingerprint("echo", b"x", {})
@@ -37,13 +40,26 @@ async def test_a_result_stored_by_one_replica_is_replayed_by_another(
 
 
 async def test_a_duplicate_on_another_replica_waits_for_the_running_job(
-    make_redis: MakeStore,
+    make_redis: MakeStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     relay_a: RedisStore = await make_redis(instance="relay-a")
     relay_b: RedisStore = await make_redis(instance="relay-b")
     claim = await _claim(relay_a, "j-1")
+    told_elsewhere = 0
+    call = relay_b._call
+
+    async def noted_call(script: str, keys: list[str], args: list[Any]) -> Any:
+        nonlocal told_elsewhere
+        answer = await call(script, keys, args)
+        if script == "reserve" and int(answer[0]) == 3:  # held by another relay
+            told_elsewhere += 1
+        return answer
+
+    monkeypatch.setattr(relay_b, "_call", noted_call)
     duplicate = asyncio.create_task(relay_b.reserve("j-1", FP))
-    await asyncio.sleep(0.2)
+    # Once Redis has told it three times that relay-a holds the job, the duplicate must
+    # still be waiting: neither running the job nor giving up.
+    await wait_until(lambda: told_elsewhere >= 3 or duplicate.done())
     assert not duplicate.done()
 
     await relay_a.complete(claim, JobResult(job_id="j-1", output=b"once"))

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from bunnyrelay.settings import SettingError
-from relay.cli import build_parser
+from relay.cli import build_parser, config_from
 from relay.config import RelayConfig
-from relay.stores import DEFAULT_STORE, StoreSpec, parse_store
+from relay.stores.spec import DEFAULT_STORE, StoreSpec, parse_store
 
 
 def test_store_values_parse_to_specs() -> None:
@@ -28,7 +28,7 @@ def test_the_default_store_is_sqlite_under_the_state_directory(
 ) -> None:
     monkeypatch.delenv("RELAY_STORE", raising=False)
     monkeypatch.setenv("RELAY_STATE_DIR", str(tmp_path / "state"))
-    config = RelayConfig.from_namespace(build_parser().parse_args(["serve"]))
+    config = config_from(build_parser().parse_args(["serve"]))
 
     assert config.store == DEFAULT_STORE
     assert config.store_path == tmp_path / "state" / "jobs.sqlite3"

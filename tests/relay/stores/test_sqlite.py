@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from bunnyrelay.v1.jobs_pb2 import JobResult
-from relay.dedupe import Claim, FingerprintMismatchError, Replay, StoreError, fingerprint
-from relay.stores.sqlite import SqliteStore
+from relay.errors import StoreError
+from relay.stores.base import Claim, FingerprintMismatchError, Replay, fingerprint
+from relay.stores.sqlite import ClaimStep, ResultStep, SqliteStore
 from tests.relay.stores.conftest import LOG, MakeStore
 
 FP = fingerprint("echo", b"x", {})
@@ -112,10 +113,21 @@ async def test_an_unusable_path_is_a_clear_error_naming_it_and_the_flag(
     assert "--state-dir" in str(failed.value)
 
 
+class FakeClock:
+    """Unix time that moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def test_rows_older_than_the_retention_are_pruned(make_sqlite: MakeStore) -> None:
-    store: SqliteStore = await make_sqlite(retention_s=0.2, capacity=1)
+    clock = FakeClock()
+    store: SqliteStore = await make_sqlite(retention_s=60, capacity=1, clock=clock)
     await store.complete(await _claim(store, "old"), JobResult(job_id="old"))
-    await asyncio.sleep(0.3)
+    clock.now += 61
     await store.complete(await _claim(store, "new"), JobResult(job_id="new"))
 
     assert await store.prune() == 1
@@ -195,11 +207,13 @@ async def test_steps_about_one_job_in_one_batch_keep_their_order(make_sqlite: Ma
     claim = Claim("j-1", FP)
     committed: list[str] = []
     # Submitted in one pass of the event loop, so they are committed as one batch.
-    first = writer.claim("j-1", FP)
-    result = writer.complete(
-        claim, JobResult(job_id="j-1"), b"stored", lambda c, r, b: committed.append(c.job_id)
+    first = writer.submit(ClaimStep("j-1", FP))
+    result = writer.submit(
+        ResultStep(
+            claim, JobResult(job_id="j-1"), b"stored", lambda c, r, b: committed.append(c.job_id)
+        )
     )
-    again = writer.claim("j-1", FP)
+    again = writer.submit(ClaimStep("j-1", FP))
     commits = writer.commits
 
     await asyncio.gather(first, result, again)

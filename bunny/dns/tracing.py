@@ -1,0 +1,195 @@
+"""Telemetry around bunny's resolver: ``dns.lookup`` and ``dns.query`` spans and a metric.
+
+:class:`TracedResolver` wraps a :class:`~bunny.dns.resolver.Resolver` from
+outside, as relay's telemetry wraps relay's servicer: the resolver notes what it
+did (:class:`~bunny.dns.resolver.LookupNotes`) and this module turns the notes
+into telemetry once the lookup is over.
+
+- ``dns.lookup`` (current while the lookup runs, so that it is the parent of what
+  happens inside): the name, the candidates, where the answer came from
+  (``bunnyrelay.dns.source``), the answers and their TTL, how many queries went to
+  the wire; a failed lookup carries ``error.type`` and the likely cause.
+- ``dns.query`` (CLIENT), one per query and attempt, with the times it ran; a
+  lookup that one query answered carries that query on its own span instead (a
+  child span would only repeat it).
+- ``dns.lookup.duration`` (seconds), by name, with ``error.type`` on failure.
+
+:meth:`TracedResolver.cached` is the resolver's own: a fresh answer from the
+cache costs no span (the job's span tells it, :mod:`bunny.tracing`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from opentelemetry import context, metrics, trace
+from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
+
+from bunny.dns.model import DnsQuery, Resolution
+from bunny.dns.resolver import LookupNotes, Resolver, SentQuery
+from bunny.dns.settings import ResolverSettings
+from bunny.errors import DnsLookupFailed
+from bunnyrelay import semconv
+
+SCOPE = "bunny.resolver"
+# Seconds; the semantic conventions' advice for dns.lookup.duration.
+_DURATION_BUCKETS = (0.0, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
+
+
+class DnsTelemetry:
+    """The tracer and the lookup histogram, made once and shared by every resolver it wraps."""
+
+    def __init__(
+        self,
+        *,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+    ) -> None:
+        """The providers default to the global ones, as they are when this is made."""
+        self.tracer = trace.get_tracer(SCOPE, tracer_provider=tracer_provider)
+        meter = metrics.get_meter(SCOPE, meter_provider=meter_provider)
+        self.duration = meter.create_histogram(
+            semconv.METRIC_DNS_LOOKUP_DURATION,
+            unit="s",
+            description="How long a DNS lookup took, cache hits included.",
+            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
+        )
+
+    def wrap(self, resolver: Resolver) -> TracedResolver:
+        return TracedResolver(resolver, self)
+
+
+class TracedResolver:
+    """A :class:`Resolver` whose every ``resolve`` is a traced and measured lookup."""
+
+    def __init__(self, resolver: Resolver, telemetry: DnsTelemetry) -> None:
+        self.resolver = resolver
+        # The resolver's own method: a cache hit through here costs nothing more.
+        self.cached = resolver.cached
+        self._tracer = telemetry.tracer
+        self._duration = telemetry.duration
+
+    @property
+    def settings(self) -> ResolverSettings:
+        return self.resolver.settings
+
+    async def close(self) -> None:
+        await self.resolver.close()
+
+    async def resolve(self, name: str, *, deadline: float | None = None) -> Resolution:
+        """:meth:`Resolver.resolve`, inside a ``dns.lookup`` span and timed."""
+        started = time.monotonic()
+        # start_span and attach rather than start_as_current_span (see docs/benchmarks.md).
+        span = self._tracer.start_span(
+            semconv.SPAN_DNS_LOOKUP, attributes={semconv.DNS_QUESTION_NAME: name}
+        )
+        recording = span.is_recording()
+        notes = LookupNotes(recording, span.get_span_context() if recording else None)
+        token = context.attach(trace.set_span_in_context(span))
+        try:
+            try:
+                resolution = await self.resolver.resolve(name, deadline=deadline, notes=notes)
+            except DnsLookupFailed as exc:
+                if recording:
+                    self._lookup_failed(span, notes, exc)
+                self._duration.record(
+                    time.monotonic() - started,
+                    {semconv.DNS_QUESTION_NAME: name, semconv.ERROR_TYPE: type(exc).__name__},
+                )
+                raise
+            finally:
+                if recording:
+                    self._trace_queries(span, notes)
+            if recording:
+                self._lookup_done(span, notes, resolution)
+            self._duration.record(time.monotonic() - started, {semconv.DNS_QUESTION_NAME: name})
+            return resolution
+        finally:
+            context.detach(token)
+            span.end()
+
+    @staticmethod
+    def _lookup_done(span: Span, notes: LookupNotes, resolution: Resolution) -> None:
+        attributes: dict[str, AttributeValue] = {
+            semconv.DNS_SOURCE: resolution.source,
+            semconv.DNS_ANSWERS: resolution.addresses,
+            semconv.DNS_TTL: resolution.ttl,
+            semconv.DNS_QUERIES_SENT: notes.queries_sent,
+        }
+        if notes.refresh_error:
+            attributes[semconv.DNS_REFRESH_ERROR] = notes.refresh_error
+            span.add_event(
+                semconv.EVENT_DNS_SERVE_STALE, {semconv.DNS_REFRESH_ERROR: notes.refresh_error}
+            )
+        span.set_attributes(attributes)
+
+    @staticmethod
+    def _lookup_failed(span: Span, notes: LookupNotes, exc: DnsLookupFailed) -> None:
+        span.set_attributes(
+            {
+                semconv.ERROR_TYPE: type(exc).__name__,
+                semconv.DNS_LIKELY_CAUSE: exc.likely_cause,
+                semconv.DNS_SOURCE: "negative-cache" if exc.from_negative_cache else "wire",
+                semconv.DNS_QUERIES_SENT: sum(1 for q in exc.queries if q.source == "wire"),
+            }
+        )
+        span.set_status(Status(StatusCode.ERROR, str(exc)))
+
+    def _trace_queries(self, span: Span, notes: LookupNotes) -> None:
+        """What the lookup did, once it is over: the candidates, whether it waited for
+        another caller's lookup, and its queries: when one query answered it, on the
+        lookup's own span; otherwise a ``dns.query`` span each, with the times it ran,
+        so that retries, the search list and what failed where are each a span."""
+        if notes.candidates:
+            span.set_attribute(semconv.DNS_CANDIDATES, notes.candidates)
+        if notes.coalesced:
+            span.set_attribute(semconv.DNS_COALESCED, True)
+            leader = notes.waited_for.handle if notes.waited_for is not None else None
+            if isinstance(leader, SpanContext):
+                span.add_link(leader)
+        sent: Sequence[SentQuery] = notes.sent or ()
+        answered = sent[0].query if len(sent) == 1 and sent[0].failure is None else None
+        if answered is not None:
+            span.set_attributes(
+                {
+                    semconv.DNS_QUESTION_TYPE: answered.qtype,
+                    semconv.DNS_NAMESERVER: answered.nameserver,
+                    semconv.DNS_RCODE: answered.rcode,
+                }
+            )
+            return
+        for entry in sent:
+            attributes: dict[str, AttributeValue] = {
+                semconv.DNS_QUESTION_NAME: entry.fqdn,
+                semconv.DNS_QUESTION_TYPE: entry.qtype,
+                semconv.DNS_NAMESERVER: entry.nameserver,
+                semconv.DNS_ATTEMPT: entry.attempt,
+            }
+            if entry.query is not None:
+                attributes.update(_query_attributes(entry.query, entry.failure))
+            child = self._tracer.start_span(
+                semconv.SPAN_DNS_QUERY,
+                kind=SpanKind.CLIENT,
+                start_time=entry.started_ns,
+                attributes=attributes,
+            )
+            if entry.failure is not None:
+                child.set_status(Status(StatusCode.ERROR, str(entry.failure)))
+            child.end(end_time=entry.ended_ns or time.time_ns())
+
+
+def _query_attributes(
+    query: DnsQuery, failure: DnsLookupFailed | None
+) -> dict[str, AttributeValue]:
+    attributes: dict[str, AttributeValue] = {
+        semconv.DNS_RCODE: query.rcode,
+        semconv.DNS_SOURCE: query.source,
+        semconv.DNS_ANSWERS: query.answers,
+    }
+    if query.ttl is not None:
+        attributes[semconv.DNS_TTL] = query.ttl
+    if failure is not None:
+        attributes[semconv.ERROR_TYPE] = type(failure).__name__
+    return attributes

@@ -1,0 +1,134 @@
+"""bunny's telemetry, in one place: every tracer and instrument bunny uses, made once, injected.
+
+:class:`BunnyTelemetry` is made once per process, after the providers are
+installed (:func:`bunnyrelay.telemetry.setup_telemetry`), and handed to what
+needs it; nothing in bunny asks the OpenTelemetry globals for a tracer itself.
+
+- :attr:`~BunnyTelemetry.jobs`: each job is one trace. Its root span ``job.submit``
+  is wrapped around the submitter (:meth:`JobSpans.wrap`), so that the lookup and
+  the RPC attempts inside it are its children; a job whose address came from
+  bunny's cache, the hosts file or an IP target has no ``dns.lookup`` span (it
+  would cost more than the answer), and its root span says where the address came
+  from instead.
+  ``bunnyrelay.jobs`` counts jobs by kind and final status.
+- :attr:`~BunnyTelemetry.rpc`: a CLIENT span per RPC attempt (:mod:`bunny.rpcspans`).
+- :attr:`~BunnyTelemetry.dns`: the resolver's lookup spans and metric (:mod:`bunny.dns.tracing`).
+- :attr:`~BunnyTelemetry.diagnose`: the tracer of ``bunny diagnose``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from opentelemetry import context, metrics, trace
+from opentelemetry.trace import Span, Status, StatusCode, Tracer
+from opentelemetry.util.types import AttributeValue
+
+from bunny.dns.model import Resolution
+from bunny.dns.tracing import DnsTelemetry
+from bunny.outcome import JobOutcome
+from bunny.rpcspans import SCOPE as RPC_SCOPE
+from bunny.rpcspans import RpcSpans
+from bunnyrelay import semconv
+from bunnyrelay.tally import Tally
+from bunnyrelay.v1 import jobs_pb2
+
+JOB_SCOPE = "bunny.runner"
+DIAGNOSE_SCOPE = "bunny.diagnose"
+
+# Answers that come without a dns.lookup span of their own: the job's span tells them.
+_NO_LOOKUP_SPAN = frozenset({"cache", "hosts", "literal"})
+# Kinds come from callers; past this many (kind, status) pairs the rest count as one.
+_MAX_COUNTED = 1024
+
+JobCore = Callable[[jobs_pb2.JobRequest, str], Awaitable[JobOutcome]]
+"""Runs one job given its trace id; the part of a submitter that the job's span wraps."""
+Job = Callable[[jobs_pb2.JobRequest], Awaitable[JobOutcome]]
+
+
+class JobSpans:
+    """The ``job.submit`` span around each job, and the ``bunnyrelay.jobs`` count."""
+
+    def __init__(self, tracer: Tracer, meter: metrics.Meter) -> None:
+        self._tracer = tracer
+        self._jobs = Tally(
+            meter,
+            semconv.METRIC_JOBS,
+            unit="{job}",
+            description="Jobs bunny submitted, by kind and final status",
+        )
+        self._counted: dict[tuple[str, str], dict[str, AttributeValue]] = {}
+        # The attributes of the last answer told on a job's span, rebuilt when it changes.
+        self._told: Resolution | None = None
+        self._told_attributes: dict[str, AttributeValue] = {}
+
+    def wrap(self, core: JobCore) -> Job:
+        """``core`` inside the job's span, current while it runs, then counted."""
+        tracer = self._tracer
+
+        async def run(request: jobs_pb2.JobRequest) -> JobOutcome:
+            # start_span and attach rather than start_as_current_span (docs/benchmarks.md).
+            span = tracer.start_span(
+                "job.submit",
+                attributes={semconv.JOB_ID: request.job_id, semconv.JOB_KIND: request.kind},
+            )
+            token = context.attach(trace.set_span_in_context(span))
+            try:
+                outcome = await core(request, f"{span.get_span_context().trace_id:032x}")
+                if span.is_recording():
+                    self._finish(span, outcome)
+            finally:
+                context.detach(token)
+                span.end()
+            self._count(request.kind, outcome.status)
+            return outcome
+
+        return run
+
+    def _finish(self, span: Span, outcome: JobOutcome) -> None:
+        span.set_attribute(semconv.JOB_STATUS, outcome.status)
+        if outcome.error is not None:
+            span.set_status(Status(StatusCode.ERROR, outcome.error.message))
+            span.set_attribute(semconv.ERROR_TYPE, outcome.error.type)
+        answer = outcome.resolution
+        if answer is not None and answer.source in _NO_LOOKUP_SPAN:
+            if answer is not self._told:
+                self._told = answer
+                self._told_attributes = {
+                    semconv.DNS_SOURCE: answer.source,
+                    semconv.DNS_QUESTION_NAME: answer.name,
+                    semconv.DNS_ANSWERS: answer.addresses,
+                }
+            span.set_attributes(self._told_attributes)
+
+    def _count(self, kind: str, status: str) -> None:
+        key = (kind, status)
+        attributes = self._counted.get(key)
+        if attributes is None:
+            if len(self._counted) >= _MAX_COUNTED:
+                kind = "_other"
+                key = (kind, status)
+            attributes = self._counted[key] = {semconv.JOB_KIND: kind, semconv.JOB_STATUS: status}
+        self._jobs.add(key, attributes)
+
+
+class BunnyTelemetry:
+    """Every tracer and instrument of bunny, from the providers given (or the global ones,
+    as they are when this is made)."""
+
+    def __init__(
+        self,
+        *,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+    ) -> None:
+        def tracer(scope: str) -> Tracer:
+            return trace.get_tracer(scope, tracer_provider=tracer_provider)
+
+        def meter(scope: str) -> metrics.Meter:
+            return metrics.get_meter(scope, meter_provider=meter_provider)
+
+        self.jobs = JobSpans(tracer(JOB_SCOPE), meter(JOB_SCOPE))
+        self.rpc = RpcSpans(tracer(RPC_SCOPE), meter(RPC_SCOPE))
+        self.dns = DnsTelemetry(tracer_provider=tracer_provider, meter_provider=meter_provider)
+        self.diagnose = tracer(DIAGNOSE_SCOPE)

@@ -1,0 +1,162 @@
+"""Stream sessions: ``RunStream`` and ``RunBatches``, many jobs over one call, and their window.
+
+One session per call. A reader task starts a task per job, and the call's own
+task is the only writer, so writes are serialized and wait for HTTP/2 flow
+control. The writer sends every result that is ready when it gets to run: one
+message each on RunStream, one message for all of them on RunBatches, so that
+while one write waits for the network the next batch gathers.
+
+The window bounds the jobs read but not yet answered: when the client stops
+reading results, relay stops reading requests, and the client feels it.
+
+A job of a stream always gets a result: a refusal, or a bug of relay's own,
+becomes that job's result, and the stream and its other jobs go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from typing import Generic, TypeVar
+
+import grpc
+
+from bunnyrelay.v1.jobs_pb2 import JobBatch, JobError, JobRequest, JobResult, JobStatus
+from relay.checks import UNREADABLE_BATCH
+from relay.errors import Refused
+from relay.runner import Context, Executor
+
+_INTERNAL_CODE = grpc.StatusCode.INTERNAL.value[0]
+
+Message = TypeVar("Message")
+
+
+class UnreadableBatchError(Exception):
+    """A RunBatches message that was not a JobBatch: the call ends INVALID_ARGUMENT."""
+
+
+def one_job(request: JobRequest) -> Iterable[JobRequest]:
+    """The jobs of a RunStream message: the one it is."""
+    return (request,)
+
+
+def batch_jobs(batch: JobBatch) -> Sequence[JobRequest]:
+    """The jobs of a RunBatches message."""
+    if batch is UNREADABLE_BATCH:
+        raise UnreadableBatchError
+    return batch.jobs
+
+
+class StreamSession(Generic[Message]):
+    """One RunStream or RunBatches call, from its first message to its last result."""
+
+    def __init__(
+        self,
+        messages: AsyncIterable[Message],
+        context: Context,
+        *,
+        jobs_of: Callable[[Message], Iterable[JobRequest]],
+        send: Callable[[list[JobResult]], Awaitable[None]],
+        execute: Executor,
+        window: int,
+        draining: Callable[[], bool],
+        instance: str,
+        logger: logging.Logger,
+    ) -> None:
+        self._messages = messages
+        self.context = context
+        self._jobs_of = jobs_of
+        self._send = send
+        self._execute = execute
+        self._draining = draining
+        self._instance = instance
+        self._log = logger
+        self._ready: list[JobResult] = []
+        self._wake = asyncio.Event()
+        self._window = asyncio.Semaphore(window)
+        self._jobs: set[asyncio.Task[None]] = set()
+        self._unanswered = 0
+        self._half_closed = False
+        self.ended_by_drain = False
+        """True when the session ended because relay drains, with requests perhaps unread."""
+
+    def wake(self) -> None:
+        """Look again whether the session can end (relay began to drain)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Answer every job read, until the client half-closes, or relay drains and the
+        jobs read are answered; raises :class:`UnreadableBatchError` for a bad message."""
+        reader = asyncio.create_task(self._read())
+        try:
+            while True:
+                if self._ready:
+                    ready, self._ready = self._ready, []
+                    await self._send(ready)
+                    self._unanswered -= len(ready)
+                    for _ in ready:
+                        self._window.release()
+                    continue
+                if self._unanswered == 0:
+                    if self._half_closed:
+                        break
+                    if self._draining():
+                        self.ended_by_drain = True
+                        break
+                    if reader.done():
+                        reader.result()  # the reader's failure is the stream's
+                        break
+                self._wake.clear()
+                await self._wake.wait()
+        finally:
+            reader.cancel()
+            for job in self._jobs:
+                job.cancel()
+            await asyncio.gather(reader, *self._jobs, return_exceptions=True)
+
+    async def _read(self) -> None:
+        messages: AsyncIterator[Message] = aiter(self._messages)
+        window = self._window
+        jobs = self._jobs
+        try:
+            while True:
+                try:
+                    message = await anext(messages)
+                except StopAsyncIteration:
+                    self._half_closed = True
+                    return
+                for request in self._jobs_of(message):
+                    await window.acquire()
+                    self._unanswered += 1
+                    job = asyncio.create_task(self._answer(request))
+                    jobs.add(job)
+                    job.add_done_callback(jobs.discard)
+        finally:
+            self.wake()
+
+    async def _answer(self, request: JobRequest) -> None:
+        result = await self._result_of(request)
+        # Not ``self._ready.append(await ...)``: that would bind the list before the await,
+        # and the writer swaps in a fresh one meanwhile.
+        self._ready.append(result)
+        self._wake.set()
+
+    async def _result_of(self, request: JobRequest) -> JobResult:
+        try:
+            return await self._execute(request, self.context)
+        except Refused as exc:
+            return exc.job_result(request.job_id, self._instance)
+        except Exception:
+            self._log.exception("job failed inside relay", extra={"event": "job.internal_error"})
+            return JobResult(
+                job_id=request.job_id,
+                status=JobStatus.JOB_STATUS_FAILED,
+                error=JobError(
+                    code=_INTERNAL_CODE,
+                    reason="INTERNAL",
+                    message="relay failed to run the job; relay's log has the traceback",
+                    retryable=True,
+                ),
+                relay_instance=self._instance,
+            )

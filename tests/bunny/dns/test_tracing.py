@@ -1,0 +1,100 @@
+"""The resolver's telemetry: the span tree of a lookup, its attributes and its metric."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from bunny.dns.resolver import Resolver
+from bunny.dns.settings import ResolverSettings
+from bunny.dns.tracing import DnsTelemetry
+from bunny.errors import (
+    NameNotFound,
+)
+from bunnyrelay import semconv
+from lab.dnsserver import ZoneServer
+from tests.bunny.conftest import RELAY, SEARCH, MakeResolver, attribute, named
+
+
+async def test_query_spans_are_children_of_the_lookup_span_in_the_callers_trace(
+    dns: ZoneServer, make_resolver: MakeResolver, spans: InMemorySpanExporter
+) -> None:
+    dns.set_records(RELAY, "AAAA", ["fd00::5"])
+    resolver = make_resolver(family="any", search=SEARCH[:1], ndots=5)
+    tracer = trace.get_tracer("tests")
+
+    with tracer.start_as_current_span("job.submit") as job:
+        await resolver.resolve(RELAY)
+
+    (lookup,) = named(spans, "dns.lookup")
+    queries = named(spans, "dns.query")
+    assert len(queries) == 4  # (search candidate, as is) x (A, AAAA)
+    job_context = job.get_span_context()
+    assert lookup.parent is not None
+    assert lookup.parent.span_id == job_context.span_id
+    assert lookup.context is not None
+    for query in queries:
+        assert query.parent is not None
+        assert query.parent.span_id == lookup.context.span_id
+        assert query.context is not None
+        assert query.context.trace_id == job_context.trace_id
+        assert query.kind is trace.SpanKind.CLIENT
+
+
+async def test_cache_hit_through_resolve_is_one_span_without_children_and_cached_makes_none(
+    make_resolver: MakeResolver, spans: InMemorySpanExporter
+) -> None:
+    resolver = make_resolver()
+    await resolver.resolve(RELAY)
+    spans.clear()
+
+    hit = resolver.cached(RELAY)
+    assert spans.get_finished_spans() == ()
+    again = await resolver.resolve(RELAY)
+
+    assert hit is not None
+    assert hit.source == "cache"
+    assert hit.queries == ()
+    # The fast path hands back the stored object: no allocation per call.
+    assert resolver.cached(RELAY) is hit
+    assert again.source == "cache"
+    (lookup,) = spans.get_finished_spans()
+    assert lookup.name == "dns.lookup"
+    assert attribute(lookup, semconv.DNS_SOURCE) == "cache"
+    assert attribute(lookup, semconv.DNS_QUERIES_SENT) == 0
+
+
+async def test_lookup_duration_metric_is_recorded_with_the_error_type_on_failure(
+    dns: ZoneServer,
+) -> None:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    settings = ResolverSettings(nameservers=(dns.address,), family="ipv4")
+    resolver = DnsTelemetry(meter_provider=provider).wrap(Resolver(settings))
+    try:
+        await resolver.resolve(RELAY)
+        with pytest.raises(NameNotFound):
+            await resolver.resolve("missing.private.aws.internal.")
+        data = reader.get_metrics_data()
+    finally:
+        await resolver.close()
+        provider.shutdown()
+
+    assert data is not None
+    (metric,) = [
+        metric
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "dns.lookup.duration"
+    ]
+    assert metric.unit == "s"
+    attributes = {
+        str((point.attributes or {}).get("dns.question.name")): dict(point.attributes or {})
+        for point in metric.data.data_points
+    }
+    assert semconv.ERROR_TYPE not in attributes[RELAY]
+    assert attributes["missing.private.aws.internal."][semconv.ERROR_TYPE] == "NameNotFound"

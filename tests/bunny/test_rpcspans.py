@@ -1,0 +1,149 @@
+"""The CLIENT span of each RPC attempt and the ``rpc.client.duration`` metric, on providers
+of the test's own: names and attributes as the conventions have them, W3C context out, an
+unsampled job making no span, and a stream's jobs leaving the call's duration to the call."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+from opentelemetry.trace import SpanKind, StatusCode
+
+from bunny.relaypool import RelayEndpoint
+from bunny.rpcspans import RpcSpans
+from bunnyrelay import semconv
+from bunnyrelay.v1 import jobs_pb2_grpc
+
+
+class Telemetry:
+    def __init__(self, *, sampled: bool = True) -> None:
+        self.spans = InMemorySpanExporter()
+        sampler = None if sampled else ParentBased(ALWAYS_OFF)
+        self.tracers = TracerProvider(sampler=sampler) if sampler else TracerProvider()
+        self.tracers.add_span_processor(SimpleSpanProcessor(self.spans))
+        self.reader = InMemoryMetricReader()
+        self.meters = MeterProvider(metric_readers=[self.reader])
+        self.rpc = RpcSpans(self.tracers.get_tracer("test"), self.meters.get_meter("test"))
+
+    def durations(self) -> dict[tuple[str, int], int]:
+        """(method, status code) -> how many durations were recorded."""
+        data = self.reader.get_metrics_data()
+        assert data is not None
+        counts: dict[tuple[str, int], int] = {}
+        for resource in data.resource_metrics:
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    if metric.name != semconv.METRIC_RPC_CLIENT_DURATION:
+                        continue
+                    for point in metric.data.data_points:
+                        assert isinstance(point, HistogramDataPoint)
+                        attributes = dict(point.attributes or {})
+                        code = attributes[semconv.RPC_GRPC_STATUS_CODE]
+                        assert isinstance(code, int)
+                        counts[str(attributes[semconv.RPC_METHOD]), code] = point.count
+        return counts
+
+
+def _sent(metadata: list[tuple[str, str]]) -> tuple[int, int, bool]:
+    """Trace id, parent span id and the sampled flag of the W3C context sent with a call."""
+    version, trace_id, span_id, flags = dict(metadata)["traceparent"].split("-")
+    assert version == "00"
+    return int(trace_id, 16), int(span_id, 16), bool(int(flags, 16) & 1)
+
+
+@pytest.fixture
+async def endpoint() -> AsyncIterator[RelayEndpoint]:
+    # Never dialled: a channel connects only when a call is made.
+    channel = grpc.aio.insecure_channel("ipv4:10.20.0.5:50051")
+    yield RelayEndpoint(
+        "relay.private.aws.internal",
+        "10.20.0.5",
+        50051,
+        channel,
+        jobs_pb2_grpc.JobServiceStub(channel),
+    )
+    await channel.close()
+
+
+async def test_each_attempt_is_a_client_span_under_the_job_with_its_context_sent_along(
+    endpoint: RelayEndpoint,
+) -> None:
+    telemetry = Telemetry()
+    job = telemetry.tracers.get_tracer("test").start_span("job.submit")
+
+    with trace.use_span(job, end_on_exit=True):
+        with telemetry.rpc.attempt("Run", endpoint, 1) as first:
+            first.code = grpc.StatusCode.UNAVAILABLE
+        with telemetry.rpc.attempt("Run", endpoint, 2) as second:
+            pass
+
+    attempts = [s for s in telemetry.spans.get_finished_spans() if s.kind is SpanKind.CLIENT]
+    assert [s.name for s in attempts] == ["bunnyrelay.v1.JobService/Run"] * 2
+    failed, passed = attempts
+    assert dict(failed.attributes or {}) == {
+        semconv.RPC_SYSTEM: "grpc",
+        semconv.RPC_SERVICE: "bunnyrelay.v1.JobService",
+        semconv.RPC_METHOD: "Run",
+        semconv.SERVER_ADDRESS: "relay.private.aws.internal",
+        semconv.SERVER_PORT: 50051,
+        semconv.NETWORK_PEER_ADDRESS: "10.20.0.5",
+        semconv.NETWORK_PEER_PORT: 50051,
+        semconv.JOB_ATTEMPT: 1,
+        semconv.RPC_GRPC_STATUS_CODE: 14,
+        semconv.ERROR_TYPE: "UNAVAILABLE",
+    }
+    assert failed.status.status_code is StatusCode.ERROR
+    assert passed.status.status_code is StatusCode.UNSET
+    assert (passed.attributes or {})[semconv.JOB_ATTEMPT] == 2
+    for span, record in ((failed, first), (passed, second)):
+        assert span.parent is not None
+        assert span.parent.span_id == job.get_span_context().span_id
+        assert span.context is not None
+        assert _sent(record.metadata) == (span.context.trace_id, span.context.span_id, True)
+    assert telemetry.durations() == {("Run", 14): 1, ("Run", 0): 1}
+
+
+async def test_an_unsampled_job_makes_no_attempt_span_and_sends_its_own_context(
+    endpoint: RelayEndpoint,
+) -> None:
+    telemetry = Telemetry(sampled=False)
+    job = telemetry.tracers.get_tracer("test").start_span("job.submit")
+
+    with trace.use_span(job, end_on_exit=True), telemetry.rpc.attempt("Run", endpoint, 1) as record:
+        assert record.span is job
+
+    assert telemetry.spans.get_finished_spans() == ()
+    context = job.get_span_context()
+    assert _sent(record.metadata) == (context.trace_id, context.span_id, False)
+    assert telemetry.durations() == {("Run", 0): 1}, "the call is still measured"
+
+
+async def test_a_job_on_a_stream_leaves_the_duration_to_the_stream_call(
+    endpoint: RelayEndpoint,
+) -> None:
+    telemetry = Telemetry()
+
+    with telemetry.rpc.attempt("RunBatches", endpoint, 1, measured=False):
+        pass
+    telemetry.rpc.record_duration("RunBatches", grpc.StatusCode.OK, 0.25)
+
+    assert telemetry.durations() == {("RunBatches", 0): 1}
+
+
+async def test_two_instances_share_nothing(endpoint: RelayEndpoint) -> None:
+    one, other = Telemetry(), Telemetry()
+
+    with one.rpc.attempt("Run", endpoint, 1):
+        pass
+
+    assert len(one.spans.get_finished_spans()) == 1
+    assert other.spans.get_finished_spans() == ()
+    assert other.reader.get_metrics_data() is None or other.durations() == {}
