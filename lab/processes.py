@@ -123,6 +123,38 @@ async def _discard(stream: asyncio.StreamReader) -> None:
         pass
 
 
+async def run_command(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    stdin: bytes | None = None,
+    timeout: float = 120.0,
+    cwd: str | None = None,
+) -> tuple[int, str, str]:
+    """Run ``argv`` to completion, with ``stdin`` (bytes, or nothing) on its standard input;
+    return (exit status, stdout, stderr). ``env`` is the child's whole environment (None: ours).
+
+    The child is killed if it runs past ``timeout`` (TimeoutError).
+    """
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            out, err = await process.communicate(stdin)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
 async def run_module(
     module: str,
     *args: str,
@@ -137,21 +169,9 @@ async def run_module(
     (``functools.partial(topology.argv, Side.POD)``).
     """
     argv = [sys.executable, "-m", module, *args]
-    process = await asyncio.create_subprocess_exec(
-        *(place(argv) if place is not None else argv),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=child_env(env),
+    return await run_command(
+        place(argv) if place is not None else argv, env=child_env(env), timeout=timeout
     )
-    try:
-        async with asyncio.timeout(timeout):
-            out, err = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 async def run_bunny(

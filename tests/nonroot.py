@@ -19,7 +19,6 @@ needs root (tests that use it are marked ``root``).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import stat
@@ -28,6 +27,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from lab.processes import run_command
 
 NONROOT_UID = 10001
 """The uid (and gid) that relay's and bunny's images run as."""
@@ -110,20 +111,4 @@ async def run(
     argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 30.0
 ) -> Finished:
     """Run ``argv`` to its end (killed after ``timeout`` seconds) and return what it said."""
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=dict(env) if env is not None else None,
-        cwd="/",
-    )
-    try:
-        async with asyncio.timeout(timeout):
-            out, err = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return Finished(process.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+    return Finished(*await run_command(argv, env=env, timeout=timeout, cwd="/"))

@@ -4,7 +4,6 @@ fails. Each test runs the real commands against a real relay (and a real DNS ser
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -12,7 +11,7 @@ import sys
 from pathlib import Path
 
 from lab.dnsserver import ZoneServer
-from lab.processes import child_env, run_bunny
+from lab.processes import child_env, run_bunny, run_command
 from tests.bunny.conftest import RELAY
 from tests.conftest import StartRelay
 
@@ -21,25 +20,9 @@ MiB = 1024 * 1024
 
 async def _bunny_with_stdin(*args: str, stdin: bytes) -> tuple[int, str, str]:
     """``bunny ARGS`` with ``stdin`` on its standard input."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bunny",
-        *args,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=child_env(),
+    return await run_command(
+        [sys.executable, "-m", "bunny", *args], env=child_env(), stdin=stdin, timeout=60
     )
-    try:
-        async with asyncio.timeout(60):
-            out, err = await process.communicate(stdin)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 # --- payloads -------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ file; the protocol's corners are checked in process with both protocol versions.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
-from lab.processes import RelayProcess, relay_process
+from lab.processes import RelayProcess, relay_process, run_command
 from lab.tools import GHZ, GRPCURL, tool
 from relay.reflection import V1, V1ALPHA
 from tests.relay.harness import collect, local_relay
@@ -108,18 +107,7 @@ async def relay() -> AsyncIterator[RelayProcess]:
 
 
 async def _run(*argv: str, timeout: float = 60) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    try:
-        async with asyncio.timeout(timeout):
-            out, err = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    return await run_command(argv, timeout=timeout)
 
 
 async def test_grpcurl_lists_describes_and_calls_relay_knowing_it_only_by_reflection(
