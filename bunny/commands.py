@@ -103,8 +103,10 @@ async def _submit(config: BunnyConfig, telemetry: BunnyTelemetry) -> int:
         await pool.close(grace=1.0)
         await source.close()
     again = f" ({replayed} replayed: relay had run those job ids already)" if replayed else ""
+    total = succeeded + failed
     print(
-        f"bunny: {succeeded + failed} jobs, {succeeded} succeeded{again}, {failed} failed",
+        f"bunny: {total} job{'' if total == 1 else 's'}, {succeeded} succeeded{again}, "
+        f"{failed} failed",
         file=sys.stderr,
     )
     return 0 if failed == 0 else 1
