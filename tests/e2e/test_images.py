@@ -143,3 +143,27 @@ def test_relay_adds_at_most_its_budget_to_its_base() -> None:
     added_mb = (image["Size"] - inspect("image", base)["Size"]) / 1e6
     print(f"{RELAY_IMAGE}: {image['Size'] / 1e6:.0f} MB, {added_mb:.0f} MB over {base}")
     assert added_mb <= RELAY_BUDGET_MB
+
+
+# Lists what the image's Python can import from its own environment: top-level names only.
+_LIST_PACKAGES = """
+import pathlib, sysconfig
+site = pathlib.Path(sysconfig.get_path("purelib"))
+for entry in sorted(site.iterdir()):
+    print(entry.name)
+shared = site / "bunnyrelay"
+for entry in sorted(shared.iterdir()):
+    print("bunnyrelay/" + entry.name)
+"""
+
+
+@pytest.mark.parametrize("image", [RELAY_IMAGE, BUNNY_IMAGE])
+def test_the_images_hold_the_services_and_never_the_lab(image: str) -> None:
+    require_image(image, "images")
+    listed = run(
+        ["run", "--rm", *HARDENED, "--entrypoint", "python", image, "-c", _LIST_PACKAGES]
+    ).stdout.split()
+    for shipped in ("bunny", "relay", "bunnyrelay", "bunnyrelay/v1", "bunnyrelay/otlpencode"):
+        assert shipped in listed, f"{shipped} is missing from {image}: {listed}"
+    for development in ("lab", "tests", "grpc_tools", "bunnyrelay/lab", "bunnyrelay/protogen.py"):
+        assert development not in listed, f"{development} entered {image}"
