@@ -239,6 +239,26 @@ class ExecutionCount:
         return self._count
 
 
+async def until_runs(
+    runs: ExecutionCount,
+    count: int,
+    batches: Sequence[asyncio.Task[Batch]],
+    *,
+    within: float = 60,
+) -> float:
+    """Wait until relay's logs show ``count`` executions in all; the moment they did.
+
+    Raises, with what bunny printed, if every batch ends first.
+    """
+    async with asyncio.timeout(within):
+        while runs() < count:
+            if all(batch.done() for batch in batches):
+                said = "\n".join(batch.result().stderr[-2000:] for batch in batches)
+                raise AssertionError(f"the batches ended before relay ran {count} jobs:\n{said}")
+            await asyncio.sleep(0.02)
+    return time.monotonic()
+
+
 async def run_schedule(
     steps: Sequence[Step], logs: Sequence[Path], batches: Sequence[asyncio.Task[Batch]]
 ) -> Timeline:
@@ -246,11 +266,7 @@ async def run_schedule(
     timeline = Timeline()
     runs = ExecutionCount(logs)
     for step in steps:
-        async with asyncio.timeout(120):
-            while runs() < step.after_runs:
-                if all(batch.done() for batch in batches):
-                    raise AssertionError(f"the batch ended before {step.name!r} could start")
-                await asyncio.sleep(0.1)
+        await until_runs(runs, step.after_runs, batches, within=120)
         timeline.note(f"{step.name} ...", runs())
         await step.action()
         timeline.note(f"... {step.name} over", runs())

@@ -20,7 +20,6 @@ from lab.dnsserver import ZoneServer
 from tests.conftest import RELAY_NAME
 from tests.faults.harness import (
     JSON_LOGS,
-    Batch,
     Effects,
     ExecutionCount,
     KillableRelay,
@@ -28,19 +27,11 @@ from tests.faults.harness import (
     job_ids,
     report,
     submit,
+    until_runs,
 )
 
 OUTAGE_S = 3.0
 """How long relay stays dead before it is started again: a pod being replaced."""
-
-
-async def _until_runs(runs: ExecutionCount, count: int, batch: asyncio.Task[Batch]) -> float:
-    """Wait until relay's log shows ``count`` executions in all; the moment it did."""
-    async with asyncio.timeout(60):
-        while runs() < count:
-            assert not batch.done(), (await batch).stderr[-2000:]
-            await asyncio.sleep(0.02)
-    return time.monotonic()
 
 
 @pytest.mark.timeout(120)
@@ -65,14 +56,14 @@ async def test_jobs_in_flight_survive_a_relay_killed_and_restarted_with_default_
         )
         try:
             runs = ExecutionCount([log])
-            await _until_runs(runs, count // 5, batch)
+            await until_runs(runs, count // 5, [batch])
             await relay.kill()
             killed_at = time.monotonic()
             ran_before = runs()
             await asyncio.sleep(OUTAGE_S)  # the outage itself is what is being survived
             await relay.start()
             back_at = time.monotonic()
-            recovered_at = await _until_runs(runs, runs() + 1, batch)
+            recovered_at = await until_runs(runs, runs() + 1, [batch])
             done = await batch
         finally:
             batch.cancel()
@@ -125,7 +116,7 @@ async def test_jobs_fail_at_their_deadline_with_a_clear_error_when_relay_never_c
             )
         )
         try:
-            await _until_runs(ExecutionCount([log]), 8, batch)
+            await until_runs(ExecutionCount([log]), 8, [batch])
             await relay.kill()
             done = await batch
         finally:
