@@ -27,6 +27,7 @@ ENV_PREFIX = "BUNNY_"
 _DNS = ("nameserver", "resolv_conf", "ndots", "family", "hosts_file")
 _TLS = ("tls", "tls_ca", "tls_cert", "tls_key")
 _OUTPUT = ("json", "log_format", "log_level")
+_KEEP = ("keep_slower_than", "keep_max_waiting", "keep_max_age")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ COMMANDS: dict[str, Command] = {
             "attempts",
             "keepalive",
             *_TLS,
+            *_KEEP,
             *_OUTPUT,
         ),
     ),
@@ -108,6 +110,7 @@ COMMANDS: dict[str, Command] = {
             "stream",
             "payload_bytes",
             *_TLS,
+            *_KEEP,
             *_OUTPUT,
         ),
         defaults={"concurrency": 64},
@@ -162,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     configure_logging("bunny", fmt=config.log_format, level=config.log_level)
     try:
-        telemetry = setup_telemetry("bunny")
+        telemetry = setup_telemetry("bunny", keep=config.keep_settings())
     except SettingError as exc:
         parser.exit(2, f"bunny: error: {exc}\n")
     from bunny.commands import run

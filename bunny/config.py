@@ -23,6 +23,14 @@ from bunny.hop import Hop, parse_hop
 from bunny.keepalive import Keepalive
 from bunny.payload import DEFAULT_MAX_BYTES, LARGEST_MAX_BYTES, read_payload, too_large
 from bunny.targets import Target, parse_target
+from bunnyrelay.keepsettings import (
+    MAX_AGE_DOC,
+    MAX_WAITING_DOC,
+    SLOWER_THAN_DOC,
+    KeepSettings,
+    parse_max_age,
+    parse_slower_than,
+)
 from bunnyrelay.settings import (
     HostPort,
     SettingError,
@@ -287,6 +295,13 @@ class BunnyConfig:
         None, doc="the key of --tls-cert", parse=_pem_path, metavar="PEM"
     )
 
+    # --- telemetry: traces kept whatever the sampler decided --------------------------------------
+    keep_slower_than: float = setting(
+        1.0, doc=SLOWER_THAN_DOC, parse=parse_slower_than, metavar="SECONDS"
+    )
+    keep_max_waiting: int = setting(4096, doc=MAX_WAITING_DOC, parse=positive_int, metavar="N")
+    keep_max_age: float = setting(300.0, doc=MAX_AGE_DOC, parse=parse_max_age, metavar="SECONDS")
+
     # --- output ----------------------------------------------------------------------------------
     json: bool = setting(False, doc="print JSON for machines", switch=True)
     log_format: str = setting(
@@ -332,6 +347,7 @@ class BunnyConfig:
             raise SettingError(f"keepalive: {exc}") from None
         if (self.tls_cert is None) != (self.tls_key is None):
             raise SettingError("tls_cert: --tls-cert and --tls-key must be given together")
+        KeepSettings(self.keep_slower_than, self.keep_max_waiting, self.keep_max_age)
         if self.log_format not in LOG_FORMATS:
             raise SettingError(f"log_format: {self.log_format!r} is not one of text, json")
         if self.log_level not in LOG_LEVELS:
@@ -378,6 +394,9 @@ class BunnyConfig:
         from bunny.submitter import SubmitSettings
 
         return SubmitSettings(timeout_s=self.timeout, retry=RetryPolicy(attempts=self.attempts))
+
+    def keep_settings(self) -> KeepSettings:
+        return KeepSettings(self.keep_slower_than, self.keep_max_waiting, self.keep_max_age)
 
     def keepalive_settings(self) -> Keepalive:
         return Keepalive(interval_s=self.keepalive)

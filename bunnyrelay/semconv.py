@@ -53,6 +53,13 @@ DNS_COALESCED: Final = "bunnyrelay.dns.coalesced"
 # Why a stale answer was served: the error type of the refresh that failed.
 DNS_REFRESH_ERROR: Final = "bunnyrelay.dns.refresh_error"
 
+# Why an unsampled trace was exported anyway: "error", "retried" or "slow" (bunnyrelay.keeping).
+SAMPLING_KEPT: Final = "bunnyrelay.sampling.kept"
+# Why a held unsampled trace was given up before its job ended: "cap" or "age".
+SAMPLING_DROP_REASON: Final = "bunnyrelay.sampling.drop_reason"
+METRIC_SAMPLING_KEPT: Final = "bunnyrelay.sampling.kept_traces"
+METRIC_SAMPLING_DROPPED: Final = "bunnyrelay.sampling.dropped_traces"
+
 SPAN_DNS_LOOKUP: Final = "dns.lookup"
 SPAN_DNS_QUERY: Final = "dns.query"
 EVENT_DNS_SERVE_STALE: Final = "bunnyrelay.dns.serve_stale"

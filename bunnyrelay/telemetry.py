@@ -14,6 +14,8 @@ a typo stops the process at start with a message instead of failing each export 
   request as the SDK's encoder, for less CPU), by the SDK's encoder elsewhere.
 - ``OTEL_METRICS_EXEMPLAR_FILTER`` is honoured when set; unset, exemplars are
   off, not the SDK's default ``trace_based``.
+- Unsampled jobs that fail, are retried or are slow still export their trace
+  (:mod:`bunnyrelay.keeping`) when spans are exported and ``keep`` is on.
 - ``OTEL_PROPAGATORS`` is honoured by the OpenTelemetry API (W3C trace context
   and baggage by default); checked here, so a process must not import
   ``opentelemetry.propagate`` before calling :func:`setup_telemetry`.
@@ -39,6 +41,8 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from bunnyrelay.keeping import add_keeping, keeping_tracer_provider
+from bunnyrelay.keepsettings import KeepSettings
 from bunnyrelay.otelenv import (
     OtlpDestination,
     check_batch_span_processor,
@@ -124,6 +128,7 @@ def setup_telemetry(
     metric_readers: Sequence[MetricReader] = (),
     install_global: bool = True,
     environ: Mapping[str, str] = os.environ,
+    keep: KeepSettings | None = None,
 ) -> Telemetry:
     """Build tracer and meter providers from the environment and (by default) install them.
 
@@ -141,11 +146,16 @@ def setup_telemetry(
     span_encoder: Encoder | None = None
 
     tracer_provider = TracerProvider(resource=resource)
+    keeping = keep is not None and keep.on and traces is not None
+    if keeping:
+        tracer_provider = keeping_tracer_provider(tracer_provider, resource)
     for processor in span_processors:
         tracer_provider.add_span_processor(processor)
+    batch: BatchSpanProcessor | None = None
     if traces is not None:
         exporter = span_exporter(traces.protocol, **_exporter_options(traces))
-        tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
+        batch = BatchSpanProcessor(exporter)
+        tracer_provider.add_span_processor(batch)
         span_encoder = encoder()
         exporting = True
 
@@ -156,6 +166,9 @@ def setup_telemetry(
     meter_provider = MeterProvider(
         resource=resource, metric_readers=readers, exemplar_filter=exemplars
     )
+
+    if keeping and batch is not None and keep is not None:
+        add_keeping(tracer_provider, batch, keep, meter_provider)
 
     if install_global:
         trace.set_tracer_provider(tracer_provider)

@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     log = configure_logging(PROG, fmt=config.log_format, level=config.log_level)
     try:
-        telemetry = setup_telemetry(PROG)
+        telemetry = setup_telemetry(PROG, keep=config.keep_settings())
     except SettingError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2

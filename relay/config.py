@@ -12,6 +12,14 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from bunnyrelay.keepsettings import (
+    MAX_AGE_DOC,
+    MAX_WAITING_DOC,
+    SLOWER_THAN_DOC,
+    KeepSettings,
+    parse_max_age,
+    parse_slower_than,
+)
 from bunnyrelay.settings import (
     HostPort,
     SettingError,
@@ -209,6 +217,12 @@ class RelayConfig:
         switch=True,
     )
 
+    keep_slower_than: float = setting(
+        1.0, doc=SLOWER_THAN_DOC, parse=parse_slower_than, metavar="SECONDS"
+    )
+    keep_max_waiting: int = setting(4096, doc=MAX_WAITING_DOC, parse=positive_int, metavar="N")
+    keep_max_age: float = setting(300.0, doc=MAX_AGE_DOC, parse=parse_max_age, metavar="SECONDS")
+
     def __post_init__(self) -> None:
         if not 0 <= self.listen.port <= 65535:
             raise SettingError(f"listen: port {self.listen.port} is not in 0-65535")
@@ -240,6 +254,11 @@ class RelayConfig:
             raise SettingError(f"log_format: {self.log_format!r} is not one of text, json")
         if self.log_level not in LOG_LEVELS:
             raise SettingError(f"log_level: {self.log_level!r} is not one of {LOG_LEVELS}")
+        self.keep_settings()
+
+    def keep_settings(self) -> KeepSettings:
+        """Which unsampled traces relay exports anyway (:mod:`bunnyrelay.keeping`)."""
+        return KeepSettings(self.keep_slower_than, self.keep_max_waiting, self.keep_max_age)
 
     @property
     def tls(self) -> bool:
