@@ -218,6 +218,12 @@ async def test_lookup_failure_is_a_typed_error_naming_the_name_and_nameserver(
         (["submit", "--target", "relay:50051"], {"BUNNY_COUNT": "lots"}, "BUNNY_COUNT"),
         (["submit", "--target", "relay:50051", "--concurrency", "0"], {}, "at least 1"),
         (
+            ["submit", "--target", "relay:50051"],
+            {"BUNNY_KEEP_SLOWER_THAN": "a while"},
+            "BUNNY_KEEP_SLOWER_THAN",
+        ),
+        (["submit", "--target", "relay:50051", "--keep-max-age", "-5"], {}, "--keep-max-age"),
+        (
             ["submit", "--target", "relay:50051", "--resolv-conf", "/nonexistent/resolv.conf"],
             {},
             "/nonexistent/resolv.conf",

@@ -63,6 +63,10 @@ def test_flags_and_environment_build_the_config(monkeypatch: pytest.MonkeyPatch)
         (["serve", "--dedupe-capacity", "0"], "--dedupe-capacity"),
         (["serve", "--max-payload-bytes", str(1 << 30)], "--max-payload-bytes"),
         (["serve", "--no-such-flag"], "--no-such-flag"),
+        (["serve", "--keep-slower-than", "soon"], "--keep-slower-than"),
+        (["serve", "--keep-slower-than", "-1"], "--keep-slower-than"),
+        (["serve", "--keep-max-waiting", "0"], "--keep-max-waiting"),
+        (["serve", "--keep-max-age", "0"], "--keep-max-age"),
     ],
 )
 def test_a_bad_flag_exits_2_naming_it(
@@ -80,6 +84,7 @@ def test_a_bad_flag_exits_2_naming_it(
         ("RELAY_GRACE_PERIOD", "soon"),
         ("RELAY_LISTEN", "nowhere"),
         ("RELAY_LOG_FORMAT", "yaml"),
+        ("RELAY_KEEP_SLOWER_THAN", "a while"),
     ],
 )
 def test_a_bad_environment_variable_exits_2_naming_it(

@@ -1,0 +1,283 @@
+"""Keeping what went wrong: the sampler that records what the head sampler drops, the
+processor that exports a local trace when its root ends badly, and its bounds.
+
+Real SDK providers and spans; the exporter is the SDK's in-memory one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    DEFAULT_OFF,
+    Decision,
+    ParentBased,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
+
+from bunnyrelay import semconv
+from bunnyrelay.keeping import KeepingSpanProcessor, RecordDropped, keeps_anything
+from bunnyrelay.keepsettings import KeepSettings, parse_slower_than
+from bunnyrelay.settings import SettingError
+from bunnyrelay.telemetry import setup_telemetry
+
+# What parentbased_traceidratio does at a rate that samples nothing: every root dropped.
+NOTHING_SAMPLED = ParentBased(TraceIdRatioBased(0.0))
+KEPT = semconv.SAMPLING_KEPT
+
+
+class Pipeline:
+    """A provider as setup_telemetry builds it when keeping is on: the keeping processor
+    hands what it keeps to the export processor, which sees every span as well."""
+
+    def __init__(self, settings: KeepSettings, head: ParentBased = NOTHING_SAMPLED) -> None:
+        self.exported = InMemorySpanExporter()
+        self.metrics = InMemoryMetricReader()
+        meter = MeterProvider(metric_readers=[self.metrics]).get_meter("test")
+        self.provider = TracerProvider(sampler=RecordDropped(head), shutdown_on_exit=False)
+        export = SimpleSpanProcessor(self.exported)
+        self.provider.add_span_processor(export)
+        self.keeping = KeepingSpanProcessor(export, settings, meter)
+        self.provider.add_span_processor(self.keeping)
+        self.tracer = self.provider.get_tracer("test")
+
+    def spans(self) -> tuple[ReadableSpan, ...]:
+        return self.exported.get_finished_spans()
+
+    def counted(self, name: str) -> dict[str, int]:
+        data = self.metrics.get_metrics_data()
+        counts: dict[str, int] = {}
+        for resource in data.resource_metrics if data else ():
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    if metric.name == name:
+                        for point in metric.data.data_points:
+                            assert isinstance(point, NumberDataPoint)
+                            reason = next(iter((point.attributes or {}).values()))
+                            counts[str(reason)] = int(point.value)
+        return counts
+
+
+@pytest.fixture
+def pipeline() -> Iterator[Pipeline]:
+    made = Pipeline(KeepSettings())
+    yield made
+    made.provider.shutdown()
+
+
+def _job(pipeline: Pipeline, *, fail: bool = False, attempts: int = 1) -> trace.Span:
+    """A job's root with a lookup and its RPC attempts under it; the root is still open."""
+    tracer = pipeline.tracer
+    root = tracer.start_span("job.submit")
+    inside = trace.set_span_in_context(root)
+    tracer.start_span(semconv.SPAN_DNS_LOOKUP, context=inside).end()
+    for attempt in range(1, attempts + 1):
+        call = tracer.start_span(
+            "bunnyrelay.v1.JobService/Run",
+            context=inside,
+            kind=SpanKind.CLIENT,
+            attributes={semconv.JOB_ATTEMPT: attempt},
+        )
+        if attempt < attempts:
+            call.set_status(Status(StatusCode.ERROR, "UNAVAILABLE"))
+        call.end()
+    if fail:
+        root.set_status(Status(StatusCode.ERROR, "boom"))
+    return root
+
+
+def test_what_the_head_sampler_drops_is_recorded_but_not_sampled(pipeline: Pipeline) -> None:
+    root = pipeline.tracer.start_span("job.submit")
+    child = pipeline.tracer.start_span("dns.lookup", context=trace.set_span_in_context(root))
+    for span in (root, child):
+        assert span.is_recording()
+        assert not span.get_span_context().trace_flags.sampled
+    child.end()
+    root.end()
+
+
+def test_a_remote_unsampled_parent_gets_recorded_children_in_its_trace(
+    pipeline: Pipeline,
+) -> None:
+    remote = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(0))
+    server = pipeline.tracer.start_span(
+        "bunnyrelay.v1.JobService/Run",
+        context=trace.set_span_in_context(NonRecordingSpan(remote)),
+        kind=SpanKind.SERVER,
+    )
+    assert server.is_recording()
+    assert server.get_span_context().trace_id == 0xABC
+    assert not server.get_span_context().trace_flags.sampled
+    server.end()
+
+
+def test_under_a_local_parent_that_records_nothing_nothing_is_recorded() -> None:
+    sampler = RecordDropped(NOTHING_SAMPLED)
+    local = SpanContext(0xABC, 0xDEF, is_remote=False, trace_flags=TraceFlags(0))
+    parent = trace.set_span_in_context(NonRecordingSpan(local))
+    assert sampler.should_sample(parent, 0xABC, "child").decision is Decision.DROP
+    assert sampler.should_sample(Context(), 0xABC, "root").decision is Decision.RECORD_ONLY
+
+
+def test_samplers_chosen_to_trace_nothing_are_left_alone() -> None:
+    assert not keeps_anything(ALWAYS_OFF)
+    assert not keeps_anything(DEFAULT_OFF)
+    assert keeps_anything(NOTHING_SAMPLED)
+
+
+def test_a_job_that_ends_well_and_fast_exports_nothing_and_is_forgotten(
+    pipeline: Pipeline,
+) -> None:
+    _job(pipeline).end()
+    assert pipeline.spans() == ()
+    assert pipeline.keeping.waiting == 0
+
+
+def test_a_failed_job_exports_its_whole_local_trace_marked_error(pipeline: Pipeline) -> None:
+    root = _job(pipeline, fail=True)
+    trace_id = root.get_span_context().trace_id
+    root.end()
+    spans = pipeline.spans()
+    assert [s.name for s in spans] == ["dns.lookup", "bunnyrelay.v1.JobService/Run", "job.submit"]
+    for span in spans:
+        assert span.context is not None
+        assert span.context.trace_id == trace_id
+        assert span.context.trace_flags.sampled, "the exporter's processor skips unsampled"
+        assert span.attributes is not None
+        assert span.attributes[KEPT] == "error"
+    lookup, call, kept_root = spans
+    assert lookup.parent is not None
+    assert call.parent is not None
+    assert lookup.parent.span_id == call.parent.span_id == root.get_span_context().span_id
+    assert kept_root.parent is None
+    assert pipeline.counted(semconv.METRIC_SAMPLING_KEPT) == {"error": 1}
+
+
+def test_a_retried_job_that_succeeded_is_kept_marked_retried(pipeline: Pipeline) -> None:
+    _job(pipeline, attempts=2).end()
+    spans = pipeline.spans()
+    assert len(spans) == 4
+    assert {span.attributes[KEPT] for span in spans if span.attributes} == {"retried"}
+
+
+def test_a_job_slower_than_the_threshold_is_kept_marked_slow(pipeline: Pipeline) -> None:
+    started = time.time_ns()
+    root = pipeline.tracer.start_span("job.submit", start_time=started)
+    root.end(end_time=started + 1_000_000_000)
+    (span,) = pipeline.spans()
+    assert span.attributes is not None
+    assert span.attributes[KEPT] == "slow"
+    just_under = pipeline.tracer.start_span("job.submit", start_time=started)
+    just_under.end(end_time=started + 999_000_000)
+    assert len(pipeline.spans()) == 1
+
+
+def test_relay_keeps_a_failed_job_under_an_unsampled_remote_caller(pipeline: Pipeline) -> None:
+    remote = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(0))
+    server = pipeline.tracer.start_span(
+        "bunnyrelay.v1.JobService/Run",
+        context=trace.set_span_in_context(NonRecordingSpan(remote)),
+        kind=SpanKind.SERVER,
+    )
+    job = pipeline.tracer.start_span("job fail", context=trace.set_span_in_context(server))
+    job.set_status(Status(StatusCode.ERROR, "JOB_FAILED"))
+    job.end()
+    server.end()
+    names = [(s.name, s.context.trace_id if s.context else 0) for s in pipeline.spans()]
+    assert names == [("job fail", 0xABC), ("bunnyrelay.v1.JobService/Run", 0xABC)]
+
+
+def test_a_span_ending_after_its_root_is_not_kept(pipeline: Pipeline) -> None:
+    root = pipeline.tracer.start_span("job.submit")
+    late = pipeline.tracer.start_span("late", context=trace.set_span_in_context(root))
+    root.set_status(Status(StatusCode.ERROR, "boom"))
+    root.end()
+    late.end()
+    assert [s.name for s in pipeline.spans()] == ["job.submit"]
+
+
+def test_past_the_cap_the_oldest_waiting_trace_is_dropped_and_counted() -> None:
+    pipeline = Pipeline(KeepSettings(max_waiting=2))
+    first = _job(pipeline, fail=True)
+    second = _job(pipeline, fail=True)
+    third = _job(pipeline, fail=True)
+    assert pipeline.keeping.waiting == 2
+    for root in (first, second, third):
+        root.end()
+    roots = [s for s in pipeline.spans() if s.name == "job.submit"]
+    assert [s.context.span_id for s in roots if s.context] == [
+        second.get_span_context().span_id,
+        third.get_span_context().span_id,
+    ]
+    assert pipeline.counted(semconv.METRIC_SAMPLING_DROPPED) == {"cap": 1}
+    pipeline.provider.shutdown()
+
+
+def test_a_trace_held_past_the_age_is_dropped_and_counted_when_a_job_starts() -> None:
+    pipeline = Pipeline(KeepSettings(max_age_s=60))
+    now = time.time_ns()
+    old = pipeline.tracer.start_span("job.submit", start_time=now - 61_000_000_000)
+    young = pipeline.tracer.start_span("job.submit", start_time=now - 59_000_000_000)
+    assert pipeline.keeping.waiting == 2
+    new = pipeline.tracer.start_span("job.submit", start_time=now)
+    assert pipeline.keeping.waiting == 2
+    assert pipeline.counted(semconv.METRIC_SAMPLING_DROPPED) == {"age": 1}
+    for root in (old, young, new):
+        root.end()
+    pipeline.provider.shutdown()
+
+
+def test_keeping_is_installed_only_where_spans_are_exported_and_it_is_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.1")
+    exporting = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"}
+
+    def sampler(environ: dict[str, str], keep: KeepSettings | None) -> str:
+        telemetry = setup_telemetry("bunny", install_global=False, environ=environ, keep=keep)
+        try:
+            return telemetry.tracer_provider.sampler.get_description()
+        finally:
+            telemetry.shutdown()
+
+    assert sampler(exporting, KeepSettings()).startswith("RecordDropped{ParentBased{")
+    assert sampler(exporting, KeepSettings(slower_than_s=0)).startswith("ParentBased{")
+    assert sampler({}, KeepSettings()).startswith("ParentBased{"), "nothing to export to"
+    assert sampler(exporting, None).startswith("ParentBased{")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    assert sampler(exporting, KeepSettings()) == "AlwaysOffSampler"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("soon", "not a number of seconds"), ("-1", "0 or more"), ("inf", "finite")],
+)
+def test_a_bad_threshold_is_refused_saying_what_is_wrong(text: str, message: str) -> None:
+    with pytest.raises(SettingError, match=message):
+        parse_slower_than(text)
+
+
+def test_the_threshold_takes_seconds_with_or_without_a_unit() -> None:
+    assert parse_slower_than("2.5") == 2.5
+    assert parse_slower_than("2.5s") == 2.5
+    assert parse_slower_than("0") == 0
+    assert not KeepSettings(slower_than_s=0).on
