@@ -2,48 +2,60 @@
 
 A head sampler (``OTEL_TRACES_SAMPLER=parentbased_traceidratio``) decides when a
 job starts, before anything has failed: at 10 %, nine failed jobs in ten would
-leave no trace. Two parts change that, in each process, for its own spans:
+leave no trace. Here each process keeps its own side of such a job:
 
-- :class:`RecordDropped` wraps the head sampler: where it says DROP, the span
-  is still recorded (RECORD_ONLY: not sampled, so the W3C context sent to
-  relay still says what the head sampler decided). That covers a trace's local
-  root, children of a local parent that records, and, on relay, a remote
-  parent whose flags say not sampled.
-- :class:`KeepingSpanProcessor` holds the ended spans of each unsampled trace
-  until its local root ends, then exports the whole local trace when something
-  in it failed, was retried, or the root took at least the threshold, with
-  ``bunnyrelay.sampling.kept`` (``error``, ``retried`` or ``slow``) on every span
-  of it; otherwise it forgets them. The SDK's BatchSpanProcessor skips spans
-  whose context is not sampled, so a kept span goes to it as a copy whose
-  context says sampled.
+- :class:`KeepingTracerProvider` is the SDK's provider with the head sampler
+  as it is; its tracers turn a span the head sampler drops into a
+  :class:`LightSpan` instead of a non-recording one, when it is a trace's local
+  root (no parent, or, on relay, a remote parent whose flags say not sampled)
+  or the child of a light span. A light span records what the code tells it,
+  in a few slots, and carries the context the head sampler gave it (not
+  sampled), so the W3C context sent to relay is unchanged.
+- When a local root ends, its trace is exported if a span in it failed, was
+  tried again, or the root took at least the threshold, with
+  ``bunnyrelay.sampling.kept`` (``error``, ``retried``, ``slow``) on every span;
+  otherwise it is forgotten. Kept spans become SDK spans whose context says
+  sampled, handed to the export processor (the SDK's BatchSpanProcessor skips
+  unsampled ones).
 
-Memory is bounded: at most ``max_waiting`` traces are held, none longer than
-``max_age_s``; what is given up is counted in ``bunnyrelay.sampling.dropped_traces``.
-A span that ends after its trace's root is not kept (the decision is made).
+Why not the SDK's RECORD_ONLY spans: measured, they cost an unsampled job
+about 57 µs more on each side (two spans, attribute limits, locks, every
+processor twice), which is most of what a streamed job costs in all; a light
+span costs a few µs, and becomes an SDK span only when it is kept.
+
+Memory is bounded: at most ``max_waiting`` traces are held (the oldest is given
+up for a new one) and, checked at most once a second as jobs start, none longer
+than ``max_age_s``; given-up traces are counted in
+``bunnyrelay.sampling.dropped_traces``. A span that ends after its root is
+exported when its trace was kept, and forgotten otherwise.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
-from collections.abc import Sequence
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from time import time_ns
+from typing import Any
 
-from opentelemetry import metrics
+from opentelemetry import metrics, trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.sampling import Sampler
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
     Link,
+    NonRecordingSpan,
     SpanContext,
     SpanKind,
+    Status,
     StatusCode,
     TraceFlags,
-    get_current_span,
 )
-from opentelemetry.trace.span import TraceState
-from opentelemetry.util.types import Attributes
+from opentelemetry.util.types import Attributes, AttributeValue
 
 from bunnyrelay import semconv
 from bunnyrelay.keepsettings import KeepSettings
@@ -58,9 +70,16 @@ DROPPED_CAP = "cap"
 DROPPED_AGE = "age"
 
 _NS = 1_000_000_000
+_SWEEP_EVERY_NS = _NS
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_UNSET = Status(StatusCode.UNSET)
 # Samplers that never start a trace of their own: whoever chose one wants nothing kept.
 _NEVER_ROOTS = ("AlwaysOffSampler", "ParentBased{root:AlwaysOffSampler,")
+
+# What became of a held trace.
+_WAITING = 0
+_KEPT = 1
+_FORGOTTEN = 2
 
 
 def keeps_anything(head: Sampler) -> bool:
@@ -68,83 +87,184 @@ def keeps_anything(head: Sampler) -> bool:
     return not head.get_description().startswith(_NEVER_ROOTS)
 
 
-class RecordDropped(Sampler):
-    """``head``'s decisions, except that a span it drops is recorded without being sampled,
-    unless its parent is a local span that records nothing (keeping was off for that trace)."""
+class _Trace:
+    """One local trace the head sampler dropped: its ended spans, until its root ends."""
 
-    def __init__(self, head: Sampler) -> None:
-        self.head = head
-        self._description = f"RecordDropped{{{head.get_description()}}}"
-
-    def should_sample(
-        self,
-        parent_context: Context | None,
-        trace_id: int,
-        name: str,
-        kind: SpanKind | None = None,
-        attributes: Attributes = None,
-        links: Sequence[Link] | None = None,
-        trace_state: TraceState | None = None,
-    ) -> SamplingResult:
-        decided = self.head.should_sample(
-            parent_context, trace_id, name, kind, attributes, links, trace_state
-        )
-        if decided.decision is not Decision.DROP:
-            return decided
-        parent = get_current_span(parent_context)
-        of_parent = parent.get_span_context()
-        if of_parent.is_valid and not of_parent.is_remote and not parent.is_recording():
-            return decided
-        # The head sampler's DROP result carries no attributes: the span's own go back in.
-        return SamplingResult(Decision.RECORD_ONLY, attributes, decided.trace_state)
-
-    def get_description(self) -> str:
-        return self._description
-
-
-class _Waiting:
-    """One unsampled trace's ended spans, while its local root runs."""
-
-    __slots__ = ("opened_ns", "roots", "spans")
+    __slots__ = ("failed", "lookups", "opened_ns", "reason", "retried", "root", "spans", "state")
 
     def __init__(self, opened_ns: int) -> None:
         self.opened_ns = opened_ns
-        # A trace may have more than one local root at once (relay: two attempts of one job).
-        self.roots = 1
-        self.spans: list[ReadableSpan] = []
+        self.spans: list[LightSpan] = []
+        self.state = _WAITING
+        self.reason = ""
+        self.root: LightSpan | None = None
+        # Noted as spans start and fail, so that judging a trace reads three fields.
+        self.failed = False
+        self.retried = False
+        self.lookups = 0
 
 
-def _is_local_root(parent: SpanContext | None) -> bool:
-    return parent is None or parent.is_remote
+class LightSpan(trace.Span):
+    """A span the head sampler dropped, recorded cheaply until its trace is judged."""
 
-
-class KeepingSpanProcessor(SpanProcessor):
-    """Exports (through ``export``) the unsampled traces worth keeping; see the module."""
+    __slots__ = (
+        "_attributes",
+        "_context",
+        "_end",
+        "_events",
+        "_keeper",
+        "_kind",
+        "_links",
+        "_name",
+        "_parent",
+        "_scope",
+        "_start",
+        "_status",
+        "_trace",
+    )
 
     def __init__(
         self,
-        export: SpanProcessor,
-        settings: KeepSettings,
-        meter: metrics.Meter,
+        keeper: Keeper,
+        held: _Trace,
+        scope: InstrumentationScope,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        attributes: Attributes,
+        links: Sequence[Link] | None,
+        start_time: int,
     ) -> None:
-        self._export = export
+        self._keeper = keeper
+        self._trace = held
+        self._scope = scope
+        self._name = name
+        self._context = context
+        self._parent = parent
+        self._kind = kind
+        # A copy: callers pass attribute dicts they keep and reuse.
+        self._attributes: dict[str, AttributeValue] = dict(attributes) if attributes else {}
+        self._links: list[Link] | None = list(links) if links else None
+        self._events: list[Event] | None = None
+        self._status = _UNSET
+        self._start = start_time
+        self._end: int | None = None
+
+    def get_span_context(self) -> SpanContext:
+        return self._context
+
+    def is_recording(self) -> bool:
+        return self._end is None
+
+    def set_attribute(self, key: str, value: AttributeValue) -> None:
+        if self._end is None:
+            self._attributes[key] = value
+
+    def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
+        if self._end is None:
+            self._attributes.update(attributes)
+
+    def add_event(
+        self, name: str, attributes: Attributes = None, timestamp: int | None = None
+    ) -> None:
+        if self._end is None:
+            if self._events is None:
+                self._events = []
+            self._events.append(Event(name, attributes, timestamp or time_ns()))
+
+    def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
+        if self._end is None and context.is_valid:
+            if self._links is None:
+                self._links = []
+            self._links.append(Link(context, attributes))
+
+    def update_name(self, name: str) -> None:
+        if self._end is None:
+            self._name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        # As the SDK's spans: OK is final, and UNSET changes nothing.
+        if self._end is not None or self._status.status_code is StatusCode.OK:
+            return
+        if isinstance(status, StatusCode):
+            status = Status(status, description)
+        if status.status_code is not StatusCode.UNSET:
+            self._status = status
+            if status.status_code is StatusCode.ERROR:
+                self._trace.failed = True
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Attributes = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        if self._end is not None:
+            return
+        kind = type(exception)
+        module = kind.__module__
+        described: dict[str, AttributeValue] = {
+            "exception.type": f"{module}.{kind.__qualname__}"
+            if module and module != "builtins"
+            else kind.__qualname__,
+            "exception.message": str(exception),
+            "exception.stacktrace": "".join(traceback.format_exception(exception)),
+            "exception.escaped": str(escaped),
+        }
+        if attributes:
+            described.update(attributes)
+        self.add_event("exception", described, timestamp)
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._end is not None:
+            return
+        self._end = end_time or time_ns()
+        self._keeper.ended(self)
+
+    def readable(self, reason: str, resource: Resource) -> ReadableSpan:
+        """This span as an exporter takes it: sampled, and saying why it was kept."""
+        context = self._context
+        sampled = SpanContext(
+            context.trace_id,
+            context.span_id,
+            context.is_remote,
+            TraceFlags(context.trace_flags | _SAMPLED),
+            context.trace_state,
+        )
+        return ReadableSpan(
+            name=self._name,
+            context=sampled,
+            parent=self._parent,
+            resource=resource,
+            attributes=BoundedAttributes(
+                attributes={**self._attributes, semconv.SAMPLING_KEPT: reason}, immutable=True
+            ),
+            events=tuple(self._events or ()),
+            links=tuple(self._links or ()),
+            kind=self._kind,
+            status=self._status,
+            start_time=self._start,
+            end_time=self._end,
+            instrumentation_scope=self._scope,
+        )
+
+
+class Keeper:
+    """Holds the light spans of each dropped trace and judges the trace when its root ends."""
+
+    def __init__(self, settings: KeepSettings, resource: Resource) -> None:
+        self.resource = resource
         self._slower_than_ns = int(settings.slower_than_s * _NS)
         self._max_waiting = settings.max_waiting
         self._max_age_ns = int(settings.max_age_s * _NS)
-        self._waiting: OrderedDict[int, _Waiting] = OrderedDict()
+        self._waiting: dict[_Trace, None] = {}
+        self._swept_ns = 0
         self._lock = threading.Lock()
-        self._kept = meter.create_counter(
-            semconv.METRIC_SAMPLING_KEPT,
-            unit="{trace}",
-            description="Unsampled traces exported because their job failed, was retried or "
-            "was slow, by reason",
-        )
-        self._dropped = meter.create_counter(
-            semconv.METRIC_SAMPLING_DROPPED,
-            unit="{trace}",
-            description="Unsampled traces given up before their job ended (too many held, or "
-            "held too long), by reason",
-        )
+        self._export: SpanProcessor | None = None
+        self._kept: metrics.Counter | None = None
+        self._dropped: metrics.Counter | None = None
         self._kept_attributes = {
             reason: {semconv.SAMPLING_KEPT: reason}
             for reason in (KEPT_ERROR, KEPT_RETRIED, KEPT_SLOW)
@@ -153,152 +273,257 @@ class KeepingSpanProcessor(SpanProcessor):
             reason: {semconv.SAMPLING_DROP_REASON: reason} for reason in (DROPPED_CAP, DROPPED_AGE)
         }
 
+    def connect(self, export: SpanProcessor, meter: metrics.Meter) -> None:
+        """Where kept spans go, and the meter of the counts; nothing is exported before."""
+        self._kept = meter.create_counter(
+            semconv.METRIC_SAMPLING_KEPT,
+            unit="{trace}",
+            description="Traces the head sampler dropped, exported because their job failed, "
+            "was retried or was slow, by reason",
+        )
+        self._dropped = meter.create_counter(
+            semconv.METRIC_SAMPLING_DROPPED,
+            unit="{trace}",
+            description="Traces the head sampler dropped, given up before their job ended "
+            "(too many held, or held too long), by reason",
+        )
+        self._export = export
+
     @property
     def waiting(self) -> int:
         """Traces held now."""
         return len(self._waiting)
 
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        context = span.context
-        if context.trace_flags.sampled or not _is_local_root(span.parent):
-            return
-        started = span.start_time or 0
+    def open(self, started_ns: int) -> _Trace:
+        """A new local trace, room made for it."""
+        held = _Trace(started_ns)
         with self._lock:
-            waiting = self._waiting.get(context.trace_id)
-            if waiting is not None:
-                waiting.roots += 1
-                return
-            self._make_room(started)
-            self._waiting[context.trace_id] = _Waiting(started)
-
-    def _make_room(self, now_ns: int) -> None:
-        """Give up the oldest traces while there are too many or they are too old."""
-        waiting = self._waiting
-        while waiting:
-            oldest = next(iter(waiting.values()))
+            waiting = self._waiting
             if len(waiting) >= self._max_waiting:
-                reason = DROPPED_CAP
-            elif now_ns - oldest.opened_ns > self._max_age_ns:
-                reason = DROPPED_AGE
-            else:
-                return
-            waiting.popitem(last=False)
+                self._give_up(next(iter(waiting)), DROPPED_CAP)
+            if started_ns - self._swept_ns > _SWEEP_EVERY_NS:
+                self._swept_ns = started_ns
+                too_old = started_ns - self._max_age_ns
+                for old in [t for t in waiting if t.opened_ns < too_old]:
+                    self._give_up(old, DROPPED_AGE)
+            waiting[held] = None
+        return held
+
+    def _give_up(self, held: _Trace, reason: str) -> None:
+        del self._waiting[held]
+        held.state = _FORGOTTEN
+        held.spans = []
+        if self._dropped is not None:
             self._dropped.add(1, self._dropped_attributes[reason])
 
-    def on_end(self, span: ReadableSpan) -> None:
-        context = span.context
-        if context is None or context.trace_flags.sampled:
+    def ended(self, span: LightSpan) -> None:
+        held = span._trace
+        if held.state != _WAITING:
+            if held.state == _KEPT and self._export is not None:
+                self._export.on_end(span.readable(held.reason, self.resource))
             return
-        trace_id = context.trace_id
+        held.spans.append(span)
+        if span is not held.root:
+            return
         with self._lock:
-            waiting = self._waiting.get(trace_id)
-            if waiting is None:
+            if held.state != _WAITING:
                 return
-            waiting.spans.append(span)
-            if not _is_local_root(span.parent):
-                return
-            waiting.roots -= 1
-            if waiting.roots:
-                return
-            del self._waiting[trace_id]
-        reason = self._why_keep(waiting.spans)
-        if reason is not None:
-            self._keep(waiting.spans, reason)
+            self._waiting.pop(held, None)
+        reason = self._why_keep(held, span)
+        if reason is None:
+            held.state = _FORGOTTEN
+            held.spans = []
+            return
+        held.state = _KEPT
+        held.reason = reason
+        if self._kept is not None:
+            self._kept.add(1, self._kept_attributes[reason])
+        if self._export is not None:
+            on_end = self._export.on_end
+            resource = self.resource
+            for each in held.spans:
+                on_end(each.readable(reason, resource))
+        held.spans = []
 
-    def _why_keep(self, spans: list[ReadableSpan]) -> str | None:
-        """``error`` when a local root failed, else ``retried`` when anything was tried again,
+    def _why_keep(self, held: _Trace, root: LightSpan) -> str | None:
+        """``error`` when the root failed, else ``retried`` when anything was tried again,
         else ``error`` when anything else failed, else ``slow`` for a slow root."""
-        failed = retried = slow = False
-        lookups = 0
-        for span in spans:
-            root = _is_local_root(span.parent)
-            if span.status.status_code is StatusCode.ERROR:
-                if root:
-                    return KEPT_ERROR
-                failed = True
-            if root:
-                if (span.end_time or 0) - (span.start_time or 0) >= self._slower_than_ns:
-                    slow = True
-                continue
-            if span.name == semconv.SPAN_DNS_LOOKUP:
-                lookups += 1
-            elif span.kind is SpanKind.CLIENT:
-                attributes = span.attributes or {}
-                attempt = attributes.get(semconv.JOB_ATTEMPT) or attributes.get(semconv.DNS_ATTEMPT)
-                if isinstance(attempt, int) and attempt > 1:
-                    retried = True
-        if retried or lookups > 1:
-            return KEPT_RETRIED
-        if failed:
+        if root._status.status_code is StatusCode.ERROR:
             return KEPT_ERROR
-        return KEPT_SLOW if slow else None
-
-    def _keep(self, spans: list[ReadableSpan], reason: str) -> None:
-        self._kept.add(1, self._kept_attributes[reason])
-        on_end = self._export.on_end
-        for span in spans:
-            on_end(_sampled_copy(span, reason))
-
-    def shutdown(self) -> None:
-        with self._lock:
-            self._waiting.clear()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
+        if held.retried or held.lookups > 1:
+            return KEPT_RETRIED
+        if held.failed:
+            return KEPT_ERROR
+        if (root._end or 0) - root._start >= self._slower_than_ns:
+            return KEPT_SLOW
+        return None
 
 
-def _sampled_copy(span: ReadableSpan, reason: str) -> ReadableSpan:
-    """``span`` as an exporter takes it: sampled, and saying why it was kept."""
-    context = span.context
-    assert context is not None
-    sampled = SpanContext(
-        context.trace_id,
-        context.span_id,
-        context.is_remote,
-        TraceFlags(context.trace_flags | _SAMPLED),
-        context.trace_state,
-    )
-    attributes = BoundedAttributes(
-        attributes={**(span.attributes or {}), semconv.SAMPLING_KEPT: reason}, immutable=True
-    )
-    return ReadableSpan(
-        name=span.name,
-        context=sampled,
-        parent=span.parent,
-        resource=span.resource,
-        attributes=attributes,
-        events=span.events,
-        links=span.links,
-        kind=span.kind,
-        status=span.status,
-        start_time=span.start_time,
-        end_time=span.end_time,
-        instrumentation_scope=span.instrumentation_scope,
-    )
+def _tried_again(attributes: Mapping[str, AttributeValue]) -> bool:
+    """An RPC attempt or a DNS query after the first."""
+    attempt = attributes.get(semconv.JOB_ATTEMPT) or attributes.get(semconv.DNS_ATTEMPT)
+    return isinstance(attempt, int) and attempt > 1
 
 
-def keeping_tracer_provider(head: TracerProvider, resource: Resource) -> TracerProvider:
+class KeepingTracer(trace.Tracer):
+    """The SDK's tracer, with a light span where it would return a non-recording one that
+    starts or continues a dropped local trace."""
+
+    def __init__(
+        self,
+        tracer: trace.Tracer,
+        keeper: Keeper,
+        scope: InstrumentationScope,
+        new_span_id: Any,
+    ) -> None:
+        self._tracer = tracer
+        self._keeper = keeper
+        self._scope = scope
+        self._new_span_id = new_span_id
+
+    def start_span(
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> trace.Span:
+        parent = trace.get_current_span(context)
+        if type(parent) is LightSpan:
+            if parent._trace.state == _FORGOTTEN:
+                # Given up: the rest of the trace is not held either.
+                return NonRecordingSpan(parent._context)
+            held = parent._trace
+            if name == semconv.SPAN_DNS_LOOKUP:
+                held.lookups += 1
+            elif kind is SpanKind.CLIENT and attributes and _tried_again(attributes):
+                held.retried = True
+            parent_context = parent._context
+            return LightSpan(
+                self._keeper,
+                held,
+                self._scope,
+                name,
+                SpanContext(
+                    parent_context.trace_id,
+                    self._new_span_id(),
+                    False,
+                    parent_context.trace_flags,
+                    parent_context.trace_state,
+                ),
+                parent_context,
+                kind,
+                attributes,
+                links,
+                start_time or time_ns(),
+            )
+        span = self._tracer.start_span(
+            name,
+            context,
+            kind,
+            attributes,
+            links,
+            start_time,
+            record_exception,
+            set_status_on_exception,
+        )
+        if span.is_recording():
+            return span
+        parent_context = parent.get_span_context()
+        if parent_context.is_valid and not parent_context.is_remote:
+            # Under a local span that records nothing: keeping was off for that trace.
+            return span
+        started = start_time or time_ns()
+        held = self._keeper.open(started)
+        root = LightSpan(
+            self._keeper,
+            held,
+            self._scope,
+            name,
+            span.get_span_context(),
+            parent_context if parent_context.is_valid else None,
+            kind,
+            attributes,
+            links,
+            started,
+        )
+        held.root = root
+        return root
+
+    # The API types this with its private context-manager decorator; a plain one does the same.
+    @contextmanager
+    def start_as_current_span(  # type: ignore[override]
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
+    ) -> Iterator[trace.Span]:
+        span = self.start_span(name, context, kind, attributes, links, start_time)
+        with trace.use_span(
+            span,
+            end_on_exit=end_on_exit,
+            record_exception=record_exception,
+            set_status_on_exception=set_status_on_exception,
+        ) as current:
+            yield current
+
+
+class KeepingTracerProvider(TracerProvider):
+    """The SDK's provider, its head sampler unchanged, whose tracers keep what went wrong."""
+
+    def __init__(
+        self, settings: KeepSettings, *, resource: Resource, sampler: Sampler | None = None
+    ) -> None:
+        super().__init__(resource=resource, sampler=sampler)
+        self.keeper = Keeper(settings, resource)
+
+    def get_tracer(
+        self,
+        instrumenting_module_name: str,
+        instrumenting_library_version: str | None = None,
+        schema_url: str | None = None,
+        attributes: Attributes = None,
+    ) -> trace.Tracer:
+        tracer = super().get_tracer(
+            instrumenting_module_name, instrumenting_library_version, schema_url, attributes
+        )
+        scope = InstrumentationScope(
+            instrumenting_module_name, instrumenting_library_version, schema_url, attributes
+        )
+        return KeepingTracer(tracer, self.keeper, scope, self.id_generator.generate_span_id)
+
+
+def records_dropped_traces(provider: trace.TracerProvider) -> bool:
+    """True when ``provider`` records (lightly) the traces its sampler drops."""
+    return isinstance(provider, KeepingTracerProvider)
+
+
+def keeping_tracer_provider(
+    head: TracerProvider, resource: Resource, settings: KeepSettings
+) -> TracerProvider:
     """A provider like ``head`` (made from the ``OTEL_*`` variables, nothing added to it yet)
-    whose sampler records what ``head``'s drops; ``head`` itself when that sampler never
-    starts a trace."""
+    that keeps what went wrong; ``head`` itself when its sampler never starts a trace."""
     if not keeps_anything(head.sampler):
         return head
     head.shutdown()
-    return TracerProvider(resource=resource, sampler=RecordDropped(head.sampler))
+    return KeepingTracerProvider(settings, resource=resource, sampler=head.sampler)
 
 
-def add_keeping(
-    provider: TracerProvider,
-    export: SpanProcessor,
-    settings: KeepSettings,
-    meter_provider: metrics.MeterProvider,
-) -> KeepingSpanProcessor | None:
-    """Keep, through ``export``, the traces worth keeping that ``provider`` records without
-    sampling them; nothing when its sampler records nothing it does not sample."""
-    if not isinstance(provider.sampler, RecordDropped):
+def connect_keeping(
+    provider: TracerProvider, export: SpanProcessor, meter_provider: metrics.MeterProvider
+) -> Keeper | None:
+    """Send what ``provider`` keeps through ``export``; None when it keeps nothing."""
+    if not isinstance(provider, KeepingTracerProvider):
         return None
-    processor = KeepingSpanProcessor(
-        export, settings, metrics.get_meter(SCOPE, meter_provider=meter_provider)
-    )
-    provider.add_span_processor(processor)
-    return processor
+    provider.keeper.connect(export, metrics.get_meter(SCOPE, meter_provider=meter_provider))
+    return provider.keeper

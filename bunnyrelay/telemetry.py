@@ -41,7 +41,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from bunnyrelay.keeping import add_keeping, keeping_tracer_provider
+from bunnyrelay.keeping import connect_keeping, keeping_tracer_provider
 from bunnyrelay.keepsettings import KeepSettings
 from bunnyrelay.otelenv import (
     OtlpDestination,
@@ -146,9 +146,8 @@ def setup_telemetry(
     span_encoder: Encoder | None = None
 
     tracer_provider = TracerProvider(resource=resource)
-    keeping = keep is not None and keep.on and traces is not None
-    if keeping:
-        tracer_provider = keeping_tracer_provider(tracer_provider, resource)
+    if keep is not None and keep.on and traces is not None:
+        tracer_provider = keeping_tracer_provider(tracer_provider, resource, keep)
     for processor in span_processors:
         tracer_provider.add_span_processor(processor)
     batch: BatchSpanProcessor | None = None
@@ -167,8 +166,8 @@ def setup_telemetry(
         resource=resource, metric_readers=readers, exemplar_filter=exemplars
     )
 
-    if keeping and batch is not None and keep is not None:
-        add_keeping(tracer_provider, batch, keep, meter_provider)
+    if batch is not None:
+        connect_keeping(tracer_provider, batch, meter_provider)
 
     if install_global:
         trace.set_tracer_provider(tracer_provider)

@@ -37,6 +37,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, get_current_span, 
 from opentelemetry.util.types import AttributeValue
 
 from bunnyrelay import semconv
+from bunnyrelay.keeping import records_dropped_traces
 from bunnyrelay.tally import Tally
 from bunnyrelay.v1.jobs_pb2 import JobRequest, JobResult, JobStatus, TraceContext
 from relay.errors import Refused
@@ -113,8 +114,9 @@ _DROPS_UNSAMPLED_PARENTS = (
 
 def drops_unsampled_children(provider: trace.TracerProvider) -> bool:
     """True when ``provider``'s sampler records no child of an unsampled parent (every
-    ``parentbased_*`` sampler the ``OTEL_*`` variables can choose)."""
-    if not isinstance(provider, SdkTracerProvider):
+    ``parentbased_*`` sampler the ``OTEL_*`` variables can choose), and it does not keep
+    the traces its sampler drops (:mod:`bunnyrelay.keeping`)."""
+    if not isinstance(provider, SdkTracerProvider) or records_dropped_traces(provider):
         return False
     description = provider.sampler.get_description()
     return description.startswith("ParentBased{") and all(

@@ -1,7 +1,7 @@
-"""Keeping what went wrong: the sampler that records what the head sampler drops, the
-processor that exports a local trace when its root ends badly, and its bounds.
+"""Keeping what went wrong: a provider that records lightly what the head sampler drops and
+exports a local trace when its root ends badly, and its bounds.
 
-Real SDK providers and spans; the exporter is the SDK's in-memory one.
+Real SDK providers; the exporter is the SDK's in-memory one.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     DEFAULT_OFF,
-    Decision,
     ParentBased,
     TraceIdRatioBased,
 )
@@ -34,7 +34,7 @@ from opentelemetry.trace import (
 )
 
 from bunnyrelay import semconv
-from bunnyrelay.keeping import KeepingSpanProcessor, RecordDropped, keeps_anything
+from bunnyrelay.keeping import KeepingTracerProvider, LightSpan, keeps_anything
 from bunnyrelay.keepsettings import KeepSettings, parse_slower_than
 from bunnyrelay.settings import SettingError
 from bunnyrelay.telemetry import setup_telemetry
@@ -52,11 +52,11 @@ class Pipeline:
         self.exported = InMemorySpanExporter()
         self.metrics = InMemoryMetricReader()
         meter = MeterProvider(metric_readers=[self.metrics]).get_meter("test")
-        self.provider = TracerProvider(sampler=RecordDropped(head), shutdown_on_exit=False)
+        self.provider = KeepingTracerProvider(settings, resource=Resource.create(), sampler=head)
         export = SimpleSpanProcessor(self.exported)
         self.provider.add_span_processor(export)
-        self.keeping = KeepingSpanProcessor(export, settings, meter)
-        self.provider.add_span_processor(self.keeping)
+        self.keeping = self.provider.keeper
+        self.keeping.connect(export, meter)
         self.tracer = self.provider.get_tracer("test")
 
     def spans(self) -> tuple[ReadableSpan, ...]:
@@ -108,8 +108,10 @@ def test_what_the_head_sampler_drops_is_recorded_but_not_sampled(pipeline: Pipel
     root = pipeline.tracer.start_span("job.submit")
     child = pipeline.tracer.start_span("dns.lookup", context=trace.set_span_in_context(root))
     for span in (root, child):
+        assert isinstance(span, LightSpan)
         assert span.is_recording()
         assert not span.get_span_context().trace_flags.sampled
+    assert child.get_span_context().trace_id == root.get_span_context().trace_id
     child.end()
     root.end()
 
@@ -129,12 +131,25 @@ def test_a_remote_unsampled_parent_gets_recorded_children_in_its_trace(
     server.end()
 
 
-def test_under_a_local_parent_that_records_nothing_nothing_is_recorded() -> None:
-    sampler = RecordDropped(NOTHING_SAMPLED)
+def test_under_a_local_parent_that_records_nothing_nothing_is_recorded(
+    pipeline: Pipeline,
+) -> None:
     local = SpanContext(0xABC, 0xDEF, is_remote=False, trace_flags=TraceFlags(0))
     parent = trace.set_span_in_context(NonRecordingSpan(local))
-    assert sampler.should_sample(parent, 0xABC, "child").decision is Decision.DROP
-    assert sampler.should_sample(Context(), 0xABC, "root").decision is Decision.RECORD_ONLY
+    assert not pipeline.tracer.start_span("child", context=parent).is_recording()
+    assert pipeline.tracer.start_span("root", context=Context()).is_recording()
+
+
+def test_what_the_head_sampler_samples_is_the_sdks_own_span() -> None:
+    pipeline = Pipeline(KeepSettings(), head=ParentBased(TraceIdRatioBased(1.0)))
+    root = pipeline.tracer.start_span("job.submit")
+    assert not isinstance(root, LightSpan)
+    assert root.get_span_context().trace_flags.sampled
+    root.end()
+    (span,) = pipeline.spans()
+    assert span.attributes is not None
+    assert KEPT not in span.attributes
+    pipeline.provider.shutdown()
 
 
 def test_samplers_chosen_to_trace_nothing_are_left_alone() -> None:
@@ -205,13 +220,18 @@ def test_relay_keeps_a_failed_job_under_an_unsampled_remote_caller(pipeline: Pip
     assert names == [("job fail", 0xABC), ("bunnyrelay.v1.JobService/Run", 0xABC)]
 
 
-def test_a_span_ending_after_its_root_is_not_kept(pipeline: Pipeline) -> None:
-    root = pipeline.tracer.start_span("job.submit")
-    late = pipeline.tracer.start_span("late", context=trace.set_span_in_context(root))
-    root.set_status(Status(StatusCode.ERROR, "boom"))
-    root.end()
+def test_a_span_ending_after_its_root_follows_the_roots_decision(pipeline: Pipeline) -> None:
+    kept = pipeline.tracer.start_span("job.submit")
+    late = pipeline.tracer.start_span("late", context=trace.set_span_in_context(kept))
+    kept.set_status(Status(StatusCode.ERROR, "boom"))
+    kept.end()
     late.end()
-    assert [s.name for s in pipeline.spans()] == ["job.submit"]
+    forgotten = pipeline.tracer.start_span("job.submit")
+    too_late = pipeline.tracer.start_span("too late", context=trace.set_span_in_context(forgotten))
+    forgotten.end()
+    too_late.end()
+    assert [s.name for s in pipeline.spans()] == ["job.submit", "late"]
+    assert pipeline.keeping.waiting == 0
 
 
 def test_past_the_cap_the_oldest_waiting_trace_is_dropped_and_counted() -> None:
@@ -252,19 +272,21 @@ def test_keeping_is_installed_only_where_spans_are_exported_and_it_is_on(
     monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.1")
     exporting = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"}
 
-    def sampler(environ: dict[str, str], keep: KeepSettings | None) -> str:
+    def keeping(environ: dict[str, str], keep: KeepSettings | None) -> bool:
         telemetry = setup_telemetry("bunny", install_global=False, environ=environ, keep=keep)
         try:
-            return telemetry.tracer_provider.sampler.get_description()
+            provider = telemetry.tracer_provider
+            assert provider.sampler.get_description().startswith(("ParentBased{", "AlwaysOff"))
+            return isinstance(provider, KeepingTracerProvider)
         finally:
             telemetry.shutdown()
 
-    assert sampler(exporting, KeepSettings()).startswith("RecordDropped{ParentBased{")
-    assert sampler(exporting, KeepSettings(slower_than_s=0)).startswith("ParentBased{")
-    assert sampler({}, KeepSettings()).startswith("ParentBased{"), "nothing to export to"
-    assert sampler(exporting, None).startswith("ParentBased{")
+    assert keeping(exporting, KeepSettings())
+    assert not keeping(exporting, KeepSettings(slower_than_s=0))
+    assert not keeping({}, KeepSettings()), "nothing to export to"
+    assert not keeping(exporting, None)
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
-    assert sampler(exporting, KeepSettings()) == "AlwaysOffSampler"
+    assert not keeping(exporting, KeepSettings())
 
 
 @pytest.mark.parametrize(
