@@ -256,7 +256,8 @@ class Keeper:
 
     def __init__(self, settings: KeepSettings, resource: Resource) -> None:
         self.resource = resource
-        self._slower_than_ns = int(settings.slower_than_s * _NS)
+        self.slower_than_ns = int(settings.slower_than_s * _NS)
+        """A job's local root at least this long is kept."""
         self._max_waiting = settings.max_waiting
         self._max_age_ns = int(settings.max_age_s * _NS)
         self._waiting: dict[_Trace, None] = {}
@@ -354,7 +355,7 @@ class Keeper:
             return KEPT_RETRIED
         if held.failed:
             return KEPT_ERROR
-        if (root._end or 0) - root._start >= self._slower_than_ns:
+        if (root._end or 0) - root._start >= self.slower_than_ns:
             return KEPT_SLOW
         return None
 

@@ -37,10 +37,10 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, get_current_span, 
 from opentelemetry.util.types import AttributeValue
 
 from bunnyrelay import semconv
-from bunnyrelay.keeping import records_dropped_traces
 from bunnyrelay.tally import Tally
 from bunnyrelay.v1.jobs_pb2 import JobRequest, JobResult, JobStatus, TraceContext
 from relay.errors import Refused
+from relay.keptjobs import kept_jobs
 from relay.runner import Context, Executor
 
 SERVICE = "bunnyrelay.v1.JobService"
@@ -114,9 +114,8 @@ _DROPS_UNSAMPLED_PARENTS = (
 
 def drops_unsampled_children(provider: trace.TracerProvider) -> bool:
     """True when ``provider``'s sampler records no child of an unsampled parent (every
-    ``parentbased_*`` sampler the ``OTEL_*`` variables can choose), and it does not keep
-    the traces its sampler drops (:mod:`bunnyrelay.keeping`)."""
-    if not isinstance(provider, SdkTracerProvider) or records_dropped_traces(provider):
+    ``parentbased_*`` sampler the ``OTEL_*`` variables can choose)."""
+    if not isinstance(provider, SdkTracerProvider):
         return False
     description = provider.sampler.get_description()
     return description.startswith("ParentBased{") and all(
@@ -163,6 +162,8 @@ class RelayTelemetry:
         # Then a span under a caller's unsampled span would be made only to be dropped:
         # the caller's own context stands in for it (same trace id on the log lines).
         self._skip_unsampled = drops_unsampled_children(provider)
+        # Unless the job fails or is slow: then its spans are made once it is over.
+        self._kept = kept_jobs(provider, self._tracer)
         meter = metrics.get_meter("relay", meter_provider=meter_provider)
         self._duration = meter.create_histogram(
             semconv.METRIC_RPC_SERVER_DURATION,
@@ -323,7 +324,7 @@ class RelayTelemetry:
         known_attributes = self._job_attributes
         instance = self._instance
         skip_unsampled = self._skip_unsampled
-        counted = self._job_counter(execute)
+        counted = self._kept_if_wrong("Run", self._job_counter(execute))
 
         async def traced(request: JobRequest, context: Context) -> JobResult:
             if skip_unsampled and _unsampled(get_current_span()):
@@ -364,6 +365,29 @@ class RelayTelemetry:
 
         return traced
 
+    def _kept_if_wrong(self, method: str, counted: Executor) -> Executor:
+        """``counted`` for a job under an unsampled caller, with its spans made after all
+        when it fails or is slow and this process keeps such jobs (:mod:`relay.keptjobs`)."""
+        if self._kept is None:
+            return counted
+        names = self._span_names
+        known = self._job_attributes
+        instance = self._instance
+
+        def job_attributes(kind: str) -> Attributes:
+            return known.get(kind) or {
+                semconv.JOB_KIND: kind[:64],
+                semconv.RELAY_INSTANCE: instance,
+            }
+
+        return self._kept.wrap(
+            counted,
+            server_name=f"{SERVICE}/{method}",
+            server_attributes=self._span_attributes(method),
+            job_name=lambda kind: names.get(kind, "job"),
+            job_attributes=job_attributes,
+        )
+
     def _job_counter(self, execute: Executor) -> Executor:
         async def counted(request: JobRequest, context: Context) -> JobResult:
             kind = request.kind
@@ -391,6 +415,7 @@ class RelayTelemetry:
         start_server_span = self._server_spans(method)
         traced_job = self.job(execute)
         counted_job = self._job_counter(execute)
+        unsampled_job = self._kept_if_wrong(method, counted_job)
         skip_unsampled = self._skip_unsampled
 
         async def traced(request: JobRequest, context: Context) -> JobResult:
@@ -401,7 +426,7 @@ class RelayTelemetry:
                 # current once (for the trace id on log lines), as when tracing is off.
                 token = attach(parent)
                 try:
-                    return await counted_job(request, context)
+                    return await unsampled_job(request, context)
                 finally:
                     detach(token)
             code = _OK
