@@ -32,8 +32,8 @@ exported when its trace was kept, and forgotten otherwise.
 
 from __future__ import annotations
 
-import threading
 import traceback
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from time import time_ns
@@ -260,9 +260,10 @@ class Keeper:
         """A job's local root at least this long is kept."""
         self._max_waiting = settings.max_waiting
         self._max_age_ns = int(settings.max_age_s * _NS)
-        self._waiting: dict[_Trace, None] = {}
+        # In the order traces began: the oldest is first to give up. No lock: each of its
+        # operations is one call the interpreter makes atomic, and a span ends once.
+        self._waiting: OrderedDict[_Trace, None] = OrderedDict()
         self._swept_ns = 0
-        self._lock = threading.Lock()
         self._export: SpanProcessor | None = None
         self._kept: metrics.Counter | None = None
         self._dropped: metrics.Counter | None = None
@@ -298,20 +299,23 @@ class Keeper:
     def open(self, started_ns: int) -> _Trace:
         """A new local trace, room made for it."""
         held = _Trace(started_ns)
-        with self._lock:
-            waiting = self._waiting
-            if len(waiting) >= self._max_waiting:
-                self._give_up(next(iter(waiting)), DROPPED_CAP)
-            if started_ns - self._swept_ns > _SWEEP_EVERY_NS:
-                self._swept_ns = started_ns
-                too_old = started_ns - self._max_age_ns
-                for old in [t for t in waiting if t.opened_ns < too_old]:
-                    self._give_up(old, DROPPED_AGE)
-            waiting[held] = None
+        waiting = self._waiting
+        if len(waiting) >= self._max_waiting:
+            self._give_up(DROPPED_CAP)
+        if started_ns - self._swept_ns > _SWEEP_EVERY_NS:
+            self._swept_ns = started_ns
+            too_old = started_ns - self._max_age_ns
+            while waiting and next(iter(waiting)).opened_ns < too_old:
+                self._give_up(DROPPED_AGE)
+        waiting[held] = None
         return held
 
-    def _give_up(self, held: _Trace, reason: str) -> None:
-        del self._waiting[held]
+    def _give_up(self, reason: str) -> None:
+        """Forget the oldest trace held."""
+        try:
+            held, _ = self._waiting.popitem(last=False)
+        except KeyError:
+            return
         held.state = _FORGOTTEN
         held.spans = []
         if self._dropped is not None:
@@ -326,10 +330,7 @@ class Keeper:
         held.spans.append(span)
         if span is not held.root:
             return
-        with self._lock:
-            if held.state != _WAITING:
-                return
-            self._waiting.pop(held, None)
+        self._waiting.pop(held, None)
         reason = self._why_keep(held, span)
         if reason is None:
             held.state = _FORGOTTEN
