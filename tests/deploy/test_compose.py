@@ -220,7 +220,9 @@ def test_files_reach_containers_as_read_only_bind_mounts_not_configs(
         for volume in service.get("volumes", []):
             if volume.startswith("./"):
                 assert volume.endswith(":ro"), f"{name}: {volume}"
-                assert (ROOT / volume.split(":")[0]).is_file(), f"{name}: {volume}"
+                # ${VARIABLE:-default} as compose reads it when the variable is unset.
+                path = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", volume).split(":")[0]
+                assert (ROOT / path).is_file(), f"{name}: {volume}"
 
 
 def test_the_two_clouds_are_isolated_networks(compose: dict[str, Any]) -> None:
@@ -240,3 +242,15 @@ def test_the_collector_sends_traces_to_jaeger(compose: dict[str, Any]) -> None:
 def test_the_zone_file_compose_mounts_is_current() -> None:
     path = ROOT / "deploy" / "compose" / corefiles.ZONE_FILE_NAME
     assert deployfiles.stale({path: deployfiles.expected()[path]}) == [], "run `make deploy-files`"
+
+
+def test_the_tail_sampling_collector_is_the_same_pipeline_with_tail_sampling_first() -> None:
+    plain = yaml.safe_load((ROOT / "deploy" / "compose" / "otel-collector.yaml").read_text())
+    tail = yaml.safe_load(
+        (ROOT / "deploy" / "compose" / "otel-collector-tail-sampling.yaml").read_text()
+    )
+    assert tail["receivers"] == plain["receivers"]
+    assert tail["exporters"] == plain["exporters"]
+    assert tail["service"]["pipelines"]["traces"]["processors"] == ["tail_sampling", "batch"]
+    policies = {p["type"] for p in tail["processors"]["tail_sampling"]["policies"]}
+    assert {"status_code", "latency", "probabilistic"} <= policies
