@@ -42,7 +42,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # One job: from its request to its result.
     ("relay.config", "relay.runner"),
     # Calls: the servicer, its streams and the telemetry around them.
-    ("relay.streams", "relay.tracing", "relay.service"),
+    ("relay.streams", "relay.keptjobs", "relay.tracing", "relay.service"),
     # One relay process.
     ("relay.lifecycle", "relay.server", "relay.cli", "relay.__main__"),
 )
