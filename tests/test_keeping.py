@@ -182,3 +182,30 @@ async def test_a_job_failing_on_relay_keeps_relays_spans_in_the_same_trace(
             assert root.attributes[KEPT] == "error"
             assert job.attributes[KEPT] == "error"
             assert server.attributes[KEPT] == "error"
+
+
+@pytest.mark.parametrize("mode", [[], ["--stream"]], ids=["unary", "stream"])
+async def test_a_job_slow_on_relay_keeps_both_sides_marked_slow(
+    zone: ZoneServer, sink: OtlpSink, start_relay: StartRelay, mode: list[str]
+) -> None:
+    async with start_relay(env=ONE_PERCENT) as relay:
+        zone.set_records(RELAY_NAME, "A", ["127.0.0.1"])
+        code, lines, err = await _submit(
+            zone, sink, relay.port, "--kind", "sleep", "--payload", "1100", *mode
+        )
+        assert code == 0, err
+        assert await relay.terminate() == 0
+    (line,) = lines
+    spans = sink.trace(line["trace_id"])
+    (root,) = [s for s in spans if s.service == "bunny" and s.name == "job.submit"]
+    if KEPT not in root.attributes:
+        pytest.fail("the head sampler picked this trace (1 in 100): the run proves nothing")
+    rpc = "bunnyrelay.v1.JobService/"
+    (client,) = [s for s in spans if s.service == "bunny" and s.name.startswith(rpc)]
+    (server,) = [s for s in spans if s.service == "relay" and s.name.startswith(rpc)]
+    (job,) = [s for s in spans if s.service == "relay" and s.name == "job sleep"]
+    assert server.parent_id == client.span_id
+    assert job.parent_id == server.span_id
+    assert {s.attributes[KEPT] for s in (root, client, server, job)} == {"slow"}
+    assert job.duration_ms >= 1100
+    assert job.attributes["bunnyrelay.job.status"] == "SUCCEEDED"
