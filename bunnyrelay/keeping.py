@@ -18,10 +18,9 @@ leave no trace. Here each process keeps its own side of such a job:
   sampled, handed to the export processor (the SDK's BatchSpanProcessor skips
   unsampled ones).
 
-Why not the SDK's RECORD_ONLY spans: measured, they cost an unsampled job
-about 57 µs more on each side (two spans, attribute limits, locks, every
-processor twice), which is most of what a streamed job costs in all; a light
-span costs a few µs, and becomes an SDK span only when it is kept.
+Why not the SDK's own RECORD_ONLY spans: each takes attribute limits, locks and every
+span processor twice, several times a light span's cost, paid by every unsampled job;
+a light span becomes an SDK span only when its trace is kept.
 
 Memory is bounded: at most ``max_waiting`` traces are held (the oldest is given
 up for a new one) and, checked at most once a second as jobs start, none longer
