@@ -38,6 +38,16 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bunny.dns.resolver import Resolver
+from bunny.dns.settings import ResolverSettings
+from bunny.relaypool import RelayPool
+from bunny.submitter import SubmitSettings, UnarySubmitter
+from bunny.tracing import BunnyTelemetry
+from bunnyrelay.settings import HostPort
+from bunnyrelay.v1 import jobs_pb2
 from lab.tools import ToolMissingError, tool
 from lab.topology import RELAY_NAME, Hop, Side, Topology, TopologyError, start_topology
 
@@ -160,24 +170,16 @@ class _LogWindow:
 
 async def _one_client(
     *,
-    settings: object,
+    settings: ResolverSettings,
     name: str,
     port: int,
     rate: float,
     stop_at: float,
     tally: Tally,
-    telemetry: object,
+    telemetry: BunnyTelemetry,
     rng: random.Random,
 ) -> None:
     """One pod: its own resolver, cache and channel, a job every 1/rate seconds until stop_at."""
-    from bunny.dns.resolver import Resolver
-    from bunny.dns.settings import ResolverSettings
-    from bunny.relaypool import RelayPool
-    from bunny.submitter import SubmitSettings, UnarySubmitter
-    from bunny.tracing import BunnyTelemetry
-    from bunnyrelay.v1 import jobs_pb2
-
-    assert isinstance(settings, ResolverSettings) and isinstance(telemetry, BunnyTelemetry)
     resolver = telemetry.dns.wrap(Resolver(settings))
     pool = RelayPool(resolver, name, port)
     submitter = UnarySubmitter(pool, SubmitSettings(timeout_s=10.0), telemetry)
@@ -227,10 +229,6 @@ async def _run_fleet(
     seed: int,
 ) -> tuple[Tally, Tally, _LogWindow, _LogWindow]:
     """Inside the pod: run the fleet; the tallies at the window's start and end, and the logs."""
-    from bunny.dns.settings import ResolverSettings
-    from bunny.tracing import BunnyTelemetry
-    from bunnyrelay.settings import HostPort
-
     cluster_dns = topology.cluster_dns
     # The pod's resolv.conf as kubelet writes it; the nameserver named too, for the
     # loopback mode's port, which resolv.conf cannot carry.
@@ -321,8 +319,6 @@ async def run_phase(
 
 async def until_relay_serves(topology: Topology, address: str, port: int) -> None:
     """Wait until relay's health service says SERVING, asked from the pod."""
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     async def ask() -> None:
         loop = asyncio.get_running_loop()
@@ -390,7 +386,9 @@ def _numbers(text: str, kind: type[int] | type[float]) -> tuple[float, ...]:
     try:
         values = tuple(kind(part) for part in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected numbers separated by commas") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected numbers separated by commas"
+        ) from None
     if not values or any(value <= 0 for value in values):
         raise argparse.ArgumentTypeError(f"{text!r}: every value must be more than 0")
     return values
@@ -441,10 +439,8 @@ async def _main(args: argparse.Namespace) -> int:
     )
     print(table(results))
     if args.json:
-        Path(args.json).write_text(
-            json.dumps([result.as_dict() for result in results], indent=2) + "\n",
-            encoding="utf-8",
-        )
+        text = json.dumps([result.as_dict() for result in results], indent=2) + "\n"
+        await asyncio.to_thread(Path(args.json).write_text, text, encoding="utf-8")
     return 0
 
 
