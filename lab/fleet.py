@@ -78,6 +78,9 @@ class Phase:
     """bunny is given ``relay.private.aws.internal.``: one candidate, no search list."""
     cluster_cache: bool
     """The conditional forward's ``cache`` as shipped (False: removed)."""
+    bunny_cache: bool = True
+    """bunny's own cache as it is (False: ``max_ttl`` 0, so every job asks, as a client
+    that resolves per call without a cache of its own would)."""
 
     @property
     def naming(self) -> str:
@@ -236,6 +239,7 @@ async def _run_fleet(
         resolv_conf=str(topology.resolv_conf),
         nameservers=[HostPort(cluster_dns.host, cluster_dns.port)],
         ndots=None,
+        max_ttl=None if phase.bunny_cache else 0,
     )
     name = RELAY_NAME + ("." if phase.trailing_dot else "")
     telemetry = BunnyTelemetry()
@@ -362,9 +366,9 @@ async def start_relay(topology: Topology) -> tuple[str, int]:
 def table(results: Sequence[PhaseResult]) -> str:
     """The measured figures as a Markdown table."""
     rows = [
-        "| clients | jobs/s per client | name | cluster DNS cache | jobs/s done "
+        "| clients | jobs/s per client | name | bunny cache | cluster DNS cache | jobs/s done "
         "| pod queries/s | tunnel queries/s | worst name+type per TTL | tunnel queries by type |",
-        "| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | --- |",
+        "| ---: | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for result in results:
         phase = result.phase
@@ -375,6 +379,7 @@ def table(results: Sequence[PhaseResult]) -> str:
         failed = f" ({result.jobs_failed} failed)" if result.jobs_failed else ""
         rows.append(
             f"| {phase.clients} | {phase.rate:g} | {phase.naming} "
+            f"| {'on' if phase.bunny_cache else 'off'} "
             f"| {'on' if phase.cluster_cache else 'off'} | {result.jobs_per_s:.1f}{failed} "
             f"| {result.pod_queries / result.window_s:.1f} | {result.tunnel_per_s:.2f} "
             f"| {result.worst_per_ttl:.2f} | {kinds} |"
@@ -406,9 +411,9 @@ def _choices(text: str, allowed: Sequence[str]) -> tuple[str, ...]:
 
 async def _main(args: argparse.Namespace) -> int:
     phases = [
-        Phase(int(clients), rate, naming == "dot", cache == "on")
-        for cache, naming, clients, rate in itertools.product(
-            args.cache, args.naming, args.clients, args.rates
+        Phase(int(clients), rate, naming == "dot", cache == "on", own == "on")
+        for own, cache, naming, clients, rate in itertools.product(
+            args.bunny_cache, args.cache, args.naming, args.clients, args.rates
         )
     ]
     started = time.monotonic()
@@ -472,6 +477,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=lambda text: _choices(text, ("on", "off")),
         default=("on", "off"),
         help="the cluster DNS's cache: on (as shipped), off (removed); default: on,off",
+    )
+    parser.add_argument(
+        "--bunny-cache",
+        type=lambda text: _choices(text, ("on", "off")),
+        default=("on",),
+        help="bunny's own cache: on (default), off (every job asks the cluster DNS)",
     )
     parser.add_argument("--ttl", type=int, default=DEFAULT_TTL, help="relay's record TTL (s)")
     parser.add_argument(
