@@ -13,12 +13,13 @@ with a pod's resolv.conf (``ndots:5``, three search domains), a
 :class:`~bunny.relaypool.RelayPool` and a :class:`~bunny.submitter.UnarySubmitter`,
 sending real jobs to one relay at a steady rate. Clients share this process (one
 event loop, in the pod's network namespace) but nothing else. Each phase starts a
-new fleet, lets it settle for a warm-up, then counts over a window a whole number
-of TTLs long.
+new fleet, lets it settle for a warm-up (the first lookups of a new fleet all
+miss together), then counts over a window (by default four TTLs).
 
 The matrix: clients x job rate per client x how bunny names relay (as written,
 which ``ndots:5`` expands through the search list, or with a trailing dot) x the
-cluster DNS's cache (as shipped in ``private-aws-internal.server``, or removed).
+cluster DNS's cache (as shipped in ``private-aws-internal.server``, or removed) x
+bunny's own cache (as it is, or off: what a client without one would send).
 """
 
 from __future__ import annotations
@@ -304,8 +305,8 @@ async def run_phase(
             seed=seed,
         ),
     )
-    # The log lines are copied by this loop: give the last ones of the window time to land.
-    await asyncio.sleep(0.2)
+    # The hops' lines reach their logs through this process's loop, a little late at
+    # both ends of the window alike, so the count is that of a window as long.
     crossed = logged_queries(tunnel.text())
     asked = logged_queries(pods.text())
     return PhaseResult(
