@@ -75,8 +75,12 @@ class EchoServicer(jobs_pb2_grpc.JobServiceServicer):
             )
 
 
-async def serve(listen: str, servicer: EchoServicer | None = None) -> None:
-    server = grpc.aio.server()
+async def serve(
+    listen: str,
+    servicer: EchoServicer | None = None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+) -> None:
+    server = grpc.aio.server(interceptors=interceptors)
     jobs_pb2_grpc.add_JobServiceServicer_to_server(servicer or EchoServicer(), server)
     port = server.add_insecure_port(listen)
     await server.start()
@@ -117,9 +121,16 @@ class _Stream:
         await self.reader
 
 
-async def load(target: str, settings: LoadSettings, *, stream: bool, payload_bytes: int) -> int:
+async def load(
+    target: str,
+    settings: LoadSettings,
+    *,
+    stream: bool,
+    payload_bytes: int,
+    interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+) -> int:
     payload = os.urandom(payload_bytes)
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with grpc.aio.insecure_channel(target, interceptors=interceptors) as channel:
         stub = jobs_pb2_grpc.JobServiceStub(channel)
         streamed = _Stream(stub) if stream else None
 

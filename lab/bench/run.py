@@ -41,7 +41,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from lab.bench import costs as job_costs
 from lab.bench import dnsbench, ghz, procstat
-from lab.bench.cases import CASES, Case, Dns, Tracing
+from lab.bench.cases import CASES, Case, Dns, Protocol, Tracing
 from lab.bench.children import run_client, serving
 from lab.bench.dnsbench import DnsBenchSettings
 from lab.bench.report import relay_targets, targets_text, text_table
@@ -52,9 +52,10 @@ from lab.otlpsink import OtlpSink
 from lab.processes import relay_process
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
-_MODULES = {"raw": "rawecho", "floor": "floor"}
-"""The module of each raw client and server kind: the bare pair, or it with the
-conventions' per-call telemetry (:mod:`.floor`)."""
+_MODULES = {"raw": "rawecho", "floor": "floor", "peer": "peer"}
+"""The module of each raw client and server kind: the bare pair, it with the
+conventions' per-call telemetry (:mod:`.floor`), or with opentelemetry-instrumentation-grpc
+(:mod:`.peer`)."""
 _RAW_READY = re.compile(r"raw echo listening on (\S+):(\d+)")
 _ZONE_READY = re.compile(re.escape(READY) + r" (\S+)")
 
@@ -121,13 +122,16 @@ class _CountingSink(OtlpSink):
         )
 
 
-def _otel_env(sink: OtlpSink, service: str, tracing: Tracing) -> dict[str, str]:
+def _otel_env(
+    sink: OtlpSink, service: str, tracing: Tracing, protocol: Protocol = Protocol.GRPC
+) -> dict[str, str]:
     if tracing is Tracing.NONE:
         return {}
+    http = protocol is Protocol.HTTP
     return {
         "OTEL_SERVICE_NAME": service,
-        "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": sink.http_endpoint if http else sink.endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": protocol.value,
         "OTEL_EXPORTER_OTLP_INSECURE": "true",
         **tracing.env(),
     }
@@ -185,7 +189,7 @@ class Bench:
         if case.server in _MODULES:
             argv = [sys.executable, "-m", f"lab.bench.{_MODULES[case.server]}", "serve"]
             log = self.scratch / f"{case.server}-{case.key}.log"
-            env = _otel_env(self.sink, "floor-server", case.tracing)
+            env = _otel_env(self.sink, f"{case.server}-server", case.tracing, case.protocol)
             async with serving(argv, ready=_RAW_READY, env=env, log_path=log) as raw:
                 yield _Server(raw.pid, int(raw.ready.group(2)), raw.ready_s)
             return
@@ -193,7 +197,7 @@ class Bench:
         async with relay_process(
             "127.0.0.1:0",
             args=case.store.relay_args(),
-            env=_otel_env(self.sink, "relay", case.tracing),
+            env=_otel_env(self.sink, "relay", case.tracing, case.protocol),
             log_path=self.scratch / f"relay-{case.key}.log",
         ) as relay:
             ready = time.perf_counter() - started
@@ -255,7 +259,7 @@ class Bench:
             queries_before = await self._queries()
             run = await run_client(
                 self._client_argv(case, server.port),
-                env=_otel_env(self.sink, "bunny", case.tracing),
+                env=_otel_env(self.sink, "bunny", case.tracing, case.protocol),
                 watch=[server.pid],
                 label=case.key,
                 progress=self.progress,

@@ -19,7 +19,7 @@ from lab.bench.report import (
     target_measured,
     target_value_text,
 )
-from lab.bench.rounds import CaseRounds
+from lab.bench.rounds import CaseRounds, TargetVerdict
 
 METHOD = """\
 ## Method
@@ -85,9 +85,20 @@ each case ran only once).
 **Tracing.** Set in both processes with the standard variables: off is
 `OTEL_TRACES_SAMPLER=always_off`, 10 % is `parentbased_traceidratio` with `0.1` (relay
 follows bunny's decision), 100 % is `parentbased_always_on`. In every bunny and relay case
-`OTEL_EXPORTER_OTLP_ENDPOINT` points at a local OTLP/gRPC receiver (in the benchmark's
-process; it counts spans without decoding them), so sampled spans are exported with the
-SDK's default batch settings, as in a deployment.
+`OTEL_EXPORTER_OTLP_ENDPOINT` points at a local OTLP receiver (in the benchmark's process; it
+only counts the spans), so sampled spans are exported with the SDK's default batch
+settings, as in a deployment. Every traced case (10 %, 100 %) runs twice, right after each
+other: over OTLP/gRPC, then over OTLP http/protobuf (*OTLP http*, the specification's
+default protocol and so the project's), held to 0.95x of the gRPC one.
+
+**The floor and the peer.** The floor (`lab/bench/floor.py`) is the raw pair with only the
+per-call telemetry this project's conventions ask for, set up by the project's own
+telemetry bootstrap. The peer (`lab/bench/peer.py`) is the raw pair traced the way people
+trace gRPC in Python today: `opentelemetry-instrumentation-grpc`'s aio client and server
+interceptors (a CLIENT and a SERVER span per call, W3C context, no metrics), every call
+sampled, the SDK's own OTLP exporter for the same protocol, to the same receiver. bunny
+with every job sampled is held to at least the peer, while carrying its DNS and job spans
+(four spans per job against the peer's two).
 
 **DNS.** bunny resolves relay's name through the lab DNS server
 (`lab/bench/zone.py`, the lab's ZoneServer in a process of its own), with its
@@ -311,9 +322,9 @@ def markdown_document(
         "",
     ]
     target_rows = [
-        (case.case.label, case.case.target.describe(), _target_result(case))
+        (case.case.label, verdict.target.describe(), _target_result(verdict))
         for case in results
-        if case.case.target is not None
+        for verdict in case.verdicts
     ]
     parts.append(markdown_rows(["case", "target", "measured (median of rounds)"], target_rows))
     parts.append("")
@@ -399,8 +410,8 @@ def _floor_paragraph(results: Sequence[CaseRounds]) -> list[str]:
     ]
 
 
-def _target_result(case: CaseRounds) -> str:
+def _target_result(verdict: TargetVerdict) -> str:
     """The median per-round ratio, its range and whether the median meets the target."""
-    if case.target_met is None:
-        return target_measured(case)
-    return f"{target_measured(case)}, {_verdict(case.target_met)}"
+    if verdict.met is None:
+        return target_measured(verdict)
+    return f"{target_measured(verdict)}, {_verdict(verdict.met)}"
