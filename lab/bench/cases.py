@@ -90,6 +90,9 @@ class Case:
     baseline: str = ""
     """The key of the case the ratios are against ("" for a baseline itself)."""
     targets: tuple[Target, ...] = ()
+    traceparent: bool = False
+    """The raw client sends a W3C traceparent header with every call (and nothing else of
+    the telemetry): what gRPC itself costs of the trace context."""
     title: str = ""
     """What the tables call it, when the generated label would not do."""
 
@@ -125,6 +128,7 @@ class Case:
 RAW_UNARY = "raw-unary"
 RAW_STREAM = "raw-stream"
 RAW_UNARY_AGAIN = "raw-unary-end"
+RAW_TRACEPARENT = "raw-unary-traceparent"
 GHZ_RAW = "ghz-raw-unary"
 FLOOR_OFF = "floor-unary-off"
 FLOOR_TRACED = "floor-unary-100"
@@ -184,6 +188,15 @@ CASES: tuple[Case, ...] = _on_both_protocols(
     (
         Case(RAW_UNARY, "raw", "raw", False),
         Case(RAW_STREAM, "raw", "raw", True, baseline=RAW_UNARY),
+        Case(
+            RAW_TRACEPARENT,
+            "raw",
+            "raw",
+            False,
+            baseline=RAW_UNARY,
+            traceparent=True,
+            title="raw unary + a traceparent header per call (gRPC's share of the floor)",
+        ),
         # The most an instrumented service can reach: see lab.bench.floor.
         Case(
             FLOOR_OFF,

@@ -235,6 +235,8 @@ class Bench:
             "--json",
             *(["--stream"] if case.stream else []),
         ]
+        if case.traceparent:
+            common.append("--traceparent")
         if case.client in _MODULES:
             module = ["-m", f"lab.bench.{_MODULES[case.client]}", "load"]
             return [sys.executable, *module, "--target", f"127.0.0.1:{port}", *common]
