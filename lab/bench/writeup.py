@@ -141,15 +141,44 @@ WHERE_TIME_GOES = """\
 What the profiles (py-spy, cProfile), the table above and the floor say, and what was done
 about it:
 
-- **The floor.** The telemetry this project's standards ask of every call costs more, on
-  this machine, than the unary targets leave room for: the floor rows are the raw pair with
-  nothing added but W3C trace context and the `rpc.*.duration` histograms (and at 100 %
-  one CLIENT and one SERVER span, what gRPC instrumentation alone makes). A target above
-  the floor's ratio cannot be met by a service that keeps that telemetry with the Python
-  SDK; the 0.95x and 0.85x unary targets are above it. On two cores shared by client and
-  server every microsecond of CPU either side adds per job comes off the rate: 0.95x
-  leaves about 28 µs per job for both sides together, and one SDK `Histogram.record` is
-  about 8 µs, measured alone; inside a busy server it costs several times that.
+- **The floor.** The floor rows are the raw pair with nothing added but W3C trace context
+  and the `rpc.*.duration` histograms (and at 100 % one CLIENT and one SERVER span). With
+  tracing off it adds, per job, measured alone (`python -m lab.bench.costs --group sdk`):
+  an SDK `Histogram.record` on each side (about 9 µs each, half of what the floor adds),
+  the unsampled span on each side (about 4 µs), the context's inject (about 2.5 µs) and
+  extract (about 5 µs). cProfile of `Histogram.record`: about 30 % of it is the SDK
+  cleaning the attributes into a `Measurement` on every call and about 27 % its view
+  matching them again; the OpenTelemetry API has no observable histogram, so the way the
+  counter was made cheap (`bunnyrelay.tally`: a dict increment, totals read at collection)
+  has no public equivalent for a histogram, and the SDK's aggregation is private. What is
+  gRPC's own of the floor is the *traceparent* row: the raw pair sending the same header,
+  made once, with nothing else.
+- **The peer.** `opentelemetry-instrumentation-grpc` makes the same two spans per call as
+  the floor at 100 % (plus its own attributes, made current with `start_as_current_span`
+  and, on the server, a second generator-based context manager) and exports them with the SDK's encoder, which costs about three times
+  `bunnyrelay.otlpencode`'s per span (`python -m lab.bench.otlpexport`: 32 against 11 µs
+  over OTLP/gRPC, 36 against 12 µs over http/protobuf, transport included). bunny at
+  100 % makes four spans per job (its DNS answer and job span, relay's job span) and is
+  held to at least the peer.
+- **http/protobuf.** Both OTLP exporters have encoded spans with `bunnyrelay.otlpencode`
+  since the encoder became a plug-in for either protocol: over http/protobuf only the
+  transport differs (`requests` on the export thread instead of a gRPC channel), about
+  1 µs per span more. The *OTLP http* rows are each measured right after their OTLP/gRPC
+  twin.
+- **Garbage collection.** bunny's youngest-generation collections (gc callbacks timing
+  each, with the young objects listed at its start; every job sampled) take about 0.2 ms
+  each, about 9 µs per job, for about 2,100 young objects, not 700: spans live until the
+  export thread has sent them, so they die old, and each old object freed lowers the
+  young generation's count, letting it hold more before a collection. Those young
+  objects are the SDK's span objects (tuples, locks, deques, bounded lists and span
+  contexts: about ten tracked objects per span), each walked once, at about 0.1 µs each.
+  The one young *large* object was the encoder's own cache of encoded attribute pairs (an
+  `lru_cache` dict of about 4,000 entries): a collection untracked its tuple keys and then
+  the dict, and the next new pair (a job id is new on every span) put the whole dict back
+  among the young objects for the next collection to walk. It is now a pair of plain dicts
+  per key, which the collector never tracks, and a key whose values never repeat stops
+  being cached (a test checks that no young object with thousands of referents is left).
+  The rest of the cost scales with the spans made, not with a single object.
 - **gRPC itself is most of every job.** Over half of relay's samples are inside gRPC's
   callbacks (the C core and grpc.aio's completion-queue hand-over to asyncio), the same
   work the raw baseline does. Between the floor and bunny's rows is bunny's and relay's
@@ -171,9 +200,13 @@ about it:
   each job's spans cost the same as a unary job's, and they are what a stream is left
   with once gRPC's share is divided among a batch.
 - **Tracing at 100 %:** four spans per job (bunny's `job.submit` and CLIENT span, relay's
-  SERVER and job spans). Each costs the SDK's span creation, its encoding and the export
-  thread's share; inside a busy process that is several times the cost measured alone.
-  The floor's two spans per call already put it below 0.85x.
+  SERVER and job spans). Each costs the SDK's span creation (about 16 µs start + end,
+  measured alone), its encoding (about 11 µs) and the export thread's share. On a stream
+  at 100 % (py-spy, 250 Hz, both sides): in relay, `Tracer.start_span` is about 19 % of
+  the samples and the export thread about 19 % (encoding 9 %); in bunny, the job's CLIENT
+  span's start is about 9 %, the export thread about 9 %, gRPC's stream writes about 12 %.
+  Once a batch shares gRPC's per-message cost, the spans are most of what a streamed job
+  costs, which is why every job sampled on a stream stays near raw unary's rate.
 - **DNS:** aiodns 4 gives each channel a c-ares event thread; its hand-over to the event
   loop (channel lock, GIL, self-pipe) cost more CPU than the query, so bunny runs aiodns in
   its socket-callback mode on the event loop. The first caller of a name now runs the
@@ -183,8 +216,8 @@ about it:
   The floor (aiodns on the loop as bunny runs it, one exported span, the histogram) is at
   about 1.0-1.25x bare aiodns' latency; a traced lookup is within a few tenths of it, around
   the 1.3x target, and what is left (the cache and search-list logic, answer checks,
-  retries' bookkeeping, a `Resolution` per lookup) is bunny's own. dnspython's CPU per
-  lookup is only about twice the floor's, so the 3x lookups/s target is above the floor.
+  retries' bookkeeping, a `Resolution` per lookup) is bunny's own. The CPU target is taken
+  against the floor's CPU per lookup in the same round.
 - **Small choices in the code, and what each saves** (the comments beside them keep only
   the reason):
   - spans are started with `start_span` and made current with `context.attach` rather
