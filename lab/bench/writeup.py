@@ -155,11 +155,12 @@ about it:
   made once, with nothing else.
 - **The peer.** `opentelemetry-instrumentation-grpc` makes the same two spans per call as
   the floor at 100 % (plus its own attributes, made current with `start_as_current_span`
-  and, on the server, a second generator-based context manager) and exports them with the SDK's encoder, which costs about three times
-  `bunnyrelay.otlpencode`'s per span (`python -m lab.bench.otlpexport`: 32 against 11 µs
-  over OTLP/gRPC, 36 against 12 µs over http/protobuf, transport included). bunny at
-  100 % makes four spans per job (its DNS answer and job span, relay's job span) and is
-  held to at least the peer.
+  and, on the server, a second generator-based context manager) and exports them with the
+  SDK's encoder, which costs about three times `bunnyrelay.otlpencode`'s per span
+  (`python -m lab.bench.otlpexport`: 32 against 11 µs over OTLP/gRPC, 36 against 12 µs
+  over http/protobuf, transport included). bunny at 100 % makes four spans per job (its
+  job span, its CLIENT span, relay's SERVER and job spans) and is held to at least the
+  peer.
 - **http/protobuf.** Both OTLP exporters have encoded spans with `bunnyrelay.otlpencode`
   since the encoder became a plug-in for either protocol: over http/protobuf only the
   transport differs (`requests` on the export thread instead of a gRPC channel), about
