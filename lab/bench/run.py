@@ -46,7 +46,7 @@ from lab.bench.children import run_client, serving
 from lab.bench.dnsbench import DnsBenchSettings
 from lab.bench.report import relay_targets, targets_text, text_table
 from lab.bench.rounds import CaseResult, CaseRounds, combine_rounds
-from lab.bench.writeup import markdown_document
+from lab.bench.writeup import hand_written_sections, markdown_document
 from lab.bench.zone import CACHED_NAME, READY, UNCACHED_NAME, queries_so_far
 from lab.otlpsink import OtlpSink
 from lab.processes import relay_process
@@ -557,9 +557,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     whole = not (plan.quick or plan.dns_only)
     target = None if args.no_write else args.write or (DOC if whole else None)
     if target is not None:
-        target.write_text(
-            markdown_document(result.settings, result.results, result.dns, result.costs)
-        )
+        document = markdown_document(result.settings, result.results, result.dns, result.costs)
+        # Sections written by hand from other tools' runs stay, after the generated ones.
+        kept = hand_written_sections(target.read_text()) if target.exists() else ""
+        target.write_text(document + (f"\n{kept}" if kept else ""))
         print(f"bench: wrote {target}", file=sys.stderr)
     failed = sum(case.combined.failed for case in result.results)
     return 0 if failed == 0 else 1

@@ -6,6 +6,7 @@ measures cannot drift apart unnoticed: change the method here.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -300,6 +301,18 @@ To see where the time goes, sample both sides with py-spy (not a project depende
     py-spy record --rate 200 --format speedscope -o bunny.json -- \\
         .venv/bin/python -m bunny bench --target NAME:PORT --nameserver IP:PORT --duration 10
 """
+
+
+_HAND_WRITTEN = re.compile(
+    r"^<!-- (?P<name>[\w-]+): begin\b.*?-->$.*?^<!-- (?P=name): end -->$", re.M | re.S
+)
+"""A section of the file that another tool's run fills in by hand (``make fleet``'s), between
+``<!-- NAME: begin ... -->`` and ``<!-- NAME: end -->`` lines."""
+
+
+def hand_written_sections(document: str) -> str:
+    """Every hand-written section of ``document``, in order, each ending with a newline."""
+    return "".join(match.group(0) + "\n" for match in _HAND_WRITTEN.finditer(document))
 
 
 def _verdict(met: object) -> str:

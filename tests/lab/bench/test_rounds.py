@@ -17,7 +17,7 @@ from lab.bench.cases import CASES, RAW_UNARY, Case, Target
 from lab.bench.report import RANGE_DASH, relay_targets, text_table
 from lab.bench.rounds import CaseResult, CaseRounds, combine_rounds
 from lab.bench.run import main
-from lab.bench.writeup import markdown_document
+from lab.bench.writeup import hand_written_sections, markdown_document
 
 
 def _case(key: str) -> Case:
@@ -220,3 +220,11 @@ def _settings(*, rounds: int) -> dict[str, Any]:
         "relay": "relay serve",
         "bunny": "bunny bench",
     }
+
+
+def test_sections_written_by_hand_are_kept_and_nothing_else() -> None:
+    fleet = "<!-- fleet: begin. By hand. -->\n## Scale\n\nfigures\n<!-- fleet: end -->"
+    old = f"# Benchmarks\n\nold generated text\n\n{fleet}\n\ntrailing junk\n"
+
+    assert hand_written_sections(old) == fleet + "\n"
+    assert hand_written_sections("# Benchmarks\n<!-- fleet: begin -->\nno end\n") == ""
