@@ -10,7 +10,8 @@ needs it; nothing in bunny asks the OpenTelemetry globals for a tracer itself.
   bunny's cache, the hosts file or an IP target has no ``dns.lookup`` span (it
   would cost more than the answer), and its root span says where the address came
   from instead.
-  ``bunnyrelay.jobs`` counts jobs by kind and final status.
+  ``bunnyrelay.jobs`` counts jobs by kind and final status, ``bunnyrelay.job.attempts``
+  their RPC attempts (attempts per job, and so retries, is one over the other).
 - :attr:`~BunnyTelemetry.rpc`: a CLIENT span per RPC attempt (:mod:`bunny.rpcspans`).
 - :attr:`~BunnyTelemetry.dns`: the resolver's lookup spans and metric (:mod:`bunny.dns.tracing`).
 - :attr:`~BunnyTelemetry.diagnose`: the tracer of ``bunny diagnose``.
@@ -57,6 +58,12 @@ class JobSpans:
             unit="{job}",
             description="Jobs bunny submitted, by kind and final status",
         )
+        self._attempts = Tally(
+            meter,
+            semconv.METRIC_JOB_ATTEMPTS,
+            unit="{attempt}",
+            description="RPC attempts bunny made for its jobs, by kind and final status",
+        )
         self._counted: dict[tuple[str, str], dict[str, AttributeValue]] = {}
         # The attributes of the last answer told on a job's span, rebuilt when it changes.
         self._told: Resolution | None = None
@@ -80,7 +87,7 @@ class JobSpans:
             finally:
                 context.detach(token)
                 span.end()
-            self._count(request.kind, outcome.status)
+            self._count(request.kind, outcome.status, outcome.attempts)
             return outcome
 
         return run
@@ -101,7 +108,7 @@ class JobSpans:
                 }
             span.set_attributes(self._told_attributes)
 
-    def _count(self, kind: str, status: str) -> None:
+    def _count(self, kind: str, status: str, attempts: int) -> None:
         key = (kind, status)
         attributes = self._counted.get(key)
         if attributes is None:
@@ -110,6 +117,7 @@ class JobSpans:
                 key = (kind, status)
             attributes = self._counted[key] = {semconv.JOB_KIND: kind, semconv.JOB_STATUS: status}
         self._jobs.add(key, attributes)
+        self._attempts.add(key, attributes, attempts)
 
 
 class BunnyTelemetry:
