@@ -71,10 +71,14 @@ DNS_OUTCOME: Final = "bunnyrelay.dns.outcome"
 METRIC_DNS_LOOKUPS: Final = "bunnyrelay.dns.lookups"
 # Queries one lookup sent to the wire: what the search list and ndots cost.
 METRIC_DNS_LOOKUP_QUERIES: Final = "bunnyrelay.dns.lookup.queries"
+# Each query sent to the wire, by nameserver and rcode.
+METRIC_DNS_QUERY_DURATION: Final = "bunnyrelay.dns.query.duration"
 # For each stale answer served: how long past its expiry it was.
 METRIC_DNS_STALE_AGE: Final = "bunnyrelay.dns.stale.age"
 # RPC attempts, summed over jobs: attempts per job is this over bunnyrelay.jobs.
 METRIC_JOB_ATTEMPTS: Final = "bunnyrelay.job.attempts"
+# A job from bunny's side, as its caller waited: the lookup, every attempt and backoff.
+METRIC_JOB_DURATION: Final = "bunnyrelay.job.duration"
 METRIC_RELAY_JOBS_IN_FLIGHT: Final = "bunnyrelay.relay.jobs.in_flight"
 METRIC_RELAY_JOBS_LIMIT: Final = "bunnyrelay.relay.jobs.limit"
 # 1 while relay's health says SERVING (ready for jobs), else 0.

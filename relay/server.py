@@ -46,7 +46,7 @@ from relay.runner import JobRunner
 from relay.service import JobService
 from relay.stores.base import IdempotencyStore
 from relay.stores.spec import build_store
-from relay.stores.timing import TimedStore, store_system
+from relay.stores.timing import timed
 from relay.tls import ServerCertificates
 from relay.tracing import RelayTelemetry
 
@@ -106,7 +106,7 @@ class Relay:
         admission = Admission(config.max_in_flight)
         self.runner = JobRunner(
             checks=RequestChecks(handlers, config.max_payload_bytes),
-            store=TimedStore(self.store, meter, system=store_system(self.store)),
+            store=timed(self.store, meter),
             admission=admission,
             instance=config.instance_name,
             logger=self.log,

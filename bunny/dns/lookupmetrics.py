@@ -1,6 +1,6 @@
 """The metrics an operator reads about bunny's lookups: how each ended, at which nameserver, why.
 
-Three instruments, each answering a question a dashboard or an alert asks:
+Four instruments, each answering a question a dashboard or an alert asks:
 
 - ``bunnyrelay.dns.lookups`` (counter): every lookup that went past bunny's fresh
   cache, by ``bunnyrelay.dns.outcome`` (``answered``, ``stale``, ``failed``), the
@@ -10,6 +10,8 @@ Three instruments, each answering a question a dashboard or an alert asks:
   forwarder or the tunnel beyond it; the runbook (docs/alerts.md) says whom to call.
 - ``bunnyrelay.dns.lookup.queries`` (histogram): queries one lookup sent to the wire,
   by name: with ``ndots:5`` a name with fewer dots walks the search list first.
+- ``bunnyrelay.dns.query.duration`` (histogram, seconds): each query sent to the wire,
+  by nameserver and rcode: how long each server takes to answer, or to time out.
 - ``bunnyrelay.dns.stale.age`` (histogram, seconds): for each stale answer served,
   how long past its expiry it was (how long the path has been failing, at least).
 
@@ -40,6 +42,8 @@ FAILED = "failed"
 _QUERY_BUCKETS = (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
 # Seconds past expiry: from a refresh that failed a moment ago to a day-long outage.
 _STALE_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
+# Seconds, the semantic conventions' advice for dns.lookup.duration.
+_QUERY_DURATION_BUCKETS = (0.0, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5)
 # Attribute sets kept; past this many, new names count as one.
 _MAX_SETS = 512
 _OTHER = "_other"
@@ -69,7 +73,14 @@ class LookupMetrics:
             description="For each stale DNS answer served, how long past its expiry it was",
             explicit_bucket_boundaries_advisory=_STALE_BUCKETS,
         )
+        self._query_duration: Histogram = meter.create_histogram(
+            semconv.METRIC_DNS_QUERY_DURATION,
+            unit="s",
+            description="How long each DNS query sent took to be answered (or to time out)",
+            explicit_bucket_boundaries_advisory=_QUERY_DURATION_BUCKETS,
+        )
         self._sets: dict[Hashable, Attributes] = {}
+        self._by_server: dict[tuple[str, str], Attributes] = {}
         self._by_name: dict[str, Attributes] = {}
 
     def answered(self, name: str, resolution: Resolution, notes: LookupNotes) -> None:
@@ -84,6 +95,7 @@ class LookupMetrics:
             error_type, rcode, outcome = "", "NOERROR", ANSWERED
         nameserver = last.nameserver if last is not None else ""
         self._count(name, outcome, resolution.source, rcode, error_type, nameserver)
+        self._time_queries(resolution.queries)
         if not notes.coalesced:
             self._queries.record(notes.queries_sent, self._name_attributes(name))
 
@@ -92,6 +104,7 @@ class LookupMetrics:
         source = "negative-cache" if exc.from_negative_cache else "wire"
         nameserver = exc.nameservers[-1] if exc.nameservers else ""
         self._count(name, FAILED, source, exc.rcode, type(exc).__name__, nameserver)
+        self._time_queries(exc.queries)
         if not (notes.coalesced or exc.from_negative_cache):
             sent = sum(1 for query in exc.queries if query.source == "wire")
             self._queries.record(sent, self._name_attributes(name))
@@ -117,6 +130,21 @@ class LookupMetrics:
                 attributes[semconv.ERROR_TYPE] = error_type
             self._sets[key] = attributes
         self._lookups.add(key, attributes)
+
+    def _time_queries(self, queries: tuple[DnsQuery, ...]) -> None:
+        for query in queries:
+            if query.source != "wire":
+                continue
+            key = (query.nameserver, query.rcode)
+            attributes = self._by_server.get(key)
+            if attributes is None:
+                if len(self._by_server) >= _MAX_SETS:
+                    continue
+                attributes = self._by_server[key] = {
+                    semconv.DNS_NAMESERVER: query.nameserver,
+                    semconv.DNS_RCODE: query.rcode,
+                }
+            self._query_duration.record(query.latency_ms / 1000, attributes)
 
     def _name_attributes(self, name: str) -> Attributes:
         attributes = self._by_name.get(name)

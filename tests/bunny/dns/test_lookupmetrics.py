@@ -108,6 +108,12 @@ async def test_lookups_are_counted_by_outcome_rcode_and_the_nameserver_that_answ
         attributes[semconv.DNS_NAMESERVER] for attributes, _ in points(semconv.METRIC_DNS_LOOKUPS)
     }
     assert nameservers == {str(dns.address)}
+    timed = {
+        str(attributes[semconv.DNS_RCODE]): point.count
+        for attributes, point in points(semconv.METRIC_DNS_QUERY_DURATION)
+    }
+    # Two attempts for each failure worth retrying, one query for the rest.
+    assert timed == {"NOERROR": 1, "NXDOMAIN": 1, "SERVFAIL": 2, "REFUSED": 2, "TIMEOUT": 2}
 
 
 async def test_queries_per_lookup_show_what_the_search_list_costs(
