@@ -163,6 +163,15 @@ cluster: cluster-tools
 cluster-down:
 	bash tools/cluster.sh down
 
+# Pinned promtool in .tools/bin (tools/install-monitoring-tools.sh), which checks and
+# unit-tests the alerts and parses the dashboards' queries (tests/monitoring); does
+# nothing (and no network) when it is there.
+.PHONY: monitoring-tools
+monitoring-tools:
+	bash tools/install-monitoring-tools.sh
+
+test: monitoring-tools
+
 # The charts against that control plane, started by the tests in a folder of their own
 # (tests/e2e/test_cluster_charts.py).
 test: cluster-tools deploy-tools
