@@ -1,4 +1,4 @@
-"""promtool, pinned and built by ``make monitoring-tools``: a test that needs it fails without it."""
+"""promtool, pinned, from `make monitoring-tools`: a test that needs it fails without it."""
 
 from __future__ import annotations
 
