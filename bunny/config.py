@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bunny.alivequery import AliveQuery, parse_alive_query
+from bunny.dns.alivequery import AliveQuery, parse_alive_query
 from bunny.dns.hosts import DEFAULT_PATH as DEFAULT_HOSTS_FILE
 from bunny.dns.resolvconf import MAX_NDOTS
 from bunny.dns.settings import ResolverSettings

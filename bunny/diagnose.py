@@ -27,8 +27,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry import trace
 
-from bunny import liveness
-from bunny.alivequery import DEFAULT_QUERIES, AliveQuery
+from bunny.dns import liveness
+from bunny.dns.alivequery import DEFAULT_QUERIES, AliveQuery
 from bunny.dns.model import Resolution
 from bunny.dns.resolver import Resolver
 from bunny.dns.settings import ResolverSettings

@@ -13,7 +13,7 @@ The verdict reads the hops the way an operator would:
   routes; SERVFAIL means the upstream of that hop failed.
 - No answer from a hop and every hop beyond it: many forwarders drop a query
   their upstream leaves unanswered, so a hop that is silent for the name is
-  asked something it answers itself (:mod:`bunny.liveness`). The verdict names
+  asked something it answers itself (:mod:`bunny.dns.liveness`). The verdict names
   the first hop, from the pod outward, that is up but whose upstream is silent,
   or the first hop that answers nothing at all: down, or unreachable from here.
 - SERVFAIL from every hop asked: the furthest one's upstream failed (between two

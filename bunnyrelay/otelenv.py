@@ -17,6 +17,12 @@ export. Here each value the process depends on is checked once, at start, and a 
   (the SDK's gRPC exporter fails to start on ``none``, so the choice is handed to the
   exporters as an argument, never left to them to read).
 - ``OTEL_EXPORTER_OTLP_TIMEOUT`` (and per signal): a number above 0.
+- ``OTEL_EXPORTER_OTLP_HEADERS`` (and per signal): ``name=value`` pairs separated by commas,
+  names that HTTP and gRPC accept. The SDK skips a malformed pair with a warning, so an
+  ``Authorization`` header with a typo sends every export unauthenticated.
+- ``OTEL_EXPORTER_OTLP_CERTIFICATE``, ``…_CLIENT_CERTIFICATE``, ``…_CLIENT_KEY`` (and per
+  signal): files that exist and can be read. The SDK opens them at the first export, and a
+  missing one fails every export there.
 - ``OTEL_BSP_*``: whole numbers the SDK's batch span processor accepts.
 - ``OTEL_METRICS_EXEMPLAR_FILTER``: ``always_on``, ``always_off`` or ``trace_based``.
 - ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER``: ``none`` turns a signal's export off.
@@ -57,6 +63,9 @@ _EXAMPLE_PORT = {"grpc": 4317, "http/protobuf": 4318}
 _GRPC_TARGET_SCHEMES = ("dns", "unix", "unix-abstract", "ipv4", "ipv6")
 _LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?"
 _HOSTNAME = re.compile(rf"{_LABEL}(\.{_LABEL})*\.?")
+# An HTTP field name (RFC 9110's token), which is also what gRPC metadata keys may hold.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_TLS_FILES = ("CERTIFICATE", "CLIENT_CERTIFICATE", "CLIENT_KEY")
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +194,13 @@ def otlp_destination(
     timeout = _first(environ, f"OTEL_EXPORTER_OTLP_{signal}_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT")
     if timeout is not None and not _positive_number(timeout[1]):
         raise SettingError(f"{timeout[0]}={timeout[1]!r} must be a number above 0")
+    headers = _first(environ, f"OTEL_EXPORTER_OTLP_{signal}_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS")
+    if headers is not None:
+        _check_headers(*headers)
+    for kind in _TLS_FILES:
+        path = _first(environ, f"OTEL_EXPORTER_OTLP_{signal}_{kind}", f"OTEL_EXPORTER_OTLP_{kind}")
+        if path is not None:
+            _check_readable_file(*path)
     compression = _first(
         environ, f"OTEL_EXPORTER_OTLP_{signal}_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION"
     )
@@ -194,6 +210,29 @@ def otlp_destination(
         variable,
         None if compression is None else _one_of(*compression, COMPRESSIONS),
     )
+
+
+def _check_headers(variable: str, value: str) -> None:
+    for pair in value.split(","):
+        name, equals, _ = pair.partition("=")
+        if not equals or _HEADER_NAME.fullmatch(name.strip()) is None:
+            raise SettingError(
+                f"{variable}: {pair.strip()!r} is not a name=value pair with a header name; "
+                "expected name=value pairs separated by commas, values URL-encoded, "
+                "such as authorization=Bearer%20TOKEN"
+            )
+
+
+def _check_readable_file(variable: str, path: str) -> None:
+    try:
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError:
+        raise SettingError(f"{variable}={path!r}: no such file") from None
+    except IsADirectoryError:
+        raise SettingError(f"{variable}={path!r} is a directory, not a PEM file") from None
+    except OSError as exc:
+        raise SettingError(f"{variable}={path!r} cannot be read: {exc.strerror}") from None
 
 
 def _positive_number(text: str) -> bool:

@@ -183,7 +183,7 @@ class PayloadTooLarge(Refused):
     def of(cls, size: int, limit: int) -> PayloadTooLarge:
         return cls(
             f"payload is {size} bytes, over this relay's limit of {limit} bytes "
-            "(--max-payload-bytes)",
+            "(--max-payload-bytes, RELAY_MAX_PAYLOAD_BYTES)",
             details={"size_bytes": str(size), "limit_bytes": str(limit)},
         )
 

@@ -17,7 +17,7 @@ from lab.dnsserver import ZoneServer
 from lab.otlpsink import OtlpSink, SinkSpan
 from lab.processes import relay_process, run_bunny
 from tests.conftest import RELAY_NAME, StartRelay
-from tests.faults.conftest import log_events, wait_for_event
+from tests.relaylog import log_events, wait_for_event
 
 
 def _lines(stdout: str) -> list[dict[str, Any]]:

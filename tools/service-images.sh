@@ -8,9 +8,12 @@
 #   coredns/coredns            tools/coredns (CoreDNS with the plugins the Corefiles use),
 #                              from `make tools`, whose go.mod pins the same release
 #   ghcr.io/shopify/toxiproxy  Toxiproxy's server, from `make tools`, same release
-#   otel/opentelemetry-collector
-#                              the collector's builder with only the components
-#                              deploy/compose/otel-collector.yaml uses
+#   otel/opentelemetry-collector-contrib
+#                              the collector's builder with only the components the
+#                              collector configurations in deploy/compose/ use (the
+#                              contrib distribution's name, since tail sampling and the
+#                              Prometheus exporter are contrib components); rebuilt when
+#                              that component list changes
 #   jaegertracing/jaeger       Jaeger v2 built from its module (JAEGER_MODULE_VERSIONS below):
 #                              the query API and the OTLP receiver; the web UI, whose
 #                              assets come from npm packages the module does not carry,
@@ -61,9 +64,10 @@ wanted() {
     return 0
 }
 
-# image_from_binary IMAGE BINARY USER PORTS ENTRYPOINT_JSON [CMD_JSON]: a scratch image.
+# image_from_binary IMAGE BINARY USER PORTS ENTRYPOINT_JSON [CMD_JSON [LABEL]]: a scratch
+# image; LABEL (key=value) marks what it was built from.
 image_from_binary() {
-    local image=$1 binary=$2 user=$3 ports=$4 entrypoint=$5 cmd=${6:-} context
+    local image=$1 binary=$2 user=$3 ports=$4 entrypoint=$5 cmd=${6:-} label=${7:-} context
     context="$WORK/context/$(basename "$binary")"
     rm -rf "$context"
     mkdir -p "$context"
@@ -75,6 +79,7 @@ image_from_binary() {
         [[ -n $ports ]] && echo "EXPOSE $ports"
         echo "ENTRYPOINT $entrypoint"
         [[ -n $cmd ]] && echo "CMD $cmd"
+        [[ -n $label ]] && echo "LABEL $label"
     } >"$context/Dockerfile"
     build_image --quiet --tag "$(qualified "$image")" "$context" >/dev/null
     echo "$image: built from $binary"
@@ -104,42 +109,49 @@ if wanted "$toxiproxy"; then
         '["-host=0.0.0.0"]'
 fi
 
-collector=$(compose_image otel/opentelemetry-collector:)
+collector=$(compose_image otel/opentelemetry-collector-contrib:)
+collector_version=v${collector##*:}
+CONTRIB=github.com/open-telemetry/opentelemetry-collector-contrib
+# The components the collector configurations in deploy/compose/ use, and no others: OTLP
+# in and out, batching, tail sampling (the keep-what-went-wrong alternative) and the
+# Prometheus endpoint the metrics pipeline serves.
+collector_components="receivers:
+  - gomod: go.opentelemetry.io/collector/receiver/otlpreceiver $collector_version
+processors:
+  - gomod: go.opentelemetry.io/collector/processor/batchprocessor $collector_version
+  - gomod: $CONTRIB/processor/tailsamplingprocessor $collector_version
+exporters:
+  - gomod: go.opentelemetry.io/collector/exporter/otlpexporter $collector_version
+  - gomod: go.opentelemetry.io/collector/exporter/debugexporter $collector_version
+  - gomod: $CONTRIB/exporter/prometheusexporter $collector_version"
+components_digest=$(sha256sum <<<"$collector_components" | cut -c1-16)
+if image_exists "$(qualified "$collector")"; then
+    built_from=$(engine image inspect --format \
+        '{{index .Config.Labels "org.bunnyrelay.collector-components"}}' "$(qualified "$collector")")
+    if [[ -n $built_from && $built_from != "$components_digest" ]]; then
+        echo "$collector: built here from another component list; building it again"
+        engine rmi "$(qualified "$collector")" >/dev/null
+    fi
+fi
 if wanted "$collector"; then
-    version=v${collector##*:}
-    go_install otelcol-builder "$OTEL_BUILDER_MODULE" "$OTEL_BUILDER_MODULE" "$version"
+    go_install otelcol-builder "$OTEL_BUILDER_MODULE" "$OTEL_BUILDER_MODULE" "$collector_version"
     start=$SECONDS
     build="$WORK/otelcol"
     rm -rf "$build"
     mkdir -p "$build"
-    # The components deploy/compose/otel-collector.yaml configures, and no others.
     cat >"$build/manifest.yaml" <<EOF
 dist:
   name: otelcol
   description: OpenTelemetry Collector for the bunny/relay compose stack
   output_path: $build/out
-  version: ${version#v}
-receivers:
-  - gomod: go.opentelemetry.io/collector/receiver/otlpreceiver $version
-processors:
-  - gomod: go.opentelemetry.io/collector/processor/batchprocessor $version
-exporters:
-  - gomod: go.opentelemetry.io/collector/exporter/otlpexporter $version
-  - gomod: go.opentelemetry.io/collector/exporter/debugexporter $version
+  version: ${collector_version#v}
+$collector_components
 EOF
-    if [[ $version == v0.163.0 ]]; then
-        # v0.163.0's modules require internal/statusutil v0.163.0, which was never
-        # published; the next published one is API-compatible.
-        cat >>"$build/manifest.yaml" <<EOF
-replaces:
-  - go.opentelemetry.io/collector/internal/statusutil => go.opentelemetry.io/collector/internal/statusutil v0.165.0
-EOF
-    fi
     "$BIN/otelcol-builder" --config "$build/manifest.yaml"
     cp "$build/out/otelcol" "$BIN/otelcol"
     echo "$collector: collector built in $((SECONDS - start)) s"
-    image_from_binary "$collector" "$BIN/otelcol" 10001:10001 "4317 4318" '["/otelcol"]' \
-        '["--config=/etc/otelcol/config.yaml"]'
+    image_from_binary "$collector" "$BIN/otelcol" 10001:10001 "4317 4318 8889" '["/otelcol"]' \
+        '["--config=/etc/otelcol/config.yaml"]' "org.bunnyrelay.collector-components=$components_digest"
 fi
 
 jaeger=$(compose_image jaegertracing/jaeger:)

@@ -14,6 +14,8 @@ One idea per module, each importing only those above it in this list:
 - :mod:`~bunny.dns.resolver`: the resolver: cache, then one lookup per name in flight,
   then the candidates asked in turn.
 - :mod:`~bunny.dns.tracing`: spans and the lookup metric, wrapped around the resolver.
+- :mod:`~bunny.dns.alivequery` and :mod:`~bunny.dns.liveness`: is a silent hop down, or up
+  with a silent upstream? A question it answers itself tells them apart.
 
 Nothing here imports the rest of bunny except its error tree (:mod:`bunny.errors`)
 and its retry policy (:mod:`bunny.retry`).

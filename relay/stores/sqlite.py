@@ -361,9 +361,9 @@ class SqliteStore(IdempotencyStore):
             raise StoreError(f"cannot read the SQLite store {self.path}: {exc}") from None
         if count:
             self._log.warning(
-                "%d jobs were running when relay last stopped (%s%s); each runs again, "
+                "%s running when relay last stopped (%s%s); each runs again, "
                 "once, when it is resubmitted",
-                count,
+                "1 job was" if count == 1 else f"{count} jobs were",
                 ", ".join(f"{job_id} by {owner}" for job_id, owner in examples),
                 ", …" if count > len(examples) else "",
                 extra={"event": "store.stale_claims", "count": count, "path": str(self.path)},

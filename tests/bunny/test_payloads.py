@@ -202,5 +202,5 @@ async def test_bench_says_why_relay_rejected_its_jobs(start_relay: StartRelay) -
     assert int(count) > 0
     assert why == (
         "JobRejected RESOURCE_EXHAUSTED PAYLOAD_TOO_LARGE: payload is 2000 bytes, over this "
-        "relay's limit of 1000 bytes (--max-payload-bytes)"
+        "relay's limit of 1000 bytes (--max-payload-bytes, RELAY_MAX_PAYLOAD_BYTES)"
     )

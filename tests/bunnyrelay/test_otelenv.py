@@ -3,6 +3,8 @@ process with a message naming it, and what the specification allows still starts
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bunnyrelay.otelenv import (
@@ -143,6 +145,48 @@ def test_an_export_timeout_must_be_a_number_above_zero(value: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "value",
+    ["authorization=Bearer%20abc", "api-key=k1,x-tenant=blue", " a = b , c=d ", "empty="],
+)
+def test_export_headers_as_the_specification_writes_them_are_accepted(value: str) -> None:
+    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_EXPORTER_OTLP_HEADERS": value}
+    assert otlp_destination("TRACES", environ) is not None
+
+
+@pytest.mark.parametrize(
+    ("value", "pair"),
+    [
+        ("Authorization: Bearer abc", "'Authorization: Bearer abc'"),
+        ("api-key=k1,,x=y", "''"),
+        ("bad name=1", "'bad name=1'"),
+    ],
+)
+def test_malformed_export_headers_are_named_not_skipped(value: str, pair: str) -> None:
+    environ = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS": value,
+    }
+    with pytest.raises(SettingError, match="OTEL_EXPORTER_OTLP_TRACES_HEADERS: ") as refused:
+        otlp_destination("TRACES", environ)
+    assert "name=value pairs separated by commas" in str(refused.value)
+    assert pair in str(refused.value)
+
+
+def test_tls_files_must_exist_and_be_files(tmp_path: Path) -> None:
+    pem = tmp_path / "ca.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\n")
+    base = {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://c:4318"}
+    assert otlp_destination("TRACES", {**base, "OTEL_EXPORTER_OTLP_CERTIFICATE": str(pem)})
+    missing = str(tmp_path / "nope.pem")
+    with pytest.raises(SettingError, match=r"OTEL_EXPORTER_OTLP_CLIENT_KEY=.*: no such file"):
+        otlp_destination("METRICS", {**base, "OTEL_EXPORTER_OTLP_CLIENT_KEY": missing})
+    with pytest.raises(SettingError, match="is a directory"):
+        otlp_destination(
+            "TRACES", {**base, "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE": str(tmp_path)}
+        )
+
+
+@pytest.mark.parametrize(
     ("environ", "message"),
     [
         ({"OTEL_BSP_SCHEDULE_DELAY": "5s"}, "OTEL_BSP_SCHEDULE_DELAY='5s'"),
@@ -228,6 +272,14 @@ COMMANDS = {
             "OTEL_EXPORTER_OTLP_TIMEOUT=",
         ),
         ({"OTEL_METRICS_EXEMPLAR_FILTER": "sometimes"}, "OTEL_METRICS_EXEMPLAR_FILTER="),
+        (
+            {**GRPC_EXPORT, "OTEL_EXPORTER_OTLP_HEADERS": "Authorization: x"},
+            "OTEL_EXPORTER_OTLP_HEADERS: ",
+        ),
+        (
+            {**GRPC_EXPORT, "OTEL_EXPORTER_OTLP_CERTIFICATE": "/nonexistent/ca.pem"},
+            "OTEL_EXPORTER_OTLP_CERTIFICATE=",
+        ),
         # OpenTelemetry's API raises on this one as it is imported.
         ({"OTEL_PROPAGATORS": "nope"}, "OTEL_PROPAGATORS="),
     ],
@@ -238,6 +290,8 @@ COMMANDS = {
         "compression",
         "timeout",
         "exemplars",
+        "headers",
+        "certificate",
         "propagators",
     ],
 )

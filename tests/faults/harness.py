@@ -25,8 +25,8 @@ import pytest
 from lab.dnsserver import ZoneServer
 from lab.processes import RelayProcess, relay_process, run_bunny
 from tests.conftest import RELAY_NAME
-from tests.faults.conftest import executions, log_events
 from tests.faults.faultproxy import FaultProxy, WireFault, rebindable_port
+from tests.relaylog import executions, log_events
 
 JSON_LOGS = ("--log-format", "json", "--log-executions")
 

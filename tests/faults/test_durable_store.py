@@ -19,8 +19,8 @@ import pytest
 
 from lab.processes import RelayProcess, relay_process, run_bunny
 from lab.redisserver import RedisServer
-from tests.faults.conftest import executions, log_events, wait_for_event
 from tests.relay.harness import error_info, job, local_relay
+from tests.relaylog import executions, log_events, wait_for_event
 
 JSON_LOGS = ("--log-format", "json", "--log-executions")
 

@@ -34,7 +34,6 @@ import pytest
 from lab.dnsserver import ZoneServer
 from lab.redisserver import RedisServer
 from tests.conftest import RELAY_NAME
-from tests.faults.conftest import executions, log_events
 from tests.faults.faultproxy import CYCLE, REFUSED_OUTAGE, SILENT_OUTAGE, fault_proxy
 from tests.faults.harness import (
     JSON_LOGS,
@@ -50,6 +49,7 @@ from tests.faults.harness import (
     run_schedule,
     submit,
 )
+from tests.relaylog import executions, log_events
 
 # --- 1. a thousand jobs through faults and two SIGKILLs ------------------------------------------
 

@@ -23,8 +23,8 @@ from bunny.submitter import SubmitSettings, UnarySubmitter
 from bunny.targets import LiteralAddress
 from bunnyrelay.v1 import jobs_pb2
 from lab.processes import relay_process
-from tests.faults.conftest import wait_for_event
 from tests.faults.faultproxy import SILENT_OUTAGE, fault_proxy
+from tests.relaylog import wait_for_event
 
 # The shortest interval bunny allows, and as short a timeout: the test waits seconds.
 EAGER = Keepalive(interval_s=1.0, timeout_s=1.0)

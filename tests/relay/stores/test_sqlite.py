@@ -75,7 +75,7 @@ async def test_a_claim_left_by_a_dead_process_is_taken_over_once_and_logged(
 
     caplog.set_level(logging.INFO, logger=LOG.name)
     restarted: SqliteStore = await make_sqlite(instance="relay-0")
-    assert "1 jobs were running when relay last stopped" in caplog.text
+    assert "1 job was running when relay last stopped" in caplog.text
     claim = await _claim(restarted, "interrupted")
     reclaimed = [r for r in caplog.records if getattr(r, "event", "") == "job.reclaimed"]
     assert [(getattr(r, "previous_owner", ""), getattr(r, "runs", 0)) for r in reclaimed] == [

@@ -28,7 +28,7 @@ import aiodns
 import aiodns.error
 import pycares
 
-from bunny.alivequery import DEFAULT_QUERIES, AliveQuery
+from bunny.dns.alivequery import DEFAULT_QUERIES, AliveQuery
 from bunnyrelay.settings import HostPort
 
 # c-ares errors that are an answer from the server, with the rcode it carried.

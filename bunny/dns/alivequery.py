@@ -1,11 +1,10 @@
 """A question a DNS server answers itself, as ``bunny diagnose --alive-query`` names it
-(:mod:`bunny.liveness` asks it)."""
+(:mod:`bunny.dns.liveness` asks it)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bunny.targets import check_dns_name
 from bunnyrelay.settings import SettingError
 
 _TYPES = ("A", "AAAA", "NS", "SOA", "TXT", "MX", "SRV", "PTR", "CNAME", "CAA", "NAPTR")
@@ -34,7 +33,15 @@ def parse_alive_query(text: str) -> AliveQuery:
     if len(rest) > 2:
         raise SettingError(f"{text!r}: expected NAME[/TYPE[/CLASS]], e.g. cluster.local/SOA")
     if name != ".":
-        check_dns_name(name)
+        # Imported here: the flag's parser is built for `bunny --help`, which must not load
+        # gRPC (bunny.errors imports it); only a given --alive-query pays for it.
+        from bunny.dns.names import check_name
+        from bunny.errors import InvalidName
+
+        try:
+            check_name(name)
+        except InvalidName as invalid:
+            raise SettingError(f"{text!r}: {invalid}") from None
     qtype = rest[0].upper() if rest else "SOA"
     if qtype not in _TYPES:
         raise SettingError(f"{text!r}: the type must be one of {', '.join(_TYPES)}")

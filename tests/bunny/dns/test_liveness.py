@@ -1,4 +1,4 @@
-"""bunny.liveness tells a DNS server that is up from one that is down or unreachable, by asking
+"""bunny.dns.liveness tells a DNS server that is up from one that is down or unreachable, by asking
 it something it answers itself; real DNS servers over the wire."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import socket
 
 import pytest
 
-from bunny.alivequery import DEFAULT_QUERIES, AliveQuery, parse_alive_query
-from bunny.liveness import check
+from bunny.dns.alivequery import DEFAULT_QUERIES, AliveQuery, parse_alive_query
+from bunny.dns.liveness import check
 from bunnyrelay.settings import HostPort, SettingError
 from lab.dnsserver import ZoneServer
 
