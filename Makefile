@@ -120,6 +120,12 @@ test: deploy-tools
 deploy-files: $(STAMP)
 	$(BIN)/python -m lab.deployfiles
 
+# Rewrite the Grafana dashboards in deploy/monitoring/dashboards/ from lab/dashboards.py
+# (tests/monitoring fails when one is stale).
+.PHONY: dashboards
+dashboards: $(STAMP)
+	$(BIN)/python -m lab.dashboards
+
 # The relay and bunny images from the one Dockerfile, with podman (or Docker when its daemon
 # answers), on a base image made here from Debian's packages unless PYTHON_IMAGE names one
 # or PULL=yes can pull the Dockerfile's own (tools/images.sh).
