@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+
 import yaml
 
 from lab.dashboards import OUTPUT_DIR, queries

@@ -44,7 +44,7 @@ def test_panels_have_their_own_ids_and_fit_the_grid(name: str) -> None:
     ids = [panel["id"] for panel in board["panels"]]
     assert len(ids) == len(set(ids))
     assert all(
-        0 <= panel["gridPos"]["x"] and panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
+        panel["gridPos"]["x"] >= 0 and panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
         for panel in board["panels"]
     )
     assert board["uid"].startswith("bunnyrelay-")
@@ -60,7 +60,7 @@ def test_every_query_and_rule_is_promql_that_prometheus_parses() -> None:
 
 def test_metric_names_are_read_from_selectors_not_labels_or_functions() -> None:
     expr = (
-        "histogram_quantile(0.99, sum by (le, rpc_method) (rate(a_bucket{job=~\"x\"}[5m])))"
+        'histogram_quantile(0.99, sum by (le, rpc_method) (rate(a_bucket{job=~"x"}[5m])))'
         " / on(job) group_left sum without (le) (b_total offset 5m) > bool 0"
     )
     assert metric_names(expr) == {"a_bucket", "b_total"}
