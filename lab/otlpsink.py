@@ -73,12 +73,17 @@ class SinkPoint:
     name: str
     unit: str
     attributes: dict[str, Any] = field(hash=False)
+    instance: str = ""
+    """The process's ``service.instance.id``: two relays are two series."""
     value: float = 0.0
     count: int = 0
     sum: float = 0.0
+    bounds: tuple[float, ...] = ()
+    """A histogram's bucket boundaries; ``bucket_counts`` has one more count (above the last)."""
+    bucket_counts: tuple[int, ...] = ()
 
 
-def _points(service: str, metric: Any) -> list[SinkPoint]:
+def _points(service: str, instance: str, metric: Any) -> list[SinkPoint]:
     which = metric.WhichOneof("data")
     if which in ("sum", "gauge"):
         return [
@@ -87,6 +92,7 @@ def _points(service: str, metric: Any) -> list[SinkPoint]:
                 metric.name,
                 metric.unit,
                 {kv.key: _value(kv.value) for kv in point.attributes},
+                instance,
                 value=point.as_int if point.WhichOneof("value") == "as_int" else point.as_double,
             )
             for point in getattr(metric, which).data_points
@@ -98,8 +104,11 @@ def _points(service: str, metric: Any) -> list[SinkPoint]:
                 metric.name,
                 metric.unit,
                 {kv.key: _value(kv.value) for kv in point.attributes},
+                instance,
                 count=point.count,
                 sum=point.sum,
+                bounds=tuple(point.explicit_bounds),
+                bucket_counts=tuple(point.bucket_counts),
             )
             for point in metric.histogram.data_points
         ]
@@ -281,19 +290,28 @@ class OtlpSink:
 
     def add_metrics(self, request: metrics_service_pb2.ExportMetricsServiceRequest) -> None:
         for resource in request.resource_metrics:
-            service = next(
-                (
-                    _value(kv.value)
-                    for kv in resource.resource.attributes
-                    if kv.key == "service.name"
-                ),
-                "",
-            )
+            named = {kv.key: _value(kv.value) for kv in resource.resource.attributes}
+            service = str(named.get("service.name", ""))
+            instance = str(named.get("service.instance.id", ""))
             for scope in resource.scope_metrics:
                 for metric in scope.metrics:
                     self.metric_names.add(metric.name)
-                    self.points.extend(_points(service, metric))
+                    self.points.extend(_points(service, instance, metric))
         self._changed.set()
+
+    def series(self) -> list[SinkPoint]:
+        """The last point of every series received (service, instance, metric, attributes):
+        with cumulative temporality, the totals of the run."""
+        last: dict[tuple[str, str, str, str], SinkPoint] = {}
+        for point in self.points:
+            key = (
+                point.service,
+                point.instance,
+                point.name,
+                repr(sorted(point.attributes.items())),
+            )
+            last[key] = point
+        return list(last.values())
 
     def latest(self, name: str, attributes: Mapping[str, Any] | None = None) -> SinkPoint | None:
         """The last point received of metric ``name`` whose attributes include ``attributes``."""
