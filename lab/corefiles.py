@@ -122,6 +122,22 @@ def bind_to(corefile: str, address: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def without_directive(corefile: str, directive: str) -> str:
+    """``corefile`` without any ``directive`` line, nor the ``{ … }`` block it opens."""
+    lines: list[str] = []
+    depth = 0
+    for line in corefile.splitlines():
+        if depth:
+            depth += line.count("{") - line.count("}")
+            continue
+        words = line.split()
+        if words and words[0] == directive:
+            depth = line.count("{") - line.count("}")
+            continue
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
 def _render_line(line: str, values: Mapping[str, Value]) -> list[str]:
     names = [name.lower() for name in _PLACEHOLDER.findall(line)]
     listed = [name for name in names if isinstance(values[name], list | tuple)]

@@ -271,6 +271,7 @@ class Topology:
         self._processes: dict[Hop, LabProcess] = {}
         self._extras: dict[str, LabProcess] = {}
         self._tunnel_cut = False
+        self._cluster_cache = True
 
     # --- where things are ---------------------------------------------------------------
 
@@ -467,6 +468,15 @@ class Topology:
         self._write_conditional_forward()
         await self.restart(Hop.CLUSTER_DNS)
 
+    async def set_cluster_dns_cache(self, enabled: bool) -> None:
+        """The conditional forward's ``cache`` as shipped (True) or removed; restarts the
+        cluster DNS only when that changes (a restart also empties its cache)."""
+        if enabled == self._cluster_cache:
+            return
+        self._cluster_cache = enabled
+        self._write_conditional_forward()
+        await self.restart(Hop.CLUSTER_DNS)
+
     async def stop(self, hop: Hop) -> None:
         """Stop ``hop``'s process (e.g. the AWS resolver: the forwarder then gets SERVFAIL)."""
         process = self._processes.pop(hop, None)
@@ -520,6 +530,8 @@ class Topology:
         text = corefiles.render(
             Role.CONDITIONAL_FORWARD, forwarder=str(self.endpoints[Hop.FORWARDER])
         )
+        if not self._cluster_cache:
+            text = corefiles.without_directive(text, "cache")
         bound = corefiles.bind_to(text, self.endpoints[Hop.CLUSTER_DNS].host)
         _write_atomically(self._conditional_forward_path(), bound)
 
