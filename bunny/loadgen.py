@@ -146,7 +146,19 @@ def _rounded(value: float | None) -> float | None:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size in MiB (Linux reports ``ru_maxrss`` in KiB)."""
+    """This process's peak resident set size in MiB: ``VmHWM``, the peak of its own memory.
+
+    Not ``ru_maxrss``: Linux carries the peak of the memory a process had before ``exec``
+    into it, so a client started by a large parent (``make bench``'s own process) reported
+    the parent's peak. ``ru_maxrss`` (in KiB) only where there is no /proc.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

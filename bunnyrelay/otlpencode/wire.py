@@ -53,8 +53,11 @@ __all__ = [
 ]
 
 
-PAIR_CACHE_SIZE = 4096
-"""Attribute pairs kept encoded: far more than the distinct pairs bunny and relay repeat."""
+PAIR_CACHE_KEYS = 256
+"""Attribute keys whose pairs are kept encoded: far more than bunny and relay use."""
+VALUES_PER_KEY = 64
+"""Values kept encoded per attribute key. A key with more distinct values (a job id, new on
+every span) is one whose pairs do not repeat: past this many its pairs are no longer cached."""
 NAME_CACHE_SIZE = 1024
 """Span and event names kept encoded."""
 OBJECT_CACHE_SIZE = 64
@@ -139,10 +142,48 @@ def _key_value(key: str, value: object) -> bytes:
     return head + b"\x12" + _sized(_any_value(value))
 
 
-@functools.lru_cache(maxsize=PAIR_CACHE_SIZE, typed=True)
-def _cached_pair(key: str, value: str | int) -> bytes:
-    # typed=True keeps True, 1 apart; floats never come here (0.0 == -0.0, nan != nan).
-    return _sized(_key_value(key, value))
+class _PairCache:
+    """Encoded attribute pairs of one value type, by key, then by value.
+
+    Plain dicts of ``str``/``int`` keys and ``bytes`` values on purpose: the garbage
+    collector never tracks such a dict, so no collection walks it. An ``lru_cache`` keyed by
+    ``(key, value)`` tuples was walked by most of an exporting process's youngest-generation
+    collections: a collection untracks those tuples (they hold only strings) and then the
+    dict, and the next new entry puts the dict, thousands of entries, back among the young
+    objects, so the next collection walks it again; job ids, new on every span, made a new
+    entry (and an eviction) per span. One value type per cache, since ``True == 1``.
+    """
+
+    __slots__ = ("_by_key",)
+
+    def __init__(self) -> None:
+        # None: a key with too many distinct values to be worth caching.
+        self._by_key: dict[str, dict[object, bytes] | None] = {}
+
+    def get(self, key: str, value: str | int) -> bytes:
+        by_key = self._by_key
+        values = by_key.get(key)
+        if values is not None:
+            encoded = values.get(value)
+            if encoded is not None:
+                return encoded
+        encoded = _sized(_key_value(key, value))
+        if values is None:
+            if key in by_key or len(by_key) >= PAIR_CACHE_KEYS:
+                return encoded
+            values = by_key[key] = {}
+        if len(values) >= VALUES_PER_KEY:
+            by_key[key] = None
+        else:
+            # Racing exporter threads at worst encode a pair twice.
+            values[value] = encoded
+        return encoded
+
+    def __len__(self) -> int:
+        return sum(len(values) for values in self._by_key.values() if values is not None)
+
+
+_pair_caches = {str: _PairCache(), int: _PairCache(), bool: _PairCache()}
 
 
 @functools.lru_cache(maxsize=NAME_CACHE_SIZE)
@@ -158,10 +199,13 @@ def _attributes(tag: bytes, attributes: Mapping[str, object] | None) -> bytes:
     copy = getattr(attributes, "copy", None)
     snapshot: Mapping[str, object] = copy() if copy is not None else attributes
     pairs = []
+    caches = _pair_caches
     for key, value in snapshot.items():
-        kind = type(value)
-        if kind is str or kind is int or kind is bool:
-            pairs.append(_cached_pair(key, value))
+        # Only exact str, int and bool: a subclass may encode another way; floats are never
+        # cached (0.0 == -0.0, and nan is not equal to itself).
+        cache = caches.get(type(value))
+        if cache is not None:
+            pairs.append(cache.get(key, value))  # type: ignore[arg-type]
         else:
             pairs.append(_sized(_key_value(key, value)))
     return tag + tag.join(pairs)
@@ -405,9 +449,12 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
 
 def cache_sizes() -> dict[str, tuple[int, int]]:
     """``{cache: (entries, bound)}`` for every cache this module keeps."""
-    pairs, names = _cached_pair.cache_info(), _cached_name.cache_info()
+    names = _cached_name.cache_info()
     return {
-        "pairs": (pairs.currsize, PAIR_CACHE_SIZE),
+        "pairs": (
+            sum(len(cache) for cache in _pair_caches.values()),
+            len(_pair_caches) * PAIR_CACHE_KEYS * VALUES_PER_KEY,
+        ),
         "names": (names.currsize, NAME_CACHE_SIZE),
         "resources": (len(_resources), OBJECT_CACHE_SIZE),
         "scopes": (len(_scopes), OBJECT_CACHE_SIZE),

@@ -3,11 +3,13 @@
 A case names its client (the raw baseline, ``bunny bench`` or ghz), its server
 (the raw echo servicer or a relay), and for bunny and relay the telemetry, the
 DNS path and relay's store. Its ``baseline`` is the case its ratios are taken
-against, and ``target`` the performance target it is held to.
+against, and ``targets`` the performance targets it is held to, each a ratio of its
+jobs/s to another case's in the same round.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from enum import Enum
 
@@ -32,6 +34,14 @@ class Tracing(Enum):
         if self is Tracing.ALL:
             return {"OTEL_TRACES_SAMPLER": "parentbased_always_on"}
         return {}
+
+
+class Protocol(Enum):
+    """The OTLP protocol a traced case exports spans with (``OTEL_EXPORTER_OTLP_PROTOCOL``)."""
+
+    GRPC = "grpc"
+    HTTP = "http/protobuf"
+    """The specification's default, and so the project's."""
 
 
 class Dns(Enum):
@@ -69,25 +79,40 @@ class Target:
 class Case:
     key: str
     client: str
-    """``raw``, ``floor`` (raw with the conventions' telemetry), ``bunny`` or ``ghz``."""
+    """``raw``, ``floor`` (raw with the conventions' telemetry), ``peer`` (raw with
+    opentelemetry-instrumentation-grpc), ``bunny`` or ``ghz``."""
     server: str
-    """``raw``, ``floor`` or ``relay``."""
+    """``raw``, ``floor``, ``peer`` or ``relay``."""
     stream: bool
     tracing: Tracing = Tracing.NONE
     dns: Dns = Dns.NONE
     store: Store = Store.NONE
     baseline: str = ""
     """The key of the case the ratios are against ("" for a baseline itself)."""
-    target: Target | None = None
+    targets: tuple[Target, ...] = ()
+    traceparent: bool = False
+    """The raw client sends a W3C traceparent header with every call (and nothing else of
+    the telemetry): what gRPC itself costs of the trace context."""
     title: str = ""
     """What the tables call it, when the generated label would not do."""
+
+    protocol: Protocol = Protocol.GRPC
+    """How spans reach the OTLP receiver; only traced cases (10 %, 100 %) export any."""
 
     @property
     def mode(self) -> str:
         return "stream" if self.stream else "unary"
 
     @property
+    def traced(self) -> bool:
+        """Whether the case exports spans, so that its OTLP protocol matters."""
+        return self.tracing in (Tracing.SAMPLED, Tracing.ALL)
+
+    @property
     def label(self) -> str:
+        return self._label() + (", OTLP http" if self.protocol is Protocol.HTTP else "")
+
+    def _label(self) -> str:
         if self.title:
             return self.title
         if self.client == "raw":
@@ -103,13 +128,13 @@ class Case:
 RAW_UNARY = "raw-unary"
 RAW_STREAM = "raw-stream"
 RAW_UNARY_AGAIN = "raw-unary-end"
+RAW_TRACEPARENT = "raw-unary-traceparent"
 GHZ_RAW = "ghz-raw-unary"
 FLOOR_OFF = "floor-unary-off"
 FLOOR_TRACED = "floor-unary-100"
-
-_UNARY_MIN = Target(0.95, RAW_UNARY)
-_UNARY_TRACED = Target(0.85, RAW_UNARY)
-_STREAMED = Target(3.0, RAW_UNARY)
+PEER = "peer-unary-100"
+HTTP_SUFFIX = "-http"
+"""The key of a traced case's http/protobuf twin: its OTLP/gRPC key and this."""
 
 
 def _bunny(
@@ -119,7 +144,7 @@ def _bunny(
     tracing: Tracing,
     dns: Dns = Dns.CACHED,
     store: Store = Store.MEMORY,
-    target: Target | None = None,
+    targets: tuple[Target, ...] = (),
 ) -> Case:
     return Case(
         key,
@@ -130,82 +155,131 @@ def _bunny(
         dns,
         store,
         baseline=RAW_STREAM if stream else RAW_UNARY,
-        target=target,
+        targets=targets,
     )
 
 
-CASES: tuple[Case, ...] = (
-    Case(RAW_UNARY, "raw", "raw", False),
-    Case(RAW_STREAM, "raw", "raw", True, baseline=RAW_UNARY),
-    # The most an instrumented service can reach: see lab.bench.floor.
-    Case(
-        FLOOR_OFF,
-        "floor",
-        "floor",
-        False,
-        Tracing.OFF,
-        baseline=RAW_UNARY,
-        title="floor: raw unary + W3C context, RPC duration metrics, tracing off",
-    ),
-    Case(
-        FLOOR_TRACED,
-        "floor",
-        "floor",
-        False,
-        Tracing.ALL,
-        baseline=RAW_UNARY,
-        title="floor: the same + a CLIENT and a SERVER span per call, 100%",
-    ),
-    _bunny("unary-off", stream=False, tracing=Tracing.OFF, target=_UNARY_MIN),
-    _bunny("unary-10", stream=False, tracing=Tracing.SAMPLED, target=_UNARY_MIN),
-    _bunny("unary-100", stream=False, tracing=Tracing.ALL, target=_UNARY_TRACED),
-    _bunny("unary-off-dns", stream=False, tracing=Tracing.OFF, dns=Dns.EVERY_JOB),
-    _bunny("unary-100-dns", stream=False, tracing=Tracing.ALL, dns=Dns.EVERY_JOB),
-    _bunny(
-        "unary-off-sqlite",
-        stream=False,
-        tracing=Tracing.OFF,
-        store=Store.DEFAULT,
-        target=_UNARY_TRACED,
-    ),
-    _bunny(
-        "unary-100-sqlite",
-        stream=False,
-        tracing=Tracing.ALL,
-        store=Store.DEFAULT,
-        target=_UNARY_TRACED,
-    ),
-    _bunny("stream-off", stream=True, tracing=Tracing.OFF, target=_STREAMED),
-    _bunny("stream-10", stream=True, tracing=Tracing.SAMPLED, target=_STREAMED),
-    _bunny("stream-100", stream=True, tracing=Tracing.ALL, target=_STREAMED),
-    _bunny("stream-off-sqlite", stream=True, tracing=Tracing.OFF, store=Store.DEFAULT),
-    Case(GHZ_RAW, "ghz", "raw", False),
-    Case(
-        "ghz-relay-unary",
-        "ghz",
-        "relay",
-        False,
-        Tracing.OFF,
-        store=Store.MEMORY,
-        baseline=GHZ_RAW,
-    ),
-    Case(
-        "ghz-relay-stream",
-        "ghz",
-        "relay",
-        True,
-        Tracing.OFF,
-        store=Store.MEMORY,
-        baseline=GHZ_RAW,
-    ),
-    # The baseline again, last: how far the machine drifted during the run.
-    Case(
-        RAW_UNARY_AGAIN,
-        "raw",
-        "raw",
-        False,
-        baseline=RAW_UNARY,
-        title="raw grpc.aio unary, again at the end",
-    ),
+def _on_both_protocols(cases: tuple[Case, ...]) -> tuple[Case, ...]:
+    """Each traced case, then its twin exporting over OTLP http/protobuf right after it (so the
+    two are measured close in time): held to 0.95x the OTLP/gRPC case, and to the same
+    targets against other cases, taken against their http/protobuf twins."""
+    out: list[Case] = []
+    traced = {case.key for case in cases if case.traced}
+    for case in cases:
+        out.append(case)
+        if not case.traced:
+            continue
+        twin_targets = tuple(
+            Target(t.ratio, t.against + HTTP_SUFFIX if t.against in traced else t.against)
+            for t in case.targets
+        )
+        out.append(
+            dataclasses.replace(
+                case,
+                key=case.key + HTTP_SUFFIX,
+                protocol=Protocol.HTTP,
+                targets=(*twin_targets, Target(0.95, case.key)),
+            )
+        )
+    return tuple(out)
+
+
+CASES: tuple[Case, ...] = _on_both_protocols(
+    (
+        Case(RAW_UNARY, "raw", "raw", False),
+        Case(RAW_STREAM, "raw", "raw", True, baseline=RAW_UNARY),
+        Case(
+            RAW_TRACEPARENT,
+            "raw",
+            "raw",
+            False,
+            baseline=RAW_UNARY,
+            traceparent=True,
+            title="raw unary + a traceparent header per call (gRPC's share of the floor)",
+        ),
+        # The most an instrumented service can reach: see lab.bench.floor.
+        Case(
+            FLOOR_OFF,
+            "floor",
+            "floor",
+            False,
+            Tracing.OFF,
+            baseline=RAW_UNARY,
+            targets=(Target(0.85, RAW_UNARY),),
+            title="floor: raw unary + W3C context, RPC duration metrics, tracing off",
+        ),
+        Case(
+            FLOOR_TRACED,
+            "floor",
+            "floor",
+            False,
+            Tracing.ALL,
+            baseline=RAW_UNARY,
+            title="floor: the same + a CLIENT and a SERVER span per call, 100%",
+        ),
+        # What people add today instead of this project: see lab.bench.peer.
+        Case(
+            PEER,
+            "peer",
+            "peer",
+            False,
+            Tracing.ALL,
+            baseline=RAW_UNARY,
+            title="peer: raw unary + opentelemetry-instrumentation-grpc, 100%",
+        ),
+        _bunny("unary-off", stream=False, tracing=Tracing.OFF, targets=(Target(0.95, FLOOR_OFF),)),
+        _bunny("unary-10", stream=False, tracing=Tracing.SAMPLED),
+        _bunny("unary-100", stream=False, tracing=Tracing.ALL, targets=(Target(1.0, PEER),)),
+        _bunny("unary-off-dns", stream=False, tracing=Tracing.OFF, dns=Dns.EVERY_JOB),
+        _bunny("unary-100-dns", stream=False, tracing=Tracing.ALL, dns=Dns.EVERY_JOB),
+        _bunny(
+            "unary-off-sqlite",
+            stream=False,
+            tracing=Tracing.OFF,
+            store=Store.DEFAULT,
+            targets=(Target(0.9, "unary-off"),),
+        ),
+        _bunny(
+            "unary-100-sqlite",
+            stream=False,
+            tracing=Tracing.ALL,
+            store=Store.DEFAULT,
+            targets=(Target(0.9, "unary-100"),),
+        ),
+        _bunny("stream-off", stream=True, tracing=Tracing.OFF, targets=(Target(3.0, RAW_UNARY),)),
+        _bunny(
+            "stream-10", stream=True, tracing=Tracing.SAMPLED, targets=(Target(3.0, RAW_UNARY),)
+        ),
+        _bunny("stream-100", stream=True, tracing=Tracing.ALL, targets=(Target(1.5, RAW_UNARY),)),
+        _bunny("stream-off-sqlite", stream=True, tracing=Tracing.OFF, store=Store.DEFAULT),
+        Case(GHZ_RAW, "ghz", "raw", False),
+        Case(
+            "ghz-relay-unary",
+            "ghz",
+            "relay",
+            False,
+            Tracing.OFF,
+            store=Store.MEMORY,
+            baseline=GHZ_RAW,
+        ),
+        Case(
+            "ghz-relay-stream",
+            "ghz",
+            "relay",
+            True,
+            Tracing.OFF,
+            store=Store.MEMORY,
+            baseline=GHZ_RAW,
+        ),
+        # The baseline again, last: how far the machine drifted during the run.
+        Case(
+            RAW_UNARY_AGAIN,
+            "raw",
+            "raw",
+            False,
+            baseline=RAW_UNARY,
+            title="raw grpc.aio unary, again at the end",
+        ),
+    )
 )
 """Every case, in the order they run."""

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from lab.bench.cases import Case
+from lab.bench.cases import Case, Target
 
 
 @dataclass
@@ -127,8 +127,9 @@ class CaseRounds:
     """Per round: jobs/s against the baseline's jobs/s in that round (None for a baseline)."""
     client_cpu_ratios: tuple[float | None, ...]
     server_cpu_ratios: tuple[float | None, ...]
-    target_ratios: tuple[float | None, ...]
-    """Per round: jobs/s against the target's case in that round (None without a target)."""
+    target_ratios: tuple[tuple[float | None, ...], ...]
+    """Per target of the case, in order: per round, jobs/s against the target's case in that
+    round."""
 
     @property
     def jobs_ratio(self) -> Spread | None:
@@ -143,44 +144,57 @@ class CaseRounds:
         return Spread.of(self.server_cpu_ratios)
 
     @property
-    def target_ratio(self) -> Spread | None:
-        return Spread.of(self.target_ratios)
-
-    @property
-    def target_met(self) -> bool | None:
-        """Whether the *median* per-round ratio meets the target (None: nothing to judge)."""
-        target, measured = self.case.target, self.target_ratio
-        if target is None or measured is None:
-            return None
-        return measured.median >= target.ratio
+    def verdicts(self) -> list[TargetVerdict]:
+        """Each of the case's targets with what was measured against it."""
+        return [
+            TargetVerdict(target, Spread.of(ratios))
+            for target, ratios in zip(self.case.targets, self.target_ratios, strict=True)
+        ]
 
     def as_dict(self) -> dict[str, object]:
         """The combined result under the keys a single run always had, plus the rounds."""
-        target = self.case.target
         return {
             **self.combined.as_dict(),
             "ratio": _spread_dict(self.jobs_ratio),
             "client_cpu_ratio": _spread_dict(self.client_cpu_ratio),
             "server_cpu_ratio": _spread_dict(self.server_cpu_ratio),
-            "target": None
-            if target is None
-            else {
-                "goal": target.describe(),
-                "against": target.against,
-                "ratio": _spread_dict(self.target_ratio),
-                "met": self.target_met,
-            },
+            "targets": [verdict.as_dict() for verdict in self.verdicts],
             "rounds": [
                 {
                     "round": number,
                     **result.measured_dict(),
                     "ratio": _rounded(jobs_ratio, 3),
-                    "target_ratio": _rounded(target_ratio, 3),
+                    "target_ratios": [
+                        _rounded(ratios[number - 1], 3) for ratios in self.target_ratios
+                    ],
                 }
-                for number, (result, jobs_ratio, target_ratio) in enumerate(
-                    zip(self.rounds, self.jobs_ratios, self.target_ratios, strict=True), 1
+                for number, (result, jobs_ratio) in enumerate(
+                    zip(self.rounds, self.jobs_ratios, strict=True), 1
                 )
             ],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TargetVerdict:
+    """One target of a case and the per-round ratios measured against it."""
+
+    target: Target
+    measured: Spread | None
+
+    @property
+    def met(self) -> bool | None:
+        """Whether the *median* per-round ratio meets the target (None: nothing to judge)."""
+        if self.measured is None:
+            return None
+        return self.measured.median >= self.target.ratio
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "goal": self.target.describe(),
+            "against": self.target.against,
+            "ratio": _spread_dict(self.measured),
+            "met": self.met,
         }
 
 
@@ -215,7 +229,6 @@ def _case_rounds(case: Case, by_round: Sequence[dict[str, CaseResult]]) -> CaseR
     def jobs_per_s(result: CaseResult) -> float:
         return result.jobs_per_s
 
-    target = case.target.against if case.target is not None else ""
     rounds = tuple(results[case.key] for results in measured)
     return CaseRounds(
         case=case,
@@ -224,7 +237,7 @@ def _case_rounds(case: Case, by_round: Sequence[dict[str, CaseResult]]) -> CaseR
         jobs_ratios=per_round(case.baseline, jobs_per_s),
         client_cpu_ratios=per_round(case.baseline, lambda r: r.client_cpu_us),
         server_cpu_ratios=per_round(case.baseline, lambda r: r.server_cpu_us),
-        target_ratios=per_round(target, jobs_per_s),
+        target_ratios=tuple(per_round(t.against, jobs_per_s) for t in case.targets),
     )
 
 

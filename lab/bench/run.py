@@ -41,20 +41,21 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from lab.bench import costs as job_costs
 from lab.bench import dnsbench, ghz, procstat
-from lab.bench.cases import CASES, Case, Dns, Tracing
+from lab.bench.cases import CASES, Case, Dns, Protocol, Tracing
 from lab.bench.children import run_client, serving
 from lab.bench.dnsbench import DnsBenchSettings
 from lab.bench.report import relay_targets, targets_text, text_table
 from lab.bench.rounds import CaseResult, CaseRounds, combine_rounds
-from lab.bench.writeup import markdown_document
+from lab.bench.writeup import hand_written_sections, markdown_document
 from lab.bench.zone import CACHED_NAME, READY, UNCACHED_NAME, queries_so_far
 from lab.otlpsink import OtlpSink
 from lab.processes import relay_process
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
-_MODULES = {"raw": "rawecho", "floor": "floor"}
-"""The module of each raw client and server kind: the bare pair, or it with the
-conventions' per-call telemetry (:mod:`.floor`)."""
+_MODULES = {"raw": "rawecho", "floor": "floor", "peer": "peer"}
+"""The module of each raw client and server kind: the bare pair, it with the
+conventions' per-call telemetry (:mod:`.floor`), or with opentelemetry-instrumentation-grpc
+(:mod:`.peer`)."""
 _RAW_READY = re.compile(r"raw echo listening on (\S+):(\d+)")
 _ZONE_READY = re.compile(re.escape(READY) + r" (\S+)")
 
@@ -121,13 +122,16 @@ class _CountingSink(OtlpSink):
         )
 
 
-def _otel_env(sink: OtlpSink, service: str, tracing: Tracing) -> dict[str, str]:
+def _otel_env(
+    sink: OtlpSink, service: str, tracing: Tracing, protocol: Protocol = Protocol.GRPC
+) -> dict[str, str]:
     if tracing is Tracing.NONE:
         return {}
+    http = protocol is Protocol.HTTP
     return {
         "OTEL_SERVICE_NAME": service,
-        "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": sink.http_endpoint if http else sink.endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": protocol.value,
         "OTEL_EXPORTER_OTLP_INSECURE": "true",
         **tracing.env(),
     }
@@ -185,7 +189,7 @@ class Bench:
         if case.server in _MODULES:
             argv = [sys.executable, "-m", f"lab.bench.{_MODULES[case.server]}", "serve"]
             log = self.scratch / f"{case.server}-{case.key}.log"
-            env = _otel_env(self.sink, "floor-server", case.tracing)
+            env = _otel_env(self.sink, f"{case.server}-server", case.tracing, case.protocol)
             async with serving(argv, ready=_RAW_READY, env=env, log_path=log) as raw:
                 yield _Server(raw.pid, int(raw.ready.group(2)), raw.ready_s)
             return
@@ -193,7 +197,7 @@ class Bench:
         async with relay_process(
             "127.0.0.1:0",
             args=case.store.relay_args(),
-            env=_otel_env(self.sink, "relay", case.tracing),
+            env=_otel_env(self.sink, "relay", case.tracing, case.protocol),
             log_path=self.scratch / f"relay-{case.key}.log",
         ) as relay:
             ready = time.perf_counter() - started
@@ -231,6 +235,8 @@ class Bench:
             "--json",
             *(["--stream"] if case.stream else []),
         ]
+        if case.traceparent:
+            common.append("--traceparent")
         if case.client in _MODULES:
             module = ["-m", f"lab.bench.{_MODULES[case.client]}", "load"]
             return [sys.executable, *module, "--target", f"127.0.0.1:{port}", *common]
@@ -255,7 +261,7 @@ class Bench:
             queries_before = await self._queries()
             run = await run_client(
                 self._client_argv(case, server.port),
-                env=_otel_env(self.sink, "bunny", case.tracing),
+                env=_otel_env(self.sink, "bunny", case.tracing, case.protocol),
                 watch=[server.pid],
                 label=case.key,
                 progress=self.progress,
@@ -551,9 +557,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     whole = not (plan.quick or plan.dns_only)
     target = None if args.no_write else args.write or (DOC if whole else None)
     if target is not None:
-        target.write_text(
-            markdown_document(result.settings, result.results, result.dns, result.costs)
-        )
+        document = markdown_document(result.settings, result.results, result.dns, result.costs)
+        # Sections written by hand from other tools' runs stay, after the generated ones.
+        kept = hand_written_sections(target.read_text()) if target.exists() else ""
+        target.write_text(document + (f"\n{kept}" if kept else ""))
         print(f"bench: wrote {target}", file=sys.stderr)
     failed = sum(case.combined.failed for case in result.results)
     return 0 if failed == 0 else 1

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import subprocess
+import sys
 
 import pytest
 
@@ -94,3 +96,17 @@ def test_percentiles_are_nearest_rank() -> None:
 def test_settings_it_cannot_run_are_refused(values: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         LoadSettings(**values)  # type: ignore[arg-type]
+
+
+def test_the_peak_memory_reported_is_the_process_own_not_its_parent() -> None:
+    # A parent far larger than the child: Linux carries the parent's peak into the child's
+    # ru_maxrss across exec, which made every client of make bench report make bench's own.
+    parent = bytearray(200 * 2**20)
+    parent[::4096] = b"\x01" * len(parent[::4096])
+    code = "from bunny.loadgen import peak_rss_mb; print(peak_rss_mb())"
+    child = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
+    )
+
+    assert float(child.stdout) < 150, "the child reported its parent's peak"
+    assert len(parent) == 200 * 2**20

@@ -3,6 +3,7 @@ for byte, for any spans the SDK makes and for the odd ones it never makes."""
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -30,6 +31,7 @@ from opentelemetry.trace import (
     TraceFlags,
     TraceState,
 )
+from opentelemetry.util.types import AttributeValue
 
 from bunnyrelay.otlpencode import wire
 from bunnyrelay.otlpencode.wire import cache_sizes, encode_spans, serialize_spans
@@ -226,7 +228,7 @@ def test_spans_the_sdk_cannot_make_still_give_the_official_result(span: Readable
 def test_caches_stay_bounded_when_values_never_repeat() -> None:
     tracer = TracerProvider(shutdown_on_exit=False).get_tracer("bound")
     spans = []
-    for n in range(wire.PAIR_CACHE_SIZE + wire.NAME_CACHE_SIZE):
+    for n in range(wire.VALUES_PER_KEY * 4 + wire.NAME_CACHE_SIZE):
         span = tracer.start_span(f"job-{n}", attributes={"bunnyrelay.job.id": f"id-{n}", "n": n})
         span.end()
         assert isinstance(span, ReadableSpan)
@@ -241,4 +243,33 @@ def test_caches_stay_bounded_when_values_never_repeat() -> None:
         serialize_spans([span])
     sizes = cache_sizes()
     assert all(0 < entries <= bound for entries, bound in sizes.values()), sizes
-    assert sizes["pairs"][0] == wire.PAIR_CACHE_SIZE  # full, not past full
+    # A job id, new on every span, is a key whose pairs never repeat: past its first
+    # values it is no longer cached, nor is the ever-changing "n".
+    assert wire._pair_caches[str]._by_key["bunnyrelay.job.id"] is None
+    assert wire._pair_caches[int]._by_key["n"] is None
+
+
+def test_the_pair_caches_are_never_walked_by_the_garbage_collector() -> None:
+    tracer = TracerProvider(shutdown_on_exit=False).get_tracer("gc")
+    spans = []
+    for n in range(200):
+        attributes: dict[str, AttributeValue] = {
+            "bunnyrelay.job.id": f"id-{n}",
+            "rpc.system": "grpc",
+            "attempt": 1,
+            "retried": n % 2 == 0,
+        }
+        span = tracer.start_span("job", attributes=attributes)
+        span.end()
+        assert isinstance(span, ReadableSpan)
+        spans.append(span)
+    gc.collect()
+    serialize_spans(spans)
+
+    # What a collection walks is what it tracks: an encoded pair, new or not, puts nothing
+    # with thousands of entries among the young objects.
+    young = gc.get_objects(generation=0)
+    assert max((len(gc.get_referents(o)) for o in young), default=0) < wire.VALUES_PER_KEY
+    for cache in wire._pair_caches.values():
+        for values in cache._by_key.values():
+            assert values is None or not gc.is_tracked(values)

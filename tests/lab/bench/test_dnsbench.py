@@ -95,5 +95,6 @@ async def test_dns_only_run_asks_coredns_and_every_method_succeeds() -> None:
     assert {target["target"] for target in dns_result["targets"]} >= {
         "traced uncached latency / bare aiodns (p50)",
         "traced uncached lookups/s / dnspython",
+        "traced uncached CPU per lookup / the floor's",
         "the floor (aiodns on the loop + one exported span + the histogram): latency / bare aiodns",
     }

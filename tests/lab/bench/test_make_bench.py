@@ -42,6 +42,10 @@ async def test_quick_bench_runs_every_case_and_prints_ratios(tmp_path: Path) -> 
     # SERVER span reaches the receiver (warm-up included), and none with tracing off.
     assert measured["floor-unary-100"]["spans_per_job"] == pytest.approx(2.0, abs=0.05)
     assert measured["floor-unary-off"]["spans_per_job"] == 0
+    # So does the peer's, over either OTLP protocol; bunny's over http/protobuf too.
+    assert measured["peer-unary-100"]["spans_per_job"] == pytest.approx(2.0, abs=0.05)
+    assert measured["peer-unary-100-http"]["spans_per_job"] == pytest.approx(2.0, abs=0.05)
+    assert measured["unary-100-http"]["spans_per_job"] >= 3.9
 
     table = result["table"].splitlines()
     header, rows = table[0], table[1:]
