@@ -120,6 +120,12 @@ test: deploy-tools
 deploy-files: $(STAMP)
 	$(BIN)/python -m lab.deployfiles
 
+# Rewrite the Grafana dashboards in deploy/monitoring/dashboards/ from lab/dashboards.py
+# (tests/monitoring fails when one is stale).
+.PHONY: dashboards
+dashboards: $(STAMP)
+	$(BIN)/python -m lab.dashboards
+
 # The relay and bunny images from the one Dockerfile, with podman (or Docker when its daemon
 # answers), on a base image made here from Debian's packages unless PYTHON_IMAGE names one
 # or PULL=yes can pull the Dockerfile's own (tools/images.sh).
@@ -162,6 +168,15 @@ cluster: cluster-tools
 
 cluster-down:
 	bash tools/cluster.sh down
+
+# Pinned promtool in .tools/bin (tools/install-monitoring-tools.sh), which checks and
+# unit-tests the alerts and parses the dashboards' queries (tests/monitoring); does
+# nothing (and no network) when it is there.
+.PHONY: monitoring-tools
+monitoring-tools:
+	bash tools/install-monitoring-tools.sh
+
+test: monitoring-tools
 
 # The charts against that control plane, started by the tests in a folder of their own
 # (tests/e2e/test_cluster_charts.py).

@@ -10,7 +10,9 @@ needs it; nothing in bunny asks the OpenTelemetry globals for a tracer itself.
   bunny's cache, the hosts file or an IP target has no ``dns.lookup`` span (it
   would cost more than the answer), and its root span says where the address came
   from instead.
-  ``bunnyrelay.jobs`` counts jobs by kind and final status.
+  ``bunnyrelay.jobs`` counts jobs by kind, final status and ``error.type``,
+  ``bunnyrelay.job.attempts`` their RPC attempts (attempts per job, and so retries, is
+  one over the other) and ``bunnyrelay.job.duration`` times them as the user waited.
 - :attr:`~BunnyTelemetry.rpc`: a CLIENT span per RPC attempt (:mod:`bunny.rpcspans`).
 - :attr:`~BunnyTelemetry.dns`: the resolver's lookup spans and metric (:mod:`bunny.dns.tracing`).
 - :attr:`~BunnyTelemetry.diagnose`: the tracer of ``bunny diagnose``.
@@ -40,6 +42,24 @@ DIAGNOSE_SCOPE = "bunny.diagnose"
 _NO_LOOKUP_SPAN = frozenset({"cache", "hosts", "literal"})
 # Kinds come from callers; past this many (kind, status) pairs the rest count as one.
 _MAX_COUNTED = 1024
+# Seconds: a job is a lookup and an RPC or a few, up to its deadline with retries.
+_JOB_DURATION_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+)
 
 JobCore = Callable[[jobs_pb2.JobRequest, str], Awaitable[JobOutcome]]
 """Runs one job given its trace id; the part of a submitter that the job's span wraps."""
@@ -57,7 +77,19 @@ class JobSpans:
             unit="{job}",
             description="Jobs bunny submitted, by kind and final status",
         )
-        self._counted: dict[tuple[str, str], dict[str, AttributeValue]] = {}
+        self._attempts = Tally(
+            meter,
+            semconv.METRIC_JOB_ATTEMPTS,
+            unit="{attempt}",
+            description="RPC attempts bunny made for its jobs, by kind and final status",
+        )
+        self._duration = meter.create_histogram(
+            semconv.METRIC_JOB_DURATION,
+            unit="s",
+            description="How long bunny's jobs took, lookup and retries included",
+            explicit_bucket_boundaries_advisory=_JOB_DURATION_BUCKETS,
+        )
+        self._counted: dict[tuple[str, str, str], dict[str, AttributeValue]] = {}
         # The attributes of the last answer told on a job's span, rebuilt when it changes.
         self._told: Resolution | None = None
         self._told_attributes: dict[str, AttributeValue] = {}
@@ -80,7 +112,7 @@ class JobSpans:
             finally:
                 context.detach(token)
                 span.end()
-            self._count(request.kind, outcome.status)
+            self._count(outcome)
             return outcome
 
         return run
@@ -101,15 +133,22 @@ class JobSpans:
                 }
             span.set_attributes(self._told_attributes)
 
-    def _count(self, kind: str, status: str) -> None:
-        key = (kind, status)
+    def _count(self, outcome: JobOutcome) -> None:
+        kind, status = outcome.kind, outcome.status
+        error_type = outcome.error.type if outcome.error is not None else ""
+        key = (kind, status, error_type)
         attributes = self._counted.get(key)
         if attributes is None:
             if len(self._counted) >= _MAX_COUNTED:
                 kind = "_other"
-                key = (kind, status)
-            attributes = self._counted[key] = {semconv.JOB_KIND: kind, semconv.JOB_STATUS: status}
+                key = (kind, status, error_type)
+            attributes = {semconv.JOB_KIND: kind, semconv.JOB_STATUS: status}
+            if error_type:
+                attributes[semconv.ERROR_TYPE] = error_type
+            self._counted[key] = attributes
         self._jobs.add(key, attributes)
+        self._attempts.add(key, attributes, outcome.attempts)
+        self._duration.record(outcome.duration_ms / 1000, attributes)
 
 
 class BunnyTelemetry:

@@ -65,3 +65,28 @@ SPAN_DNS_QUERY: Final = "dns.query"
 EVENT_DNS_SERVE_STALE: Final = "bunnyrelay.dns.serve_stale"
 
 METRIC_JOBS: Final = "bunnyrelay.jobs"
+
+# --- Operator metrics: what a dashboard and an alert read -----------------------------
+# Semantic-convention names for the idempotency store's calls (the database client conventions).
+DB_SYSTEM_NAME: Final = "db.system.name"
+DB_OPERATION_NAME: Final = "db.operation.name"
+METRIC_DB_CLIENT_OPERATION_DURATION: Final = "db.client.operation.duration"
+
+# How a lookup ended: "answered", "stale" (an expired answer, the refresh failed) or "failed".
+DNS_OUTCOME: Final = "bunnyrelay.dns.outcome"
+# Every lookup that went past bunny's fresh cache, by how it ended.
+METRIC_DNS_LOOKUPS: Final = "bunnyrelay.dns.lookups"
+# Queries one lookup sent to the wire: what the search list and ndots cost.
+METRIC_DNS_LOOKUP_QUERIES: Final = "bunnyrelay.dns.lookup.queries"
+# Each query sent to the wire, by nameserver and rcode.
+METRIC_DNS_QUERY_DURATION: Final = "bunnyrelay.dns.query.duration"
+# For each stale answer served: how long past its expiry it was.
+METRIC_DNS_STALE_AGE: Final = "bunnyrelay.dns.stale.age"
+# RPC attempts, summed over jobs: attempts per job is this over bunnyrelay.jobs.
+METRIC_JOB_ATTEMPTS: Final = "bunnyrelay.job.attempts"
+# A job from bunny's side, as its caller waited: the lookup, every attempt and backoff.
+METRIC_JOB_DURATION: Final = "bunnyrelay.job.duration"
+METRIC_RELAY_JOBS_IN_FLIGHT: Final = "bunnyrelay.relay.jobs.in_flight"
+METRIC_RELAY_JOBS_LIMIT: Final = "bunnyrelay.relay.jobs.limit"
+# 1 while relay's health says SERVING (ready for jobs), else 0.
+METRIC_RELAY_READY: Final = "bunnyrelay.relay.ready"

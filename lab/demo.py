@@ -6,8 +6,11 @@
 3. Two relay processes, one per address, exporting their spans by OTLP.
 4. bunny, with a resolv.conf like a Kubernetes pod's (search list, ndots:5),
    sends a batch of jobs to ``relay.private.aws.internal``.
-5. The waterfall of the first job's trace (its cold lookup shows what ndots:5
+5. One more job, to a name the zone does not have: a failure, as a user sees it.
+6. The waterfall of the first job's trace (its cold lookup shows what ndots:5
    costs), and a summary of all jobs.
+7. ``.demo/report.html``: the run's key panels, from the metrics bunny and relay
+   exported in it (:mod:`lab.report`), for a look without Grafana.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 from lab.dnsserver import ZoneServer
 from lab.otlpsink import OtlpSink, SinkSpan
 from lab.processes import relay_process, run_bunny
+from lab.report import render as render_report
 from lab.waterfall import render
 
 RELAY_NAME = "relay.private.aws.internal"
@@ -29,6 +33,7 @@ ZONE = "private.aws.internal"
 RELAY_ADDRESSES = ("127.0.0.1", "127.0.0.2")
 JOBS = 24
 STATE_DIR = Path(".demo")
+REPORT = STATE_DIR / "report.html"
 
 
 def _resolv_conf(dns_port: int) -> Path:
@@ -115,6 +120,18 @@ async def demo() -> int:
                 print(out, err, sep="\n", file=sys.stderr)
                 print(f"bunny exited with {code} and reported {len(outcomes)} of {JOBS} jobs")
                 return 1
+            missing, _, _ = await run_bunny(
+                "submit",
+                "--target",
+                f"missing.{ZONE}:{port}",
+                "--resolv-conf",
+                str(resolv_conf),
+                "--json",
+                env=sink.env("bunny"),
+            )
+            if missing == 0:
+                print(f"a job to missing.{ZONE} succeeded: it should have failed, NXDOMAIN")
+                return 1
             # SIGTERM: relay drains and flushes its telemetry before it exits.
             codes = await asyncio.gather(relay_a.terminate(), relay_b.terminate())
 
@@ -136,6 +153,15 @@ async def demo() -> int:
     print()
     print(_summary(outcomes))
     print(f"relay exit codes after SIGTERM (drain): {codes}; relay logs in {STATE_DIR}/")
+    REPORT.write_text(
+        render_report(
+            sink.series(),
+            title="bunny/relay: make demo",
+            note=f"{JOBS} jobs to {RELAY_NAME} through two relays, and one to a name that "
+            "does not exist, from this run's own metrics.",
+        )
+    )
+    print(f"the run's key panels, from its own metrics: {REPORT.resolve()}")
     return 0 if all(c == 0 for c in codes) else 1
 
 

@@ -1,4 +1,4 @@
-"""The CoreDNS files the Helm charts and the compose stack ship, made from ``deploy/coredns/``.
+"""The files the Helm charts and the compose stack ship, made from ``deploy/``.
 
 A Helm chart can only read files inside itself, and a zone file has no environment
 syntax for compose to fill in, so these are generated, committed, and checked by
@@ -10,6 +10,10 @@ syntax for compose to fill in, so these are generated, committed, and checked by
 - ``charts/relay/files/coredns/Corefile.aws-resolver``: the zone's server block on the
   AWS side, verbatim. The chart replaces ``{$ZONE_SERVER}`` and appends it to the EKS
   CoreDNS add-on's Corefile.
+- ``charts/*/files/monitoring/``: the alerts (``deploy/monitoring/*.rules.yaml``) and the
+  Grafana dashboards (``deploy/monitoring/dashboards/``, written by :mod:`lab.dashboards`),
+  verbatim: bunny's alerts and both dashboards in bunny's chart, relay's alerts and the
+  "Jobs" dashboard in relay's.
 - ``deploy/compose/private.aws.internal.db``: the private zone, rendered with the
   addresses ``compose.yaml`` gives relay's path (the Corefiles themselves are mounted
   into the compose stack as they are, their ``{$NAME}`` placeholders filled from
@@ -35,6 +39,13 @@ from lab.corefiles import Role
 ROOT = corefiles.SOURCE_DIR.parents[1]
 """The top of the repository."""
 COMPOSE_FILE = ROOT / "compose.yaml"
+
+MONITORING = ROOT / "deploy" / "monitoring"
+CHART_MONITORING = {
+    "bunny": ("bunny.rules.yaml", "dashboards/dns-path.json", "dashboards/jobs.json"),
+    "relay": ("relay.rules.yaml", "dashboards/jobs.json"),
+}
+"""Per chart, what it ships of ``deploy/monitoring/``."""
 
 COMPOSE_ZONE = {"ttl": 30, "soa_ttl": 900, "serial": 1}
 """The compose zone's TTLs: short, so that editing relay's record shows within seconds."""
@@ -62,7 +73,14 @@ def expected(compose_file: Path = COMPOSE_FILE) -> dict[Path, str]:
     """Every generated file and the text it should have."""
     compose = yaml.safe_load(compose_file.read_text(encoding="utf-8"))
     relay_address, relay_port = compose_relay_path(compose)
-    return {
+    monitoring = {
+        ROOT / "charts" / chart / "files" / "monitoring" / name: (MONITORING / name).read_text(
+            encoding="utf-8"
+        )
+        for chart, names in CHART_MONITORING.items()
+        for name in names
+    }
+    return monitoring | {
         chart_file("bunny", Role.CONDITIONAL_FORWARD): corefiles.source_text(
             Role.CONDITIONAL_FORWARD
         ),
@@ -88,7 +106,7 @@ def stale(files: Mapping[Path, str]) -> list[Path]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m lab.deployfiles",
-        description="Write the charts' and compose's CoreDNS files from deploy/coredns/.",
+        description="Write the charts' and compose's files from deploy/.",
     )
     parser.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 if any file is stale"

@@ -9,14 +9,15 @@ variables):
   :attr:`OtlpSink.http_endpoint` (HTTP/1.1 with keep-alive, gzip or deflate bodies).
 
 Each trace request is kept as received (:attr:`OtlpSink.requests`) and flattened into
-:attr:`OtlpSink.spans`; metrics are accepted and their names counted.
+:attr:`OtlpSink.spans`; metric data points are flattened into :attr:`OtlpSink.points`
+(cumulative temporality, as bunny and relay export: the latest point of a series is its total).
 """
 
 from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -61,6 +62,57 @@ class SinkSpan:
     @property
     def duration_ms(self) -> float:
         return (self.end_ns - self.start_ns) / 1e6
+
+
+@dataclass(frozen=True)
+class SinkPoint:
+    """One received metric data point, flattened for reading: a sum's or gauge's value, or a
+    histogram's count and sum."""
+
+    service: str
+    name: str
+    unit: str
+    attributes: dict[str, Any] = field(hash=False)
+    instance: str = ""
+    """The process's ``service.instance.id``: two relays are two series."""
+    value: float = 0.0
+    count: int = 0
+    sum: float = 0.0
+    bounds: tuple[float, ...] = ()
+    """A histogram's bucket boundaries; ``bucket_counts`` has one more count (above the last)."""
+    bucket_counts: tuple[int, ...] = ()
+
+
+def _points(service: str, instance: str, metric: Any) -> list[SinkPoint]:
+    which = metric.WhichOneof("data")
+    if which in ("sum", "gauge"):
+        return [
+            SinkPoint(
+                service,
+                metric.name,
+                metric.unit,
+                {kv.key: _value(kv.value) for kv in point.attributes},
+                instance,
+                value=point.as_int if point.WhichOneof("value") == "as_int" else point.as_double,
+            )
+            for point in getattr(metric, which).data_points
+        ]
+    if which == "histogram":
+        return [
+            SinkPoint(
+                service,
+                metric.name,
+                metric.unit,
+                {kv.key: _value(kv.value) for kv in point.attributes},
+                instance,
+                count=point.count,
+                sum=point.sum,
+                bounds=tuple(point.explicit_bounds),
+                bucket_counts=tuple(point.bucket_counts),
+            )
+            for point in metric.histogram.data_points
+        ]
+    return []
 
 
 class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
@@ -177,6 +229,7 @@ class OtlpSink:
         self.spans: list[SinkSpan] = []
         self.requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
         self.metric_names: set[str] = set()
+        self.points: list[SinkPoint] = []
         self._server: grpc.aio.Server | None = None
         self._http_server: asyncio.Server | None = None
         self._http = _HttpReceiver(self)
@@ -236,12 +289,39 @@ class OtlpSink:
         self._changed.set()
 
     def add_metrics(self, request: metrics_service_pb2.ExportMetricsServiceRequest) -> None:
-        self.metric_names.update(
-            metric.name
-            for resource in request.resource_metrics
-            for scope in resource.scope_metrics
-            for metric in scope.metrics
-        )
+        for resource in request.resource_metrics:
+            named = {kv.key: _value(kv.value) for kv in resource.resource.attributes}
+            service = str(named.get("service.name", ""))
+            instance = str(named.get("service.instance.id", ""))
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    self.metric_names.add(metric.name)
+                    self.points.extend(_points(service, instance, metric))
+        self._changed.set()
+
+    def series(self) -> list[SinkPoint]:
+        """The last point of every series received (service, instance, metric, attributes):
+        with cumulative temporality, the totals of the run."""
+        last: dict[tuple[str, str, str, str], SinkPoint] = {}
+        for point in self.points:
+            key = (
+                point.service,
+                point.instance,
+                point.name,
+                repr(sorted(point.attributes.items())),
+            )
+            last[key] = point
+        return list(last.values())
+
+    def latest(self, name: str, attributes: Mapping[str, Any] | None = None) -> SinkPoint | None:
+        """The last point received of metric ``name`` whose attributes include ``attributes``."""
+        wanted = attributes or {}
+        for point in reversed(self.points):
+            if point.name == name and all(
+                point.attributes.get(key) == value for key, value in wanted.items()
+            ):
+                return point
+        return None
 
     def trace(self, trace_id: str) -> list[SinkSpan]:
         return sorted((s for s in self.spans if s.trace_id == trace_id), key=lambda s: s.start_ns)
@@ -253,6 +333,15 @@ class OtlpSink:
                 self._changed.clear()
                 await self._changed.wait()
         return self.spans
+
+    async def wait_for_points(
+        self, predicate: Callable[[], bool], *, timeout: float = 10.0
+    ) -> None:
+        """Wait until ``predicate()`` holds of the points received (TimeoutError if never)."""
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()
 
     async def start(self) -> None:
         server = grpc.aio.server()

@@ -38,6 +38,7 @@ from relay.admission import Admission
 from relay.checks import RequestChecks, parse_batch, parse_request
 from relay.config import RelayConfig
 from relay.decoding import register_forgiving
+from relay.gauges import RelayGauges
 from relay.kinds.registry import Registry
 from relay.lifecycle import DrainReport, Lifecycle, Phase
 from relay.reflection import Reflection
@@ -45,6 +46,7 @@ from relay.runner import JobRunner
 from relay.service import JobService
 from relay.stores.base import IdempotencyStore
 from relay.stores.spec import build_store
+from relay.stores.timing import timed
 from relay.tls import ServerCertificates
 from relay.tracing import RelayTelemetry
 
@@ -100,10 +102,12 @@ class Relay:
             self.certificates = ServerCertificates(
                 config.tls_cert, config.tls_key, config.tls_client_ca, logger=self.log
             )
+        meter = metrics.get_meter("relay", meter_provider=meter_provider)
+        admission = Admission(config.max_in_flight)
         self.runner = JobRunner(
             checks=RequestChecks(handlers, config.max_payload_bytes),
-            store=self.store,
-            admission=Admission(config.max_in_flight),
+            store=timed(self.store, meter),
+            admission=admission,
             instance=config.instance_name,
             logger=self.log,
             log_executions=config.log_executions,
@@ -122,6 +126,9 @@ class Relay:
             logger=self.log,
         )
         self._telemetry = telemetry
+        self._gauges = RelayGauges(
+            meter, admission, lambda: self.phase is Phase.READY, instance=config.instance_name
+        )
         self.health = health.aio.HealthServicer()
         self.port = 0
         self._server: grpc.aio.Server | None = None

@@ -8,7 +8,8 @@
 #                            nothing running is not an error
 #
 # COMPOSE_PROJECT_NAME names the stack (default bunny-relay, compose.yaml's `name:`);
-# TOXIPROXY_API_PORT and JAEGER_UI_PORT move the two ports it publishes on 127.0.0.1.
+# TOXIPROXY_API_PORT, JAEGER_UI_PORT and PROMETHEUS_PORT move the ports it publishes on
+# 127.0.0.1.
 # A failed `up` takes down what it started, so it leaves nothing running.
 set -euo pipefail
 
@@ -58,6 +59,8 @@ def fill(text: str) -> str:
 
 
 for name, service in services.items():
+    if service.get("profiles"):  # started only when asked for (the grafana profile)
+        continue
     for port in service.get("ports", []):
         host, _, rest = fill(str(port)).rpartition(":")
         address, _, published = host.rpartition(":")
@@ -74,7 +77,8 @@ EOF
 not_running() {
     local service running
     running=$(engine ps --filter "label=$LABEL" --format '{{ index .Labels "com.docker.compose.service" }}')
-    for service in $("$PYTHON" -c 'import yaml; print(*yaml.safe_load(open("compose.yaml"))["services"])'); do
+    # Services of a profile (grafana) start only when asked for: not missing when absent.
+    for service in $("$PYTHON" -c 'import yaml; s = yaml.safe_load(open("compose.yaml"))["services"]; print(*(n for n, v in s.items() if not v.get("profiles")))'); do
         grep -qx "$service" <<<"$running" || echo "$service"
     done
 }
@@ -108,7 +112,8 @@ up() {
     if [[ -n $taken ]]; then
         while read -r address service; do
             echo "make up: port $address, which compose.yaml publishes for $service, is taken;" \
-                "stop what listens there or move it (TOXIPROXY_API_PORT, JAEGER_UI_PORT)" >&2
+                "stop what listens there or move it (TOXIPROXY_API_PORT, JAEGER_UI_PORT," \
+                "PROMETHEUS_PORT)" >&2
         done <<<"$taken"
         exit 1
     fi
@@ -138,7 +143,8 @@ up() {
         fi
     fi
     echo "the compose stack $PROJECT is up in $((SECONDS - start)) s:" \
-        "Jaeger on 127.0.0.1:${JAEGER_UI_PORT:-16686}, Toxiproxy's API on 127.0.0.1:${TOXIPROXY_API_PORT:-8474}"
+        "Jaeger on 127.0.0.1:${JAEGER_UI_PORT:-16686}, Toxiproxy's API on 127.0.0.1:${TOXIPROXY_API_PORT:-8474}," \
+        "Prometheus on 127.0.0.1:${PROMETHEUS_PORT:-9090}"
 }
 
 down() {

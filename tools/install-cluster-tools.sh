@@ -12,6 +12,9 @@
 #   .tools/kwok/stages/stages.yaml   the stages kwok plays (its module ships them)
 #   .tools/cert-manager/crds/   cert-manager's CRDs (CERT_MANAGER_VERSION), which the charts'
 #                  Certificates need (its Go module ships them under deploy/crds)
+#   .tools/prometheus-operator/crds/   the prometheus-operator's ServiceMonitor, PodMonitor and
+#                  PrometheusRule CRDs (PROMETHEUS_OPERATOR_VERSION), which the charts'
+#                  monitoring resources need (its Go module ships them under example/)
 #
 # k8s.io/kubernetes cannot be `go install`ed: its go.mod points every k8s.io/* library at
 # ./staging, which a module download does not have. A throwaway module under .cache requires
@@ -28,6 +31,7 @@ KUBERNETES_VERSION=v1.36.3
 ETCD_VERSION=v3.6.8
 KWOK_VERSION=v0.8.0
 CERT_MANAGER_VERSION=v1.21.2
+PROMETHEUS_OPERATOR_VERSION=v0.85.0
 KUBERNETES_COMMANDS="kube-apiserver kube-controller-manager kube-scheduler kubectl"
 source tools/lib.sh
 
@@ -142,4 +146,20 @@ else
     cp "$cert_manager_dir"/deploy/crds/*.yaml "$crds/"
     echo "$CERT_MANAGER_VERSION" >"$crds/VERSION"
     echo "cert-manager $CERT_MANAGER_VERSION CRDs: copied"
+fi
+
+crds="$PWD/.tools/prometheus-operator/crds"
+if [[ -f $crds/VERSION && $(<"$crds/VERSION") == "$PROMETHEUS_OPERATOR_VERSION" ]]; then
+    echo "prometheus-operator $PROMETHEUS_OPERATOR_VERSION CRDs: up to date"
+else
+    operator_dir=$(go mod download -json \
+        "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" |
+        sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+    rm -rf "$crds"
+    mkdir -p "$crds"
+    for kind in servicemonitors podmonitors prometheusrules; do
+        cp "$operator_dir/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml" "$crds/"
+    done
+    echo "$PROMETHEUS_OPERATOR_VERSION" >"$crds/VERSION"
+    echo "prometheus-operator $PROMETHEUS_OPERATOR_VERSION CRDs: copied"
 fi

@@ -14,6 +14,9 @@
 #                              contrib distribution's name, since tail sampling and the
 #                              Prometheus exporter are contrib components); rebuilt when
 #                              that component list changes
+#   prom/prometheus            Prometheus built from its module (PROMETHEUS_MODULE_VERSIONS
+#                              below): the query API, scraping and rule evaluation; the web
+#                              UI's assets (an npm build) are left out
 #   jaegertracing/jaeger       Jaeger v2 built from its module (JAEGER_MODULE_VERSIONS below):
 #                              the query API and the OTLP receiver; the web UI, whose
 #                              assets come from npm packages the module does not carry,
@@ -32,6 +35,10 @@ mkdir -p "$BIN"
 # Jaeger v2 releases are tagged twice, v2.N and v1.M; only the v1 tag is a Go module version
 # (the module path has no /v2). Each v2 release compose.yaml may name, with its v1 twin.
 declare -A JAEGER_MODULE_VERSIONS=([2.10.0]=v1.73.0)
+# Prometheus 3.x releases are Go module versions v0.3MINOR.PATCH (3.16.0 is v0.316.0); the
+# same version tools/install-monitoring-tools.sh pins for promtool.
+declare -A PROMETHEUS_MODULE_VERSIONS=([3.16.0]=v0.316.0)
+PROMETHEUS_MODULE=github.com/prometheus/prometheus
 OTEL_BUILDER_MODULE=go.opentelemetry.io/collector/cmd/builder
 
 # compose_image PREFIX: the image compose.yaml names that starts with PREFIX.
@@ -174,4 +181,18 @@ if wanted "$jaeger"; then
     (cd "$build" && go build "${GO_FLAGS[@]}" -o "$BIN/jaeger" ./cmd/jaeger)
     echo "$jaeger: Jaeger $module_version built in $((SECONDS - start)) s"
     image_from_binary "$jaeger" "$BIN/jaeger" 10001:10001 "4317 4318 16686" '["/jaeger"]'
+fi
+
+prometheus=$(compose_image prom/prometheus:)
+if wanted "$prometheus"; then
+    release=${prometheus##*:v}
+    module_version=${PROMETHEUS_MODULE_VERSIONS[$release]:-}
+    if [[ -z $module_version ]]; then
+        echo "tools/service-images.sh knows no Go module version of $prometheus" >&2
+        exit 1
+    fi
+    go_install prometheus "$PROMETHEUS_MODULE" "$PROMETHEUS_MODULE/cmd/prometheus" "$module_version" \
+        "-X github.com/prometheus/common/version.Version=$release"
+    image_from_binary "$prometheus" "$BIN/prometheus" 65534:65534 "9090" '["/prometheus"]' \
+        '["--config.file=/etc/prometheus/prometheus.yaml", "--storage.tsdb.path=/data"]'
 fi

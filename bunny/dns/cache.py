@@ -102,6 +102,11 @@ class AnswerCache:
         entry = self._positive.get(name)
         return entry.refresh_error if entry is not None else ""
 
+    def expired_for(self, name: str, now: float) -> float:
+        """Seconds since the kept answer for ``name`` expired (0 while fresh or unknown)."""
+        entry = self._positive.get(name)
+        return max(now - entry.expires_at, 0.0) if entry is not None else 0.0
+
     def _stale_view(
         self, entry: _Positive, now: float, queries: tuple[DnsQuery, ...]
     ) -> Resolution:

@@ -85,6 +85,8 @@ class LookupNotes:
     """The notes of the call whose lookup it waited for."""
     refresh_error: str = ""
     """For a stale answer: the error type of the refresh that failed."""
+    stale_for: float = 0.0
+    """For a stale answer: seconds since it expired."""
 
 
 @dataclass(slots=True)
@@ -258,6 +260,7 @@ class Resolver:
     def _stale(self, stale: Resolution, notes: LookupNotes | None) -> Resolution:
         if notes is not None:
             notes.refresh_error = self._cache.refresh_error(stale.name)
+            notes.stale_for = self._cache.expired_for(stale.name, self._clock())
         return stale
 
     async def _lead(

@@ -13,6 +13,7 @@ into telemetry once the lookup is over.
   lookup that one query answered carries that query on its own span instead (a
   child span would only repeat it).
 - ``dns.lookup.duration`` (seconds), by name, with ``error.type`` on failure.
+- How each lookup ended, its queries and its stale answers (:mod:`bunny.dns.lookupmetrics`).
 
 :meth:`TracedResolver.cached` is the resolver's own: a fresh answer from the
 cache costs no span (the job's span tells it, :mod:`bunny.tracing`).
@@ -27,6 +28,7 @@ from opentelemetry import context, metrics, trace
 from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
+from bunny.dns.lookupmetrics import LookupMetrics
 from bunny.dns.model import DnsQuery, Resolution
 from bunny.dns.resolver import LookupNotes, Resolver, SentQuery
 from bunny.dns.settings import ResolverSettings
@@ -56,6 +58,7 @@ class DnsTelemetry:
             description="How long a DNS lookup took, cache hits included.",
             explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
         )
+        self.lookups = LookupMetrics(meter)
 
     def wrap(self, resolver: Resolver) -> TracedResolver:
         return TracedResolver(resolver, self)
@@ -70,6 +73,7 @@ class TracedResolver:
         self.cached = resolver.cached
         self._tracer = telemetry.tracer
         self._duration = telemetry.duration
+        self._lookups = telemetry.lookups
 
     @property
     def settings(self) -> ResolverSettings:
@@ -98,6 +102,7 @@ class TracedResolver:
                     time.monotonic() - started,
                     {semconv.DNS_QUESTION_NAME: name, semconv.ERROR_TYPE: type(exc).__name__},
                 )
+                self._lookups.failed(name, exc, notes)
                 raise
             finally:
                 if recording:
@@ -105,6 +110,7 @@ class TracedResolver:
             if recording:
                 self._lookup_done(span, notes, resolution)
             self._duration.record(time.monotonic() - started, {semconv.DNS_QUESTION_NAME: name})
+            self._lookups.answered(name, resolution, notes)
             return resolution
         finally:
             context.detach(token)

@@ -101,7 +101,9 @@ def test_two_networks_play_the_clouds_and_only_the_tunnel_joins_them(
     assert [name for name, joined in on.items() if joined == CLOUDS] == ["tunnel"]
     azure = {name for name, joined in on.items() if joined == {"azure"}}
     aws = {name for name, joined in on.items() if joined == {"aws"}}
-    assert azure == {"cluster-dns", "forwarder", "bunny", "otel-collector", "jaeger"}
+    assert azure == {
+        "cluster-dns", "forwarder", "bunny", "otel-collector", "jaeger", "prometheus", "grafana"
+    }  # fmt: skip
     assert aws == {"aws-resolver", "zone", "relay"}
 
 
@@ -195,7 +197,7 @@ def test_every_image_is_pinned_and_ours_are_built_from_the_dockerfile(
         if "build" in service:
             assert service["build"] == {"context": ".", "target": name}
         else:
-            assert re.fullmatch(r"\d+\.\d+\.\d+", tag), f"{name}: {image}"
+            assert re.fullmatch(r"v?\d+\.\d+\.\d+", tag), f"{name}: {image}"
 
 
 def test_every_container_is_read_only_with_no_capabilities(compose: dict[str, Any]) -> None:

@@ -151,9 +151,12 @@ def _template(
     kube_version: str,
     release: str,
     namespace: str,
+    api_versions: tuple[str, ...] = (),
 ) -> Rendered:
     args = ["template", release, str(CHARTS / chart), "--namespace", namespace]
     args += ["--kube-version", kube_version]
+    for api_version in api_versions:
+        args += ["--api-versions", api_version]
     for values_file in values_files:
         args += ["--values", str(CHARTS / chart / values_file)]
     for key, value in set_values:
@@ -170,10 +173,14 @@ def template(
     kube_version: str = KUBERNETES_VERSIONS[-1],
     release: str = "rel",
     namespace: str = "ns",
+    api_versions: Sequence[str] = (),
 ) -> Rendered:
-    """``helm template`` of ``charts/CHART`` (values given as JSON with --set-json)."""
+    """``helm template`` of ``charts/CHART`` (values given as JSON with --set-json), as for a
+    cluster that also serves ``api_versions`` (``GROUP/VERSION/KIND``)."""
     pairs = tuple((key, json.dumps(value)) for key, value in (set_values or {}).items())
-    return _template(chart, tuple(values_files), pairs, kube_version, release, namespace)
+    return _template(
+        chart, tuple(values_files), pairs, kube_version, release, namespace, tuple(api_versions)
+    )
 
 
 def kubeconform(text: str, kube_version: str) -> Any:

@@ -24,6 +24,7 @@ from tests.e2e.engine import ROOT
 
 BIN = ROOT / ".tools" / "bin"
 CERT_MANAGER_CRDS = ROOT / ".tools" / "cert-manager" / "crds"
+PROMETHEUS_OPERATOR_CRDS = ROOT / ".tools" / "prometheus-operator" / "crds"
 RESTRICTED = {
     f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")
 }

@@ -17,7 +17,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.cluster import CERT_MANAGER_CRDS, RESTRICTED, Cluster, require
+from tests.e2e.cluster import (
+    CERT_MANAGER_CRDS,
+    PROMETHEUS_OPERATOR_CRDS,
+    RESTRICTED,
+    Cluster,
+    require,
+)
 from tests.e2e.engine import ROOT, unique
 
 pytestmark = pytest.mark.timeout(300)
@@ -327,3 +333,56 @@ def test_stopping_with_no_cluster_running_succeeds(tmp_path: Path) -> None:
     stopped = Cluster(tmp_path / "cluster").script("down")
     assert stopped.returncode == 0, stopped.stderr
     assert "no cluster was running" in stopped.stdout
+
+
+MONITORING_ON = (
+    "--set", "monitoring.dashboards.enabled=true",
+    "--set", "monitoring.prometheusRule.enabled=true",
+    "--set", "monitoring.serviceMonitor.enabled=true",
+    "--set", "monitoring.serviceMonitor.selector.app=otel-collector",
+)  # fmt: skip
+
+
+def test_monitoring_waits_for_the_prometheus_operators_crds_then_is_made(
+    cluster: Cluster,
+) -> None:
+    """Helm asks this API server what it serves: without the operator's CRDs the charts
+    install without their PrometheusRule and ServiceMonitor; with them, both are made, and
+    the API server accepts them against the CRDs' schemas."""
+    for chart in PROFILES:
+        namespace = restricted_namespace(cluster, chart)
+        install(cluster, chart, namespace, *MONITORING_ON)
+        manifest = cluster.ok(cluster.helm("get", "manifest", chart, "--namespace", namespace))
+        kinds = {doc["kind"] for doc in yaml.safe_load_all(manifest) if doc}
+        assert "ConfigMap" in kinds, kinds
+        assert not {"PrometheusRule", "ServiceMonitor"} & kinds, kinds
+
+    cluster.ok(cluster.kubectl("apply", "--filename", str(require(PROMETHEUS_OPERATOR_CRDS))))
+    cluster.ok(
+        cluster.kubectl(
+            "wait", "--for=condition=Established", "--timeout=60s",
+            "crd/prometheusrules.monitoring.coreos.com",
+            "crd/servicemonitors.monitoring.coreos.com",
+        )
+    )  # fmt: skip
+    for chart in PROFILES:
+        namespace = restricted_namespace(cluster, chart)
+        rendered = cluster.ok(
+            cluster.helm(
+                "template", chart, *chart_args(chart, *MONITORING_ON), "--namespace", namespace,
+                "--api-versions", "monitoring.coreos.com/v1/PrometheusRule",
+                "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor",
+            )
+        )  # fmt: skip
+        dry_run = cluster.kubectl(
+            "apply", "--server-side", "--dry-run=server", "--validate=strict", "--filename", "-",
+            stdin=rendered,
+        )  # fmt: skip
+        assert dry_run.returncode == 0, dry_run.stderr
+        warnings = install(cluster, chart, namespace, *MONITORING_ON)
+        assert "warning" not in warnings.lower(), warnings
+        (rule,) = cluster.get("prometheusrules", "--namespace", namespace)["items"]
+        alerts = [r["alert"] for group in rule["spec"]["groups"] for r in group["rules"]]
+        assert alerts, rule
+        (monitor,) = cluster.get("servicemonitors", "--namespace", namespace)["items"]
+        assert monitor["spec"]["endpoints"][0]["honorLabels"] is True

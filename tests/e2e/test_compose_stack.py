@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pytest
+import yaml
 
 from tests.e2e.engine import ROOT, engine, environment, require_image, run, unique
 
@@ -31,10 +32,11 @@ RELAY_NAME = "relay.private.aws.internal"
 RELAY_AWS_ADDRESS = ("10.100.0.20", 50051)
 TUNNEL_RELAY_ADDRESS = ("10.224.0.5", 50051)
 COLLECTOR_ADDRESS = ("10.224.0.30", 4317)
+# Every image `make up` starts besides ours (a profile's service, Grafana, starts only when asked).
 SERVICE_IMAGES = [
-    line.split()[1]
-    for line in (ROOT / "compose.yaml").read_text().splitlines()
-    if line.strip().startswith("image:") and "bunny-relay/" not in line
+    service["image"]
+    for service in yaml.safe_load((ROOT / "compose.yaml").read_text())["services"].values()
+    if "bunny-relay/" not in service["image"] and not service.get("profiles")
 ]
 DIAGNOSE_HOPS = ["--hop", "cluster-dns=10.224.0.10", "--hop", "forwarder=10.224.0.4"]
 
@@ -50,12 +52,14 @@ class Stack:
     project: str
     toxiproxy_port: int
     jaeger_port: int
+    prometheus_port: int
 
     def env(self) -> dict[str, str]:
         return environment(
             COMPOSE_PROJECT_NAME=self.project,
             TOXIPROXY_API_PORT=str(self.toxiproxy_port),
             JAEGER_UI_PORT=str(self.jaeger_port),
+            PROMETHEUS_PORT=str(self.prometheus_port),
         )
 
     def compose(self, command: str) -> subprocess.CompletedProcess[str]:
@@ -123,7 +127,7 @@ def stack() -> Iterator[Stack]:
         require_image(image, "images")
     for image in SERVICE_IMAGES:
         require_image(image, "service-images")
-    stack = Stack(unique("bunny-relay-e2e"), free_port(), free_port())
+    stack = Stack(unique("bunny-relay-e2e"), free_port(), free_port(), free_port())
     try:
         started = stack.compose("up")
         assert started.returncode == 0, started.stdout + started.stderr
@@ -193,6 +197,50 @@ def test_one_job_is_one_trace_with_both_services_spans_in_jaeger(stack: Stack) -
     assert set(services_of(trace).values()) == {"bunny", "relay"}
 
 
+def prometheus_query(stack: Stack, query: str) -> list[dict[str, Any]]:
+    found = stack.http(
+        stack.prometheus_port, "/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    )
+    assert found["status"] == "success", found
+    return list(found["data"]["result"])
+
+
+def test_prometheus_scrapes_the_collector_and_evaluates_the_alerts(stack: Stack) -> None:
+    """bunny's and relay's metrics, pushed over OTLP (relay's across the tunnel) to the
+    Collector, reach Prometheus through the Collector's exporter, with the service name as
+    the job label; Prometheus loaded every alert the charts ship, and none is broken."""
+    code, _ = submit(stack, 2)
+    assert code == 0
+
+    def both_reported() -> list[dict[str, Any]] | None:
+        found = prometheus_query(
+            stack, 'sum by (job) (bunnyrelay_jobs_total{bunnyrelay_job_status="SUCCEEDED"})'
+        )
+        return found if {row["metric"].get("job") for row in found} >= {"bunny", "relay"} else None
+
+    wait_for("bunny's and relay's jobs in Prometheus", both_reported)
+    ready = wait_for(
+        "relay's readiness in Prometheus",
+        lambda: prometheus_query(stack, 'bunnyrelay_relay_ready{job="relay"}') or None,
+    )
+    assert ready[0]["value"][1] == "1"
+    looked_up = prometheus_query(
+        stack, 'bunnyrelay_dns_lookups_total{job="bunny", bunnyrelay_dns_outcome="answered"}'
+    )
+    assert {row["metric"]["bunnyrelay_dns_nameserver"] for row in looked_up} == {"10.224.0.10:53"}
+
+    groups = stack.http(stack.prometheus_port, "/api/v1/rules")["data"]["groups"]
+    loaded = {rule["name"]: rule for group in groups for rule in group["rules"]}
+    shipped = {
+        rule["alert"]
+        for path in sorted((ROOT / "deploy" / "monitoring").glob("*.rules.yaml"))
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+    }
+    assert set(loaded) == shipped
+    assert all(rule["health"] != "err" for rule in loaded.values()), loaded
+
+
 def test_cutting_the_tunnel_fails_jobs_and_their_traces_and_diagnose_name_it(
     stack: Stack,
 ) -> None:
@@ -256,7 +304,7 @@ def test_make_down_leaves_no_container_network_or_volume(stack: Stack) -> None:
 
 
 def test_up_with_a_published_port_taken_names_it_and_starts_nothing() -> None:
-    stack = Stack(unique("bunny-relay-e2e"), free_port(), free_port())
+    stack = Stack(unique("bunny-relay-e2e"), free_port(), free_port(), free_port())
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", stack.jaeger_port))
         squatter.listen()
@@ -271,7 +319,7 @@ def test_up_with_a_published_port_taken_names_it_and_starts_nothing() -> None:
 def test_a_stack_that_fails_to_start_is_taken_down_whole() -> None:
     """A service that cannot be created (its container name is taken) fails ``make up``,
     and what had started is removed: nothing is left running."""
-    stack = Stack(unique("bunny-relay-e2e"), free_port(), free_port())
+    stack = Stack(unique("bunny-relay-e2e"), free_port(), free_port(), free_port())
     # The name the compose implementation gives the zone's container.
     squatter = f"{stack.project}_zone_1" if engine() == "podman" else f"{stack.project}-zone-1"
     run(["create", "--name", squatter, "docker.io/coredns/coredns:1.14.7"])
@@ -285,7 +333,7 @@ def test_a_stack_that_fails_to_start_is_taken_down_whole() -> None:
 
 
 def test_down_with_nothing_up_succeeds() -> None:
-    stack = Stack(unique("bunny-relay-e2e"), free_port(), free_port())
+    stack = Stack(unique("bunny-relay-e2e"), free_port(), free_port(), free_port())
     result = stack.compose("down")
     assert result.returncode == 0, result.stderr
     assert stack.leftovers() == {}

@@ -32,6 +32,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "relay.kinds.wordcount",
         "relay.kinds.registry",
         "relay.stores.base",
+        "relay.stores.timing",
         "relay.stores.groupcommit",
         "relay.stores.sqlite_file",
         "relay.stores.memory",
@@ -42,7 +43,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # One job: from its request to its result.
     ("relay.config", "relay.runner"),
     # Calls: the servicer, its streams and the telemetry around them.
-    ("relay.streams", "relay.keptjobs", "relay.tracing", "relay.service"),
+    ("relay.streams", "relay.keptjobs", "relay.tracing", "relay.gauges", "relay.service"),
     # One relay process.
     ("relay.lifecycle", "relay.server", "relay.cli", "relay.__main__"),
 )

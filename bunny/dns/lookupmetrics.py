@@ -1,0 +1,159 @@
+"""The metrics an operator reads about bunny's lookups: how each ended, at which nameserver, why.
+
+Four instruments, each answering a question a dashboard or an alert asks:
+
+- ``bunnyrelay.dns.lookups`` (counter): every lookup that went past bunny's fresh
+  cache, by ``bunnyrelay.dns.outcome`` (``answered``, ``stale``, ``failed``), the
+  rcode or condition (``NOERROR``, ``NXDOMAIN``, ``SERVFAIL``, ``REFUSED``,
+  ``TIMEOUT``…), ``error.type``, where the answer came from and the nameserver
+  that gave the last word. A SERVFAIL or a timeout from the cluster's DNS is the
+  forwarder or the tunnel beyond it; the runbook (docs/alerts.md) says whom to call.
+- ``bunnyrelay.dns.lookup.queries`` (histogram): queries one lookup sent to the wire,
+  by name: with ``ndots:5`` a name with fewer dots walks the search list first.
+- ``bunnyrelay.dns.query.duration`` (histogram, seconds): each query sent to the wire,
+  by nameserver and rcode: how long each server takes to answer, or to time out.
+- ``bunnyrelay.dns.stale.age`` (histogram, seconds): for each stale answer served,
+  how long past its expiry it was (how long the path has been failing, at least).
+
+Every attribute set is built once and kept, keyed by what the lookup already has;
+the values all come from a small set (the names bunny is told to reach, the
+nameservers in resolv.conf, a dozen rcodes), and a bound keeps a stray caller
+from growing them without end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+
+from opentelemetry.metrics import Histogram, Meter
+from opentelemetry.util.types import AttributeValue
+
+from bunny.dns.model import DnsQuery, Resolution
+from bunny.dns.resolver import LookupNotes
+from bunny.errors import DnsLookupFailed
+from bunnyrelay import semconv
+from bunnyrelay.tally import Tally
+
+ANSWERED = "answered"
+STALE = "stale"
+FAILED = "failed"
+
+# Queries: one per type per candidate per attempt; ndots:5 with a long search list is ~12.
+_QUERY_BUCKETS = (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+# Seconds past expiry: from a refresh that failed a moment ago to a day-long outage.
+_STALE_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
+# Seconds, the semantic conventions' advice for dns.lookup.duration.
+_QUERY_DURATION_BUCKETS = (0.0, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5)
+# Attribute sets kept; past this many, new names count as one.
+_MAX_SETS = 512
+_OTHER = "_other"
+
+Attributes = Mapping[str, AttributeValue]
+
+
+class LookupMetrics:
+    """The lookup counter and histograms, made once per process and shared by its resolvers."""
+
+    def __init__(self, meter: Meter) -> None:
+        self._lookups = Tally(
+            meter,
+            semconv.METRIC_DNS_LOOKUPS,
+            unit="{lookup}",
+            description="DNS lookups past bunny's fresh cache, by outcome, rcode and nameserver",
+        )
+        self._queries: Histogram = meter.create_histogram(
+            semconv.METRIC_DNS_LOOKUP_QUERIES,
+            unit="{query}",
+            description="Queries one DNS lookup sent to the wire (what the search list costs)",
+            explicit_bucket_boundaries_advisory=_QUERY_BUCKETS,
+        )
+        self._stale_age: Histogram = meter.create_histogram(
+            semconv.METRIC_DNS_STALE_AGE,
+            unit="s",
+            description="For each stale DNS answer served, how long past its expiry it was",
+            explicit_bucket_boundaries_advisory=_STALE_BUCKETS,
+        )
+        self._query_duration: Histogram = meter.create_histogram(
+            semconv.METRIC_DNS_QUERY_DURATION,
+            unit="s",
+            description="How long each DNS query sent took to be answered (or to time out)",
+            explicit_bucket_boundaries_advisory=_QUERY_DURATION_BUCKETS,
+        )
+        self._sets: dict[Hashable, Attributes] = {}
+        self._by_server: dict[tuple[str, str], Attributes] = {}
+        self._by_name: dict[str, Attributes] = {}
+
+    def answered(self, name: str, resolution: Resolution, notes: LookupNotes) -> None:
+        """A lookup that returned addresses, fresh or stale."""
+        last = _last_query(resolution.queries)
+        if resolution.source == "stale-cache":
+            error_type = notes.refresh_error
+            rcode = last.rcode if last is not None else ""
+            outcome = STALE
+            self._stale_age.record(notes.stale_for, self._name_attributes(name))
+        else:
+            error_type, rcode, outcome = "", "NOERROR", ANSWERED
+        nameserver = last.nameserver if last is not None else ""
+        self._count(name, outcome, resolution.source, rcode, error_type, nameserver)
+        self._time_queries(resolution.queries)
+        if not notes.coalesced:
+            self._queries.record(notes.queries_sent, self._name_attributes(name))
+
+    def failed(self, name: str, exc: DnsLookupFailed, notes: LookupNotes) -> None:
+        """A lookup that raised."""
+        source = "negative-cache" if exc.from_negative_cache else "wire"
+        nameserver = exc.nameservers[-1] if exc.nameservers else ""
+        self._count(name, FAILED, source, exc.rcode, type(exc).__name__, nameserver)
+        self._time_queries(exc.queries)
+        if not (notes.coalesced or exc.from_negative_cache):
+            sent = sum(1 for query in exc.queries if query.source == "wire")
+            self._queries.record(sent, self._name_attributes(name))
+
+    def _count(
+        self, name: str, outcome: str, source: str, rcode: str, error_type: str, nameserver: str
+    ) -> None:
+        key = (name, outcome, source, rcode, error_type, nameserver)
+        attributes = self._sets.get(key)
+        if attributes is None and len(self._sets) >= _MAX_SETS:
+            name = _OTHER
+            key = (name, outcome, source, rcode, error_type, nameserver)
+            attributes = self._sets.get(key)
+        if attributes is None:
+            attributes = {
+                semconv.DNS_QUESTION_NAME: name,
+                semconv.DNS_OUTCOME: outcome,
+                semconv.DNS_SOURCE: source,
+                semconv.DNS_RCODE: rcode,
+                semconv.DNS_NAMESERVER: nameserver,
+            }
+            if error_type:
+                attributes[semconv.ERROR_TYPE] = error_type
+            self._sets[key] = attributes
+        self._lookups.add(key, attributes)
+
+    def _time_queries(self, queries: tuple[DnsQuery, ...]) -> None:
+        for query in queries:
+            if query.source != "wire":
+                continue
+            key = (query.nameserver, query.rcode)
+            attributes = self._by_server.get(key)
+            if attributes is None:
+                if len(self._by_server) >= _MAX_SETS:
+                    continue
+                attributes = self._by_server[key] = {
+                    semconv.DNS_NAMESERVER: query.nameserver,
+                    semconv.DNS_RCODE: query.rcode,
+                }
+            self._query_duration.record(query.latency_ms / 1000, attributes)
+
+    def _name_attributes(self, name: str) -> Attributes:
+        attributes = self._by_name.get(name)
+        if attributes is None:
+            if len(self._by_name) >= _MAX_SETS:
+                return self._by_name.setdefault(_OTHER, {semconv.DNS_QUESTION_NAME: _OTHER})
+            attributes = self._by_name[name] = {semconv.DNS_QUESTION_NAME: name}
+        return attributes
+
+
+def _last_query(queries: tuple[DnsQuery, ...]) -> DnsQuery | None:
+    return queries[-1] if queries else None
