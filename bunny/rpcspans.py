@@ -25,11 +25,13 @@ from opentelemetry.util.types import AttributeValue
 
 from bunny.relaypool import RelayEndpoint
 from bunnyrelay import semconv
+from bunnyrelay.keeping import KeepingTracer
 
 SERVICE = "bunnyrelay.v1.JobService"
 SCOPE = "bunny.rpc"
 
 _OK: Final = grpc.StatusCode.OK
+_TRACEPARENT: Final = "traceparent"
 # Endpoints live as long as their channel: a few per process. The bound is for the
 # channels that come and go over a long run.
 _MAX_CACHED = 1024
@@ -40,6 +42,8 @@ class RpcSpans:
 
     def __init__(self, tracer: Tracer, meter: Meter) -> None:
         self.tracer = tracer
+        self.keeping = tracer if isinstance(tracer, KeepingTracer) else None
+        """The tracer again when it keeps what went wrong in traces its sampler drops."""
         self._duration = meter.create_histogram(
             semconv.METRIC_RPC_CLIENT_DURATION,
             unit="ms",
@@ -114,7 +118,9 @@ class AttemptRecord:
     ``metadata`` carries the span's W3C trace context for the call. Set ``code``
     before leaving when the call failed: the span and the metric take it from there.
     The span is made current
-    with ``context.attach`` rather than ``start_as_current_span`` (docs/benchmarks.md).
+    with ``context.attach`` rather than ``start_as_current_span`` (docs/benchmarks.md);
+    in a trace the head sampler dropped and bunny holds lightly, it is only noted
+    (:meth:`bunnyrelay.keeping.KeepingTracer.note_child`), made a span if the trace is kept.
     """
 
     __slots__ = (
@@ -122,6 +128,7 @@ class AttemptRecord:
         "_endpoint",
         "_measured",
         "_method",
+        "_own",
         "_spans",
         "_started",
         "_token",
@@ -131,6 +138,7 @@ class AttemptRecord:
     )
 
     span: Span
+    _own: bool
     _token: Token[Context] | None
     code: grpc.StatusCode
     metadata: list[tuple[str, str]]
@@ -151,12 +159,29 @@ class AttemptRecord:
         method = self._method
         self._started = time.perf_counter()
         current = trace.get_current_span()
+        noted = None
+        if spans.keeping is not None:
+            noted = spans.keeping.note_child(
+                current,
+                spans.span_name(method),
+                SpanKind.CLIENT,
+                spans.span_attributes(method, self._endpoint, self._attempt),
+            )
+        if noted is not None:
+            # The job's trace was dropped and is held lightly until the job ends: its
+            # CLIENT span is noted, and made only if the trace is kept.
+            self.span = noted
+            self._own = True
+            self._token = None
+            self.metadata = _injected(noted.span_id)
+            return self
         if current.get_span_context().is_valid and not current.is_recording():
             # The job's trace is not sampled, and with every sampler bunny accepts its
             # children would not be either: a span here would be made only to be
             # dropped. The job's own context goes out instead (same trace, sampled flag
             # off), so relay follows bunny's decision and logs the trace id.
             self.span = current
+            self._own = False
             self._token = None
         else:
             span = self.span = spans.tracer.start_span(
@@ -164,10 +189,9 @@ class AttemptRecord:
                 kind=SpanKind.CLIENT,
                 attributes=spans.span_attributes(method, self._endpoint, self._attempt),
             )
+            self._own = True
             self._token = context.attach(trace.set_span_in_context(span))
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier)
-        self.metadata = list(carrier.items())
+        self.metadata = _injected()
         return self
 
     def __exit__(
@@ -177,10 +201,10 @@ class AttemptRecord:
         traceback: TracebackType | None,
     ) -> None:
         code = self.code
-        # Without a token there is no span of its own (see __enter__): the job's span
-        # is not this one to end.
-        if self._token is not None:
-            context.detach(self._token)
+        # Without a span of its own (see __enter__) the job's span is not this one to end.
+        if self._own:
+            if self._token is not None:
+                context.detach(self._token)
             span = self.span
             if span.is_recording():
                 span.set_attribute(semconv.RPC_GRPC_STATUS_CODE, code.value[0])
@@ -190,3 +214,21 @@ class AttemptRecord:
             span.end()
         if self._measured:
             self._spans.record_duration(self._method, code, time.perf_counter() - self._started)
+
+
+def _injected(span_id: int | None = None) -> list[tuple[str, str]]:
+    """The current context as the configured propagators put it in a call's metadata;
+    with ``span_id`` as the parent in its W3C ``traceparent`` when given.
+
+    A noted span is not made current (that alone would cost more than the span), so
+    the context injected is its parent's, the same trace with the same flags: only the
+    parent id differs, at a fixed place in a version 00 header
+    (``00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>``).
+    """
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    if span_id is not None:
+        parent = carrier.get(_TRACEPARENT)
+        if parent is not None and len(parent) == 55 and parent.startswith("00-"):
+            carrier[_TRACEPARENT] = f"{parent[:36]}{span_id:016x}{parent[52:]}"
+    return list(carrier.items())

@@ -10,7 +10,10 @@ leave no trace. Here each process keeps its own side of such a job:
   root (no parent, or, on relay, a remote parent whose flags say not sampled)
   or the child of a light span. A light span records what the code tells it,
   in a few slots, and carries the context the head sampler gave it (not
-  sampled), so the W3C context sent to relay is unchanged.
+  sampled), so the W3C context sent to relay is unchanged. A child that
+  nothing makes current (an RPC attempt) can be a :class:`NotedSpan`
+  instead (:meth:`KeepingTracer.note_child`): fewer fields again, made a span
+  only when its trace is kept.
 - When a local root ends, its trace is exported if a span in it failed, was
   tried again, or the root took at least the threshold, with
   ``bunnyrelay.sampling.kept`` (``error``, ``retried``, ``slow``) on every span;
@@ -32,7 +35,6 @@ exported when its trace was kept, and forgotten otherwise.
 from __future__ import annotations
 
 import traceback
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from time import time_ns
@@ -93,7 +95,7 @@ class _Trace:
 
     def __init__(self, opened_ns: int) -> None:
         self.opened_ns = opened_ns
-        self.spans: list[LightSpan] = []
+        self.spans: list[LightSpan | NotedSpan] = []
         self.state = _WAITING
         self.reason = ""
         self.root: LightSpan | None = None
@@ -222,6 +224,45 @@ class LightSpan(trace.Span):
         self._end = end_time or time_ns()
         self._keeper.ended(self)
 
+    def _child(
+        self,
+        scope: InstrumentationScope,
+        new_span_id: Any,
+        name: str,
+        kind: SpanKind,
+        attributes: Attributes,
+        links: Sequence[Link] | None,
+        start_time: int | None,
+    ) -> trace.Span:
+        """A span under this one, in the same held trace."""
+        held = self._trace
+        if held.state == _FORGOTTEN:
+            # Given up: the rest of the trace is not held either.
+            return NonRecordingSpan(self._context)
+        if name == semconv.SPAN_DNS_LOOKUP:
+            held.lookups += 1
+        elif kind is SpanKind.CLIENT and attributes and _tried_again(attributes):
+            held.retried = True
+        context = self._context
+        return LightSpan(
+            self._keeper,
+            held,
+            scope,
+            name,
+            SpanContext(
+                context.trace_id,
+                new_span_id(),
+                False,
+                context.trace_flags,
+                context.trace_state,
+            ),
+            context,
+            kind,
+            attributes,
+            links,
+            start_time or time_ns(),
+        )
+
     def readable(self, reason: str, resource: Resource) -> ReadableSpan:
         """This span as an exporter takes it: sampled, and saying why it was kept."""
         context = self._context
@@ -250,6 +291,138 @@ class LightSpan(trace.Span):
         )
 
 
+class NotedSpan(trace.Span):
+    """A child of a light span that nothing makes current nor asks anything of while it runs
+    (an RPC attempt): its start, end, attributes and status, a few fields until its trace is
+    judged, and a span only when the trace is kept. Cheaper again than a light span, which
+    a hot path pays for every unsampled job."""
+
+    __slots__ = (
+        "_attributes",
+        "_end",
+        "_keeper",
+        "_kind",
+        "_name",
+        "_parent",
+        "_scope",
+        "_set",
+        "_span_id",
+        "_start",
+        "_status",
+        "_trace",
+    )
+
+    def __init__(
+        self,
+        parent: LightSpan,
+        scope: InstrumentationScope,
+        span_id: int,
+        name: str,
+        kind: SpanKind,
+        attributes: Mapping[str, AttributeValue],
+    ) -> None:
+        self._keeper = parent._keeper
+        self._trace = parent._trace
+        self._parent = parent._context
+        self._scope = scope
+        self._span_id = span_id
+        self._name = name
+        self._kind = kind
+        # Not copied: what is set later goes to ``_set``, so callers may pass a dict they reuse.
+        self._attributes = attributes
+        self._set: dict[str, AttributeValue] | None = None
+        self._status = _UNSET
+        self._start = time_ns()
+        self._end: int | None = None
+
+    @property
+    def span_id(self) -> int:
+        return self._span_id
+
+    def get_span_context(self) -> SpanContext:
+        parent = self._parent
+        return SpanContext(
+            parent.trace_id, self._span_id, False, parent.trace_flags, parent.trace_state
+        )
+
+    def is_recording(self) -> bool:
+        return self._end is None
+
+    def set_attribute(self, key: str, value: AttributeValue) -> None:
+        if self._end is None:
+            if self._set is None:
+                self._set = {}
+            self._set[key] = value
+
+    def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
+        if self._end is None:
+            if self._set is None:
+                self._set = {}
+            self._set.update(attributes)
+
+    def add_event(
+        self, name: str, attributes: Attributes = None, timestamp: int | None = None
+    ) -> None:
+        raise NotImplementedError("a noted span takes no events; start a light span instead")
+
+    def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
+        raise NotImplementedError("a noted span takes no links; start a light span instead")
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Attributes = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        raise NotImplementedError("a noted span takes no events; start a light span instead")
+
+    def update_name(self, name: str) -> None:
+        if self._end is None:
+            self._name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        if self._end is not None or self._status.status_code is StatusCode.OK:
+            return
+        if isinstance(status, StatusCode):
+            status = Status(status, description)
+        if status.status_code is not StatusCode.UNSET:
+            self._status = status
+            if status.status_code is StatusCode.ERROR:
+                self._trace.failed = True
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._end is not None:
+            return
+        self._end = end_time or time_ns()
+        self._keeper.ended(self)
+
+    def readable(self, reason: str, resource: Resource) -> ReadableSpan:
+        """This span as an exporter takes it: sampled, and saying why it was kept."""
+        parent = self._parent
+        return ReadableSpan(
+            name=self._name,
+            context=SpanContext(
+                parent.trace_id,
+                self._span_id,
+                False,
+                TraceFlags(parent.trace_flags | _SAMPLED),
+                parent.trace_state,
+            ),
+            parent=parent,
+            resource=resource,
+            attributes=BoundedAttributes(
+                attributes={**self._attributes, **(self._set or {}), semconv.SAMPLING_KEPT: reason},
+                immutable=True,
+            ),
+            kind=self._kind,
+            status=self._status,
+            start_time=self._start,
+            end_time=self._end,
+            instrumentation_scope=self._scope,
+        )
+
+
 class Keeper:
     """Holds the light spans of each dropped trace and judges the trace when its root ends."""
 
@@ -261,7 +434,8 @@ class Keeper:
         self._max_age_ns = int(settings.max_age_s * _NS)
         # In the order traces began: the oldest is first to give up. No lock: each of its
         # operations is one call the interpreter makes atomic, and a span ends once.
-        self._waiting: OrderedDict[_Trace, None] = OrderedDict()
+        # A plain dict keeps that order too, and costs less than an OrderedDict per job.
+        self._waiting: dict[_Trace, None] = {}
         self._swept_ns = 0
         self._export: SpanProcessor | None = None
         self._kept: metrics.Counter | None = None
@@ -311,16 +485,18 @@ class Keeper:
 
     def _give_up(self, reason: str) -> None:
         """Forget the oldest trace held."""
-        try:
-            held, _ = self._waiting.popitem(last=False)
-        except KeyError:
+        waiting = self._waiting
+        if not waiting:
             return
+        held = next(iter(waiting))
+        waiting.pop(held, None)
         held.state = _FORGOTTEN
         held.spans = []
+        held.root = None
         if self._dropped is not None:
             self._dropped.add(1, self._dropped_attributes[reason])
 
-    def ended(self, span: LightSpan) -> None:
+    def ended(self, span: LightSpan | NotedSpan) -> None:
         held = span._trace
         if held.state != _WAITING:
             if held.state == _KEPT and self._export is not None:
@@ -330,6 +506,9 @@ class Keeper:
         if span is not held.root:
             return
         self._waiting.pop(held, None)
+        # The root and its trace point at each other: undone here, so that neither waits
+        # for the garbage collector's cycle search, which every unsampled job would feed.
+        held.root = None
         reason = self._why_keep(held, span)
         if reason is None:
             held.state = _FORGOTTEN
@@ -395,32 +574,8 @@ class KeepingTracer(trace.Tracer):
     ) -> trace.Span:
         parent = trace.get_current_span(context)
         if type(parent) is LightSpan:
-            if parent._trace.state == _FORGOTTEN:
-                # Given up: the rest of the trace is not held either.
-                return NonRecordingSpan(parent._context)
-            held = parent._trace
-            if name == semconv.SPAN_DNS_LOOKUP:
-                held.lookups += 1
-            elif kind is SpanKind.CLIENT and attributes and _tried_again(attributes):
-                held.retried = True
-            parent_context = parent._context
-            return LightSpan(
-                self._keeper,
-                held,
-                self._scope,
-                name,
-                SpanContext(
-                    parent_context.trace_id,
-                    self._new_span_id(),
-                    False,
-                    parent_context.trace_flags,
-                    parent_context.trace_state,
-                ),
-                parent_context,
-                kind,
-                attributes,
-                links,
-                start_time or time_ns(),
+            return parent._child(
+                self._scope, self._new_span_id, name, kind, attributes, links, start_time
             )
         span = self._tracer.start_span(
             name,
@@ -454,6 +609,21 @@ class KeepingTracer(trace.Tracer):
         )
         held.root = root
         return root
+
+    def note_child(
+        self,
+        parent: trace.Span,
+        name: str,
+        kind: SpanKind,
+        attributes: Mapping[str, AttributeValue],
+    ) -> NotedSpan | None:
+        """A :class:`NotedSpan` under ``parent`` when ``parent`` is a light span whose trace is
+        held; None otherwise (then start a span as usual)."""
+        if type(parent) is not LightSpan or parent._trace.state != _WAITING:
+            return None
+        if kind is SpanKind.CLIENT and _tried_again(attributes):
+            parent._trace.retried = True
+        return NotedSpan(parent, self._scope, self._new_span_id(), name, kind, attributes)
 
     # The API types this with its private context-manager decorator; a plain one does the same.
     @contextmanager

@@ -11,6 +11,7 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -20,6 +21,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 from bunny.relaypool import RelayEndpoint
 from bunny.rpcspans import RpcSpans
 from bunnyrelay import semconv
+from bunnyrelay.keeping import KeepingTracerProvider
+from bunnyrelay.keepsettings import KeepSettings
 from bunnyrelay.v1 import jobs_pb2_grpc
 
 
@@ -124,6 +127,78 @@ async def test_an_unsampled_job_makes_no_attempt_span_and_sends_its_own_context(
     context = job.get_span_context()
     assert _sent(record.metadata) == (context.trace_id, context.span_id, False)
     assert telemetry.durations() == {("Run", 0): 1}, "the call is still measured"
+
+
+class KeepingTelemetry(Telemetry):
+    """Nothing sampled, failed, retried and slow jobs kept: as bunny runs at a low rate."""
+
+    def __init__(self) -> None:
+        super().__init__(sampled=False)
+        self.tracers = KeepingTracerProvider(
+            KeepSettings(), resource=Resource.create(), sampler=ParentBased(ALWAYS_OFF)
+        )
+        export = SimpleSpanProcessor(self.spans)
+        self.tracers.add_span_processor(export)
+        self.tracers.keeper.connect(export, self.meters.get_meter("keeping"))
+        self.rpc = RpcSpans(self.tracers.get_tracer("test"), self.meters.get_meter("test"))
+
+
+async def test_an_unsampled_retried_job_keeps_each_attempt_with_the_context_it_sent(
+    endpoint: RelayEndpoint,
+) -> None:
+    telemetry = KeepingTelemetry()
+    job = telemetry.tracers.get_tracer("test").start_span("job.submit")
+
+    with trace.use_span(job, end_on_exit=True):
+        with telemetry.rpc.attempt("Run", endpoint, 1) as first:
+            first.code = grpc.StatusCode.UNAVAILABLE
+        with telemetry.rpc.attempt("Run", endpoint, 2) as second:
+            pass
+
+    attempts = [s for s in telemetry.spans.get_finished_spans() if s.kind is SpanKind.CLIENT]
+    assert [s.name for s in attempts] == ["bunnyrelay.v1.JobService/Run"] * 2
+    failed, passed = attempts
+    assert dict(failed.attributes or {}) == {
+        semconv.RPC_SYSTEM: "grpc",
+        semconv.RPC_SERVICE: "bunnyrelay.v1.JobService",
+        semconv.RPC_METHOD: "Run",
+        semconv.SERVER_ADDRESS: "relay.private.aws.internal",
+        semconv.SERVER_PORT: 50051,
+        semconv.NETWORK_PEER_ADDRESS: "10.20.0.5",
+        semconv.NETWORK_PEER_PORT: 50051,
+        semconv.JOB_ATTEMPT: 1,
+        semconv.RPC_GRPC_STATUS_CODE: 14,
+        semconv.ERROR_TYPE: "UNAVAILABLE",
+        semconv.SAMPLING_KEPT: "retried",
+    }
+    assert failed.status.status_code is StatusCode.ERROR
+    assert passed.status.status_code is StatusCode.UNSET
+    assert (passed.attributes or {})[semconv.JOB_ATTEMPT] == 2
+    assert failed.end_time is not None
+    assert passed.start_time is not None
+    assert failed.end_time <= passed.start_time, "each attempt keeps its own times"
+    for span, record in ((failed, first), (passed, second)):
+        assert span.parent is not None
+        assert span.parent.span_id == job.get_span_context().span_id
+        assert span.context is not None
+        # relay's spans go under the attempt that carried them; the flag says what bunny's
+        # head sampler decided.
+        assert _sent(record.metadata) == (span.context.trace_id, span.context.span_id, False)
+    assert telemetry.durations() == {("Run", 14): 1, ("Run", 0): 1}
+
+
+async def test_an_unsampled_job_that_went_well_exports_nothing_and_sends_its_trace(
+    endpoint: RelayEndpoint,
+) -> None:
+    telemetry = KeepingTelemetry()
+    job = telemetry.tracers.get_tracer("test").start_span("job.submit")
+
+    with trace.use_span(job, end_on_exit=True), telemetry.rpc.attempt("Run", endpoint, 1) as record:
+        pass
+
+    assert telemetry.spans.get_finished_spans() == ()
+    trace_id, _, sampled = _sent(record.metadata)
+    assert (trace_id, sampled) == (job.get_span_context().trace_id, False)
 
 
 async def test_a_job_on_a_stream_leaves_the_duration_to_the_stream_call(
