@@ -254,5 +254,10 @@ def test_the_tail_sampling_collector_is_the_same_pipeline_with_tail_sampling_fir
     assert tail["receivers"] == plain["receivers"]
     assert tail["exporters"] == plain["exporters"]
     assert tail["service"]["pipelines"]["traces"]["processors"] == ["tail_sampling", "batch"]
+    # Prometheus reads the same metrics whichever Collector configuration runs.
+    metrics = plain["service"]["pipelines"]["metrics"]
+    assert tail["service"]["pipelines"]["metrics"] == metrics
+    for processor in metrics["processors"]:
+        assert tail["processors"][processor] == plain["processors"][processor]
     policies = {p["type"] for p in tail["processors"]["tail_sampling"]["policies"]}
     assert {"status_code", "latency", "probabilistic"} <= policies
