@@ -221,11 +221,13 @@ async def exported(
         )  # fmt: skip
         assert code != 0
 
-        # relay's gauges come with its next export; wait for them while it runs.
+        # relay's gauges come with its next export; wait for them while it runs, and for
+        # the failed lookup the last bunny exported as it exited (the Collector batches).
         async def relay_reported() -> dict[str, list[str]]:
             while True:
-                series = _series(await asyncio.to_thread(collector.scrape))
-                if "bunnyrelay_relay_ready" in series:
+                page = await asyncio.to_thread(collector.scrape)
+                series = _series(page)
+                if "bunnyrelay_relay_ready" in series and 'rcode="NXDOMAIN"' in page:
                     return series
                 await asyncio.sleep(0.2)
 
