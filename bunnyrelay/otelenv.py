@@ -25,6 +25,9 @@ export. Here each value the process depends on is checked once, at start, and a 
   missing one fails every export there.
 - ``OTEL_BSP_*``: whole numbers the SDK's batch span processor accepts.
 - ``OTEL_METRICS_EXEMPLAR_FILTER``: ``always_on``, ``always_off`` or ``trace_based``.
+- ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE``: ``cumulative``, ``delta`` or
+  ``lowmemory``. The SDK takes anything else for ``cumulative`` with a warning, and a
+  ``delta`` misspelt in a deployment whose Collector adds deltas up would undo the sums.
 - ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER``: ``none`` turns a signal's export off.
 - ``OTEL_PROPAGATORS``: propagators that are installed (``tracecontext``, ``baggage``) or
   ``none``. The API loads them when ``opentelemetry.propagate`` is first imported and raises
@@ -58,6 +61,7 @@ PROTOCOLS = ("grpc", "http/protobuf")
 DEFAULT_PROTOCOL = "http/protobuf"
 COMPRESSIONS = ("gzip", "deflate", "none")
 EXEMPLAR_FILTERS = ("always_on", "always_off", "trace_based")
+TEMPORALITIES = ("cumulative", "delta", "lowmemory")
 _EXAMPLE_PORT = {"grpc": 4317, "http/protobuf": 4318}
 # gRPC target schemes (gRPC's naming document) that the SDK passes to the channel unchanged.
 _GRPC_TARGET_SCHEMES = ("dns", "unix", "unix-abstract", "ipv4", "ipv6")
@@ -141,6 +145,13 @@ def exemplar_filter(environ: Mapping[str, str] = os.environ) -> str | None:
     """``OTEL_METRICS_EXEMPLAR_FILTER``, one of :data:`EXEMPLAR_FILTERS`, or None when unset."""
     found = _first(environ, "OTEL_METRICS_EXEMPLAR_FILTER")
     return None if found is None else _one_of(*found, EXEMPLAR_FILTERS)
+
+
+def metrics_temporality(environ: Mapping[str, str] = os.environ) -> str | None:
+    """``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE``, one of :data:`TEMPORALITIES`, or
+    None when unset (the SDK's ``cumulative``)."""
+    found = _first(environ, "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE")
+    return None if found is None else _one_of(*found, TEMPORALITIES)
 
 
 def otlp_protocol(signal: Signal, environ: Mapping[str, str] = os.environ) -> str:

@@ -12,6 +12,8 @@ a typo stops the process at start with a message instead of failing each export 
   of their ``OTEL_EXPORTER_OTLP_*`` settings themselves; spans are encoded by
   :mod:`bunnyrelay.otlpencode` where it was checked against the installed SDK (the same
   request as the SDK's encoder, for less CPU), by the SDK's encoder elsewhere.
+- ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`` is read by the metric exporter
+  (``delta`` where each batch of bunny is a process of its own: docs/alerts.md).
 - ``OTEL_METRICS_EXEMPLAR_FILTER`` is honoured when set; unset, exemplars are
   off, not the SDK's default ``trace_based``.
 - Unsampled jobs that fail, are retried or are slow still export their trace
@@ -49,6 +51,7 @@ from bunnyrelay.otelenv import (
     check_propagators,
     check_sampler,
     exemplar_filter,
+    metrics_temporality,
     otlp_destination,
 )
 from bunnyrelay.otlpencode import Encoder, encoder, span_exporter
@@ -140,6 +143,8 @@ def setup_telemetry(
     if traces is not None:
         check_batch_span_processor(environ)
     metrics_to = otlp_destination("METRICS", environ)
+    if metrics_to is not None:
+        metrics_temporality(environ)
     exemplars = _exemplar_filter(environ)
     resource = build_resource(default_service_name)
     exporting = False

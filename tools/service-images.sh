@@ -120,13 +120,15 @@ collector=$(compose_image otel/opentelemetry-collector-contrib:)
 collector_version=v${collector##*:}
 CONTRIB=github.com/open-telemetry/opentelemetry-collector-contrib
 # The components the collector configurations in deploy/compose/ use, and no others: OTLP
-# in and out, batching, tail sampling (the keep-what-went-wrong alternative) and the
+# in and out, batching, tail sampling (the keep-what-went-wrong alternative), delta to
+# cumulative (bunny's batches, one process each, added up per container) and the
 # Prometheus endpoint the metrics pipeline serves.
 collector_components="receivers:
   - gomod: go.opentelemetry.io/collector/receiver/otlpreceiver $collector_version
 processors:
   - gomod: go.opentelemetry.io/collector/processor/batchprocessor $collector_version
   - gomod: $CONTRIB/processor/tailsamplingprocessor $collector_version
+  - gomod: $CONTRIB/processor/deltatocumulativeprocessor $collector_version
 exporters:
   - gomod: go.opentelemetry.io/collector/exporter/otlpexporter $collector_version
   - gomod: go.opentelemetry.io/collector/exporter/debugexporter $collector_version

@@ -13,6 +13,7 @@ from bunnyrelay.otelenv import (
     check_propagators,
     check_sampler,
     exemplar_filter,
+    metrics_temporality,
     otlp_destination,
 )
 from bunnyrelay.settings import SettingError
@@ -208,6 +209,16 @@ def test_the_exemplar_filter_is_one_the_sdk_knows() -> None:
         exemplar_filter({"OTEL_METRICS_EXEMPLAR_FILTER": "sometimes"})
 
 
+def test_the_metrics_temporality_is_one_the_sdk_knows() -> None:
+    """The SDK's exporter takes a misspelt preference for cumulative, with a warning only."""
+    variable = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"
+    assert metrics_temporality({}) is None
+    assert metrics_temporality({variable: " Delta "}) == "delta"
+    assert metrics_temporality({variable: "LOWMEMORY"}) == "lowmemory"
+    with pytest.raises(SettingError, match=f"{variable}='deltas'.*cumulative, delta, lowmemory"):
+        metrics_temporality({variable: "deltas"})
+
+
 @pytest.mark.parametrize(
     "value", ["tracecontext,baggage", "tracecontext", " baggage , tracecontext ", "none", "NONE"]
 )
@@ -273,6 +284,10 @@ COMMANDS = {
         ),
         ({"OTEL_METRICS_EXEMPLAR_FILTER": "sometimes"}, "OTEL_METRICS_EXEMPLAR_FILTER="),
         (
+            {**GRPC_EXPORT, "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "deltas"},
+            "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE=",
+        ),
+        (
             {**GRPC_EXPORT, "OTEL_EXPORTER_OTLP_HEADERS": "Authorization: x"},
             "OTEL_EXPORTER_OTLP_HEADERS: ",
         ),
@@ -290,6 +305,7 @@ COMMANDS = {
         "compression",
         "timeout",
         "exemplars",
+        "temporality",
         "headers",
         "certificate",
         "propagators",

@@ -65,6 +65,25 @@ def test_bunny_sends_batches_to_the_relay_target_and_traces_to_the_collector() -
     assert spec["terminationGracePeriodSeconds"] > int(env["BUNNY_TIMEOUT"])
 
 
+def test_every_batch_of_a_pod_exports_delta_metrics_under_the_pod_as_its_instance() -> None:
+    """One process per batch: only deltas under one service.instance.id per pod add up in
+    the Collector to a series that rate() sees move."""
+    (container,) = bunny_pod(AKS)["containers"]
+    env = env_of(container)
+    assert env["OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"] == "delta"
+    attributes = dict(pair.split("=", 1) for pair in env["OTEL_RESOURCE_ATTRIBUTES"].split(","))
+    assert attributes["service.instance.id"] == "$(POD_NAME)"
+    names = [entry["name"] for entry in container["env"]]
+    assert names.index("POD_NAME") < names.index("OTEL_RESOURCE_ATTRIBUTES")
+    (pod_name,) = (entry for entry in container["env"] if entry["name"] == "POD_NAME")
+    assert pod_name["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+
+
+def test_a_metrics_temporality_the_sdk_does_not_know_is_refused() -> None:
+    with pytest.raises(HelmError, match="metricsTemporality"):
+        template("bunny", AKS, {"telemetry.metricsTemporality": "deltas"})
+
+
 def test_jobs_are_retried_within_their_deadline_unless_attempts_is_set() -> None:
     """bunny's default (no cap: retries until the job's deadline) is what the pod runs, so
     jobs in flight outlive a relay restart; a cap is there for whoever wants one."""

@@ -241,6 +241,22 @@ def test_the_collector_sends_traces_to_jaeger(compose: dict[str, Any]) -> None:
     assert "127.0.0.1:${JAEGER_UI_PORT:-16686}:16686" in services(compose)["jaeger"]["ports"]
 
 
+def test_bunnys_batches_export_deltas_under_the_containers_one_instance(
+    compose: dict[str, Any],
+) -> None:
+    """One process per batch: only deltas under one service.instance.id add up in the
+    Collector (its delta_to_cumulative) to a series that rate() sees move."""
+    bunny = services(compose)["bunny"]
+    assert bunny["environment"]["OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"] == "delta"
+    (script,) = bunny["command"]
+    named, loop = script.index("service.instance.id=$$(uname -n)"), script.index("while :")
+    assert named < loop, script
+    config = yaml.safe_load((ROOT / "deploy" / "compose" / "otel-collector.yaml").read_text())
+    metrics = config["service"]["pipelines"]["metrics"]
+    assert metrics["processors"][0] == "delta_to_cumulative"
+    assert metrics["exporters"] == ["prometheus"]
+
+
 def test_the_zone_file_compose_mounts_is_current() -> None:
     path = ROOT / "deploy" / "compose" / corefiles.ZONE_FILE_NAME
     assert deployfiles.stale({path: deployfiles.expected()[path]}) == [], "run `make deploy-files`"
@@ -254,5 +270,10 @@ def test_the_tail_sampling_collector_is_the_same_pipeline_with_tail_sampling_fir
     assert tail["receivers"] == plain["receivers"]
     assert tail["exporters"] == plain["exporters"]
     assert tail["service"]["pipelines"]["traces"]["processors"] == ["tail_sampling", "batch"]
+    # Prometheus reads the same metrics whichever Collector configuration runs.
+    metrics = plain["service"]["pipelines"]["metrics"]
+    assert tail["service"]["pipelines"]["metrics"] == metrics
+    for processor in metrics["processors"]:
+        assert tail["processors"][processor] == plain["processors"][processor]
     policies = {p["type"] for p in tail["processors"]["tail_sampling"]["policies"]}
     assert {"status_code", "latency", "probabilistic"} <= policies

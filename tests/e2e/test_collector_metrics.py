@@ -91,17 +91,23 @@ def _collector_binary(into: Path) -> Path:
 
 
 def _config(otlp_port: int, metrics_port: int) -> dict[str, object]:
-    """The compose configuration's metrics path (its OTLP receiver, its Prometheus exporter)
-    on loopback ports of this run's own, and nothing else."""
+    """The compose configuration's metrics path (its OTLP receiver, its processors, its
+    Prometheus exporter) on loopback ports of this run's own, and nothing else."""
     shipped = yaml.safe_load(COLLECTOR_CONFIG.read_text())
+    pipeline = shipped["service"]["pipelines"]["metrics"]
     prometheus = {**shipped["exporters"]["prometheus"], "endpoint": f"127.0.0.1:{metrics_port}"}
     return {
         "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"127.0.0.1:{otlp_port}"}}}},
+        "processors": {name: shipped["processors"][name] for name in pipeline["processors"]},
         "exporters": {"prometheus": prometheus},
         "service": {
             "telemetry": {"metrics": {"level": "none"}},
             "pipelines": {
-                "metrics": {"receivers": ["otlp"], "exporters": ["prometheus"]},
+                "metrics": {
+                    "receivers": ["otlp"],
+                    "processors": pipeline["processors"],
+                    "exporters": ["prometheus"],
+                },
             },
         },
     }
@@ -144,6 +150,17 @@ def collector(tmp_path: Path) -> Iterator[Collector]:
         reader.join(timeout=5)
         if process.stderr is not None:
             process.stderr.close()
+
+
+def _total(page: str, name: str, *labels: str) -> float:
+    """The sum of every sample of ``name`` on a Prometheus text page whose labels include
+    each of ``labels`` (``key="value"``)."""
+    total = 0.0
+    for line in page.splitlines():
+        match = re.match(rf"^{name}(\{{[^}}]*\}})?\s+(\S+)", line)
+        if match and all(label in (match.group(1) or "") for label in labels):
+            total += float(match.group(2))
+    return total
 
 
 def _series(page: str) -> dict[str, list[str]]:
@@ -204,16 +221,19 @@ async def exported(
         )  # fmt: skip
         assert code != 0
 
-        # relay's gauges come with its next export; wait for them while it runs.
-        async def relay_reported() -> dict[str, list[str]]:
-            while True:
-                series = _series(await asyncio.to_thread(collector.scrape))
-                if "bunnyrelay_relay_ready" in series:
-                    return series
-                await asyncio.sleep(0.2)
-
-        await asyncio.wait_for(relay_reported(), timeout=30)
-    return _series(await asyncio.to_thread(collector.scrape))
+        # relay's metrics come with its next export (its gauges may come in an earlier one
+        # than its jobs' histograms), bunny's last ones through the Collector's batching:
+        # wait, while relay runs, for every name the queries read and for the failed lookup,
+        # up to a bound; the tests then say what is missing.
+        wanted = set(every_metric_name())
+        page = ""
+        deadline = asyncio.get_running_loop().time() + 30
+        while asyncio.get_running_loop().time() < deadline:
+            page = await asyncio.to_thread(collector.scrape)
+            if wanted <= set(_series(page)) and 'rcode="NXDOMAIN"' in page:
+                break
+            await asyncio.sleep(0.2)
+    return _series(page)
 
 
 async def test_every_metric_the_dashboards_and_alerts_read_is_exported(
@@ -243,3 +263,58 @@ async def test_the_operator_metrics_carry_the_labels_the_queries_group_by(
     store = " ".join(exported["db_client_operation_duration_seconds_bucket"])
     assert 'db_system_name="sqlite"' in store
     assert 'db_operation_name="reserve"' in store
+
+
+async def test_batches_of_one_pod_add_up_to_one_series_that_counts_every_job(
+    collector: Collector, zone: ZoneServer
+) -> None:
+    """What the chart and the compose stack run: one ``bunny submit`` process per batch,
+    each exporting once as it exits, delta temporality, the pod's name as
+    service.instance.id. The Collector's page must count the jobs of every batch in one
+    series per pod, as Prometheus' increase() needs; without the adding up it holds only
+    the last batch (a new process looks like a counter reset)."""
+    zone.set_records(RELAY_NAME, "A", ["127.0.0.1"])
+    pod = unique("bunny-pod")
+    bunny_env = {
+        **collector.env("bunny"),
+        "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "delta",
+        "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id={pod},k8s.pod.name={pod}",
+    }
+    mine = ('job="bunny"', f'instance="{pod}"')
+    async with relay_process("127.0.0.1:0", env=collector.env("relay")) as relay:
+        batches = (3, 2, 4)
+        for done, count in enumerate(batches, start=1):
+            code, _, err = await run_bunny(
+                "submit", "--target", f"{RELAY_NAME}:{relay.port}", "--count", str(count),
+                "--nameserver", str(zone.address), "--json", "--kind", "echo", env=bunny_env,
+            )  # fmt: skip
+            assert code == 0, err
+            expected = sum(batches[:done])
+
+            async def counted(expected: int = expected) -> str:
+                while True:
+                    page = await asyncio.to_thread(collector.scrape)
+                    if _total(page, "bunnyrelay_jobs_total", *mine) >= expected:
+                        return page
+                    await asyncio.sleep(0.2)
+
+            try:
+                page = await asyncio.wait_for(counted(), timeout=30)
+            except TimeoutError:
+                page = await asyncio.to_thread(collector.scrape)
+                seen = _total(page, "bunnyrelay_jobs_total", *mine)
+                raise AssertionError(
+                    f"after batch {done} the page counts {seen} of {pod}'s {expected} jobs"
+                ) from None
+
+    succeeded = (*mine, 'bunnyrelay_job_status="SUCCEEDED"')
+    assert _total(page, "bunnyrelay_jobs_total", *succeeded) == sum(batches)
+    assert _total(page, "bunnyrelay_job_duration_seconds_count", *mine) == sum(batches)
+    # Every lookup bunny made is counted too, a histogram and a counter of its own.
+    assert _total(page, "bunnyrelay_dns_lookups_total", *mine) >= len(batches)
+    instances = {
+        labels
+        for labels in _series(page)["bunnyrelay_jobs_total"]
+        if 'job="bunny"' in labels and "instance=" in labels
+    }
+    assert all(f'instance="{pod}"' in labels for labels in instances), instances

@@ -43,7 +43,9 @@ def _config_for_this_host(grpc_port: int, http_port: int, sink_port: int) -> str
     protocols["grpc"]["endpoint"] = f"127.0.0.1:{grpc_port}"
     protocols["http"]["endpoint"] = f"127.0.0.1:{http_port}"
     config["exporters"]["otlp_grpc/jaeger"]["endpoint"] = f"127.0.0.1:{sink_port}"
-    # On the host's network the Collector's own metrics port could be taken: not served.
+    # On the host's network the exporter's Prometheus port and the Collector's own metrics
+    # port could be taken: a free loopback port, and not served.
+    config["exporters"]["prometheus"]["endpoint"] = f"127.0.0.1:{_free_port()}"
     config["service"]["telemetry"] = {"metrics": {"level": "none"}}
     return yaml.safe_dump(config)
 

@@ -241,6 +241,25 @@ def test_prometheus_scrapes_the_collector_and_evaluates_the_alerts(stack: Stack)
     assert all(rule["health"] != "err" for rule in loaded.values()), loaded
 
 
+def test_bunnys_batches_add_up_to_one_series_that_increase_sees(stack: Stack) -> None:
+    """The bunny container runs one ``bunny submit`` process per batch (4 jobs each). Their
+    deltas, under the container's host name as the instance, are one series in Prometheus
+    whose increase() counts the jobs of many batches; per-process series would each hold
+    one value, and increase() over them would be 0."""
+    host = stack.exec("bunny", "uname", "-n").stdout.strip()
+    jobs = f'bunnyrelay_jobs_total{{job="bunny", instance="{host}"}}'
+
+    def batches_added_up() -> float | None:
+        found = prometheus_query(stack, f"sum(increase({jobs}[1m]))")
+        counted = float(found[0]["value"][1]) if found else 0.0
+        return counted if counted > 8 else None  # more than two batches' jobs
+
+    wait_for(f"the jobs of {host}'s batches in one rising series", batches_added_up)
+    succeeded = jobs.replace("}", ', bunnyrelay_job_status="SUCCEEDED"}')
+    series = prometheus_query(stack, succeeded)
+    assert len(series) == 1, series  # one kind: one series for every batch's succeeded jobs
+
+
 def test_cutting_the_tunnel_fails_jobs_and_their_traces_and_diagnose_name_it(
     stack: Stack,
 ) -> None:

@@ -117,7 +117,7 @@ sees variables defined before it).
 - name: OTEL_SERVICE_NAME
   value: {{ .Values.telemetry.serviceName | quote }}
 - name: OTEL_RESOURCE_ATTRIBUTES
-  value: {{ printf "k8s.pod.name=$(POD_NAME),k8s.namespace.name=$(POD_NAMESPACE),k8s.node.name=$(NODE_NAME),cloud.provider=azure%s" (ternary (printf ",%s" .Values.telemetry.resourceAttributes) "" (ne .Values.telemetry.resourceAttributes "")) | quote }}
+  value: {{ printf "service.instance.id=$(POD_NAME),k8s.pod.name=$(POD_NAME),k8s.namespace.name=$(POD_NAMESPACE),k8s.node.name=$(NODE_NAME),cloud.provider=azure%s" (ternary (printf ",%s" .Values.telemetry.resourceAttributes) "" (ne .Values.telemetry.resourceAttributes "")) | quote }}
 - name: OTEL_TRACES_SAMPLER
   value: {{ .Values.telemetry.sampler | quote }}
 {{- with .Values.telemetry.samplerArg }}
@@ -129,6 +129,8 @@ sees variables defined before it).
   value: {{ . | quote }}
 - name: OTEL_EXPORTER_OTLP_PROTOCOL
   value: {{ $.Values.telemetry.otlpProtocol | quote }}
+- name: OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE
+  value: {{ $.Values.telemetry.metricsTemporality | quote }}
 {{- end }}
 {{- end }}
 
