@@ -46,6 +46,10 @@ class Bar:
     colour: str = _COLOURS["plain"]
 
 
+def _lookups(count: int) -> str:
+    return "1 lookup" if count == 1 else f"{count} lookups"
+
+
 def quantile(point: SinkPoint, q: float) -> float:
     """The ``q`` quantile of a histogram point, interpolated within its bucket (as
     Prometheus's histogram_quantile does); the last finite bound for the overflow bucket."""
@@ -149,7 +153,7 @@ def lookups(points: Sequence[SinkPoint]) -> str:
         Bar(
             _attribute(point, semconv.DNS_QUESTION_NAME),
             point.sum / point.count,
-            f"{point.sum / point.count:.1f} queries a lookup ({point.count} lookups)",
+            f"{point.sum / point.count:.1f} queries a lookup ({_lookups(point.count)})",
         )
         for point in _of(points, semconv.METRIC_DNS_LOOKUP_QUERIES, "bunny")
         if point.count
