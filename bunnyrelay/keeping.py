@@ -105,23 +105,49 @@ class _Trace:
         self.lookups = 0
 
 
-class LightSpan(trace.Span):
+class _HeldSpan(trace.Span):
+    """What light and noted spans share: a name, a status and an end, and the trace they are
+    held in, whose ``failed`` an ERROR status sets."""
+
+    __slots__ = ("_end", "_name", "_status", "_trace")
+
+    _end: int | None
+    _name: str
+    _status: Status
+    _trace: _Trace
+
+    def is_recording(self) -> bool:
+        return self._end is None
+
+    def update_name(self, name: str) -> None:
+        if self._end is None:
+            self._name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        # As the SDK's spans: OK is final, and UNSET changes nothing.
+        if self._end is not None or self._status.status_code is StatusCode.OK:
+            return
+        if isinstance(status, StatusCode):
+            status = Status(status, description)
+        if status.status_code is not StatusCode.UNSET:
+            self._status = status
+            if status.status_code is StatusCode.ERROR:
+                self._trace.failed = True
+
+
+class LightSpan(_HeldSpan):
     """A span the head sampler dropped, recorded cheaply until its trace is judged."""
 
     __slots__ = (
         "_attributes",
         "_context",
-        "_end",
         "_events",
         "_keeper",
         "_kind",
         "_links",
-        "_name",
         "_parent",
         "_scope",
         "_start",
-        "_status",
-        "_trace",
     )
 
     def __init__(
@@ -155,9 +181,6 @@ class LightSpan(trace.Span):
     def get_span_context(self) -> SpanContext:
         return self._context
 
-    def is_recording(self) -> bool:
-        return self._end is None
-
     def set_attribute(self, key: str, value: AttributeValue) -> None:
         if self._end is None:
             self._attributes[key] = value
@@ -179,21 +202,6 @@ class LightSpan(trace.Span):
             if self._links is None:
                 self._links = []
             self._links.append(Link(context, attributes))
-
-    def update_name(self, name: str) -> None:
-        if self._end is None:
-            self._name = name
-
-    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
-        # As the SDK's spans: OK is final, and UNSET changes nothing.
-        if self._end is not None or self._status.status_code is StatusCode.OK:
-            return
-        if isinstance(status, StatusCode):
-            status = Status(status, description)
-        if status.status_code is not StatusCode.UNSET:
-            self._status = status
-            if status.status_code is StatusCode.ERROR:
-                self._trace.failed = True
 
     def record_exception(
         self,
@@ -291,7 +299,7 @@ class LightSpan(trace.Span):
         )
 
 
-class NotedSpan(trace.Span):
+class NotedSpan(_HeldSpan):
     """A child of a light span that nothing makes current nor asks anything of while it runs
     (an RPC attempt): its start, end, attributes and status, a few fields until its trace is
     judged, and a span only when the trace is kept. Cheaper again than a light span, which
@@ -299,17 +307,13 @@ class NotedSpan(trace.Span):
 
     __slots__ = (
         "_attributes",
-        "_end",
         "_keeper",
         "_kind",
-        "_name",
         "_parent",
         "_scope",
         "_set",
         "_span_id",
         "_start",
-        "_status",
-        "_trace",
     )
 
     def __init__(
@@ -345,9 +349,6 @@ class NotedSpan(trace.Span):
             parent.trace_id, self._span_id, False, parent.trace_flags, parent.trace_state
         )
 
-    def is_recording(self) -> bool:
-        return self._end is None
-
     def set_attribute(self, key: str, value: AttributeValue) -> None:
         if self._end is None:
             if self._set is None:
@@ -376,20 +377,6 @@ class NotedSpan(trace.Span):
         escaped: bool = False,
     ) -> None:
         raise NotImplementedError("a noted span takes no events; start a light span instead")
-
-    def update_name(self, name: str) -> None:
-        if self._end is None:
-            self._name = name
-
-    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
-        if self._end is not None or self._status.status_code is StatusCode.OK:
-            return
-        if isinstance(status, StatusCode):
-            status = Status(status, description)
-        if status.status_code is not StatusCode.UNSET:
-            self._status = status
-            if status.status_code is StatusCode.ERROR:
-                self._trace.failed = True
 
     def end(self, end_time: int | None = None) -> None:
         if self._end is not None:
