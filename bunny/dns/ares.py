@@ -293,7 +293,8 @@ class Channels:
             reply.code = exc.args[0] if exc.args else aiodns.error.ARES_EBADRESP
         finally:
             channel.inflight -= 1
-            self._release(channel)
+            if channel.retired:
+                self._release(channel)
         reply.received = time.monotonic()
         return reply
 
