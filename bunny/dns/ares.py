@@ -251,6 +251,10 @@ class Channel:
 
 def ares_cache_ttl(result: pycares.DNSResult) -> int:
     """The TTL c-ares' query cache gives this answer: its smallest, SOA aside."""
+    if not result.authority and not result.additional and len(result.answer) == 1:
+        # The usual answer, one address record: no lists to build.
+        only = result.answer[0]
+        return only.ttl if only.type != pycares.QUERY_TYPE_SOA else 0
     ttls = [
         record.ttl
         for section in (result.answer, result.authority, result.additional)

@@ -290,7 +290,9 @@ class Resolver:
         if not flight.done():
             flight.set_result(resolution)
         if notes is not None:
-            notes.queries_sent += sum(1 for query in resolution.queries if query.source == "wire")
+            for query in resolution.queries:
+                if query.source == "wire":
+                    notes.queries_sent += 1
         return resolution
 
     async def _lookup(
