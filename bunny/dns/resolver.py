@@ -418,7 +418,7 @@ class Resolver:
     async def _query(self, lookup: _Lookup, fqdn: str, qtype: str) -> Answer:
         """One question, with retries for failures of the path only.
 
-        The first try is made here rather than through :func:`call_with_retries`: almost
+        The first try is made here rather than through :func:`bunny.retry.call_with_retries`: almost
         every query is answered at once, and would otherwise pay a coroutine and a
         closure for retries it never makes.
         """

@@ -118,8 +118,8 @@ class TracedResolver:
             span.end()
 
     def _lookup_done(self, span: Span, notes: LookupNotes, resolution: Resolution) -> None:
-        # One set_attributes for the whole lookup: the SDK takes its lock and checks
-        # the span per call, a cost paid per lookup that one call pays once.
+        # One set_attributes call for the whole lookup: the SDK takes its lock and
+        # checks the span on every call.
         attributes = self._what_it_did(span, notes)
         attributes[semconv.DNS_SOURCE] = resolution.source
         attributes[semconv.DNS_ANSWERS] = resolution.addresses
