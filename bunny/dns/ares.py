@@ -43,6 +43,9 @@ _TIMEOUT_SLACK_S = 0.1
 _ARES_MAX_TIMEOUT_S = 5.0
 # The longest the loop waits before letting c-ares check its timeouts (aiodns' own tick).
 _ARES_TIMER_MAX_S = 1.0
+# c-ares 1.34 gives no query less than this (its adaptive timeout's lower bound), unless
+# the channel's own timeout is shorter.
+_ARES_MIN_TIMEOUT_S = 0.25
 # c-ares' query cache keeps nothing longer than this (qcache_max_ttl's default).
 _ARES_QCACHE_MAX_TTL = 3600
 # How close to a second boundary the ledger stops trusting its own arithmetic.
@@ -69,7 +72,8 @@ class LoopDrivenResolver(aiodns.DNSResolver):
     with no event thread. One change to that mode: aiodns checks c-ares' timeouts on
     a fixed tick (the timeout, at most 1 s), so a query could time out up to a tick
     late. Here the tick follows c-ares' own next timeout instead, and a new query
-    with an earlier one brings the tick forward.
+    with an earlier one brings the tick forward (c-ares is asked only when the tick
+    is due later than the shortest timeout c-ares gives a query).
 
     Both overrides are of aiodns' private methods; ``tests/bunny/dns/test_ares.py``
     fails if an aiodns release changes them.
@@ -95,13 +99,17 @@ class LoopDrivenResolver(aiodns.DNSResolver):
     ) -> asyncio.Future[pycares.DNSResult]:
         future = super().query_dns(host, qtype, qclass)
         timer = self._timer
-        if timer is not None:
-            due = self.loop.time() + float(
-                self._channel.timeout(_ARES_TIMER_MAX_S)  # type: ignore[no-untyped-call]
-            )
-            if due < timer.when():
-                timer.cancel()
-                self._timer = self.loop.call_at(due, self._timer_cb)
+        if timer is None:
+            return future
+        now = self.loop.time()
+        # A tick due before any new query could time out needs no moving, and asking
+        # c-ares costs a call that gives up the GIL, which the export thread then holds.
+        if timer.when() <= now + min(self._timeout or 0.0, _ARES_MIN_TIMEOUT_S):
+            return future
+        due = now + float(self._channel.timeout(_ARES_TIMER_MAX_S))  # type: ignore[no-untyped-call]
+        if due < timer.when():
+            timer.cancel()
+            self._timer = self.loop.call_at(due, self._timer_cb)
         return future
 
 
