@@ -25,6 +25,7 @@ from opentelemetry.util.types import AttributeValue
 
 from bunny.relaypool import RelayEndpoint
 from bunnyrelay import semconv
+from bunnyrelay.histograms import HotHistogram
 from bunnyrelay.keeping import KeepingTracer
 
 SERVICE = "bunnyrelay.v1.JobService"
@@ -44,7 +45,8 @@ class RpcSpans:
         self.tracer = tracer
         self.keeping = tracer if isinstance(tracer, KeepingTracer) else None
         """The tracer again when it keeps what went wrong in traces its sampler drops."""
-        self._duration = meter.create_histogram(
+        self._duration = HotHistogram(
+            meter,
             semconv.METRIC_RPC_CLIENT_DURATION,
             unit="ms",
             description="Duration of RPC attempts to relay",
@@ -69,7 +71,9 @@ class RpcSpans:
 
     def record_duration(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
         """One call's ``rpc.client.duration``."""
-        self._duration.record(seconds * 1000.0, self._metric_attributes_for(method, code))
+        self._duration.record(
+            (method, code), self._metric_attributes_for(method, code), seconds * 1000.0
+        )
 
     def span_name(self, method: str) -> str:
         name = self._span_names.get(method)

@@ -76,7 +76,13 @@ FOLD_AT = 512
 """Values of one attribute set kept before the recording thread folds them: bounds the
 memory between collections (and what a process without an exporter keeps)."""
 
+CARDINALITY_LIMIT = 2000
+"""Attribute sets kept apart, the SDK's default; later ones are counted together under
+``otel.metric.overflow=true``, one more point, as the SDK counts them."""
+
 Attributes = Mapping[str, AttributeValue]
+_OVERFLOW = object()
+_OVERFLOW_ATTRIBUTES: Attributes = {"otel.metric.overflow": True}
 
 
 @dataclass(slots=True)
@@ -154,6 +160,11 @@ class HotHistogram:
                 self._fold()
 
     def _begin(self, key: Hashable, attributes: Attributes) -> list[float]:
+        if len(self._pending) >= CARDINALITY_LIMIT:
+            key, attributes = _OVERFLOW, _OVERFLOW_ATTRIBUTES
+            overflow = self._pending.get(key)
+            if overflow is not None:
+                return overflow
         self._attributes[key] = dict(attributes)
         self._first_ns[key] = time_ns()
         pending: list[float] = []

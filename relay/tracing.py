@@ -37,6 +37,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, get_current_span, 
 from opentelemetry.util.types import AttributeValue
 
 from bunnyrelay import semconv
+from bunnyrelay.histograms import HotHistogram
 from bunnyrelay.tally import Tally
 from bunnyrelay.v1.jobs_pb2 import JobRequest, JobResult, JobStatus, TraceContext
 from relay.errors import Refused
@@ -165,7 +166,8 @@ class RelayTelemetry:
         # Unless the job fails or is slow: then its spans are made once it is over.
         self._kept = kept_jobs(provider, self._tracer)
         meter = metrics.get_meter("relay", meter_provider=meter_provider)
-        self._duration = meter.create_histogram(
+        self._duration = HotHistogram(
+            meter,
             semconv.METRIC_RPC_SERVER_DURATION,
             unit="ms",
             description="Duration of inbound RPCs",
@@ -258,7 +260,7 @@ class RelayTelemetry:
                 detach(token)
                 _end_rpc_span(span, code)
                 span.end()
-                record((perf_counter() - start) * 1000, by_code[code])
+                record((method, code), by_code[code], (perf_counter() - start) * 1000)
 
         async def untraced(request: JobRequest, context: Context) -> JobResult:
             start = perf_counter()
@@ -284,7 +286,7 @@ class RelayTelemetry:
             finally:
                 if token is not None:
                     detach(token)
-                record((perf_counter() - start) * 1000, by_code[code])
+                record((method, code), by_code[code], (perf_counter() - start) * 1000)
 
         return traced if self._spans else untraced
 
@@ -308,7 +310,7 @@ class RelayTelemetry:
                 code = grpc.StatusCode.UNKNOWN
                 raise
             finally:
-                record((perf_counter() - start) * 1000, by_code[code])
+                record((method, code), by_code[code], (perf_counter() - start) * 1000)
 
         return measured
 

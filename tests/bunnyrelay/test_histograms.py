@@ -13,13 +13,14 @@ from opentelemetry.sdk.metrics.export import (
     HistogramDataPoint,
     InMemoryMetricReader,
 )
+from opentelemetry.util.types import AttributeValue
 
-from bunnyrelay.histograms import FOLD_AT, HotHistogram
+from bunnyrelay.histograms import CARDINALITY_LIMIT, FOLD_AT, HotHistogram
 from tests.metrics_capture import MetricsCapture
 
 DELTA = AggregationTemporality.DELTA
-OK = {"rpc.method": "Run", "rpc.grpc.status_code": 0}
-FAILED = {"rpc.method": "Run", "rpc.grpc.status_code": 14}
+OK: dict[str, AttributeValue] = {"rpc.method": "Run", "rpc.grpc.status_code": 0}
+FAILED: dict[str, AttributeValue] = {"rpc.method": "Run", "rpc.grpc.status_code": 14}
 
 
 def _sdk_point(values: list[float], boundaries: tuple[float, ...] | None) -> HistogramDataPoint:
@@ -163,7 +164,7 @@ def test_a_histogram_is_exported_by_its_own_meter_providers_exporter_only() -> N
 def test_records_made_during_collections_are_each_counted_once() -> None:
     capture = MetricsCapture(DELTA)
     histogram = HotHistogram(capture.provider.get_meter("m"), "d", unit="ms", description="d")
-    recorded = 40 * FOLD_AT
+    recorded = 200 * FOLD_AT
     done = threading.Event()
 
     def record() -> None:
@@ -194,4 +195,17 @@ def test_boundaries_that_do_not_increase_are_refused_with_the_instruments_name()
             capture.provider.get_meter("m"), "job.duration", unit="s", description="d",
             boundaries=(1, 5, 5, 10),
         )  # fmt: skip
+    capture.shutdown()
+
+
+def test_attribute_sets_past_the_limit_are_counted_together_as_overflow() -> None:
+    capture = MetricsCapture()
+    histogram = HotHistogram(capture.provider.get_meter("m"), "d", unit="ms", description="d")
+    for index in range(CARDINALITY_LIMIT + 5):
+        histogram.record(index, {"name": f"n{index}"}, 1.0)
+
+    points = capture.histogram("d")
+    # As the SDK 1.45 does: the overflow point comes in addition to the limit's sets.
+    assert len(points) == CARDINALITY_LIMIT + 1
+    assert points[frozenset({("otel.metric.overflow", True)})].count == 5
     capture.shutdown()
