@@ -1,20 +1,17 @@
 """Telemetry at relay's edge: wrappers around the servicer's methods and job executors.
 
-- ``Run``: a SERVER span per call, its parent taken from the call's
-  ``traceparent`` metadata with the global propagator, and the job's span
-  (``job <kind>``) under it.
-- ``RunStream`` and ``RunBatches``: each job is its own trace. Per job, a
-  SERVER span (named for the method) whose parent is the job's
-  ``trace_context``, and the job's span under it.
-- Metrics (meter ``relay``): ``rpc.server.duration`` per call and
-  ``bunnyrelay.jobs`` per job by kind and status (a :class:`bunnyrelay.tally.Tally`:
-  the SDK's own counter costs more per job than an echo job).
+- ``Run``: a SERVER span per call, its parent taken from the call's ``traceparent`` metadata
+  with the global propagator, and the job's span (``job <kind>``) under it.
+- ``RunStream`` and ``RunBatches``: each job is its own trace. Per job, a SERVER span (named
+  for the method) whose parent is the job's ``trace_context``, and the job's span under it.
+- Metrics (meter ``relay``): ``rpc.server.duration`` per call and ``bunnyrelay.jobs`` per job
+  by kind and status (:mod:`bunnyrelay.histograms`, :mod:`bunnyrelay.tally`: the SDK's own
+  instruments cost more per job than an echo job).
 
-The wrappers are built once per server, with their names and attribute sets
-computed up front, so a call pays for its spans and nothing else. Spans are
-made current with ``context.attach`` rather than ``start_as_current_span``
-(two generator-based context managers per span). When the sampler can never
-record (``OTEL_TRACES_SAMPLER=always_off``) no span is made at all: the
+The wrappers are built once per server, with their names and attribute sets computed up front,
+so a call pays for its spans and nothing else. Spans are made current with ``context.attach``
+rather than ``start_as_current_span`` (two generator-based context managers per span). When the
+sampler can never record (``OTEL_TRACES_SAMPLER=always_off``) no span is made at all: the
 caller's context is still made current, so log lines keep its trace id.
 """
 
