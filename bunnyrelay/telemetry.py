@@ -139,7 +139,8 @@ def setup_telemetry(
     """Build tracer and meter providers from the environment and (by default) install them.
 
     ``metric_readers`` read the SDK's instruments; the hot paths' histograms
-    (:mod:`bunnyrelay.histograms`) reach the OTLP exporter only.
+    (:mod:`bunnyrelay.histograms`) reach the OTLP exporter and any
+    :class:`~bunnyrelay.histograms.HotHistogramReader` among them.
 
     Raises SettingError for a bad ``OTEL_*`` value, before anything is started.
     """
@@ -178,8 +179,9 @@ def setup_telemetry(
     meter_provider = MeterProvider(
         resource=resource, metric_readers=readers, exemplar_filter=exemplars
     )
-    if otlp_metrics is not None:
-        otlp_metrics.attach(meter_provider, resource)
+    for reader in readers:
+        if isinstance(reader, HotHistogramReader):
+            reader.attach(meter_provider, resource)
 
     if batch is not None:
         connect_keeping(tracer_provider, batch, meter_provider)
