@@ -33,6 +33,7 @@ SCOPE = "bunny.rpc"
 
 _OK: Final = grpc.StatusCode.OK
 _TRACEPARENT: Final = "traceparent"
+_NO_METADATA: Final = grpc.aio.Metadata()
 # Endpoints live as long as their channel: a few per process. The bound is for the
 # channels that come and go over a long run.
 _MAX_CACHED = 1024
@@ -145,7 +146,7 @@ class AttemptRecord:
     _own: bool
     _token: Token[Context] | None
     code: grpc.StatusCode
-    metadata: list[tuple[str, str]]
+    metadata: grpc.aio.Metadata
 
     def __init__(
         self, spans: RpcSpans, method: str, endpoint: RelayEndpoint, attempt: int, measured: bool
@@ -156,7 +157,7 @@ class AttemptRecord:
         self._attempt = attempt
         self._measured = measured
         self.code = _OK
-        self.metadata = []
+        self.metadata = _NO_METADATA
 
     def __enter__(self) -> AttemptRecord:
         spans = self._spans
@@ -198,6 +199,11 @@ class AttemptRecord:
         self.metadata = _injected()
         return self
 
+    def header(self, name: str) -> str:
+        """What this attempt's metadata carries under ``name`` (a W3C header), or ""."""
+        value = self.metadata.get(name, "")
+        return value if isinstance(value, str) else ""
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
@@ -220,7 +226,7 @@ class AttemptRecord:
             self._spans.record_duration(self._method, code, time.perf_counter() - self._started)
 
 
-def _injected(span_id: int | None = None) -> list[tuple[str, str]]:
+def _injected(span_id: int | None = None) -> grpc.aio.Metadata:
     """The current context as the configured propagators put it in a call's metadata;
     with ``span_id`` as the parent in its W3C ``traceparent`` when given.
 
@@ -235,4 +241,6 @@ def _injected(span_id: int | None = None) -> list[tuple[str, str]]:
         parent = carrier.get(_TRACEPARENT)
         if parent is not None and len(parent) == 55 and parent.startswith("00-"):
             carrier[_TRACEPARENT] = f"{parent[:36]}{span_id:016x}{parent[52:]}"
-    return list(carrier.items())
+    # A grpc.aio.Metadata, which the call takes as it is: any other sequence it copies
+    # into one, per call.
+    return grpc.aio.Metadata(*carrier.items())

@@ -31,7 +31,11 @@ fold reads ``n = len(values)`` items and deletes exactly those
 the next fold. Folds change the aggregates, and run under one lock, taken by
 the recording thread only once per :data:`FOLD_AT` values of one attribute set.
 A new attribute set stores its attributes before its list, so a fold that finds
-the list finds the attributes.
+the list finds the attributes. The exporter lists its histograms with
+``list(dict)``, a C copy too, so a histogram made meanwhile waits for the next
+collection. Records of one histogram come from one thread: two threads starting
+the same attribute set at once could each make its list, and one list's values
+would be lost.
 """
 
 from __future__ import annotations

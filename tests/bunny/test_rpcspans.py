@@ -55,9 +55,11 @@ class Telemetry:
         return counts
 
 
-def _sent(metadata: list[tuple[str, str]]) -> tuple[int, int, bool]:
+def _sent(metadata: grpc.aio.Metadata) -> tuple[int, int, bool]:
     """Trace id, parent span id and the sampled flag of the W3C context sent with a call."""
-    version, trace_id, span_id, flags = dict(metadata)["traceparent"].split("-")
+    traceparent = metadata["traceparent"]
+    assert isinstance(traceparent, str)
+    version, trace_id, span_id, flags = traceparent.split("-")
     assert version == "00"
     return int(trace_id, 16), int(span_id, 16), bool(int(flags, 16) & 1)
 
