@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 
 import pytest
+from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
@@ -15,7 +17,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.util.types import AttributeValue
 
-from bunnyrelay.histograms import CARDINALITY_LIMIT, FOLD_AT, HotHistogram
+from bunnyrelay.histograms import CARDINALITY_LIMIT, FOLD_AT, HotHistogram, HotHistogramReader
 from tests.metrics_capture import MetricsCapture
 
 DELTA = AggregationTemporality.DELTA
@@ -209,3 +211,18 @@ def test_attribute_sets_past_the_limit_are_counted_together_as_overflow() -> Non
     assert len(points) == CARDINALITY_LIMIT + 1
     assert points[frozenset({("otel.metric.overflow", True)})].count == 5
     capture.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("preference", "expected"),
+    [("delta", DELTA), ("cumulative", AggregationTemporality.CUMULATIVE)],
+)
+def test_the_otlp_exporters_temporality_preference_is_the_hot_histograms_too(
+    monkeypatch: pytest.MonkeyPatch, preference: str, expected: AggregationTemporality
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", preference)
+    exporter = OTLPMetricExporter(endpoint="http://127.0.0.1:9", insecure=True)
+    reader = HotHistogramReader(exporter, export_interval_millis=math.inf)
+
+    assert reader.hot.temporality is expected
+    exporter.shutdown()
