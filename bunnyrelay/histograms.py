@@ -9,7 +9,10 @@ max in batches. The Python SDK has no hook to add points to its own collection
 (no metric producer, no observable histogram), so the points are added where the
 SDK hands a collection to its exporter: :class:`HotHistogramExporter` wraps a
 ``MetricExporter`` (a public interface) and merges each hot histogram of its
-``MeterProvider`` into every batch before passing it on.
+``MeterProvider`` into every batch before passing it on. :class:`HotHistogramReader`
+is the SDK's periodic reader around one, which also exports when the SDK's own
+instruments had nothing to collect (the SDK then calls no exporter at all).
+A reader that is not one of these sees the SDK's instruments only.
 
 What an exporter sees is what the SDK's histogram would send: the same name,
 unit, description, attributes, explicit bucket boundaries (the SDK's defaults
@@ -19,10 +22,6 @@ What is not carried: exemplars (bunny and relay turn them off,
 :mod:`bunnyrelay.telemetry`) and views (neither process configures any). The
 values recorded are durations and counts, never negative, so the SDK's check
 for negative values is not repeated.
-
-The points ride on a collection that has something else to export: the SDK does
-not call its exporter for an empty one. bunny and relay always have their
-tallies; a hot histogram's values wait, folded, for the next collection.
 
 Threads: records come from the event loop's thread, collections from the
 reader's. A record only appends to a list (one C call that holds the GIL); a
