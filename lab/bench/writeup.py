@@ -228,15 +228,21 @@ about it:
   every row waits the same way (one at a time for latency, 32 in flight for CPU). The
   floor (aiodns on the loop as bunny runs it, one exported span, the histogram) is itself
   at 1.0-1.8x bare aiodns' latency depending on the machine's load; a traced lookup costs
-  about twice the floor's CPU. Beyond the floor it pays (py-spy and an in-process run with
-  c-ares answering from a done future): two more SDK histogram records (`bunnyrelay.dns.
-  lookup.queries`, `bunnyrelay.dns.query.duration`; about 10 µs each), the span's nine
-  attributes (about 9 µs: the SDK checks each value), their encoding on the export thread
-  (about 10 µs), making the span current (about 3 µs), and the resolver's own steps (cache,
-  coalescing, candidates, answer checks, c-ares ledger, retry bookkeeping, a `Resolution`:
-  about 20 µs, spread over a dozen small steps with none above 3 µs). A traced lookup's
-  latency is the floor's plus that work, since it is all on the caller's path. The CPU
-  target is taken against the floor's CPU per lookup in the same round.
+  about 1.8-1.9x the floor's CPU. Beyond the floor it pays (py-spy, and an in-process run
+  with c-ares answering from a done future): the span's nine attributes (about 9 µs: the
+  SDK checks each value on `set_attributes`, so they are set in one call), their encoding
+  on the export thread (about 10 µs), making the span current (about 3 µs), two more
+  histogram points and the lookup counter (about 1 µs since they became `HotHistogram` and
+  `Tally`; the SDK's `Histogram.record` cost about 10 µs each), and the resolver's own
+  steps (cache, coalescing, candidates, answer checks, c-ares ledger, retry bookkeeping, a
+  `Resolution`: about 20 µs, spread over a dozen small steps with none above 3 µs). A
+  traced lookup's latency is the floor's plus that work, since it is all on the caller's
+  path. With 32 in flight, py-spy finds the loop's calls into c-ares (each gives up the
+  GIL) taking several times as long in the traced run as in the floor's: the export
+  thread, busier with the larger spans, holds the GIL meanwhile, so wall time per lookup
+  grows more than CPU does; the loop now asks c-ares for its next timeout only when the
+  tick could be late, not on every query. The CPU target is taken against the floor's CPU per lookup in the
+  same round.
 - **Small choices in the code, and what each saves** (the comments beside them keep only
   the reason):
   - spans are started with `start_span` and made current with `context.attach` rather
