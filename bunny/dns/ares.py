@@ -5,9 +5,10 @@ when they change:
 
 - aiodns 4 runs each channel on an event thread of c-ares' when it can. Every
   answer then costs a hand-over between that thread and the loop (c-ares' channel
-  lock, the GIL, the loop's self-pipe), about twice the CPU per lookup even for
-  bare aiodns. :class:`LoopDrivenResolver` asks aiodns for its socket-callback
-  mode instead, through two of aiodns' private methods.
+  lock, the GIL, the loop's self-pipe); bare aiodns pays little for it, but behind
+  bunny's own work on the loop the thread waits for the GIL, and a lookup costs
+  more CPU than on the loop. :class:`LoopDrivenResolver` asks aiodns for its
+  socket-callback mode instead, through two of aiodns' private methods.
 - c-ares 1.34 keeps a query cache (ARES_OPT_QUERY_CACHE) that pycares gives no way
   to turn off: a repeated question inside its TTL never reaches the wire. Each
   :class:`Channel` keeps a ledger of the answers that came off the wire, so a query
