@@ -27,10 +27,14 @@ together. The usual batch (new claims and results of different jobs) is one
 multi-row statement committed on its own; anything else (a release, pruning,
 two steps about one job) goes step by step in a transaction.
 
-Durability: WAL journal, ``synchronous=FULL`` (each commit is fsynced), so a
-result acknowledged to a client survives a power loss too; group commit is
-what makes that affordable. Rows older than ``--dedupe-retention`` hours are
-pruned in the background, a bounded batch at a time.
+Durability: WAL journal, ``synchronous=FULL`` for every commit that holds a
+result, release or prune (fsynced), so a result acknowledged to a client
+survives a power loss too; group commit is what makes that affordable. A
+commit of claims alone is written into the WAL without an fsync: that survives
+the death of relay (a kill -9, an OOM kill), which is what a claim is for; a
+power loss may drop it, and the job then runs again on resubmission all the
+same, only not logged as reclaimed. Rows older than ``--dedupe-retention``
+hours are pruned in the background, a bounded batch at a time.
 """
 
 from __future__ import annotations
