@@ -241,8 +241,8 @@ about it:
   GIL) taking several times as long in the traced run as in the floor's: the export
   thread, busier with the larger spans, holds the GIL meanwhile, so wall time per lookup
   grows more than CPU does; the loop now asks c-ares for its next timeout only when the
-  tick could be late, not on every query. The CPU target is taken against the floor's CPU per lookup in the
-  same round.
+  tick could be late, not on every query. The CPU target is taken against the floor's
+  CPU per lookup in the same round.
 - **Small choices in the code, and what each saves** (the comments beside them keep only
   the reason):
   - spans are started with `start_span` and made current with `context.attach` rather
