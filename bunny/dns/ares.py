@@ -51,6 +51,11 @@ _ARES_MIN_TIMEOUT_S = 0.25
 _ARES_QCACHE_MAX_TTL = 3600
 # How close to a second boundary the ledger stops trusting its own arithmetic.
 _LEDGER_SLACK_S = 0.05
+# The most questions a channel's ledger follows. An entry goes when its question is asked
+# again after c-ares forgot it; one never asked again would stay for good, so past this
+# the expired ones are swept, and if that is not enough c-ares' cache is flushed with the
+# ledger (what c-ares no longer holds, the ledger need not follow).
+LEDGER_MAX_ENTRIES = 4096
 
 _RCODES: dict[int, str] = {
     aiodns.error.ARES_ENOTFOUND: "NXDOMAIN",
@@ -240,7 +245,17 @@ class Channel:
         else:
             ttl = min(ares_ttl, _ARES_QCACHE_MAX_TTL)
             held = _Held(math.floor(sent) + ttl, math.floor(received) + ttl, received + trusted_for)
+        if len(self._ledger) >= LEDGER_MAX_ENTRIES and key not in self._ledger:
+            self._make_room(math.floor(received))
         self._ledger[key] = held
+
+    def _make_room(self, second: int) -> None:
+        """Forget what c-ares has surely dropped; if that frees nothing, empty both caches."""
+        ledger = self._ledger
+        for key in [k for k, held in ledger.items() if second >= held.maybe_until]:
+            del ledger[key]
+        if len(ledger) >= LEDGER_MAX_ENTRIES:
+            self.flush()
 
     def flush(self) -> None:
         # c-ares empties its query cache whenever the server list changes, and
