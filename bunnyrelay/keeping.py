@@ -246,11 +246,12 @@ class LightSpan(_HeldSpan):
     ) -> trace.Span:
         """A span under this one, in the same trace, which the keeper now holds."""
         root = self._root
-        if root.state == _FORGOTTEN:
+        state = root.state
+        if state == _FORGOTTEN:
             # Given up: the rest of the trace is not held either.
             return NonRecordingSpan(self._context)
         started = start_time or time_ns()
-        if not root.held:
+        if state == _WAITING and not root.held:
             self._keeper.hold(root, started)
         if name == semconv.SPAN_DNS_LOOKUP:
             root.lookups += 1
@@ -419,6 +420,17 @@ class NotedSpan(_HeldSpan):
             if self._set is None:
                 self._set = {}
             self._set.update(attributes)
+
+    def end_with(self, attributes: dict[str, AttributeValue]) -> None:
+        """Set ``attributes`` and end, in one call. They are not copied: nothing is set on a
+        span that has ended, so a caller may pass a dict it keeps for every span."""
+        if self._end is not None:
+            return
+        if self._set is None:
+            self._set = attributes
+        else:
+            self._set.update(attributes)
+        self.end()
 
     def add_event(
         self, name: str, attributes: Attributes = None, timestamp: int | None = None
