@@ -214,7 +214,7 @@ class Diagnoser:
                 with self._telemetry.rpc.attempt("Run", endpoint, 1) as record:
                     try:
                         result = await endpoint.stub.Run(
-                            request, timeout=self.timeout * 2, metadata=tuple(record.metadata)
+                            request, timeout=self.timeout * 2, metadata=record.metadata
                         )
                     except grpc.aio.AioRpcError as exc:
                         record.code = exc.code()

@@ -25,6 +25,7 @@ from opentelemetry.util.types import AttributeValue
 
 from bunny.relaypool import RelayEndpoint
 from bunnyrelay import semconv
+from bunnyrelay.histograms import HotHistogram
 from bunnyrelay.keeping import KeepingTracer, NotedSpan
 
 SERVICE = "bunnyrelay.v1.JobService"
@@ -32,6 +33,7 @@ SCOPE = "bunny.rpc"
 
 _OK: Final = grpc.StatusCode.OK
 _TRACEPARENT: Final = "traceparent"
+_NO_METADATA: Final = grpc.aio.Metadata()
 # Endpoints live as long as their channel: a few per process. The bound is for the
 # channels that come and go over a long run.
 _MAX_CACHED = 1024
@@ -44,7 +46,8 @@ class RpcSpans:
         self.tracer = tracer
         self.keeping = tracer if isinstance(tracer, KeepingTracer) else None
         """The tracer again when it keeps what went wrong in traces its sampler drops."""
-        self._duration = meter.create_histogram(
+        self._duration = HotHistogram(
+            meter,
             semconv.METRIC_RPC_CLIENT_DURATION,
             unit="ms",
             description="Duration of RPC attempts to relay",
@@ -71,7 +74,9 @@ class RpcSpans:
 
     def record_duration(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
         """One call's ``rpc.client.duration``."""
-        self._duration.record(seconds * 1000.0, self._metric_attributes_for(method, code))
+        self._duration.record(
+            (method, code), self._metric_attributes_for(method, code), seconds * 1000.0
+        )
 
     def span_name(self, method: str) -> str:
         name = self._span_names.get(method)
@@ -147,7 +152,7 @@ class AttemptRecord:
     _own: bool
     _token: Token[Context] | None
     code: grpc.StatusCode
-    metadata: list[tuple[str, str]]
+    metadata: grpc.aio.Metadata
 
     def __init__(
         self, spans: RpcSpans, method: str, endpoint: RelayEndpoint, attempt: int, measured: bool
@@ -158,7 +163,7 @@ class AttemptRecord:
         self._attempt = attempt
         self._measured = measured
         self.code = _OK
-        self.metadata = []
+        self.metadata = _NO_METADATA
 
     def __enter__(self) -> AttemptRecord:
         spans = self._spans
@@ -200,6 +205,11 @@ class AttemptRecord:
         self.metadata = _injected()
         return self
 
+    def header(self, name: str) -> str:
+        """What this attempt's metadata carries under ``name`` (a W3C header), or ""."""
+        value = self.metadata.get(name, "")
+        return value if isinstance(value, str) else ""
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
@@ -232,7 +242,7 @@ _CODE_NUMBERS: Final[dict[grpc.StatusCode, int]] = {code: code.value[0] for code
 _ENDED_OK: Final[dict[str, AttributeValue]] = {semconv.RPC_GRPC_STATUS_CODE: _CODE_NUMBERS[_OK]}
 
 
-def _injected(span_id: int | None = None) -> list[tuple[str, str]]:
+def _injected(span_id: int | None = None) -> grpc.aio.Metadata:
     """The current context as the configured propagators put it in a call's metadata;
     with ``span_id`` as the parent in its W3C ``traceparent`` when given.
 
@@ -247,4 +257,6 @@ def _injected(span_id: int | None = None) -> list[tuple[str, str]]:
         parent = carrier.get(_TRACEPARENT)
         if parent is not None and len(parent) == 55 and parent[:3] == "00-":
             carrier[_TRACEPARENT] = f"{parent[:36]}{span_id:016x}{parent[52:]}"
-    return list(carrier.items())
+    # A grpc.aio.Metadata, which the call takes as it is: any other sequence it copies
+    # into one, per call.
+    return grpc.aio.Metadata(*carrier.items())

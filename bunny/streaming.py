@@ -234,9 +234,8 @@ class StreamSubmitter(JobSubmitter):
             return await call_unary(self.rpc, endpoint, request, attempt, deadline)
         stream = self._stream_for(endpoint)
         with self.rpc.attempt(_METHOD, endpoint, attempt, measured=False) as record:
-            context = dict(record.metadata)
-            request.trace_context.traceparent = context.get("traceparent", "")
-            request.trace_context.tracestate = context.get("tracestate", "")
+            request.trace_context.traceparent = record.header("traceparent")
+            request.trace_context.tracestate = record.header("tracestate")
             try:
                 result = await stream.submit(request, deadline)
                 raise_for_stream_error(result, endpoint.peer)

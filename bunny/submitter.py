@@ -196,9 +196,7 @@ async def call_unary(
         )
     with rpc.attempt("Run", endpoint, attempt) as record:
         try:
-            return await endpoint.stub.Run(
-                request, timeout=remaining, metadata=tuple(record.metadata)
-            )
+            return await endpoint.stub.Run(request, timeout=remaining, metadata=record.metadata)
         except grpc.aio.AioRpcError as exc:
             record.code = exc.code()
             raise classify_rpc_error(exc, endpoint.peer) from None

@@ -32,6 +32,7 @@ from bunny.outcome import JobOutcome
 from bunny.rpcspans import SCOPE as RPC_SCOPE
 from bunny.rpcspans import RpcSpans
 from bunnyrelay import semconv
+from bunnyrelay.histograms import HotHistogram
 from bunnyrelay.tally import Tally
 from bunnyrelay.v1 import jobs_pb2
 
@@ -83,11 +84,12 @@ class JobSpans:
             unit="{attempt}",
             description="RPC attempts bunny made for its jobs, by kind and final status",
         )
-        self._duration = meter.create_histogram(
+        self._duration = HotHistogram(
+            meter,
             semconv.METRIC_JOB_DURATION,
             unit="s",
             description="How long bunny's jobs took, lookup and retries included",
-            explicit_bucket_boundaries_advisory=_JOB_DURATION_BUCKETS,
+            boundaries=_JOB_DURATION_BUCKETS,
         )
         self._counted: dict[tuple[str, str, str], dict[str, AttributeValue]] = {}
         # The attributes of the last answer told on a job's span, rebuilt when it changes.
@@ -148,7 +150,7 @@ class JobSpans:
             self._counted[key] = attributes
         self._jobs.add(key, attributes)
         self._attempts.add(key, attributes, outcome.attempts)
-        self._duration.record(outcome.duration_ms / 1000, attributes)
+        self._duration.record(key, attributes, outcome.duration_ms / 1000)
 
 
 class BunnyTelemetry:

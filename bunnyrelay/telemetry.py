@@ -38,11 +38,12 @@ from opentelemetry.sdk.metrics import (
     MeterProvider,
     TraceBasedExemplarFilter,
 )
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from bunnyrelay.histograms import HotHistogramReader
 from bunnyrelay.keeping import connect_keeping, keeping_tracer_provider
 from bunnyrelay.keepsettings import KeepSettings
 from bunnyrelay.otelenv import (
@@ -95,14 +96,16 @@ def _exporter_options(destination: OtlpDestination) -> dict[str, Any]:
     return {"compression": by_name[destination.compression]}
 
 
-def _metric_reader(destination: OtlpDestination) -> MetricReader:
+def _metric_reader(destination: OtlpDestination) -> HotHistogramReader:
+    """The OTLP metric exporter's periodic reader, the hot paths' histograms included
+    (:mod:`bunnyrelay.histograms`)."""
     if destination.protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
     else:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[assignment]
             OTLPMetricExporter,
         )
-    return PeriodicExportingMetricReader(OTLPMetricExporter(**_exporter_options(destination)))
+    return HotHistogramReader(OTLPMetricExporter(**_exporter_options(destination)))
 
 
 def _exemplar_filter(environ: Mapping[str, str]) -> ExemplarFilter:
@@ -135,6 +138,10 @@ def setup_telemetry(
 ) -> Telemetry:
     """Build tracer and meter providers from the environment and (by default) install them.
 
+    ``metric_readers`` read the SDK's instruments; the hot paths' histograms
+    (:mod:`bunnyrelay.histograms`) reach the OTLP exporter and any
+    :class:`~bunnyrelay.histograms.HotHistogramReader` among them.
+
     Raises SettingError for a bad ``OTEL_*`` value, before anything is started.
     """
     check_propagators(environ)
@@ -164,12 +171,17 @@ def setup_telemetry(
         exporting = True
 
     readers = list(metric_readers)
+    otlp_metrics: HotHistogramReader | None = None
     if metrics_to is not None:
-        readers.append(_metric_reader(metrics_to))
+        otlp_metrics = _metric_reader(metrics_to)
+        readers.append(otlp_metrics)
         exporting = True
     meter_provider = MeterProvider(
         resource=resource, metric_readers=readers, exemplar_filter=exemplars
     )
+    for reader in readers:
+        if isinstance(reader, HotHistogramReader):
+            reader.attach(meter_provider, resource)
 
     if batch is not None:
         connect_keeping(tracer_provider, batch, meter_provider)

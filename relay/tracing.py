@@ -1,20 +1,17 @@
 """Telemetry at relay's edge: wrappers around the servicer's methods and job executors.
 
-- ``Run``: a SERVER span per call, its parent taken from the call's
-  ``traceparent`` metadata with the global propagator, and the job's span
-  (``job <kind>``) under it.
-- ``RunStream`` and ``RunBatches``: each job is its own trace. Per job, a
-  SERVER span (named for the method) whose parent is the job's
-  ``trace_context``, and the job's span under it.
-- Metrics (meter ``relay``): ``rpc.server.duration`` per call and
-  ``bunnyrelay.jobs`` per job by kind and status (a :class:`bunnyrelay.tally.Tally`:
-  the SDK's own counter costs more per job than an echo job).
+- ``Run``: a SERVER span per call, its parent taken from the call's ``traceparent`` metadata
+  with the global propagator, and the job's span (``job <kind>``) under it.
+- ``RunStream`` and ``RunBatches``: each job is its own trace. Per job, a SERVER span (named
+  for the method) whose parent is the job's ``trace_context``, and the job's span under it.
+- Metrics (meter ``relay``): ``rpc.server.duration`` per call and ``bunnyrelay.jobs`` per job
+  by kind and status (:mod:`bunnyrelay.histograms`, :mod:`bunnyrelay.tally`: the SDK's own
+  instruments cost more per job than an echo job).
 
-The wrappers are built once per server, with their names and attribute sets
-computed up front, so a call pays for its spans and nothing else. Spans are
-made current with ``context.attach`` rather than ``start_as_current_span``
-(two generator-based context managers per span). When the sampler can never
-record (``OTEL_TRACES_SAMPLER=always_off``) no span is made at all: the
+The wrappers are built once per server, with their names and attribute sets computed up front,
+so a call pays for its spans and nothing else. Spans are made current with ``context.attach``
+rather than ``start_as_current_span`` (two generator-based context managers per span). When the
+sampler can never record (``OTEL_TRACES_SAMPLER=always_off``) no span is made at all: the
 caller's context is still made current, so log lines keep its trace id.
 """
 
@@ -37,6 +34,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, get_current_span, 
 from opentelemetry.util.types import AttributeValue
 
 from bunnyrelay import semconv
+from bunnyrelay.histograms import HotHistogram
 from bunnyrelay.tally import Tally
 from bunnyrelay.v1.jobs_pb2 import JobRequest, JobResult, JobStatus, TraceContext
 from relay.errors import Refused
@@ -165,7 +163,8 @@ class RelayTelemetry:
         # Unless the job fails or is slow: then its spans are made once it is over.
         self._kept = kept_jobs(provider, self._tracer)
         meter = metrics.get_meter("relay", meter_provider=meter_provider)
-        self._duration = meter.create_histogram(
+        self._duration = HotHistogram(
+            meter,
             semconv.METRIC_RPC_SERVER_DURATION,
             unit="ms",
             description="Duration of inbound RPCs",
@@ -258,7 +257,7 @@ class RelayTelemetry:
                 detach(token)
                 _end_rpc_span(span, code)
                 span.end()
-                record((perf_counter() - start) * 1000, by_code[code])
+                record((method, code), by_code[code], (perf_counter() - start) * 1000)
 
         async def untraced(request: JobRequest, context: Context) -> JobResult:
             start = perf_counter()
@@ -284,7 +283,7 @@ class RelayTelemetry:
             finally:
                 if token is not None:
                     detach(token)
-                record((perf_counter() - start) * 1000, by_code[code])
+                record((method, code), by_code[code], (perf_counter() - start) * 1000)
 
         return traced if self._spans else untraced
 
@@ -308,7 +307,7 @@ class RelayTelemetry:
                 code = grpc.StatusCode.UNKNOWN
                 raise
             finally:
-                record((perf_counter() - start) * 1000, by_code[code])
+                record((method, code), by_code[code], (perf_counter() - start) * 1000)
 
         return measured
 

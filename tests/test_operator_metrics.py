@@ -80,3 +80,14 @@ async def test_bunny_and_relay_export_the_operator_metrics(
     )
     assert attempts is not None
     assert attempts.value == 3
+    # The per-call histograms, recorded on the hot path and merged into the export.
+    served = sink.latest("rpc.server.duration", {"rpc.method": "Run", "rpc.grpc.status_code": 0})
+    sent = sink.latest("rpc.client.duration", {"rpc.method": "Run", "rpc.grpc.status_code": 0})
+    jobs = sink.latest("bunnyrelay.job.duration", {"bunnyrelay.job.status": "SUCCEEDED"})
+    for point, service, unit in (
+        (served, "relay", "ms"),
+        (sent, "bunny", "ms"),
+        (jobs, "bunny", "s"),
+    ):
+        assert point is not None
+        assert (point.count, point.service, point.unit) == (3, service, unit)

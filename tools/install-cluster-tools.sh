@@ -58,8 +58,7 @@ else
     module="$CACHE/build/kubernetes-$KUBERNETES_VERSION"
     rm -rf "$module"
     mkdir -p "$module"
-    source_dir=$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" |
-        sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+    source_dir=$(module_dir k8s.io/kubernetes "$KUBERNETES_VERSION")
     {
         echo "module bunnyrelay.local/kubernetes-build"
         echo
@@ -113,53 +112,34 @@ else
 fi
 
 go_install kwok sigs.k8s.io/kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION"
-stages="$PWD/.tools/kwok/stages"
-if [[ -f $stages/VERSION && $(<"$stages/VERSION") == "$KWOK_VERSION" ]]; then
-    echo "kwok $KWOK_VERSION stages: up to date"
-else
-    kwok_dir=$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" |
-        sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
-    rm -rf "$stages"
-    mkdir -p "$stages"
-    # kwok's own "fast" set: nodes turn Ready and keep their leases (else the node lifecycle
-    # controller would taint them unreachable and evict every pod), pods run at once, and a
-    # test pod completes.
+
+# kwok's own "fast" set: nodes turn Ready and keep their leases (else the node lifecycle
+# controller would taint them unreachable and evict every pod), pods run at once, and a test
+# pod completes.
+copy_kwok_stages() {
+    local stage file
     for stage in node/fast node/heartbeat-with-lease pod/fast; do
-        for file in "$kwok_dir/kustomize/stage/$stage"/*.yaml; do
+        for file in "$1/kustomize/stage/$stage"/*.yaml; do
             [[ $(basename "$file") == kustomization.yaml ]] && continue
             echo "---"
             cat "$file"
         done
-    done >"$stages/stages.yaml"
-    echo "$KWOK_VERSION" >"$stages/VERSION"
-    echo "kwok $KWOK_VERSION stages: copied"
-fi
+    done >"$2/stages.yaml"
+}
+copy_from_module "kwok stages" sigs.k8s.io/kwok "$KWOK_VERSION" \
+    "$PWD/.tools/kwok/stages" copy_kwok_stages
 
-crds="$PWD/.tools/cert-manager/crds"
-if [[ -f $crds/VERSION && $(<"$crds/VERSION") == "$CERT_MANAGER_VERSION" ]]; then
-    echo "cert-manager $CERT_MANAGER_VERSION CRDs: up to date"
-else
-    cert_manager_dir=$(go mod download -json "github.com/cert-manager/cert-manager@$CERT_MANAGER_VERSION" |
-        sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
-    rm -rf "$crds"
-    mkdir -p "$crds"
-    cp "$cert_manager_dir"/deploy/crds/*.yaml "$crds/"
-    echo "$CERT_MANAGER_VERSION" >"$crds/VERSION"
-    echo "cert-manager $CERT_MANAGER_VERSION CRDs: copied"
-fi
+copy_cert_manager_crds() {
+    cp "$1"/deploy/crds/*.yaml "$2/"
+}
+copy_from_module "cert-manager CRDs" github.com/cert-manager/cert-manager "$CERT_MANAGER_VERSION" \
+    "$PWD/.tools/cert-manager/crds" copy_cert_manager_crds
 
-crds="$PWD/.tools/prometheus-operator/crds"
-if [[ -f $crds/VERSION && $(<"$crds/VERSION") == "$PROMETHEUS_OPERATOR_VERSION" ]]; then
-    echo "prometheus-operator $PROMETHEUS_OPERATOR_VERSION CRDs: up to date"
-else
-    operator_dir=$(go mod download -json \
-        "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" |
-        sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
-    rm -rf "$crds"
-    mkdir -p "$crds"
+copy_prometheus_operator_crds() {
+    local kind
     for kind in servicemonitors podmonitors prometheusrules; do
-        cp "$operator_dir/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml" "$crds/"
+        cp "$1/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml" "$2/"
     done
-    echo "$PROMETHEUS_OPERATOR_VERSION" >"$crds/VERSION"
-    echo "prometheus-operator $PROMETHEUS_OPERATOR_VERSION CRDs: copied"
-fi
+}
+copy_from_module "prometheus-operator CRDs" github.com/prometheus-operator/prometheus-operator \
+    "$PROMETHEUS_OPERATOR_VERSION" "$PWD/.tools/prometheus-operator/crds" copy_prometheus_operator_crds

@@ -1,4 +1,4 @@
-# Shared by tools/install.sh and tools/install-deploy-tools.sh (sourced, not run): how a
+# Shared by the tools/*.sh scripts (sourced, not run): how a
 # pinned Go tool is checked and installed into .tools/bin.
 #
 # A binary counts as installed when `go version -m` (which reads the build information
@@ -13,6 +13,29 @@ export GOTOOLCHAIN=local CGO_ENABLED=0
 CACHE=${CACHE:-$PWD/.cache}
 export GOMODCACHE="$CACHE/go/mod" GOCACHE="$CACHE/go/build" GOFLAGS=-modcacherw
 GO_FLAGS=(-trimpath -ldflags "-s -w")
+
+# module_dir MODULE VERSION: the folder of MODULE@VERSION in the module cache (downloaded if
+# it is not there yet).
+module_dir() {
+    go mod download -json "$1@$2" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p'
+}
+
+# copy_from_module WHAT MODULE VERSION DEST COPY: fill DEST from MODULE@VERSION's files,
+# once per version. COPY is a function called with the module's folder and DEST (emptied
+# first); DEST/VERSION records what it holds, so a second run leaves it and the network alone.
+copy_from_module() {
+    local what=$1 module=$2 version=$3 dest=$4 copy=$5 source
+    if [[ -f $dest/VERSION && $(<"$dest/VERSION") == "$version" ]]; then
+        echo "$what $version: up to date"
+        return
+    fi
+    source=$(module_dir "$module" "$version")
+    rm -rf "$dest"
+    mkdir -p "$dest"
+    "$copy" "$source" "$dest"
+    echo "$version" >"$dest/VERSION"
+    echo "$what $version: copied"
+}
 
 # require_go TARGET WHY: stop with a clear message when the go command is missing.
 require_go() {

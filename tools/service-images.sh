@@ -171,8 +171,7 @@ if wanted "$jaeger"; then
         exit 1
     fi
     start=$SECONDS
-    source_dir=$(go mod download -json "github.com/jaegertracing/jaeger@$module_version" |
-        sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+    source_dir=$(module_dir github.com/jaegertracing/jaeger "$module_version")
     # Built inside a copy of the module: its go.mod's replace directives apply only there.
     build="$WORK/jaeger-$module_version"
     if [[ ! -d $build ]]; then

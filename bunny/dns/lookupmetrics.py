@@ -25,13 +25,14 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
 
-from opentelemetry.metrics import Histogram, Meter
+from opentelemetry.metrics import Meter
 from opentelemetry.util.types import AttributeValue
 
 from bunny.dns.model import DnsQuery, Resolution
 from bunny.dns.resolver import LookupNotes
 from bunny.errors import DnsLookupFailed
 from bunnyrelay import semconv
+from bunnyrelay.histograms import HotHistogram
 from bunnyrelay.tally import Tally
 
 ANSWERED = "answered"
@@ -61,23 +62,26 @@ class LookupMetrics:
             unit="{lookup}",
             description="DNS lookups past bunny's fresh cache, by outcome, rcode and nameserver",
         )
-        self._queries: Histogram = meter.create_histogram(
+        self._queries = HotHistogram(
+            meter,
             semconv.METRIC_DNS_LOOKUP_QUERIES,
             unit="{query}",
             description="Queries one DNS lookup sent to the wire (what the search list costs)",
-            explicit_bucket_boundaries_advisory=_QUERY_BUCKETS,
+            boundaries=_QUERY_BUCKETS,
         )
-        self._stale_age: Histogram = meter.create_histogram(
+        self._stale_age = HotHistogram(
+            meter,
             semconv.METRIC_DNS_STALE_AGE,
             unit="s",
             description="For each stale DNS answer served, how long past its expiry it was",
-            explicit_bucket_boundaries_advisory=_STALE_BUCKETS,
+            boundaries=_STALE_BUCKETS,
         )
-        self._query_duration: Histogram = meter.create_histogram(
+        self._query_duration = HotHistogram(
+            meter,
             semconv.METRIC_DNS_QUERY_DURATION,
             unit="s",
             description="How long each DNS query sent took to be answered (or to time out)",
-            explicit_bucket_boundaries_advisory=_QUERY_DURATION_BUCKETS,
+            boundaries=_QUERY_DURATION_BUCKETS,
         )
         self._sets: dict[Hashable, Attributes] = {}
         self._by_server: dict[tuple[str, str], Attributes] = {}
@@ -90,14 +94,14 @@ class LookupMetrics:
             error_type = notes.refresh_error
             rcode = last.rcode if last is not None else ""
             outcome = STALE
-            self._stale_age.record(notes.stale_for, self._name_attributes(name))
+            self._stale_age.record(name, self._name_attributes(name), notes.stale_for)
         else:
             error_type, rcode, outcome = "", "NOERROR", ANSWERED
         nameserver = last.nameserver if last is not None else ""
         self._count(name, outcome, resolution.source, rcode, error_type, nameserver)
         self._time_queries(resolution.queries)
         if not notes.coalesced:
-            self._queries.record(notes.queries_sent, self._name_attributes(name))
+            self._queries.record(name, self._name_attributes(name), notes.queries_sent)
 
     def failed(self, name: str, exc: DnsLookupFailed, notes: LookupNotes) -> None:
         """A lookup that raised."""
@@ -107,7 +111,7 @@ class LookupMetrics:
         self._time_queries(exc.queries)
         if not (notes.coalesced or exc.from_negative_cache):
             sent = sum(1 for query in exc.queries if query.source == "wire")
-            self._queries.record(sent, self._name_attributes(name))
+            self._queries.record(name, self._name_attributes(name), sent)
 
     def _count(
         self, name: str, outcome: str, source: str, rcode: str, error_type: str, nameserver: str
@@ -144,7 +148,7 @@ class LookupMetrics:
                     semconv.DNS_NAMESERVER: query.nameserver,
                     semconv.DNS_RCODE: query.rcode,
                 }
-            self._query_duration.record(query.latency_ms / 1000, attributes)
+            self._query_duration.record(key, attributes, query.latency_ms / 1000)
 
     def _name_attributes(self, name: str) -> Attributes:
         attributes = self._by_name.get(name)

@@ -34,6 +34,7 @@ from bunny.dns.resolver import LookupNotes, Resolver, SentQuery
 from bunny.dns.settings import ResolverSettings
 from bunny.errors import DnsLookupFailed
 from bunnyrelay import semconv
+from bunnyrelay.histograms import HotHistogram
 
 SCOPE = "bunny.resolver"
 # Seconds; the semantic conventions' advice for dns.lookup.duration.
@@ -52,11 +53,12 @@ class DnsTelemetry:
         """The providers default to the global ones, as they are when this is made."""
         self.tracer = trace.get_tracer(SCOPE, tracer_provider=tracer_provider)
         meter = metrics.get_meter(SCOPE, meter_provider=meter_provider)
-        self.duration = meter.create_histogram(
+        self.duration = HotHistogram(
+            meter,
             semconv.METRIC_DNS_LOOKUP_DURATION,
             unit="s",
             description="How long a DNS lookup took, cache hits included.",
-            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
+            boundaries=_DURATION_BUCKETS,
         )
         self.lookups = LookupMetrics(meter)
 
@@ -98,9 +100,11 @@ class TracedResolver:
             except DnsLookupFailed as exc:
                 if recording:
                     self._lookup_failed(span, notes, exc)
+                error_type = type(exc).__name__
                 self._duration.record(
+                    (name, error_type),
+                    {semconv.DNS_QUESTION_NAME: name, semconv.ERROR_TYPE: error_type},
                     time.monotonic() - started,
-                    {semconv.DNS_QUESTION_NAME: name, semconv.ERROR_TYPE: type(exc).__name__},
                 )
                 self._lookups.failed(name, exc, notes)
                 raise
@@ -109,7 +113,9 @@ class TracedResolver:
                     self._trace_queries(span, notes)
             if recording:
                 self._lookup_done(span, notes, resolution)
-            self._duration.record(time.monotonic() - started, {semconv.DNS_QUESTION_NAME: name})
+            self._duration.record(
+                name, {semconv.DNS_QUESTION_NAME: name}, time.monotonic() - started
+            )
             self._lookups.answered(name, resolution, notes)
             return resolution
         finally:

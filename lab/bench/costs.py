@@ -102,6 +102,28 @@ def export_batch(tracer: Any, size: int = 512) -> list[Any]:
     return spans
 
 
+def dropped_reader() -> Any:
+    """A reader as bunny and relay export with (:class:`bunnyrelay.histograms.HotHistogramReader`),
+    collecting only when asked, to an exporter that drops what it is given."""
+    import math
+
+    from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
+
+    from bunnyrelay.histograms import HotHistogramReader
+
+    class Dropped(MetricExporter):
+        def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> Any:
+            return MetricExportResult.SUCCESS
+
+        def force_flush(self, timeout_millis: float = 10_000) -> bool:
+            return True
+
+        def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+            pass
+
+    return HotHistogramReader(Dropped(), export_interval_millis=math.inf)
+
+
 def sdk_probes(calls: int) -> dict[str, float]:
     """The OpenTelemetry pieces, each on providers of its own (nothing global)."""
     from opentelemetry import propagate, trace
@@ -113,6 +135,7 @@ def sdk_probes(calls: int) -> dict[str, float]:
     from opentelemetry.trace import SpanKind
     from opentelemetry.util.types import AttributeValue
 
+    from bunnyrelay.histograms import HotHistogram
     from bunnyrelay.otlpencode import wire
     from bunnyrelay.tally import Tally
 
@@ -131,6 +154,11 @@ def sdk_probes(calls: int) -> dict[str, float]:
     histogram = meter.create_histogram("costs.duration", unit="ms")
     counter = meter.create_counter("costs.jobs")
     tally = Tally(meter, "costs.tallied", unit="{job}", description="probe")
+    # On a provider of its own, read as bunny and relay export it: an SDK histogram on the
+    # same provider would pay for a second reader.
+    hot_meters = MeterProvider(metric_readers=[dropped_reader()])
+    hot = HotHistogram(hot_meters.get_meter("costs"), "costs.hot", unit="ms", description="probe")
+    method_code = ("Run", 0)
     job_attributes = {"bunnyrelay.job.kind": "echo", "bunnyrelay.job.status": "SUCCEEDED"}
     carrier = {"traceparent": _TRACEPARENT}
     batch = export_batch(sampled)
@@ -169,24 +197,26 @@ def sdk_probes(calls: int) -> dict[str, float]:
         ),
         "otlp_http_bunnyrelay": _per_span(lambda: wire.serialize_spans(batch), batch, calls),
         "histogram_record": _per_call(repeat(lambda: histogram.record(1.5, attributes)), calls),
+        "hot_histogram_record": _per_call(
+            repeat(lambda: hot.record(method_code, attributes, 1.5)), calls
+        ),
         "counter_add": _per_call(repeat(lambda: counter.add(1, job_attributes)), calls),
         "tally_add": _per_call(repeat(lambda: tally.add("echo", job_attributes)), calls),
         "w3c_inject": _per_call(inject, calls),
         "w3c_extract": _per_call(repeat(lambda: propagate.extract(carrier)), calls),
     }
     meters.shutdown()
+    hot_meters.shutdown()
     return results
 
 
 async def path_probes(calls: int) -> dict[str, float]:
     """bunny's and relay's per-job paths without gRPC, under the OTEL_* of this process."""
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-
     from bunnyrelay.telemetry import setup_telemetry
 
     # Metrics are read (not exported) so that every record does its real work; spans go
     # nowhere: their creation is measured here, their export by the otlp_* probes.
-    setup_telemetry("costs", metric_readers=[InMemoryMetricReader()])
+    setup_telemetry("costs", metric_readers=[dropped_reader()])
 
     from bunny.relaypool import RelayPool
     from bunny.submitter import SubmitSettings, UnarySubmitter
@@ -332,6 +362,7 @@ def rows(costs: dict[str, dict[str, float]]) -> list[tuple[str, str, str]]:
         "otlp_http_sdk": "OTLP/HTTP exporter's encoding, per span of a 512-span batch: SDK",
         "otlp_http_bunnyrelay": "the same with bunnyrelay.otlpencode",
         "histogram_record": "SDK Histogram.record, 4 attributes",
+        "hot_histogram_record": "bunnyrelay.histograms.HotHistogram.record (what replaced it)",
         "counter_add": "SDK Counter.add, 2 attributes",
         "tally_add": "bunnyrelay.tally.Tally.add (what replaced it per job)",
         "w3c_inject": "W3C trace context inject",

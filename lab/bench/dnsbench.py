@@ -67,6 +67,7 @@ from bunny.dns.settings import ResolverSettings
 from bunny.dns.tracing import DnsTelemetry, TracedResolver
 from bunny.loadgen import percentile
 from bunnyrelay import semconv
+from bunnyrelay.histograms import HotHistogram
 from bunnyrelay.settings import HostPort, parse_ip_port
 from bunnyrelay.telemetry import setup_telemetry
 from lab.bench.report import target_row
@@ -444,11 +445,13 @@ class DnsBench:
                 return await python.resolve(numbered(index) + ".", "A")
 
             tracer = self._traced.tracer_provider.get_tracer("lab.bench.dnsbench")
-            record = (
-                self._traced.meter_provider.get_meter("lab.bench.dnsbench")
-                .create_histogram(semconv.METRIC_DNS_LOOKUP_DURATION, unit="s")
-                .record
-            )
+            # The duration histogram as bunny records it (bunnyrelay.histograms).
+            record = HotHistogram(
+                self._traced.meter_provider.get_meter("lab.bench.dnsbench"),
+                semconv.METRIC_DNS_LOOKUP_DURATION,
+                unit="s",
+                description="How long a DNS lookup took",
+            ).record
 
             async def floor(index: int) -> object:
                 # The least a traced lookup can pay: the query, one exported span with the
@@ -462,7 +465,7 @@ class DnsBench:
                     result = await floor_ares.query_dns(name, "A")
                 finally:
                     span.end()
-                    record(time.monotonic() - started, {semconv.DNS_QUESTION_NAME: name})
+                    record(name, {semconv.DNS_QUESTION_NAME: name}, time.monotonic() - started)
                 if not result.answer:
                     raise LookupError("no answer")
                 return result

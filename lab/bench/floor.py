@@ -3,7 +3,8 @@
 bunny and relay's performance targets are set against raw grpc.aio, which carries
 no telemetry at all. A service that follows this project's standards cannot be that:
 every call carries W3C trace context, and each side records the semantic
-conventions' ``rpc.client.duration`` / ``rpc.server.duration``, and, when sampled,
+conventions' ``rpc.client.duration`` / ``rpc.server.duration`` (as bunny and relay
+record them: :mod:`bunnyrelay.histograms`), and, when sampled,
 a CLIENT and a SERVER span (what gRPC instrumentation makes, and nothing more). This
 module is that minimum on the raw echo servicer and client (:mod:`.rawecho`), with
 bunny's and relay's own telemetry set-up (:func:`bunnyrelay.telemetry.setup_telemetry`,
@@ -35,6 +36,7 @@ from opentelemetry.util.types import AttributeValue
 
 from bunny.loadgen import LoadSettings, drive
 from bunnyrelay import semconv
+from bunnyrelay.histograms import HotHistogram
 from bunnyrelay.telemetry import Telemetry, setup_telemetry
 from bunnyrelay.v1 import jobs_pb2, jobs_pb2_grpc
 from lab.bench import rawecho
@@ -50,6 +52,7 @@ _OK: dict[str, AttributeValue] = {
     **_ATTRIBUTES,
     semconv.RPC_GRPC_STATUS_CODE: grpc.StatusCode.OK.value[0],
 }
+_OK_KEY = grpc.StatusCode.OK
 
 
 class InstrumentedEcho(rawecho.EchoServicer):
@@ -59,7 +62,9 @@ class InstrumentedEcho(rawecho.EchoServicer):
     def __init__(self, telemetry: Telemetry) -> None:
         self._tracer = telemetry.tracer_provider.get_tracer("lab.bench.floor")
         meter = telemetry.meter_provider.get_meter("lab.bench.floor")
-        self._record = meter.create_histogram(semconv.METRIC_RPC_SERVER_DURATION, unit="ms").record
+        self._record = HotHistogram(
+            meter, semconv.METRIC_RPC_SERVER_DURATION, unit="ms", description="Duration of RPCs"
+        ).record
 
     async def Run(  # noqa: N802 - the proto's method name
         self,
@@ -77,7 +82,7 @@ class InstrumentedEcho(rawecho.EchoServicer):
         finally:
             detach(token)
             span.end()
-            self._record((perf_counter() - start) * 1000, _OK)
+            self._record(_OK_KEY, _OK, (perf_counter() - start) * 1000)
 
 
 async def serve(listen: str, telemetry: Telemetry) -> None:
@@ -88,11 +93,10 @@ async def load(
     target: str, settings: LoadSettings, *, payload_bytes: int, telemetry: Telemetry
 ) -> int:
     tracer = telemetry.tracer_provider.get_tracer("lab.bench.floor")
-    record = (
-        telemetry.meter_provider.get_meter("lab.bench.floor")
-        .create_histogram(semconv.METRIC_RPC_CLIENT_DURATION, unit="ms")
-        .record
-    )
+    meter = telemetry.meter_provider.get_meter("lab.bench.floor")
+    record = HotHistogram(
+        meter, semconv.METRIC_RPC_CLIENT_DURATION, unit="ms", description="Duration of RPCs"
+    ).record
     payload = os.urandom(payload_bytes)
     async with grpc.aio.insecure_channel(target) as channel:
         stub = jobs_pb2_grpc.JobServiceStub(channel)
@@ -102,14 +106,16 @@ async def load(
             span = tracer.start_span(_METHOD, kind=SpanKind.CLIENT, attributes=_ATTRIBUTES)
             carrier: dict[str, str] = {}
             inject(carrier, context=set_span_in_context(span))
+            # grpc.aio turns any other sequence into a grpc.aio.Metadata per call.
+            metadata = grpc.aio.Metadata(*carrier.items())
             request = jobs_pb2.JobRequest(job_id=str(uuid.uuid4()), kind="echo", payload=payload)
             try:
-                result = await stub.Run(request, timeout=30.0, metadata=tuple(carrier.items()))
+                result = await stub.Run(request, timeout=30.0, metadata=metadata)
             except grpc.aio.AioRpcError as exc:
                 return exc.code().name
             finally:
                 span.end()
-                record((perf_counter() - start) * 1000, _OK)
+                record(_OK_KEY, _OK, (perf_counter() - start) * 1000)
             return None if result.status == jobs_pb2.JOB_STATUS_SUCCEEDED else "FAILED"
 
         result = await drive(job, settings, name="floor client", progress=sys.stderr)

@@ -134,8 +134,9 @@ async def load(
 ) -> int:
     payload = os.urandom(payload_bytes)
     # What gRPC itself costs of the trace context every instrumented call carries: the
-    # same header, made once, so that nothing but sending and receiving it is added.
-    metadata = (("traceparent", _TRACEPARENT),) if traceparent else None
+    # same header, made once, so that nothing but sending and receiving it is added. A
+    # grpc.aio.Metadata, not a tuple: grpc.aio turns any other sequence into one per call.
+    metadata = grpc.aio.Metadata(("traceparent", _TRACEPARENT)) if traceparent else None
     async with grpc.aio.insecure_channel(target, interceptors=interceptors) as channel:
         stub = jobs_pb2_grpc.JobServiceStub(channel)
         streamed = _Stream(stub) if stream else None

@@ -143,17 +143,20 @@ What the profiles (py-spy, cProfile), the table above and the floor say, and wha
 about it:
 
 - **The floor.** The floor rows are the raw pair with nothing added but W3C trace context
-  and the `rpc.*.duration` histograms (and at 100 % one CLIENT and one SERVER span). With
-  tracing off it adds, per job, measured alone (`python -m lab.bench.costs --group sdk`):
-  an SDK `Histogram.record` on each side (about 9 µs each, half of what the floor adds),
-  the unsampled span on each side (about 4 µs), the context's inject (about 2.5 µs) and
-  extract (about 5 µs). cProfile of `Histogram.record`: about 30 % of it is the SDK
-  cleaning the attributes into a `Measurement` on every call and about 27 % its view
-  matching them again; the OpenTelemetry API has no observable histogram, so the way the
-  counter was made cheap (`bunnyrelay.tally`: a dict increment, totals read at collection)
-  has no public equivalent for a histogram, and the SDK's aggregation is private. What is
-  gRPC's own of the floor is the *traceparent* row: the raw pair sending the same header,
-  made once, with nothing else.
+  and the `rpc.*.duration` histograms (and at 100 % one CLIENT and one SERVER span), each
+  done the way bunny and relay do it. With tracing off it adds, per job, measured alone
+  (`python -m lab.bench.costs --group sdk`): the unsampled span on each side (about 4 µs),
+  the context's inject (about 2.5 µs) and extract (about 5 µs), and one histogram point on
+  each side. The SDK's `Histogram.record` costs about 9 µs a point (cProfile: about 30 %
+  cleaning the attributes into a `Measurement` on every call, about 27 % matching views
+  again); `bunnyrelay.histograms.HotHistogram` records one for about 0.15 µs: a list
+  append under a key the caller already has, folded into bucket counts, sum, min and max
+  in batches, its points merged into the batches the OTLP exporter is handed (the Python
+  SDK has no metric producer and the API no observable histogram). What is gRPC's own of
+  the floor is the *traceparent* row: the raw pair sending the same header, made once,
+  with nothing else. grpc.aio copies any metadata that is not a `grpc.aio.Metadata` into
+  one on every call (about 1.8 µs of Python for one header), so bunny, the floor and that
+  row hand it a `grpc.aio.Metadata`.
 - **The peer.** `opentelemetry-instrumentation-grpc` makes the same two spans per call as
   the floor at 100 % (plus its own attributes, made current with `start_as_current_span`
   and, on the server, a second generator-based context manager) and exports them with the
@@ -188,13 +191,15 @@ about it:
   spans (`job.submit`, relay's `job <kind>`) that the floor does not make.
 - **Fixed:** the SDK's `Counter.add` per job (attributes cleaned and hashed on every call)
   became a `bunnyrelay.tally.Tally` (a dict increment; the SDK reads the totals when it
-  collects); `rpc.client.duration` is recorded per stream call, as the conventions define
-  it, not per job of a stream; an unsampled job makes no span that would only be dropped,
-  in bunny (its CLIENT span) or in relay (under a parent-based sampler); both OTLP
-  exporters (gRPC and HTTP) encode spans with `bunnyrelay.otlpencode` (the same bytes, a
-  third to a fifth of the CPU) where the installed SDK is a release it was checked
-  against, and with the SDK's own encoder elsewhere; a pool with one address does not ask
-  gRPC for its channel's state per job.
+  collects), and every per-job and per-call `Histogram.record` a
+  `bunnyrelay.histograms.HotHistogram` (the same points, exported as the SDK's);
+  `rpc.client.duration` is recorded per stream call, as the conventions define it, not
+  per job of a stream; an unsampled job makes no span that would only be dropped, in
+  bunny (its CLIENT span) or in relay (under a parent-based sampler); both OTLP exporters
+  (gRPC and HTTP) encode spans with `bunnyrelay.otlpencode` (the same bytes, a third to a
+  fifth of the CPU) where the installed SDK is a release it was checked against, and with
+  the SDK's own encoder elsewhere; a pool with one address does not ask gRPC for its
+  channel's state per job.
 - **Streams:** one job per message pays gRPC's per-message cost (a write, a read, a
   completion hand-over on each side) per job. `RunBatches` shares it among the jobs of a
   batch; batches are capped at a quarter of the jobs in flight, because one batch of all

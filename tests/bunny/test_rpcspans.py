@@ -9,8 +9,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import HistogramDataPoint
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -24,6 +23,7 @@ from bunnyrelay import semconv
 from bunnyrelay.keeping import KeepingTracerProvider
 from bunnyrelay.keepsettings import KeepSettings
 from bunnyrelay.v1 import jobs_pb2_grpc
+from tests.metrics_capture import MetricsCapture
 
 
 class Telemetry:
@@ -32,13 +32,13 @@ class Telemetry:
         sampler = None if sampled else ParentBased(ALWAYS_OFF)
         self.tracers = TracerProvider(sampler=sampler) if sampler else TracerProvider()
         self.tracers.add_span_processor(SimpleSpanProcessor(self.spans))
-        self.reader = InMemoryMetricReader()
-        self.meters = MeterProvider(metric_readers=[self.reader])
+        self.metrics = MetricsCapture()
+        self.meters = self.metrics.provider
         self.rpc = RpcSpans(self.tracers.get_tracer("test"), self.meters.get_meter("test"))
 
     def durations(self) -> dict[tuple[str, int], int]:
         """(method, status code) -> how many durations were recorded."""
-        data = self.reader.get_metrics_data()
+        data = self.metrics.collect()
         assert data is not None
         counts: dict[tuple[str, int], int] = {}
         for resource in data.resource_metrics:
@@ -55,9 +55,11 @@ class Telemetry:
         return counts
 
 
-def _sent(metadata: list[tuple[str, str]]) -> tuple[int, int, bool]:
+def _sent(metadata: grpc.aio.Metadata) -> tuple[int, int, bool]:
     """Trace id, parent span id and the sampled flag of the W3C context sent with a call."""
-    version, trace_id, span_id, flags = dict(metadata)["traceparent"].split("-")
+    traceparent = metadata["traceparent"]
+    assert isinstance(traceparent, str)
+    version, trace_id, span_id, flags = traceparent.split("-")
     assert version == "00"
     return int(trace_id, 16), int(span_id, 16), bool(int(flags, 16) & 1)
 
@@ -223,4 +225,4 @@ async def test_two_instances_share_nothing(endpoint: RelayEndpoint) -> None:
 
     assert len(one.spans.get_finished_spans()) == 1
     assert other.spans.get_finished_spans() == ()
-    assert other.reader.get_metrics_data() is None or other.durations() == {}
+    assert other.metrics.collect() is None or other.durations() == {}

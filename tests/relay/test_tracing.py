@@ -8,8 +8,6 @@ from collections.abc import Sequence
 
 import grpc
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -20,6 +18,7 @@ from bunnyrelay import semconv
 from bunnyrelay.logs import configure_logging
 from bunnyrelay.v1.jobs_pb2 import JobBatch, TraceContext
 from relay.tracing import parse_peer
+from tests.metrics_capture import MetricsCapture
 from tests.relay.harness import collect, job, local_relay
 from tests.telemetry_fixtures import span_exporter
 
@@ -137,8 +136,8 @@ async def test_each_job_of_a_stream_is_its_own_trace_under_its_own_server_span()
 
 
 async def test_metrics_count_calls_by_status_code_and_jobs_by_kind_and_status() -> None:
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader])
+    capture = MetricsCapture()
+    provider = capture.provider
     try:
         async with local_relay(meter_provider=provider) as local:
             await local.stub.Run(job("m-1", "echo"))
@@ -146,7 +145,7 @@ async def test_metrics_count_calls_by_status_code_and_jobs_by_kind_and_status() 
             await local.stub.Run(job("m-2", "fail"))
             with pytest.raises(grpc.aio.AioRpcError):
                 await local.stub.Run(job("m-3", "teleport"))
-        data = reader.get_metrics_data()
+        data = capture.collect()
     finally:
         provider.shutdown()
     assert data is not None
@@ -201,8 +200,8 @@ async def test_with_sampling_always_off_no_span_is_made_yet_logs_keep_the_caller
     exporter = InMemorySpanExporter()
     tracer_provider = TracerProvider(sampler=ALWAYS_OFF)
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-    reader = InMemoryMetricReader()
-    meter_provider = MeterProvider(metric_readers=[reader])
+    capture = MetricsCapture()
+    meter_provider = capture.provider
     stream = io.StringIO()
     logger = configure_logging("relay.test-always-off", fmt="json", stream=stream)
     try:
@@ -219,7 +218,7 @@ async def test_with_sampling_always_off_no_span_is_made_yet_logs_keep_the_caller
             streamed = job("off-2", "echo")
             streamed.trace_context.CopyFrom(TraceContext(traceparent=_traceparent(TRACE_B)))
             await collect(local.stub.RunStream(iter([streamed])))
-        data = reader.get_metrics_data()
+        data = capture.collect()
     finally:
         meter_provider.shutdown()
         tracer_provider.shutdown()

@@ -8,8 +8,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from bunny.dns.resolver import Resolver
 from bunny.dns.settings import ResolverSettings
@@ -19,6 +17,7 @@ from bunnyrelay import semconv
 from lab.dnsserver import ZoneServer
 from tests.bunny.conftest import RELAY, RELAY_IP, SEARCH
 from tests.fakeclock import FakeClock
+from tests.metrics_capture import MetricsCapture
 
 Points = Callable[[str], list[tuple[dict[str, Any], Any]]]
 """``points(metric)``: (attributes, data point) of every point of ``metric`` collected now."""
@@ -28,8 +27,8 @@ Points = Callable[[str], list[tuple[dict[str, Any], Any]]]
 async def measured(
     dns: ZoneServer,
 ) -> AsyncIterator[tuple[Callable[..., TracedResolver], Points]]:
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader])
+    capture = MetricsCapture()
+    provider = capture.provider
     telemetry = DnsTelemetry(meter_provider=provider)
     made: list[TracedResolver] = []
 
@@ -48,7 +47,7 @@ async def measured(
         return resolver
 
     def points(name: str) -> list[tuple[dict[str, Any], Any]]:
-        data = reader.get_metrics_data()
+        data = capture.collect()
         assert data is not None
         return [
             (dict(point.attributes or {}), point)

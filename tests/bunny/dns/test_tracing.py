@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from bunny.dns.resolver import Resolver
@@ -17,6 +15,7 @@ from bunny.errors import (
 from bunnyrelay import semconv
 from lab.dnsserver import ZoneServer
 from tests.bunny.conftest import RELAY, SEARCH, MakeResolver, attribute, named
+from tests.metrics_capture import MetricsCapture
 
 
 async def test_query_spans_are_children_of_the_lookup_span_in_the_callers_trace(
@@ -70,15 +69,15 @@ async def test_cache_hit_through_resolve_is_one_span_without_children_and_cached
 async def test_lookup_duration_metric_is_recorded_with_the_error_type_on_failure(
     dns: ZoneServer,
 ) -> None:
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader])
+    capture = MetricsCapture()
+    provider = capture.provider
     settings = ResolverSettings(nameservers=(dns.address,), family="ipv4")
     resolver = DnsTelemetry(meter_provider=provider).wrap(Resolver(settings))
     try:
         await resolver.resolve(RELAY)
         with pytest.raises(NameNotFound):
             await resolver.resolve("missing.private.aws.internal.")
-        data = reader.get_metrics_data()
+        data = capture.collect()
     finally:
         await resolver.close()
         provider.shutdown()

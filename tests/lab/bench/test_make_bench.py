@@ -72,6 +72,7 @@ async def test_quick_bench_runs_every_case_and_prints_ratios(tmp_path: Path) -> 
         assert costs[group]["relay_job"] > costs[group]["raw_server_job"]
     assert all(value > 0 for value in costs["sdk"].values())
     assert costs["sdk"]["tally_add"] < costs["sdk"]["counter_add"]
+    assert costs["sdk"]["hot_histogram_record"] < costs["sdk"]["histogram_record"]
 
     document = written.read_text()
     assert "## Where the time goes" in document
