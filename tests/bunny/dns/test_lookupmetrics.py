@@ -46,19 +46,7 @@ async def measured(
         made.append(resolver)
         return resolver
 
-    def points(name: str) -> list[tuple[dict[str, Any], Any]]:
-        data = capture.collect()
-        assert data is not None
-        return [
-            (dict(point.attributes or {}), point)
-            for resource in data.resource_metrics
-            for scope in resource.scope_metrics
-            for metric in scope.metrics
-            if metric.name == name
-            for point in metric.data.data_points
-        ]
-
-    yield make, points
+    yield make, capture.points
     for resolver in made:
         await resolver.close()
     provider.shutdown()
