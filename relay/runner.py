@@ -161,7 +161,8 @@ class JobRunner:
                         "status": "SUCCEEDED" if result.status == _SUCCEEDED else "FAILED",
                     },
                 )
-            if result.error.retryable:
+            # A success has no error to read (reading one makes an empty JobError).
+            if result.status != _SUCCEEDED and result.error.retryable:
                 # Retryable means "may succeed later": remembering it would block that.
                 await self._store.release(reservation)
             else:
