@@ -144,6 +144,31 @@ async def call_with_retries(
         if not exc.retryable or policy.attempts == 1:
             raise
         first = exc
+    return await retry_after_first(
+        attempt, first, policy=policy, deadline=deadline, clock=clock, sleep=sleep, rng=rng
+    )
+
+
+async def retry_after_first(
+    attempt: Callable[[int], Awaitable[T]],
+    first: BunnyError,
+    *,
+    policy: RetryPolicy,
+    deadline: float | None,
+    clock: Clock = time.monotonic,
+    sleep: Sleep = asyncio.sleep,
+    rng: random.Random | None = None,
+) -> T:
+    """:func:`call_with_retries` for a caller that made attempt 1 itself and got ``first``,
+    a retryable error: attempts 2, 3, … as the policy allows, or ``first`` raised again.
+
+    For a path where the first attempt is nearly always the only one, and the coroutine
+    and closure a call of :func:`call_with_retries` costs are paid on every call.
+    """
+    if deadline is None and policy.attempts is None:
+        raise ValueError("a retry needs a deadline or a number of attempts to stop at")
+    if not first.retryable or policy.attempts == 1:
+        raise first
     # tenacity's attempt 1 is the failure above, replayed, so that its wait and stop
     # rules see the attempt count as it is.
     retrying = AsyncRetrying(

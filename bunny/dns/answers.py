@@ -30,6 +30,8 @@ _ADDRESS_FAMILIES = {
     "A": (socket.AF_INET, socket.AF_INET6),
     "AAAA": (socket.AF_INET6, socket.AF_INET),
 }
+_CNAME = pycares.QUERY_TYPE_CNAME
+_ADDRESS_TYPES = (pycares.QUERY_TYPE_A, pycares.QUERY_TYPE_AAAA)
 # RFC 2181 §8: a TTL with the top bit set is to be read as zero.
 _TTL_TOP_BIT = 2**31
 
@@ -133,23 +135,26 @@ def validated(
     family, other = _ADDRESS_FAMILIES[qtype]
     owner = fqdn
     ttls: list[int] = []
-    aliases = {
-        record.name.lower().rstrip("."): record
-        for record in result.answer
-        if record.type == pycares.QUERY_TYPE_CNAME
-    }
-    seen: set[str] = set()
-    # Follow the chain: every hop must be in the answer for the records to count.
-    while owner in aliases and owner not in seen:
-        seen.add(owner)
-        alias = aliases[owner]
-        ttls.append(_clamp_ttl(alias.ttl, max_ttl))
-        owner = str(getattr(alias.data, "cname", "")).lower().rstrip(".")
+    aliases: dict[str, pycares.DNSRecord] = {}
+    found: list[pycares.DNSRecord] = []
+    # One pass sorts the records; most answers hold no CNAME and one address.
+    for record in result.answer:
+        kind = record.type
+        if kind == _CNAME:
+            aliases[record.name.lower().rstrip(".")] = record
+        elif kind in _ADDRESS_TYPES:
+            found.append(record)
+    if aliases:
+        seen: set[str] = set()
+        # Follow the chain: every hop must be in the answer for the records to count.
+        while owner in aliases and owner not in seen:
+            seen.add(owner)
+            alias = aliases[owner]
+            ttls.append(_clamp_ttl(alias.ttl, max_ttl))
+            owner = str(getattr(alias.data, "cname", "")).lower().rstrip(".")
     addresses: list[str] = []
     strays: list[str] = []
-    for record in result.answer:
-        if record.type not in (pycares.QUERY_TYPE_A, pycares.QUERY_TYPE_AAAA):
-            continue
+    for record in found:
         text = str(getattr(record.data, "addr", ""))
         record_name = record.name.lower().rstrip(".")
         if (

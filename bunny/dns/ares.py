@@ -5,9 +5,10 @@ when they change:
 
 - aiodns 4 runs each channel on an event thread of c-ares' when it can. Every
   answer then costs a hand-over between that thread and the loop (c-ares' channel
-  lock, the GIL, the loop's self-pipe), about twice the CPU per lookup even for
-  bare aiodns. :class:`LoopDrivenResolver` asks aiodns for its socket-callback
-  mode instead, through two of aiodns' private methods.
+  lock, the GIL, the loop's self-pipe); bare aiodns pays little for it, but behind
+  bunny's own work on the loop the thread waits for the GIL, and a lookup costs
+  more CPU than on the loop. :class:`LoopDrivenResolver` asks aiodns for its
+  socket-callback mode instead, through two of aiodns' private methods.
 - c-ares 1.34 keeps a query cache (ARES_OPT_QUERY_CACHE) that pycares gives no way
   to turn off: a repeated question inside its TTL never reaches the wire. Each
   :class:`Channel` keeps a ledger of the answers that came off the wire, so a query
@@ -43,10 +44,18 @@ _TIMEOUT_SLACK_S = 0.1
 _ARES_MAX_TIMEOUT_S = 5.0
 # The longest the loop waits before letting c-ares check its timeouts (aiodns' own tick).
 _ARES_TIMER_MAX_S = 1.0
+# c-ares 1.34 gives no query less than this (its adaptive timeout's lower bound), unless
+# the channel's own timeout is shorter.
+_ARES_MIN_TIMEOUT_S = 0.25
 # c-ares' query cache keeps nothing longer than this (qcache_max_ttl's default).
 _ARES_QCACHE_MAX_TTL = 3600
 # How close to a second boundary the ledger stops trusting its own arithmetic.
 _LEDGER_SLACK_S = 0.05
+# The most questions a channel's ledger follows. An entry goes when its question is asked
+# again after c-ares forgot it; one never asked again would stay for good, so past this
+# the expired ones are swept, and if that is not enough c-ares' cache is flushed with the
+# ledger (what c-ares no longer holds, the ledger need not follow).
+LEDGER_MAX_ENTRIES = 4096
 
 _RCODES: dict[int, str] = {
     aiodns.error.ARES_ENOTFOUND: "NXDOMAIN",
@@ -69,7 +78,8 @@ class LoopDrivenResolver(aiodns.DNSResolver):
     with no event thread. One change to that mode: aiodns checks c-ares' timeouts on
     a fixed tick (the timeout, at most 1 s), so a query could time out up to a tick
     late. Here the tick follows c-ares' own next timeout instead, and a new query
-    with an earlier one brings the tick forward.
+    with an earlier one brings the tick forward (c-ares is asked only when the tick
+    is due later than the shortest timeout c-ares gives a query).
 
     Both overrides are of aiodns' private methods; ``tests/bunny/dns/test_ares.py``
     fails if an aiodns release changes them.
@@ -95,13 +105,17 @@ class LoopDrivenResolver(aiodns.DNSResolver):
     ) -> asyncio.Future[pycares.DNSResult]:
         future = super().query_dns(host, qtype, qclass)
         timer = self._timer
-        if timer is not None:
-            due = self.loop.time() + float(
-                self._channel.timeout(_ARES_TIMER_MAX_S)  # type: ignore[no-untyped-call]
-            )
-            if due < timer.when():
-                timer.cancel()
-                self._timer = self.loop.call_at(due, self._timer_cb)
+        if timer is None:
+            return future
+        now = self.loop.time()
+        # A tick due before any new query could time out needs no moving, and asking
+        # c-ares costs a call that gives up the GIL, which the export thread then holds.
+        if timer.when() <= now + min(self._timeout or 0.0, _ARES_MIN_TIMEOUT_S):
+            return future
+        due = now + float(self._channel.timeout(_ARES_TIMER_MAX_S))  # type: ignore[no-untyped-call]
+        if due < timer.when():
+            timer.cancel()
+            self._timer = self.loop.call_at(due, self._timer_cb)
         return future
 
 
@@ -231,7 +245,17 @@ class Channel:
         else:
             ttl = min(ares_ttl, _ARES_QCACHE_MAX_TTL)
             held = _Held(math.floor(sent) + ttl, math.floor(received) + ttl, received + trusted_for)
+        if len(self._ledger) >= LEDGER_MAX_ENTRIES and key not in self._ledger:
+            self._make_room(math.floor(received))
         self._ledger[key] = held
+
+    def _make_room(self, second: int) -> None:
+        """Forget what c-ares has surely dropped; if that frees nothing, empty both caches."""
+        ledger = self._ledger
+        for key in [k for k, held in ledger.items() if second >= held.maybe_until]:
+            del ledger[key]
+        if len(ledger) >= LEDGER_MAX_ENTRIES:
+            self.flush()
 
     def flush(self) -> None:
         # c-ares empties its query cache whenever the server list changes, and
@@ -251,6 +275,10 @@ class Channel:
 
 def ares_cache_ttl(result: pycares.DNSResult) -> int:
     """The TTL c-ares' query cache gives this answer: its smallest, SOA aside."""
+    if not result.authority and not result.additional and len(result.answer) == 1:
+        # The usual answer, one address record: no lists to build.
+        only = result.answer[0]
+        return only.ttl if only.type != pycares.QUERY_TYPE_SOA else 0
     ttls = [
         record.ttl
         for section in (result.answer, result.authority, result.additional)
@@ -293,7 +321,8 @@ class Channels:
             reply.code = exc.args[0] if exc.args else aiodns.error.ARES_EBADRESP
         finally:
             channel.inflight -= 1
-            self._release(channel)
+            if channel.retired:
+                self._release(channel)
         reply.received = time.monotonic()
         return reply
 

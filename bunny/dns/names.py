@@ -26,6 +26,8 @@ def candidates(name: str, search: Sequence[str], ndots: int) -> tuple[str, ...]:
     lowered = name.lower()
     if lowered.endswith("."):
         return (lowered[:-1],)
+    if not search:
+        return (lowered,) if len(lowered) <= MAX_NAME_LENGTH else ()
     searched = [f"{lowered}.{domain}" for domain in search]
     ordered = [lowered, *searched] if lowered.count(".") >= ndots else [*searched, lowered]
     # A search domain that makes the name too long is skipped, as glibc does.

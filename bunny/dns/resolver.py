@@ -17,7 +17,7 @@ How a lookup goes:
    REFUSED, unreachable, bad answer) stops the lookup, as glibc does, rather than
    risk a wrong answer from a later candidate.
 5. Per candidate, A and/or AAAA in parallel; each query is sent with c-ares' own
-   retries off and retried by :func:`bunny.retry.call_with_retries`, rotating
+   retries off and retried by :func:`bunny.retry.retry_after_first`, rotating
    through the nameservers, bounded by ``attempts`` and the caller's deadline.
 6. If the refresh of a known name fails, the last good answer is served stale
    for up to ``stale_max`` past its expiry.
@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 
 from bunny.dns.answers import Answer, as_query, judge
@@ -39,7 +39,7 @@ from bunny.dns.model import FAMILIES, DnsQuery, Resolution
 from bunny.dns.names import candidates, check_name
 from bunny.dns.settings import ResolverSettings
 from bunny.errors import DnsLookupFailed, DnsTimeout, NameNotFound, NoAddresses
-from bunny.retry import Clock, RetryPolicy, Sleep, call_with_retries
+from bunny.retry import Clock, RetryPolicy, Sleep, retry_after_first
 
 log = logging.getLogger("bunny.resolver")
 
@@ -147,6 +147,8 @@ class Resolver:
             negative_ttl=settings.negative_ttl,
         )
         self._channels = Channels(settings.timeout)
+        self._servers = tuple((server, str(server)) for server in settings.nameservers)
+        """Each nameserver with its name as traces show it, made once."""
         self._hosts = (
             HostsFile(settings.hosts_file, self._types, clock=clock)
             if settings.hosts_file is not None
@@ -288,7 +290,9 @@ class Resolver:
         if not flight.done():
             flight.set_result(resolution)
         if notes is not None:
-            notes.queries_sent += sum(1 for query in resolution.queries if query.source == "wire")
+            for query in resolution.queries:
+                if query.source == "wire":
+                    notes.queries_sent += 1
         return resolution
 
     async def _lookup(
@@ -330,22 +334,40 @@ class Resolver:
         nodata: str | None = None
         for fqdn in lookup.candidates:
             try:
-                answers = await self._ask_candidate(lookup, fqdn)
+                if len(self._types) == 1:
+                    answers = [await self._query(lookup, fqdn, self._types[0])]
+                else:
+                    answers = await self._ask_families(lookup, fqdn)
             except DnsLookupFailed as exc:
                 raise self._whole(lookup, exc) from None
-            usable = [answer for answer in answers if answer.addresses]
-            if usable:
-                ttl = min(answer.ttl or 0 for answer in usable)
-                from_ares = all(answer.source == "c-ares-cache" for answer in usable)
-                return Resolution(
-                    name=lookup.name,
-                    fqdn=fqdn,
-                    addresses=tuple(a for answer in usable for a in answer.addresses),
-                    ttl=ttl,
-                    source="c-ares-cache" if from_ares else "wire",
-                    queries=tuple(lookup.queries),
-                    expires_at=self._clock() + ttl,
-                )
+            if len(answers) == 1:
+                # One family asked (the common case): its answer is the whole of it.
+                only = answers[0]
+                if only.addresses:
+                    ttl = only.ttl or 0
+                    return Resolution(
+                        lookup.name,
+                        fqdn,
+                        only.addresses,
+                        ttl,
+                        only.source,
+                        tuple(lookup.queries),
+                        self._clock() + ttl,
+                    )
+            else:
+                usable = [answer for answer in answers if answer.addresses]
+                if usable:
+                    ttl = min(answer.ttl or 0 for answer in usable)
+                    from_ares = all(answer.source == "c-ares-cache" for answer in usable)
+                    return Resolution(
+                        name=lookup.name,
+                        fqdn=fqdn,
+                        addresses=tuple(a for answer in usable for a in answer.addresses),
+                        ttl=ttl,
+                        source="c-ares-cache" if from_ares else "wire",
+                        queries=tuple(lookup.queries),
+                        expires_at=self._clock() + ttl,
+                    )
             if nodata is None and any(answer.rcode != "NXDOMAIN" for answer in answers):
                 nodata = fqdn
         failure = NameNotFound if nodata is None else NoAddresses
@@ -373,9 +395,8 @@ class Resolver:
             detail=exc.detail,
         )
 
-    async def _ask_candidate(self, lookup: _Lookup, fqdn: str) -> list[Answer]:
-        if len(self._types) == 1:
-            return [await self._query(lookup, fqdn, self._types[0])]
+    async def _ask_families(self, lookup: _Lookup, fqdn: str) -> list[Answer]:
+        """A and AAAA for one candidate, in parallel."""
         results = await asyncio.gather(
             *(self._query(lookup, fqdn, qtype) for qtype in self._types), return_exceptions=True
         )
@@ -394,10 +415,20 @@ class Resolver:
             raise failures[0]
         return answers
 
-    def _query(self, lookup: _Lookup, fqdn: str, qtype: str) -> Awaitable[Answer]:
-        """One question, with retries for failures of the path only."""
-        return call_with_retries(
+    async def _query(self, lookup: _Lookup, fqdn: str, qtype: str) -> Answer:
+        """One question, with retries for failures of the path only.
+
+        The first try is made here rather than through :func:`bunny.retry.call_with_retries`: almost
+        every query is answered at once, and would otherwise pay a coroutine and a
+        closure for retries it never makes.
+        """
+        try:
+            return await self._attempt(lookup, fqdn, qtype, 1)
+        except DnsLookupFailed as exc:
+            first = exc
+        return await retry_after_first(
             lambda attempt: self._attempt(lookup, fqdn, qtype, attempt),
+            first,
             policy=self._retry,
             deadline=lookup.deadline,
             clock=self._clock,
@@ -406,8 +437,8 @@ class Resolver:
 
     async def _attempt(self, lookup: _Lookup, fqdn: str, qtype: str, attempt: int) -> Answer:
         """Send one query; raise the typed error if the path failed."""
-        servers = self.settings.nameservers
-        server = servers[(attempt - 1) % len(servers)]
+        servers = self._servers
+        server, server_name = servers[(attempt - 1) % len(servers)]
         remaining: float | None = None
         if lookup.deadline is not None:
             remaining = lookup.deadline - self._clock()
@@ -415,13 +446,13 @@ class Resolver:
                 raise DnsTimeout(
                     fqdn,
                     qtype=qtype,
-                    nameservers=[str(server)],
+                    nameservers=[server_name],
                     attempts=attempt - 1,
                     detail="the deadline had passed before it could be asked",
                 )
         sent: SentQuery | None = None
         if lookup.notes is not None and lookup.notes.sent is not None:
-            sent = SentQuery(fqdn, qtype, str(server), attempt, time.time_ns())
+            sent = SentQuery(fqdn, qtype, server_name, attempt, time.time_ns())
             lookup.notes.sent.append(sent)
         try:
             reply = await self._channels.ask(server, fqdn, qtype, remaining)

@@ -108,9 +108,10 @@ class TracedResolver:
                 )
                 self._lookups.failed(name, exc, notes)
                 raise
-            finally:
+            except BaseException:
                 if recording:
-                    self._trace_queries(span, notes)
+                    span.set_attributes(self._what_it_did(span, notes))
+                raise
             if recording:
                 self._lookup_done(span, notes, resolution)
             self._duration.record(
@@ -122,14 +123,14 @@ class TracedResolver:
             context.detach(token)
             span.end()
 
-    @staticmethod
-    def _lookup_done(span: Span, notes: LookupNotes, resolution: Resolution) -> None:
-        attributes: dict[str, AttributeValue] = {
-            semconv.DNS_SOURCE: resolution.source,
-            semconv.DNS_ANSWERS: resolution.addresses,
-            semconv.DNS_TTL: resolution.ttl,
-            semconv.DNS_QUERIES_SENT: notes.queries_sent,
-        }
+    def _lookup_done(self, span: Span, notes: LookupNotes, resolution: Resolution) -> None:
+        # One set_attributes call for the whole lookup: the SDK takes its lock and
+        # checks the span on every call.
+        attributes = self._what_it_did(span, notes)
+        attributes[semconv.DNS_SOURCE] = resolution.source
+        attributes[semconv.DNS_ANSWERS] = resolution.addresses
+        attributes[semconv.DNS_TTL] = resolution.ttl
+        attributes[semconv.DNS_QUERIES_SENT] = notes.queries_sent
         if notes.refresh_error:
             attributes[semconv.DNS_REFRESH_ERROR] = notes.refresh_error
             span.add_event(
@@ -137,59 +138,55 @@ class TracedResolver:
             )
         span.set_attributes(attributes)
 
-    @staticmethod
-    def _lookup_failed(span: Span, notes: LookupNotes, exc: DnsLookupFailed) -> None:
-        span.set_attributes(
-            {
-                semconv.ERROR_TYPE: type(exc).__name__,
-                semconv.DNS_LIKELY_CAUSE: exc.likely_cause,
-                semconv.DNS_SOURCE: "negative-cache" if exc.from_negative_cache else "wire",
-                semconv.DNS_QUERIES_SENT: sum(1 for q in exc.queries if q.source == "wire"),
-            }
-        )
+    def _lookup_failed(self, span: Span, notes: LookupNotes, exc: DnsLookupFailed) -> None:
+        attributes = self._what_it_did(span, notes)
+        attributes[semconv.ERROR_TYPE] = type(exc).__name__
+        attributes[semconv.DNS_LIKELY_CAUSE] = exc.likely_cause
+        attributes[semconv.DNS_SOURCE] = "negative-cache" if exc.from_negative_cache else "wire"
+        attributes[semconv.DNS_QUERIES_SENT] = sum(1 for q in exc.queries if q.source == "wire")
+        span.set_attributes(attributes)
         span.set_status(Status(StatusCode.ERROR, str(exc)))
 
-    def _trace_queries(self, span: Span, notes: LookupNotes) -> None:
+    def _what_it_did(self, span: Span, notes: LookupNotes) -> dict[str, AttributeValue]:
         """What the lookup did, once it is over: the candidates, whether it waited for
         another caller's lookup, and its queries: when one query answered it, on the
-        lookup's own span; otherwise a ``dns.query`` span each, with the times it ran,
-        so that retries, the search list and what failed where are each a span."""
+        lookup's own span (returned, for the caller to set with the rest); otherwise a
+        ``dns.query`` span each, with the times it ran, so that retries, the search
+        list and what failed where are each a span."""
+        attributes: dict[str, AttributeValue] = {}
         if notes.candidates:
-            span.set_attribute(semconv.DNS_CANDIDATES, notes.candidates)
+            attributes[semconv.DNS_CANDIDATES] = notes.candidates
         if notes.coalesced:
-            span.set_attribute(semconv.DNS_COALESCED, True)
+            attributes[semconv.DNS_COALESCED] = True
             leader = notes.waited_for.handle if notes.waited_for is not None else None
             if isinstance(leader, SpanContext):
                 span.add_link(leader)
         sent: Sequence[SentQuery] = notes.sent or ()
         answered = sent[0].query if len(sent) == 1 and sent[0].failure is None else None
         if answered is not None:
-            span.set_attributes(
-                {
-                    semconv.DNS_QUESTION_TYPE: answered.qtype,
-                    semconv.DNS_NAMESERVER: answered.nameserver,
-                    semconv.DNS_RCODE: answered.rcode,
-                }
-            )
-            return
+            attributes[semconv.DNS_QUESTION_TYPE] = answered.qtype
+            attributes[semconv.DNS_NAMESERVER] = answered.nameserver
+            attributes[semconv.DNS_RCODE] = answered.rcode
+            return attributes
         for entry in sent:
-            attributes: dict[str, AttributeValue] = {
+            query_attributes: dict[str, AttributeValue] = {
                 semconv.DNS_QUESTION_NAME: entry.fqdn,
                 semconv.DNS_QUESTION_TYPE: entry.qtype,
                 semconv.DNS_NAMESERVER: entry.nameserver,
                 semconv.DNS_ATTEMPT: entry.attempt,
             }
             if entry.query is not None:
-                attributes.update(_query_attributes(entry.query, entry.failure))
+                query_attributes.update(_query_attributes(entry.query, entry.failure))
             child = self._tracer.start_span(
                 semconv.SPAN_DNS_QUERY,
                 kind=SpanKind.CLIENT,
                 start_time=entry.started_ns,
-                attributes=attributes,
+                attributes=query_attributes,
             )
             if entry.failure is not None:
                 child.set_status(Status(StatusCode.ERROR, str(entry.failure)))
             child.end(end_time=entry.ended_ns or time.time_ns())
+        return attributes
 
 
 def _query_attributes(

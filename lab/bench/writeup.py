@@ -215,16 +215,34 @@ about it:
   Once a batch shares gRPC's per-message cost, the spans are most of what a streamed job
   costs, which is why every job sampled on a stream stays near raw unary's rate.
 - **DNS:** aiodns 4 gives each channel a c-ares event thread; its hand-over to the event
-  loop (channel lock, GIL, self-pipe) cost more CPU than the query, so bunny runs aiodns in
-  its socket-callback mode on the event loop. The first caller of a name now runs the
-  lookup in its own task (a task of its own and the shield around it cost two more passes
-  of the event loop, a third of an uncached lookup's latency), and a lookup that one query
-  answered carries that query on its `dns.lookup` span rather than a `dns.query` child.
-  The floor (aiodns on the loop as bunny runs it, one exported span, the histogram) is at
-  about 1.0-1.25x bare aiodns' latency; a traced lookup is within a few tenths of it, around
-  the 1.3x target, and what is left (the cache and search-list logic, answer checks,
-  retries' bookkeeping, a `Resolution` per lookup) is bunny's own. The CPU target is taken
-  against the floor's CPU per lookup in the same round.
+  loop (channel lock, GIL, self-pipe) costs bunny's resolver more CPU than the query, so
+  bunny runs aiodns in its socket-callback mode on the event loop. Measured in one process
+  with 32 lookups in flight: bare aiodns alone is a little cheaper in its thread mode (36-40
+  against 45-48 µs CPU per lookup), but bunny's resolver in that mode costs about 1.3x the
+  CPU (the thread's callbacks wait for the GIL behind the resolver's own work). The first
+  caller of a name runs the lookup in its own task (a task of its own and the shield around
+  it cost two more passes of the event loop, a third of an uncached lookup's latency), and
+  a lookup that one query answered carries that query on its `dns.lookup` span rather than
+  a `dns.query` child. Every uncached row sends the same query: one A question for a name
+  with enough dots (bunny with `family=ipv4` and no search list, so one candidate), and
+  every row waits the same way (one at a time for latency, 32 in flight for CPU). The
+  floor (aiodns on the loop as bunny runs it, one exported span, the histogram) is itself
+  at 1.0-1.8x bare aiodns' latency depending on the machine's load; a traced lookup costs
+  about 1.8-1.9x the floor's CPU. Beyond the floor it pays (py-spy, and an in-process run
+  with c-ares answering from a done future): the span's nine attributes (about 9 µs: the
+  SDK checks each value on `set_attributes`, so they are set in one call), their encoding
+  on the export thread (about 10 µs), making the span current (about 3 µs), two more
+  histogram points and the lookup counter (about 1 µs since they became `HotHistogram` and
+  `Tally`; the SDK's `Histogram.record` cost about 10 µs each), and the resolver's own
+  steps (cache, coalescing, candidates, answer checks, c-ares ledger, retry bookkeeping, a
+  `Resolution`: about 20 µs, spread over a dozen small steps with none above 3 µs). A
+  traced lookup's latency is the floor's plus that work, since it is all on the caller's
+  path. With 32 in flight, py-spy finds the loop's calls into c-ares (each gives up the
+  GIL) taking several times as long in the traced run as in the floor's: the export
+  thread, busier with the larger spans, holds the GIL meanwhile, so wall time per lookup
+  grows more than CPU does; the loop now asks c-ares for its next timeout only when the
+  tick could be late, not on every query. The CPU target is taken against the floor's
+  CPU per lookup in the same round.
 - **Small choices in the code, and what each saves** (the comments beside them keep only
   the reason):
   - spans are started with `start_span` and made current with `context.attach` rather

@@ -27,10 +27,14 @@ together. The usual batch (new claims and results of different jobs) is one
 multi-row statement committed on its own; anything else (a release, pruning,
 two steps about one job) goes step by step in a transaction.
 
-Durability: WAL journal, ``synchronous=FULL`` (each commit is fsynced), so a
-result acknowledged to a client survives a power loss too; group commit is
-what makes that affordable. Rows older than ``--dedupe-retention`` hours are
-pruned in the background, a bounded batch at a time.
+Durability: WAL journal, ``synchronous=FULL`` for every commit that holds a
+result, release or prune (fsynced), so a result acknowledged to a client
+survives a power loss too; group commit is what makes that affordable. A
+commit of claims alone is written into the WAL without an fsync: that survives
+the death of relay (a kill -9, an OOM kill), which is what a claim is for; a
+power loss may drop it, and the job then runs again on resubmission all the
+same, only not logged as reclaimed. Rows older than ``--dedupe-retention``
+hours are pruned in the background, a bounded batch at a time.
 """
 
 from __future__ import annotations
@@ -299,10 +303,12 @@ class _Commit:
         # Rows of three parameters, plus two, within SQLite's limit on parameters.
         fit = (db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - 2) // 3
         self._write_rows = 1 << (min(WRITE_ROWS, fit).bit_length() - 1)
+        self._full = True  # synchronous=FULL, as the file was opened
 
     def __call__(self, batch: list[_Step]) -> StoreError | None:
         db, owner, now = self._cursor, self._owner, self._clock()
         try:
+            self._sync_for(batch)
             if not _write_at_once(db, batch, owner, now, self._write_rows):
                 db.execute("BEGIN IMMEDIATE")
                 for step in batch:
@@ -314,6 +320,19 @@ class _Commit:
                     db.execute("ROLLBACK")
             return StoreError(f"SQLite: {exc}")
         return None
+
+    def _sync_for(self, batch: list[_Step]) -> None:
+        """fsync the commit unless the batch holds claims alone.
+
+        A claim must outlive the process (a kill -9 leaves it for the restart to find),
+        which a commit written into the WAL does without an fsync; only results must also
+        outlive the machine. Set only when it changes: batches of claims and of results
+        alternate under load, each kind in runs.
+        """
+        full = not all(type(step) is ClaimStep for step in batch)
+        if full != self._full:
+            self._cursor.execute(f"PRAGMA synchronous = {'FULL' if full else 'NORMAL'}")
+            self._full = full
 
 
 # --- the store ------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from bunny.errors import BunnyError, JobRejected, RelayOverloaded, RelayUnavailable
-from bunny.retry import RetryPolicy, call_with_retries
+from bunny.retry import RetryPolicy, call_with_retries, retry_after_first
 from tests.fakeclock import FakeClock
 
 
@@ -148,3 +148,37 @@ async def test_without_a_deadline_attempts_are_required() -> None:
 def test_a_policy_that_cannot_work_is_refused(values: dict[str, float]) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - each value has its own message
         RetryPolicy(**values)  # type: ignore[arg-type]
+
+
+async def test_a_caller_that_made_the_first_try_itself_gets_the_retries_that_remain() -> None:
+    clock = FakeClock()
+    attempt = Failing(clock, _unavailable(), passes_at=clock() + 0.5)
+    # The caller's own first try failed at once; retry_after_first goes on from try 2.
+    attempt.started.append(clock())
+
+    result = await retry_after_first(
+        attempt,
+        _unavailable(),
+        policy=RetryPolicy(attempts=50),
+        deadline=None,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+
+    assert result == "done"
+    assert len(attempt.started) >= 3
+    assert len(clock.slept) == len(attempt.started) - 1
+
+
+async def test_a_first_failure_that_cannot_pass_is_raised_again_without_another_try() -> None:
+    clock = FakeClock()
+    attempt = Failing(clock, _unavailable())
+    rejected = JobRejected("no", code=grpc.StatusCode.INVALID_ARGUMENT, peer="p")
+
+    with pytest.raises(JobRejected) as raised:
+        await retry_after_first(
+            attempt, rejected, policy=RetryPolicy(), deadline=clock() + 30, clock=clock
+        )
+
+    assert raised.value is rejected
+    assert attempt.started == []

@@ -10,6 +10,7 @@ import aiodns
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from bunny.dns import ares
 from bunny.dns.ares import LoopDrivenResolver
 from bunny.errors import (
     DnsBadAnswer,
@@ -122,3 +123,26 @@ async def test_a_timeout_follows_c_ares_own_clock_on_a_channel_already_in_use(
 
     # Generous: the point is "its own 0.3 s", not "whenever the 1 s tick comes".
     assert time.monotonic() - started < 0.9
+
+
+async def test_the_ledger_of_c_ares_cache_stays_bounded_and_true_to_what_c_ares_holds(
+    dns: ZoneServer, make_resolver: MakeResolver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A resolver asked ever new names (one per job, say) must not grow without end;
+    # past the bound nothing has expired, so c-ares' cache is emptied with the ledger.
+    monkeypatch.setattr(ares, "LEDGER_MAX_ENTRIES", 4)
+    resolver = make_resolver()
+    names = [f"n{n}.private.aws.internal" for n in range(6)]
+    for name in names:
+        dns.set_records(name, "A", ["10.0.0.1"])
+        await resolver.resolve(name)
+    asked = len(dns.log)
+
+    # Another spelling skips bunny's cache and reaches c-ares: the first names were
+    # flushed out of it, so they go to the wire again; the newest is still held.
+    first = await resolver.resolve(f"{names[0]}.")
+    newest = await resolver.resolve(f"{names[-1]}.")
+
+    assert first.source == "wire"
+    assert newest.source == "c-ares-cache"
+    assert len(dns.log) == asked + 1

@@ -11,6 +11,8 @@ import pytest
 
 from bunnyrelay.v1.jobs_pb2 import JobResult
 from relay.errors import StoreError
+from relay.stores import sqlite as sqlite_store
+from relay.stores import sqlite_file
 from relay.stores.base import Claim, FingerprintMismatchError, Replay, fingerprint
 from relay.stores.sqlite import ClaimStep, ResultStep, SqliteStore
 from tests.relay.stores.conftest import LOG, MakeStore
@@ -234,3 +236,30 @@ async def test_an_empty_result_is_kept_and_replayed_after_a_restart(
     replay = await second.reserve("empty", FP)
     assert isinstance(replay, Replay)
     assert replay.result == JobResult()
+
+
+async def test_a_result_is_committed_with_fsync_and_claims_alone_without(
+    make_sqlite: MakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    statements: list[str] = []
+
+    def traced_connect(path: Path) -> sqlite3.Connection:
+        db = sqlite_file.connect(path)
+        db.set_trace_callback(statements.append)
+        return db
+
+    monkeypatch.setattr(sqlite_store, "connect", traced_connect)
+    store: SqliteStore = await make_sqlite()
+    await store.prune()  # after the one at open, so that the claim has a batch of its own
+    claim = await _claim(store, "j-1")
+    await store.complete(claim, JobResult(job_id="j-1", output=b"kept"))
+    await store.close()
+
+    synchronous = "FULL"  # as the file is opened
+    in_force: list[str] = []  # at each write of the jobs table: the claim's, then the result's
+    for statement in statements:
+        if statement.startswith("PRAGMA synchronous"):
+            synchronous = statement.rsplit(" ", 1)[-1]
+        elif statement.startswith("INSERT INTO jobs"):
+            in_force.append(synchronous)
+    assert in_force == ["NORMAL", "FULL"]
