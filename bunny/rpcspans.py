@@ -26,7 +26,7 @@ from opentelemetry.util.types import AttributeValue
 from bunny.relaypool import RelayEndpoint
 from bunnyrelay import semconv
 from bunnyrelay.histograms import HotHistogram
-from bunnyrelay.keeping import KeepingTracer
+from bunnyrelay.keeping import KeepingTracer, NotedSpan
 
 SERVICE = "bunnyrelay.v1.JobService"
 SCOPE = "bunny.rpc"
@@ -52,7 +52,9 @@ class RpcSpans:
             unit="ms",
             description="Duration of RPC attempts to relay",
         )
-        self._span_attributes: dict[tuple[str, RelayEndpoint, int], dict[str, AttributeValue]] = {}
+        self._span_attributes: dict[
+            tuple[str, int, int], tuple[RelayEndpoint, dict[str, AttributeValue]]
+        ] = {}
         self._metric_attributes: dict[tuple[str, grpc.StatusCode], dict[str, AttributeValue]] = {}
         self._span_names: dict[str, str] = {}
 
@@ -85,21 +87,25 @@ class RpcSpans:
     def span_attributes(
         self, method: str, endpoint: RelayEndpoint, attempt: int
     ) -> dict[str, AttributeValue]:
-        key = (method, endpoint, attempt)
-        attributes = self._span_attributes.get(key)
-        if attributes is None:
-            if len(self._span_attributes) > _MAX_CACHED:
-                self._span_attributes.clear()
-            attributes = self._span_attributes[key] = {
-                semconv.RPC_SYSTEM: "grpc",
-                semconv.RPC_SERVICE: SERVICE,
-                semconv.RPC_METHOD: method,
-                semconv.SERVER_ADDRESS: endpoint.name,
-                semconv.SERVER_PORT: endpoint.port,
-                semconv.NETWORK_PEER_ADDRESS: endpoint.address,
-                semconv.NETWORK_PEER_PORT: endpoint.port,
-                semconv.JOB_ATTEMPT: attempt,
-            }
+        # Keyed by the endpoint's identity: hashing the endpoint itself (a dataclass of five
+        # fields) would cost more than the rest of this lookup, once per attempt.
+        key = (method, id(endpoint), attempt)
+        cached = self._span_attributes.get(key)
+        if cached is not None and cached[0] is endpoint:
+            return cached[1]
+        if len(self._span_attributes) > _MAX_CACHED:
+            self._span_attributes.clear()
+        attributes: dict[str, AttributeValue] = {
+            semconv.RPC_SYSTEM: "grpc",
+            semconv.RPC_SERVICE: SERVICE,
+            semconv.RPC_METHOD: method,
+            semconv.SERVER_ADDRESS: endpoint.name,
+            semconv.SERVER_PORT: endpoint.port,
+            semconv.NETWORK_PEER_ADDRESS: endpoint.address,
+            semconv.NETWORK_PEER_PORT: endpoint.port,
+            semconv.JOB_ATTEMPT: attempt,
+        }
+        self._span_attributes[key] = (endpoint, attributes)
         return attributes
 
     def _metric_attributes_for(
@@ -213,17 +219,27 @@ class AttemptRecord:
         code = self.code
         # Without a span of its own (see __enter__) the job's span is not this one to end.
         if self._own:
-            if self._token is not None:
-                context.detach(self._token)
             span = self.span
-            if span.is_recording():
-                span.set_attribute(semconv.RPC_GRPC_STATUS_CODE, code.value[0])
-                if code is not _OK:
-                    span.set_status(Status(StatusCode.ERROR, code.name))
-                    span.set_attribute(semconv.ERROR_TYPE, code.name)
-            span.end()
+            if code is _OK and type(span) is NotedSpan:
+                # How most attempts of unsampled jobs end: in one call.
+                span.end_with(_ENDED_OK)
+            else:
+                if self._token is not None:
+                    context.detach(self._token)
+                if span.is_recording():
+                    span.set_attribute(semconv.RPC_GRPC_STATUS_CODE, _CODE_NUMBERS[code])
+                    if code is not _OK:
+                        span.set_status(Status(StatusCode.ERROR, code.name))
+                        span.set_attribute(semconv.ERROR_TYPE, code.name)
+                span.end()
         if self._measured:
             self._spans.record_duration(self._method, code, time.perf_counter() - self._started)
+
+
+# The number of each status code: StatusCode.value goes through the enum's descriptor, two
+# Python calls, once per attempt otherwise.
+_CODE_NUMBERS: Final[dict[grpc.StatusCode, int]] = {code: code.value[0] for code in grpc.StatusCode}
+_ENDED_OK: Final[dict[str, AttributeValue]] = {semconv.RPC_GRPC_STATUS_CODE: _CODE_NUMBERS[_OK]}
 
 
 def _injected(span_id: int | None = None) -> grpc.aio.Metadata:
@@ -239,7 +255,7 @@ def _injected(span_id: int | None = None) -> grpc.aio.Metadata:
     propagate.inject(carrier)
     if span_id is not None:
         parent = carrier.get(_TRACEPARENT)
-        if parent is not None and len(parent) == 55 and parent.startswith("00-"):
+        if parent is not None and len(parent) == 55 and parent[:3] == "00-":
             carrier[_TRACEPARENT] = f"{parent[:36]}{span_id:016x}{parent[52:]}"
     # A grpc.aio.Metadata, which the call takes as it is: any other sequence it copies
     # into one, per call.

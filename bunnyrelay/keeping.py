@@ -7,8 +7,8 @@ leave no trace. Here each process keeps its own side of such a job:
 - :class:`KeepingTracerProvider` is the SDK's provider with the head sampler
   as it is; its tracers turn a span the head sampler drops into a
   :class:`LightSpan` instead of a non-recording one, when it is a trace's local
-  root (no parent, or, on relay, a remote parent whose flags say not sampled)
-  or the child of a light span. A light span records what the code tells it,
+  root (a :class:`LocalRoot`: no parent, or, on relay, a remote parent whose flags
+  say not sampled) or the child of a light span. A light span records what the code tells it,
   in a few slots, and carries the context the head sampler gave it (not
   sampled), so the W3C context sent to relay is unchanged. A child that
   nothing makes current (an RPC attempt) can be a :class:`NotedSpan`
@@ -25,9 +25,12 @@ Why not the SDK's own RECORD_ONLY spans: each takes attribute limits, locks and 
 span processor twice, several times a light span's cost, paid by every unsampled job;
 a light span becomes an SDK span only when its trace is kept.
 
-Memory is bounded: at most ``max_waiting`` traces are held (the oldest is given
-up for a new one) and, checked at most once a second as jobs start, none longer
-than ``max_age_s``; given-up traces are counted in
+Memory is bounded. A trace is carried by its root, which the job holds: one that
+is only a root and noted spans ends with its job, or is collected with it. Once a
+light span starts under a root, the keeper holds the trace as well, so that the
+spans of a job that never ends cannot pile up: at most ``max_waiting`` traces are
+held (the oldest is given up for a new one) and, checked at most once a second as
+traces are taken, none longer than ``max_age_s``; given-up traces are counted in
 ``bunnyrelay.sampling.dropped_traces``. A span that ends after its root is
 exported when its trace was kept, and forgotten otherwise.
 """
@@ -48,6 +51,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerPr
 from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
+    INVALID_SPAN,
     Link,
     NonRecordingSpan,
     SpanContext,
@@ -88,33 +92,16 @@ def keeps_anything(head: Sampler) -> bool:
     return not head.get_description().startswith(_NEVER_ROOTS)
 
 
-class _Trace:
-    """One local trace the head sampler dropped: its ended spans, until its root ends."""
-
-    __slots__ = ("failed", "lookups", "opened_ns", "reason", "retried", "root", "spans", "state")
-
-    def __init__(self, opened_ns: int) -> None:
-        self.opened_ns = opened_ns
-        self.spans: list[LightSpan | NotedSpan] = []
-        self.state = _WAITING
-        self.reason = ""
-        self.root: LightSpan | None = None
-        # Noted as spans start and fail, so that judging a trace reads three fields.
-        self.failed = False
-        self.retried = False
-        self.lookups = 0
-
-
 class _HeldSpan(trace.Span):
-    """What light and noted spans share: a name, a status and an end, and the trace they are
-    held in, whose ``failed`` an ERROR status sets."""
+    """What the spans of a dropped trace share: a name, a status and an end, and the trace's
+    local root, whose ``failed`` an ERROR status sets."""
 
-    __slots__ = ("_end", "_name", "_status", "_trace")
+    __slots__ = ("_end", "_name", "_root", "_status")
 
     _end: int | None
     _name: str
+    _root: LocalRoot
     _status: Status
-    _trace: _Trace
 
     def is_recording(self) -> bool:
         return self._end is None
@@ -132,7 +119,22 @@ class _HeldSpan(trace.Span):
         if status.status_code is not StatusCode.UNSET:
             self._status = status
             if status.status_code is StatusCode.ERROR:
-                self._trace.failed = True
+                self._root.failed = True
+
+    def _ended(self) -> None:
+        """A span under the root has ended: held with its trace until the root is judged,
+        exported now if the trace was kept already, forgotten if it was not."""
+        root = self._root
+        if root.state == _WAITING:
+            if root.spans is None:
+                root.spans = [self]
+            else:
+                root.spans.append(self)
+        elif root.state == _KEPT:
+            root._keeper.export_late(self, root.reason)
+
+    def readable(self, reason: str, resource: Resource) -> ReadableSpan:
+        raise NotImplementedError
 
 
 class LightSpan(_HeldSpan):
@@ -153,7 +155,7 @@ class LightSpan(_HeldSpan):
     def __init__(
         self,
         keeper: Keeper,
-        held: _Trace,
+        root: LocalRoot,
         scope: InstrumentationScope,
         name: str,
         context: SpanContext,
@@ -164,7 +166,7 @@ class LightSpan(_HeldSpan):
         start_time: int,
     ) -> None:
         self._keeper = keeper
-        self._trace = held
+        self._root = root
         self._scope = scope
         self._name = name
         self._context = context
@@ -230,7 +232,7 @@ class LightSpan(_HeldSpan):
         if self._end is not None:
             return
         self._end = end_time or time_ns()
-        self._keeper.ended(self)
+        self._ended()
 
     def _child(
         self,
@@ -242,19 +244,23 @@ class LightSpan(_HeldSpan):
         links: Sequence[Link] | None,
         start_time: int | None,
     ) -> trace.Span:
-        """A span under this one, in the same held trace."""
-        held = self._trace
-        if held.state == _FORGOTTEN:
+        """A span under this one, in the same trace, which the keeper now holds."""
+        root = self._root
+        state = root.state
+        if state == _FORGOTTEN:
             # Given up: the rest of the trace is not held either.
             return NonRecordingSpan(self._context)
+        started = start_time or time_ns()
+        if state == _WAITING and not root.held:
+            self._keeper.hold(root, started)
         if name == semconv.SPAN_DNS_LOOKUP:
-            held.lookups += 1
+            root.lookups += 1
         elif kind is SpanKind.CLIENT and attributes and _tried_again(attributes):
-            held.retried = True
+            root.retried = True
         context = self._context
         return LightSpan(
             self._keeper,
-            held,
+            root,
             scope,
             name,
             SpanContext(
@@ -268,7 +274,7 @@ class LightSpan(_HeldSpan):
             kind,
             attributes,
             links,
-            start_time or time_ns(),
+            started,
         )
 
     def readable(self, reason: str, resource: Resource) -> ReadableSpan:
@@ -299,22 +305,81 @@ class LightSpan(_HeldSpan):
         )
 
 
+class LocalRoot(LightSpan):
+    """The local root of a trace the head sampler dropped, and the record of that trace:
+    what judging it reads (noted as its spans start and fail) and the spans under it that
+    ended, until it ends itself and is judged.
+
+    The trace lives as long as the job that holds its root: the keeper holds it as well,
+    within its bounds, only once a span starts under the root
+    (:meth:`Keeper.hold`). A job whose trace is its root and noted spans (an RPC attempt)
+    costs the keeper nothing, and it is the common one.
+    """
+
+    __slots__ = ("failed", "held", "lookups", "reason", "retried", "spans", "state")
+
+    def __init__(
+        self,
+        keeper: Keeper,
+        scope: InstrumentationScope,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        attributes: Attributes,
+        links: Sequence[Link] | None,
+        start_time: int,
+    ) -> None:
+        # Every unsampled job makes one: its fields are set here rather than through
+        # LightSpan.__init__, a call less.
+        self._keeper = keeper
+        self._root = self
+        self._scope = scope
+        self._name = name
+        self._context = context
+        self._parent = parent
+        self._kind = kind
+        self._attributes = dict(attributes) if attributes else {}
+        self._links = list(links) if links else None
+        self._events = None
+        self._status = _UNSET
+        self._start = start_time
+        self._end = None
+        # The spans under it that ended, in the order they did; None until one has.
+        self.spans: list[_HeldSpan] | None = None
+        self.state = _WAITING
+        self.reason = ""
+        self.held = False
+        self.failed = False
+        self.retried = False
+        self.lookups = 0
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._end is not None:
+            return
+        end = self._end = end_time or time_ns()
+        if self.state != _WAITING:
+            return
+        if (
+            self._status is _UNSET
+            and not (self.failed or self.retried or self.held)
+            and end - self._start < self._keeper.slower_than_ns
+        ):
+            # The common end, settled here: nothing went wrong, and no span under it
+            # that the keeper holds.
+            self.state = _FORGOTTEN
+            self.spans = None
+            return
+        self._keeper.judge(self)
+
+
 class NotedSpan(_HeldSpan):
     """A child of a light span that nothing makes current nor asks anything of while it runs
     (an RPC attempt): its start, end, attributes and status, a few fields until its trace is
     judged, and a span only when the trace is kept. Cheaper again than a light span, which
     a hot path pays for every unsampled job."""
 
-    __slots__ = (
-        "_attributes",
-        "_keeper",
-        "_kind",
-        "_parent",
-        "_scope",
-        "_set",
-        "_span_id",
-        "_start",
-    )
+    __slots__ = ("_attributes", "_kind", "_parent", "_scope", "_set", "_start", "span_id")
 
     def __init__(
         self,
@@ -325,11 +390,10 @@ class NotedSpan(_HeldSpan):
         kind: SpanKind,
         attributes: Mapping[str, AttributeValue],
     ) -> None:
-        self._keeper = parent._keeper
-        self._trace = parent._trace
+        self._root = parent._root
         self._parent = parent._context
         self._scope = scope
-        self._span_id = span_id
+        self.span_id = span_id
         self._name = name
         self._kind = kind
         # Not copied: what is set later goes to ``_set``, so callers may pass a dict they reuse.
@@ -339,14 +403,10 @@ class NotedSpan(_HeldSpan):
         self._start = time_ns()
         self._end: int | None = None
 
-    @property
-    def span_id(self) -> int:
-        return self._span_id
-
     def get_span_context(self) -> SpanContext:
         parent = self._parent
         return SpanContext(
-            parent.trace_id, self._span_id, False, parent.trace_flags, parent.trace_state
+            parent.trace_id, self.span_id, False, parent.trace_flags, parent.trace_state
         )
 
     def set_attribute(self, key: str, value: AttributeValue) -> None:
@@ -360,6 +420,17 @@ class NotedSpan(_HeldSpan):
             if self._set is None:
                 self._set = {}
             self._set.update(attributes)
+
+    def end_with(self, attributes: dict[str, AttributeValue]) -> None:
+        """Set ``attributes`` and end, in one call. They are not copied: nothing is set on a
+        span that has ended, so a caller may pass a dict it keeps for every span."""
+        if self._end is not None:
+            return
+        if self._set is None:
+            self._set = attributes
+        else:
+            self._set.update(attributes)
+        self.end()
 
     def add_event(
         self, name: str, attributes: Attributes = None, timestamp: int | None = None
@@ -382,7 +453,15 @@ class NotedSpan(_HeldSpan):
         if self._end is not None:
             return
         self._end = end_time or time_ns()
-        self._keeper.ended(self)
+        # _HeldSpan._ended, written out: this runs once per unsampled job.
+        root = self._root
+        if root.state == _WAITING:
+            if root.spans is None:
+                root.spans = [self]
+            else:
+                root.spans.append(self)
+        elif root.state == _KEPT:
+            root._keeper.export_late(self, root.reason)
 
     def readable(self, reason: str, resource: Resource) -> ReadableSpan:
         """This span as an exporter takes it: sampled, and saying why it was kept."""
@@ -391,7 +470,7 @@ class NotedSpan(_HeldSpan):
             name=self._name,
             context=SpanContext(
                 parent.trace_id,
-                self._span_id,
+                self.span_id,
                 False,
                 TraceFlags(parent.trace_flags | _SAMPLED),
                 parent.trace_state,
@@ -411,7 +490,8 @@ class NotedSpan(_HeldSpan):
 
 
 class Keeper:
-    """Holds the light spans of each dropped trace and judges the trace when its root ends."""
+    """Judges each dropped trace when its root ends, and holds, within bounds, the traces
+    that have spans under their root."""
 
     def __init__(self, settings: KeepSettings, resource: Resource) -> None:
         self.resource = resource
@@ -419,10 +499,10 @@ class Keeper:
         """A job's local root at least this long is kept."""
         self._max_waiting = settings.max_waiting
         self._max_age_ns = int(settings.max_age_s * _NS)
-        # In the order traces began: the oldest is first to give up. No lock: each of its
-        # operations is one call the interpreter makes atomic, and a span ends once.
-        # A plain dict keeps that order too, and costs less than an OrderedDict per job.
-        self._waiting: dict[_Trace, None] = {}
+        # Each held root with the time it was taken, oldest first: the first to give up. No
+        # lock: each of its operations is one call the interpreter makes atomic, and a span
+        # ends once. A plain dict keeps that order too, and costs less than an OrderedDict.
+        self._waiting: dict[LocalRoot, int] = {}
         self._swept_ns = 0
         self._export: SpanProcessor | None = None
         self._kept: metrics.Counter | None = None
@@ -456,74 +536,78 @@ class Keeper:
         """Traces held now."""
         return len(self._waiting)
 
-    def open(self, started_ns: int) -> _Trace:
-        """A new local trace, room made for it."""
-        held = _Trace(started_ns)
+    def hold(self, root: LocalRoot, now_ns: int) -> None:
+        """Hold ``root``'s trace from now until it is judged, room made for it."""
         waiting = self._waiting
         if len(waiting) >= self._max_waiting:
             self._give_up(DROPPED_CAP)
-        if started_ns - self._swept_ns > _SWEEP_EVERY_NS:
-            self._swept_ns = started_ns
-            too_old = started_ns - self._max_age_ns
-            while waiting and next(iter(waiting)).opened_ns < too_old:
+        if now_ns - self._swept_ns > _SWEEP_EVERY_NS:
+            self._swept_ns = now_ns
+            too_old = now_ns - self._max_age_ns
+            while waiting and next(iter(waiting.values())) < too_old:
                 self._give_up(DROPPED_AGE)
-        waiting[held] = None
-        return held
+        waiting[root] = now_ns
+        root.held = True
 
     def _give_up(self, reason: str) -> None:
         """Forget the oldest trace held."""
         waiting = self._waiting
         if not waiting:
             return
-        held = next(iter(waiting))
-        waiting.pop(held, None)
-        held.state = _FORGOTTEN
-        held.spans = []
-        held.root = None
+        root = next(iter(waiting))
+        del waiting[root]
+        root.held = False
+        root.state = _FORGOTTEN
+        root.spans = None
         if self._dropped is not None:
             self._dropped.add(1, self._dropped_attributes[reason])
 
-    def ended(self, span: LightSpan | NotedSpan) -> None:
-        held = span._trace
-        if held.state != _WAITING:
-            if held.state == _KEPT and self._export is not None:
-                self._export.on_end(span.readable(held.reason, self.resource))
-            return
-        held.spans.append(span)
-        if span is not held.root:
-            return
-        self._waiting.pop(held, None)
-        # The root and its trace point at each other: undone here, so that neither waits
+    def judge(self, root: LocalRoot) -> None:
+        """``root`` has ended: export its trace if something in it went wrong, else forget it."""
+        if root.held:
+            self._waiting.pop(root, None)
+            root.held = False
+        spans = root.spans or ()
+        # The spans and their root point at each other: let go here, so that none waits
         # for the garbage collector's cycle search, which every unsampled job would feed.
-        held.root = None
-        reason = self._why_keep(held, span)
+        root.spans = None
+        reason = self._why_keep(root)
         if reason is None:
-            held.state = _FORGOTTEN
-            held.spans = []
+            root.state = _FORGOTTEN
             return
-        held.state = _KEPT
-        held.reason = reason
+        root.state = _KEPT
+        root.reason = reason
         if self._kept is not None:
             self._kept.add(1, self._kept_attributes[reason])
         if self._export is not None:
             on_end = self._export.on_end
             resource = self.resource
-            for each in held.spans:
+            for each in spans:
                 on_end(each.readable(reason, resource))
-        held.spans = []
+            on_end(root.readable(reason, resource))
 
-    def _why_keep(self, held: _Trace, root: LightSpan) -> str | None:
+    def export_late(self, span: _HeldSpan, reason: str) -> None:
+        """A span of a kept trace that ended after its root."""
+        if self._export is not None:
+            self._export.on_end(span.readable(reason, self.resource))
+
+    def _why_keep(self, root: LocalRoot) -> str | None:
         """``error`` when the root failed, else ``retried`` when anything was tried again,
         else ``error`` when anything else failed, else ``slow`` for a slow root."""
         if root._status.status_code is StatusCode.ERROR:
             return KEPT_ERROR
-        if held.retried or held.lookups > 1:
+        if root.retried or root.lookups > 1:
             return KEPT_RETRIED
-        if held.failed:
+        if root.failed:
             return KEPT_ERROR
         if (root._end or 0) - root._start >= self.slower_than_ns:
             return KEPT_SLOW
         return None
+
+
+# The spans under which a span starts light too (one type check, cheaper than isinstance
+# against an abstract base).
+_LIGHT = (LightSpan, LocalRoot)
 
 
 def _tried_again(attributes: Mapping[str, AttributeValue]) -> bool:
@@ -560,8 +644,8 @@ class KeepingTracer(trace.Tracer):
         set_status_on_exception: bool = True,
     ) -> trace.Span:
         parent = trace.get_current_span(context)
-        if type(parent) is LightSpan:
-            return parent._child(
+        if type(parent) in _LIGHT:
+            return parent._child(  # type: ignore[attr-defined,no-any-return]  # just checked
                 self._scope, self._new_span_id, name, kind, attributes, links, start_time
             )
         span = self._tracer.start_span(
@@ -576,26 +660,26 @@ class KeepingTracer(trace.Tracer):
         )
         if span.is_recording():
             return span
-        parent_context = parent.get_span_context()
-        if parent_context.is_valid and not parent_context.is_remote:
-            # Under a local span that records nothing: keeping was off for that trace.
-            return span
-        started = start_time or time_ns()
-        held = self._keeper.open(started)
-        root = LightSpan(
+        if parent is INVALID_SPAN:
+            parent_context = None
+        else:
+            parent_context = parent.get_span_context()
+            if not parent_context.is_valid:
+                parent_context = None
+            elif not parent_context.is_remote:
+                # Under a local span that records nothing: keeping was off for that trace.
+                return span
+        return LocalRoot(
             self._keeper,
-            held,
             self._scope,
             name,
             span.get_span_context(),
-            parent_context if parent_context.is_valid else None,
+            parent_context,
             kind,
             attributes,
             links,
-            started,
+            start_time or time_ns(),
         )
-        held.root = root
-        return root
 
     def note_child(
         self,
@@ -606,11 +690,15 @@ class KeepingTracer(trace.Tracer):
     ) -> NotedSpan | None:
         """A :class:`NotedSpan` under ``parent`` when ``parent`` is a light span whose trace is
         held; None otherwise (then start a span as usual)."""
-        if type(parent) is not LightSpan or parent._trace.state != _WAITING:
+        if type(parent) not in _LIGHT:
+            return None
+        light: LightSpan = parent  # type: ignore[assignment]  # its type, just checked
+        root = light._root
+        if root.state != _WAITING:
             return None
         if kind is SpanKind.CLIENT and _tried_again(attributes):
-            parent._trace.retried = True
-        return NotedSpan(parent, self._scope, self._new_span_id(), name, kind, attributes)
+            root.retried = True
+        return NotedSpan(light, self._scope, self._new_span_id(), name, kind, attributes)
 
     # The API types this with its private context-manager decorator; a plain one does the same.
     @contextmanager

@@ -19,12 +19,13 @@ SLOWER_THAN_DOC = (
     "the sampler picks is exported)"
 )
 MAX_WAITING_DOC = (
-    "traces of unsampled jobs still running that are held in memory until the job ends; past "
-    "this many the oldest is dropped (and counted in bunnyrelay.sampling.dropped_traces)"
+    "traces of unsampled jobs still running that are held in memory until the job ends (once "
+    "a span such as a DNS lookup starts under the job's); past this many the oldest is "
+    "dropped (and counted in bunnyrelay.sampling.dropped_traces)"
 )
 MAX_AGE_DOC = (
-    "seconds a running job's unsampled trace is held; an older one is dropped when a new job "
-    "starts (and counted in bunnyrelay.sampling.dropped_traces)"
+    "seconds an unsampled trace is held; an older one is dropped when another is taken "
+    "(and counted in bunnyrelay.sampling.dropped_traces)"
 )
 
 

@@ -323,7 +323,7 @@ class RelayTelemetry:
         known_attributes = self._job_attributes
         instance = self._instance
         skip_unsampled = self._skip_unsampled
-        counted = self._kept_if_wrong("Run", self._job_counter(execute))
+        counted = self._kept_if_wrong("Run", execute)
 
         async def traced(request: JobRequest, context: Context) -> JobResult:
             if skip_unsampled and _unsampled(get_current_span()):
@@ -364,14 +364,12 @@ class RelayTelemetry:
 
         return traced
 
-    def _kept_if_wrong(self, method: str, counted: Executor) -> Executor:
-        """``counted`` for a job under an unsampled caller, with its spans made after all
-        when it fails or is slow and this process keeps such jobs (:mod:`relay.keptjobs`)."""
+    def _kept_if_wrong(self, method: str, execute: Executor) -> Executor:
+        """``execute`` counted, for a job under an unsampled caller, with its spans made after
+        all when it fails or is slow and this process keeps such jobs (:mod:`relay.keptjobs`)."""
         if self._kept is None:
-            return counted
-        names = self._span_names
-        known = self._job_attributes
-        instance = self._instance
+            return self._job_counter(execute)
+        names, known, instance = self._span_names, self._job_attributes, self._instance
 
         def job_attributes(kind: str) -> Attributes:
             return known.get(kind) or {
@@ -380,7 +378,8 @@ class RelayTelemetry:
             }
 
         return self._kept.wrap(
-            counted,
+            execute,
+            count=self._count_job,
             server_name=f"{SERVICE}/{method}",
             server_attributes=self._span_attributes(method),
             job_name=lambda kind: names.get(kind, "job"),
@@ -414,7 +413,7 @@ class RelayTelemetry:
         start_server_span = self._server_spans(method)
         traced_job = self.job(execute)
         counted_job = self._job_counter(execute)
-        unsampled_job = self._kept_if_wrong(method, counted_job)
+        unsampled_job = self._kept_if_wrong(method, execute)
         skip_unsampled = self._skip_unsampled
 
         async def traced(request: JobRequest, context: Context) -> JobResult:

@@ -108,6 +108,7 @@ async def test_each_attempt_is_a_client_span_under_the_job_with_its_context_sent
     assert failed.status.status_code is StatusCode.ERROR
     assert passed.status.status_code is StatusCode.UNSET
     assert (passed.attributes or {})[semconv.JOB_ATTEMPT] == 2
+    assert (passed.attributes or {})[semconv.RPC_GRPC_STATUS_CODE] == 0
     for span, record in ((failed, first), (passed, second)):
         assert span.parent is not None
         assert span.parent.span_id == job.get_span_context().span_id
@@ -176,6 +177,7 @@ async def test_an_unsampled_retried_job_keeps_each_attempt_with_the_context_it_s
     assert failed.status.status_code is StatusCode.ERROR
     assert passed.status.status_code is StatusCode.UNSET
     assert (passed.attributes or {})[semconv.JOB_ATTEMPT] == 2
+    assert (passed.attributes or {})[semconv.RPC_GRPC_STATUS_CODE] == 0
     assert failed.end_time is not None
     assert passed.start_time is not None
     assert failed.end_time <= passed.start_time, "each attempt keeps its own times"

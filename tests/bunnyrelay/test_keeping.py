@@ -34,7 +34,7 @@ from opentelemetry.trace import (
 )
 
 from bunnyrelay import semconv
-from bunnyrelay.keeping import KeepingTracerProvider, LightSpan, keeps_anything
+from bunnyrelay.keeping import KeepingTracer, KeepingTracerProvider, LightSpan, keeps_anything
 from bunnyrelay.keepsettings import KeepSettings, parse_slower_than
 from bunnyrelay.settings import SettingError
 from bunnyrelay.telemetry import setup_telemetry
@@ -57,7 +57,9 @@ class Pipeline:
         self.provider.add_span_processor(export)
         self.keeping = self.provider.keeper
         self.keeping.connect(export, meter)
-        self.tracer = self.provider.get_tracer("test")
+        tracer = self.provider.get_tracer("test")
+        assert isinstance(tracer, KeepingTracer)
+        self.tracer = tracer
 
     def spans(self) -> tuple[ReadableSpan, ...]:
         return self.exported.get_finished_spans()
@@ -230,7 +232,9 @@ def test_a_span_ending_after_its_root_follows_the_roots_decision(pipeline: Pipel
     too_late = pipeline.tracer.start_span("too late", context=trace.set_span_in_context(forgotten))
     forgotten.end()
     too_late.end()
-    assert [s.name for s in pipeline.spans()] == ["job.submit", "late"]
+    # A span started under a root already kept is exported too, and not held.
+    pipeline.tracer.start_span("started late", context=trace.set_span_in_context(kept)).end()
+    assert [s.name for s in pipeline.spans()] == ["job.submit", "late", "started late"]
     assert pipeline.keeping.waiting == 0
 
 
@@ -251,18 +255,45 @@ def test_past_the_cap_the_oldest_waiting_trace_is_dropped_and_counted() -> None:
     pipeline.provider.shutdown()
 
 
-def test_a_trace_held_past_the_age_is_dropped_and_counted_when_a_job_starts() -> None:
+def test_a_trace_held_past_the_age_is_dropped_and_counted_when_another_is_held() -> None:
     pipeline = Pipeline(KeepSettings(max_age_s=60))
     now = time.time_ns()
-    old = pipeline.tracer.start_span("job.submit", start_time=now - 61_000_000_000)
-    young = pipeline.tracer.start_span("job.submit", start_time=now - 59_000_000_000)
+
+    def held_since(started: int) -> trace.Span:
+        root = pipeline.tracer.start_span("job.submit", start_time=started)
+        inside = trace.set_span_in_context(root)
+        pipeline.tracer.start_span(semconv.SPAN_DNS_LOOKUP, context=inside, start_time=started)
+        return root
+
+    old = held_since(now - 61_000_000_000)
+    young = held_since(now - 59_000_000_000)
     assert pipeline.keeping.waiting == 2
-    new = pipeline.tracer.start_span("job.submit", start_time=now)
+    new = held_since(now)
     assert pipeline.keeping.waiting == 2
     assert pipeline.counted(semconv.METRIC_SAMPLING_DROPPED) == {"age": 1}
     for root in (old, young, new):
         root.end()
     pipeline.provider.shutdown()
+
+
+def test_a_trace_is_held_only_once_a_span_starts_under_its_root(pipeline: Pipeline) -> None:
+    tracer = pipeline.tracer
+    root = tracer.start_span("job.submit")
+    attempt = tracer.note_child(root, "bunnyrelay.v1.JobService/Run", SpanKind.CLIENT, {})
+    assert attempt is not None
+    assert pipeline.keeping.waiting == 0, "the job carries its root and noted spans itself"
+    attempt.set_status(Status(StatusCode.ERROR, "UNAVAILABLE"))
+    attempt.end()
+    lookup = tracer.start_span(semconv.SPAN_DNS_LOOKUP, context=trace.set_span_in_context(root))
+    assert pipeline.keeping.waiting == 1
+    lookup.end()
+    root.end()
+    assert pipeline.keeping.waiting == 0
+    assert [(s.name, (s.attributes or {})[KEPT]) for s in pipeline.spans()] == [
+        ("bunnyrelay.v1.JobService/Run", "error"),
+        (semconv.SPAN_DNS_LOOKUP, "error"),
+        ("job.submit", "error"),
+    ]
 
 
 def test_keeping_is_installed_only_where_spans_are_exported_and_it_is_on(
