@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
+import os
 from collections.abc import AsyncIterator, Iterator, Mapping
 
 from bunny.outcome import JobOutcome
 from bunny.submitter import JobSubmitter
 from bunnyrelay.v1 import jobs_pb2
+
+# A random (version 4) UUID is 128 random bits with these six fixed: the version
+# nibble 4, and the variant bits 10.
+_KEEP_RANDOM = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
+_VERSION_4 = (0x4 << 76) | (0x2 << 62)
+
+
+def new_job_id() -> str:
+    """A fresh job id: a random (version 4) UUID in its usual form, as ``str(uuid.uuid4())``
+    makes it from the same 16 random bytes, at half the cost (no ``uuid.UUID`` object)."""
+    bits = int.from_bytes(os.urandom(16)) & _KEEP_RANDOM | _VERSION_4
+    text = f"{bits:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def job_ids(count: int, base: str | None) -> Iterator[str]:
@@ -18,7 +31,7 @@ def job_ids(count: int, base: str | None) -> Iterator[str]:
     """
     if base is None:
         for _ in range(count):
-            yield str(uuid.uuid4())
+            yield new_job_id()
     elif count == 1:
         yield base
     else:

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import os
 import platform
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TextIO
 
 import grpc
 
+from bunny.batch import new_job_id
 from bunny.dns.resolver import Resolver
 from bunny.dns.settings import ResolverSettings
 from bunny.dns.tracing import TracedResolver
@@ -180,7 +180,7 @@ async def run_bench(
     async def job() -> str | None:
         nonlocal retried
         # A fresh id per job: relay remembers ids, and a repeated one would be a replay.
-        request = jobs_pb2.JobRequest(job_id=str(uuid.uuid4()), kind=kind, payload=payload)
+        request = jobs_pb2.JobRequest(job_id=new_job_id(), kind=kind, payload=payload)
         outcome = await submitter.run(request)
         sources[outcome.dns_source or "none"] += 1
         if outcome.attempts > 1:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import grpc
@@ -55,15 +55,14 @@ class RelayEndpoint:
     port: int
     channel: grpc.aio.Channel
     stub: jobs_pb2_grpc.JobServiceAsyncStub
+    peer: str = field(init=False, repr=False, compare=False)
+    """``IP:PORT`` (``[v6]:PORT`` for IPv6), as bunny reports ``relay_address``; made once,
+    as every attempt asks for it."""
 
-    @property
-    def peer(self) -> str:
-        """``IP:PORT`` (``[v6]:PORT`` for IPv6), as bunny reports ``relay_address``."""
-        return (
-            f"[{self.address}]:{self.port}"
-            if ":" in self.address
-            else f"{self.address}:{self.port}"
-        )
+    def __post_init__(self) -> None:
+        address = self.address
+        peer = f"[{address}]:{self.port}" if ":" in address else f"{address}:{self.port}"
+        object.__setattr__(self, "peer", peer)
 
 
 def grpc_target(address: str, port: int) -> str:
@@ -131,6 +130,19 @@ class RelayPool:
         resolution = self.resolver.cached(self.name)
         if resolution is None:
             resolution = await self.resolver.resolve(self.name, deadline=deadline)
+        self._follow(resolution)
+        return resolution
+
+    def cached(self) -> Resolution | None:
+        """:meth:`lookup` when the resolver has a fresh answer (no await, no span); else None,
+        and nothing done."""
+        resolution = self.resolver.cached(self.name)
+        if resolution is not None:
+            self._follow(resolution)
+        return resolution
+
+    def _follow(self, resolution: Resolution) -> None:
+        """Bring the endpoints in line with ``resolution`` (all anew after new certificates)."""
         if self.tls is not None and self.tls.refresh():
             # New certificates: new channels (new handshakes) for the calls from now on.
             for endpoint in self._endpoints.values():
@@ -139,7 +151,6 @@ class RelayPool:
             self._apply(resolution.addresses)
         elif resolution.addresses != self._addresses:
             self._apply(resolution.addresses)
-        return resolution
 
     def pick(self, *, avoid: str | None = None) -> RelayEndpoint:
         """The next endpoint round robin.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 import grpc
@@ -83,7 +84,11 @@ class JobSubmitter(abc.ABC):
         async def attempt(number: int) -> jobs_pb2.JobResult:
             progress.tries = number
             try:
-                progress.resolution = await self.pool.lookup(deadline=deadline)
+                # From the cache without a coroutine of its own: nearly every attempt.
+                resolution = self.pool.cached()
+                if resolution is None:
+                    resolution = await self.pool.lookup(deadline=deadline)
+                progress.resolution = resolution
                 progress.attempts += 1
                 # A retry prefers another address than the one that just failed.
                 endpoint = self.pool.pick(avoid=progress.peer)
@@ -101,9 +106,9 @@ class JobSubmitter(abc.ABC):
         return self._finished(request, result, progress, trace_id, started)
 
     @abc.abstractmethod
-    async def call(
+    def call(
         self, endpoint: RelayEndpoint, request: jobs_pb2.JobRequest, attempt: int, deadline: float
-    ) -> jobs_pb2.JobResult:
+    ) -> Awaitable[jobs_pb2.JobResult]:
         """One attempt; raises a BunnyError (retryable or not) when it fails."""
 
     async def close(self) -> None:  # noqa: B027 - most submitters hold nothing to release
@@ -205,7 +210,8 @@ async def call_unary(
 class UnarySubmitter(JobSubmitter):
     """One ``JobService/Run`` call per attempt."""
 
-    async def call(
+    def call(
         self, endpoint: RelayEndpoint, request: jobs_pb2.JobRequest, attempt: int, deadline: float
-    ) -> jobs_pb2.JobResult:
-        return await call_unary(self.rpc, endpoint, request, attempt, deadline)
+    ) -> Awaitable[jobs_pb2.JobResult]:
+        # The call's own coroutine, not one more around it.
+        return call_unary(self.rpc, endpoint, request, attempt, deadline)

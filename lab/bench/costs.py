@@ -216,13 +216,14 @@ async def path_probes(calls: int) -> dict[str, float]:
 
     # Metrics are read (not exported) so that every record does its real work; spans go
     # nowhere: their creation is measured here, their export by the otlp_* probes.
-    setup_telemetry("costs", metric_readers=[dropped_reader()])
+    telemetry = setup_telemetry("costs", metric_readers=[dropped_reader()])
 
     from bunny.relaypool import RelayPool
     from bunny.submitter import SubmitSettings, UnarySubmitter
     from bunny.targets import LiteralAddress
     from bunnyrelay.settings import HostPort
     from bunnyrelay.v1 import jobs_pb2
+    from lab.bench import floor
     from relay.checks import parse_request
     from relay.config import RelayConfig
     from relay.server import Relay
@@ -273,6 +274,12 @@ async def path_probes(calls: int) -> dict[str, float]:
         for _ in range(n):
             await stub.Run(request(), timeout=30.0)
 
+    floor_call = floor.client_job(stub, telemetry, payload)
+
+    async def floor_client_job(n: int) -> None:
+        for _ in range(n):
+            await floor_call()
+
     relay = Relay(
         RelayConfig(listen=HostPort("127.0.0.1", 0), store=StoreSpec("memory")),
         logger=_quiet_logger(),
@@ -288,6 +295,12 @@ async def path_probes(calls: int) -> dict[str, float]:
         for data in wire(n):
             await handler(parse_request(data), context)
 
+    floor_servicer = floor.InstrumentedEcho(telemetry)
+
+    async def floor_server_job(n: int) -> None:
+        for data in wire(n):
+            await floor_servicer.Run(jobs_pb2.JobRequest.FromString(data), context)
+
     async def raw_server_job(n: int) -> None:
         for data in wire(n):
             parsed = jobs_pb2.JobRequest.FromString(data)
@@ -297,8 +310,10 @@ async def path_probes(calls: int) -> dict[str, float]:
 
     results = {
         "bunny_job": await _per_call_async(bunny_job, calls),
+        "floor_client_job": await _per_call_async(floor_client_job, calls),
         "raw_client_job": await _per_call_async(raw_client_job, calls),
         "relay_job": await _per_call_async(relay_job, calls),
+        "floor_server_job": await _per_call_async(floor_server_job, calls),
         "raw_server_job": await _per_call_async(raw_server_job, calls),
     }
     await relay.store.close()
@@ -342,17 +357,26 @@ def rows(costs: dict[str, dict[str, float]]) -> list[tuple[str, str, str]]:
     """(what, tracing, CPU µs per call) for the report, bunny's and relay's paths first."""
     sdk, off, every = costs.get("sdk", {}), costs.get("off", {}), costs.get("all", {})
 
-    def path(label: str, key: str, raw: str) -> list[tuple[str, str, str]]:
+    def path(label: str, key: str, raw: str, floor: str) -> list[tuple[str, str, str]]:
         out = []
         for tracing, group in (("off", off), ("100%, not exported", every)):
             if key in group and raw in group:
-                extra = group[key] - group[raw]
-                out.append((label, tracing, f"{group[key]:.1f} ({extra:+.1f} over raw)"))
+                extra = f"{group[key] - group[raw]:+.1f} over raw"
+                if floor in group:
+                    extra += f", {group[key] - group[floor]:+.1f} over the floor"
+                out.append((label, tracing, f"{group[key]:.1f} ({extra})"))
         return out
 
     table = [
-        *path("bunny: one unary job, gRPC taken out", "bunny_job", "raw_client_job"),
-        *path("relay: one Run call, gRPC taken out", "relay_job", "raw_server_job"),
+        *path(
+            "bunny: one unary job, gRPC taken out",
+            "bunny_job",
+            "raw_client_job",
+            "floor_client_job",
+        ),
+        *path(
+            "relay: one Run call, gRPC taken out", "relay_job", "raw_server_job", "floor_server_job"
+        ),
     ]
     names = {
         "span_sampled": "OpenTelemetry span, sampled: start + end",

@@ -27,6 +27,7 @@ import sys
 import uuid
 from collections.abc import Sequence
 from time import perf_counter
+from typing import Any
 
 import grpc
 from opentelemetry.context import attach, detach
@@ -34,7 +35,7 @@ from opentelemetry.propagate import extract, inject
 from opentelemetry.trace import SpanKind, set_span_in_context
 from opentelemetry.util.types import AttributeValue
 
-from bunny.loadgen import LoadSettings, drive
+from bunny.loadgen import Job, LoadSettings, drive
 from bunnyrelay import semconv
 from bunnyrelay.histograms import HotHistogram
 from bunnyrelay.telemetry import Telemetry, setup_telemetry
@@ -89,35 +90,41 @@ async def serve(listen: str, telemetry: Telemetry) -> None:
     await rawecho.serve(listen, InstrumentedEcho(telemetry))
 
 
-async def load(
-    target: str, settings: LoadSettings, *, payload_bytes: int, telemetry: Telemetry
-) -> int:
+def client_job(stub: Any, telemetry: Telemetry, payload: bytes) -> Job:
+    """One floor call per job on ``stub``: a CLIENT span (when sampled), its W3C context in
+    the metadata, ``rpc.client.duration``. :mod:`.costs` times it with gRPC taken out."""
     tracer = telemetry.tracer_provider.get_tracer("lab.bench.floor")
     meter = telemetry.meter_provider.get_meter("lab.bench.floor")
     record = HotHistogram(
         meter, semconv.METRIC_RPC_CLIENT_DURATION, unit="ms", description="Duration of RPCs"
     ).record
+
+    async def job() -> str | None:
+        start = perf_counter()
+        span = tracer.start_span(_METHOD, kind=SpanKind.CLIENT, attributes=_ATTRIBUTES)
+        carrier: dict[str, str] = {}
+        inject(carrier, context=set_span_in_context(span))
+        # grpc.aio turns any other sequence into a grpc.aio.Metadata per call.
+        metadata = grpc.aio.Metadata(*carrier.items())
+        request = jobs_pb2.JobRequest(job_id=str(uuid.uuid4()), kind="echo", payload=payload)
+        try:
+            result = await stub.Run(request, timeout=30.0, metadata=metadata)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code().name
+        finally:
+            span.end()
+            record(_OK_KEY, _OK, (perf_counter() - start) * 1000)
+        return None if result.status == jobs_pb2.JOB_STATUS_SUCCEEDED else "FAILED"
+
+    return job
+
+
+async def load(
+    target: str, settings: LoadSettings, *, payload_bytes: int, telemetry: Telemetry
+) -> int:
     payload = os.urandom(payload_bytes)
     async with grpc.aio.insecure_channel(target) as channel:
-        stub = jobs_pb2_grpc.JobServiceStub(channel)
-
-        async def job() -> str | None:
-            start = perf_counter()
-            span = tracer.start_span(_METHOD, kind=SpanKind.CLIENT, attributes=_ATTRIBUTES)
-            carrier: dict[str, str] = {}
-            inject(carrier, context=set_span_in_context(span))
-            # grpc.aio turns any other sequence into a grpc.aio.Metadata per call.
-            metadata = grpc.aio.Metadata(*carrier.items())
-            request = jobs_pb2.JobRequest(job_id=str(uuid.uuid4()), kind="echo", payload=payload)
-            try:
-                result = await stub.Run(request, timeout=30.0, metadata=metadata)
-            except grpc.aio.AioRpcError as exc:
-                return exc.code().name
-            finally:
-                span.end()
-                record(_OK_KEY, _OK, (perf_counter() - start) * 1000)
-            return None if result.status == jobs_pb2.JOB_STATUS_SUCCEEDED else "FAILED"
-
+        job = client_job(jobs_pb2_grpc.JobServiceStub(channel), telemetry, payload)
         result = await drive(job, settings, name="floor client", progress=sys.stderr)
     print(
         json.dumps(

@@ -148,12 +148,14 @@ class MemoryStore(IdempotencyStore):
         return len(self._done)
 
     async def reserve(self, job_id: str, fingerprint: bytes) -> Replay | Claim:
+        claims = self._claims
         while True:
             replay = self._done.replay(job_id, fingerprint)
             if replay is not None:
                 return replay
-            if not await self._claims.wait_or_check(job_id, fingerprint):
-                return self._claims.add(job_id, fingerprint)
+            # Nobody holds the id (nearly every job): claimed without awaiting anything.
+            if claims.get(job_id) is None or not await claims.wait_or_check(job_id, fingerprint):
+                return claims.add(job_id, fingerprint)
 
     async def complete(self, claim: Claim, result: JobResult) -> None:
         self._done.add(claim.job_id, claim.fingerprint, result)

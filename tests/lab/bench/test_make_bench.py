@@ -66,10 +66,20 @@ async def test_quick_bench_runs_every_case_and_prints_ratios(tmp_path: Path) -> 
     costs = result["costs"]
     assert set(costs) == {"sdk", "off", "all"}
     for group in ("off", "all"):
-        assert set(costs[group]) >= {"bunny_job", "raw_client_job", "relay_job", "raw_server_job"}
-        # bunny and relay do more per job than a bare stub and a bare servicer.
+        assert set(costs[group]) >= {
+            "bunny_job",
+            "floor_client_job",
+            "raw_client_job",
+            "relay_job",
+            "floor_server_job",
+            "raw_server_job",
+        }
+        # bunny and relay do more per job than a bare stub and a bare servicer, and so
+        # does the floor, with its telemetry.
         assert costs[group]["bunny_job"] > costs[group]["raw_client_job"]
         assert costs[group]["relay_job"] > costs[group]["raw_server_job"]
+        assert costs[group]["floor_client_job"] > costs[group]["raw_client_job"]
+        assert costs[group]["floor_server_job"] > costs[group]["raw_server_job"]
     assert all(value > 0 for value in costs["sdk"].values())
     assert costs["sdk"]["tally_add"] < costs["sdk"]["counter_add"]
     assert costs["sdk"]["hot_histogram_record"] < costs["sdk"]["histogram_record"]
