@@ -50,7 +50,15 @@ from bunny.tracing import BunnyTelemetry
 from bunnyrelay.settings import HostPort
 from bunnyrelay.v1 import jobs_pb2
 from lab.tools import ToolMissingError, tool
-from lab.topology import RELAY_NAME, Hop, Side, Topology, TopologyError, start_topology
+from lab.topology import (
+    RELAY_NAME,
+    Hop,
+    LabProcess,
+    Side,
+    Topology,
+    TopologyError,
+    start_topology,
+)
 
 DEFAULT_CLIENTS = (1, 10, 100)
 DEFAULT_RATES = (1.0, 5.0)
@@ -322,26 +330,44 @@ async def run_phase(
     )
 
 
-async def until_relay_serves(topology: Topology, address: str, port: int) -> None:
-    """Wait until relay's health service says SERVING, asked from the pod."""
+async def until_relay_serves(
+    topology: Topology, relay: LabProcess, address: str, port: int
+) -> None:
+    """Wait for relay's "listening" line, then until its health service says SERVING,
+    asked from the pod.
 
-    async def ask() -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _RELAY_READY_S
+    Only then is gRPC asked to connect: a connection refused while relay starts may be
+    retried on one of gRPC's own threads, which need not be in the pod's network
+    namespace (setns moves only the thread that calls it) and then never reach relay.
+    Each check has a channel of its own for the same reason, so that its connection is
+    first tried from the calling thread, inside the namespace.
+    """
+    deadline = time.monotonic() + _RELAY_READY_S
+    while "relay listening on" not in relay.log_path.read_text():
+        if relay.process.returncode is not None or time.monotonic() > deadline:
+            raise TopologyError(f"relay did not start:\n{_tail(relay.log_path)}")
+        await asyncio.sleep(0.05)
+
+    async def ask() -> bool:
         async with grpc.aio.insecure_channel(f"{address}:{port}") as channel:
             stub = health_pb2_grpc.HealthStub(channel)
-            while True:
-                try:
-                    reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.aio.AioRpcError:
-                    pass
-                if loop.time() > deadline:
-                    raise TopologyError(f"relay at {address}:{port} not serving after 30 s")
-                await asyncio.sleep(0.1)
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+            except grpc.aio.AioRpcError:
+                return False
+            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
-    await topology.run_coroutine_in(Side.POD, ask)
+    while not await topology.run_coroutine_in(Side.POD, ask):
+        if time.monotonic() > deadline:
+            raise TopologyError(
+                f"relay at {address}:{port} not serving after {_RELAY_READY_S:g} s:\n"
+                f"{_tail(relay.log_path)}"
+            )
+        await asyncio.sleep(0.1)
+
+
+def _tail(log: Path, lines: int = 20) -> str:
+    return "\n".join(log.read_text().splitlines()[-lines:])
 
 
 async def start_relay(topology: Topology) -> tuple[str, int]:
@@ -359,8 +385,8 @@ async def start_relay(topology: Topology) -> tuple[str, int]:
         "memory",
     ]
     env = {**os.environ, "RELAY_STATE_DIR": str(topology.workdir / "relay-state")}
-    await topology.spawn(Side.AWS, "relay", argv, env=env)
-    await until_relay_serves(topology, address, port)
+    relay = await topology.spawn(Side.AWS, "relay", argv, env=env)
+    await until_relay_serves(topology, relay, address, port)
     return address, port
 
 
