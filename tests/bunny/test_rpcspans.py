@@ -5,20 +5,22 @@ unsampled job making no span, and a stream's jobs leaving the call's duration to
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import NamedTuple
 
 import grpc
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.metrics.export import HistogramDataPoint
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import Span, SpanKind, StatusCode
+from opentelemetry.util.types import AttributeValue
 
 from bunny.relaypool import RelayEndpoint
-from bunny.rpcspans import RpcSpans
+from bunny.rpcspans import AttemptRecord, RpcSpans
 from bunnyrelay import semconv
 from bunnyrelay.keeping import KeepingTracerProvider
 from bunnyrelay.keepsettings import KeepSettings
@@ -78,10 +80,19 @@ async def endpoint() -> AsyncIterator[RelayEndpoint]:
     await channel.close()
 
 
-async def test_each_attempt_is_a_client_span_under_the_job_with_its_context_sent_along(
-    endpoint: RelayEndpoint,
-) -> None:
-    telemetry = Telemetry()
+class TwoAttempts(NamedTuple):
+    job: Span
+    first: AttemptRecord
+    second: AttemptRecord
+    failed: ReadableSpan
+    passed: ReadableSpan
+
+
+def _unavailable_then_ok(
+    telemetry: Telemetry, endpoint: RelayEndpoint, **extra: AttributeValue
+) -> TwoAttempts:
+    """A job whose first attempt failed UNAVAILABLE and whose second went well; checks the
+    two CLIENT spans' names and the failed one's attributes (with ``extra``)."""
     job = telemetry.tracers.get_tracer("test").start_span("job.submit")
 
     with trace.use_span(job, end_on_exit=True):
@@ -104,11 +115,20 @@ async def test_each_attempt_is_a_client_span_under_the_job_with_its_context_sent
         semconv.JOB_ATTEMPT: 1,
         semconv.RPC_GRPC_STATUS_CODE: 14,
         semconv.ERROR_TYPE: "UNAVAILABLE",
+        **extra,
     }
     assert failed.status.status_code is StatusCode.ERROR
     assert passed.status.status_code is StatusCode.UNSET
     assert (passed.attributes or {})[semconv.JOB_ATTEMPT] == 2
     assert (passed.attributes or {})[semconv.RPC_GRPC_STATUS_CODE] == 0
+    return TwoAttempts(job, first, second, failed, passed)
+
+
+async def test_each_attempt_is_a_client_span_under_the_job_with_its_context_sent_along(
+    endpoint: RelayEndpoint,
+) -> None:
+    telemetry = Telemetry()
+    job, first, second, failed, passed = _unavailable_then_ok(telemetry, endpoint)
     for span, record in ((failed, first), (passed, second)):
         assert span.parent is not None
         assert span.parent.span_id == job.get_span_context().span_id
@@ -150,34 +170,9 @@ async def test_an_unsampled_retried_job_keeps_each_attempt_with_the_context_it_s
     endpoint: RelayEndpoint,
 ) -> None:
     telemetry = KeepingTelemetry()
-    job = telemetry.tracers.get_tracer("test").start_span("job.submit")
-
-    with trace.use_span(job, end_on_exit=True):
-        with telemetry.rpc.attempt("Run", endpoint, 1) as first:
-            first.code = grpc.StatusCode.UNAVAILABLE
-        with telemetry.rpc.attempt("Run", endpoint, 2) as second:
-            pass
-
-    attempts = [s for s in telemetry.spans.get_finished_spans() if s.kind is SpanKind.CLIENT]
-    assert [s.name for s in attempts] == ["bunnyrelay.v1.JobService/Run"] * 2
-    failed, passed = attempts
-    assert dict(failed.attributes or {}) == {
-        semconv.RPC_SYSTEM: "grpc",
-        semconv.RPC_SERVICE: "bunnyrelay.v1.JobService",
-        semconv.RPC_METHOD: "Run",
-        semconv.SERVER_ADDRESS: "relay.private.aws.internal",
-        semconv.SERVER_PORT: 50051,
-        semconv.NETWORK_PEER_ADDRESS: "10.20.0.5",
-        semconv.NETWORK_PEER_PORT: 50051,
-        semconv.JOB_ATTEMPT: 1,
-        semconv.RPC_GRPC_STATUS_CODE: 14,
-        semconv.ERROR_TYPE: "UNAVAILABLE",
-        semconv.SAMPLING_KEPT: "retried",
-    }
-    assert failed.status.status_code is StatusCode.ERROR
-    assert passed.status.status_code is StatusCode.UNSET
-    assert (passed.attributes or {})[semconv.JOB_ATTEMPT] == 2
-    assert (passed.attributes or {})[semconv.RPC_GRPC_STATUS_CODE] == 0
+    job, first, second, failed, passed = _unavailable_then_ok(
+        telemetry, endpoint, **{semconv.SAMPLING_KEPT: "retried"}
+    )
     assert failed.end_time is not None
     assert passed.start_time is not None
     assert failed.end_time <= passed.start_time, "each attempt keeps its own times"
