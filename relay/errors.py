@@ -33,6 +33,7 @@ result, told in :mod:`relay.kinds.job`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import ClassVar
 
@@ -296,3 +297,13 @@ class StoreError(StartupError):
     """
 
     event = "relay.store_failed"
+
+
+def failure_type(error: BaseException) -> str:
+    """The ``error.type`` a job that ended in ``error`` is counted and traced with: a
+    refusal's reason, CANCELLED, or the exception's class."""
+    if isinstance(error, Refused):
+        return error.reason
+    if isinstance(error, asyncio.CancelledError):
+        return "CANCELLED"
+    return type(error).__qualname__

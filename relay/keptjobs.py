@@ -24,7 +24,7 @@ from opentelemetry.util.types import AttributeValue
 from bunnyrelay import semconv
 from bunnyrelay.keeping import KeepingTracerProvider
 from bunnyrelay.v1.jobs_pb2 import JobRequest, JobResult, JobStatus
-from relay.errors import Refused
+from relay.errors import Refused, failure_type
 from relay.runner import Context, Executor
 
 _SUCCEEDED = JobStatus.JOB_STATUS_SUCCEEDED
@@ -37,6 +37,15 @@ Attributes = Mapping[str, AttributeValue]
 
 Count = Callable[[str, str, str, bool], None]
 """Counts a job: its kind, final status, error type ("" for none), and whether it was replayed."""
+
+
+def _status_code(error: BaseException) -> int:
+    """The gRPC status a job that ended in ``error`` gave its caller."""
+    if isinstance(error, Refused):
+        return error.code.value[0]
+    if isinstance(error, asyncio.CancelledError):
+        return _CANCELLED
+    return _UNKNOWN
 
 
 class KeptJobs:
@@ -97,18 +106,10 @@ class KeptJobs:
             started = time_ns()
             try:
                 result = await execute(request, context)
-            except Refused as exc:
-                count(kind, "FAILED", exc.reason, False)
-                traced(request, context, started, exc.reason, exc.code.value[0], None)
-                raise
-            except asyncio.CancelledError:
-                count(kind, "FAILED", "CANCELLED", False)
-                traced(request, context, started, "CANCELLED", _CANCELLED, None)
-                raise
-            except Exception as exc:
-                error = type(exc).__qualname__
+            except (asyncio.CancelledError, Exception) as exc:
+                error = failure_type(exc)
                 count(kind, "FAILED", error, False)
-                traced(request, context, started, error, _UNKNOWN, None)
+                traced(request, context, started, error, _status_code(exc), None)
                 raise
             if result.status == _SUCCEEDED:
                 count(kind, "SUCCEEDED", "", result.replayed)

@@ -37,7 +37,7 @@ from bunnyrelay import semconv
 from bunnyrelay.histograms import HotHistogram
 from bunnyrelay.tally import Tally
 from bunnyrelay.v1.jobs_pb2 import JobRequest, JobResult, JobStatus, TraceContext
-from relay.errors import Refused
+from relay.errors import Refused, failure_type
 from relay.keptjobs import kept_jobs
 from relay.runner import Context, Executor
 
@@ -343,15 +343,11 @@ class RelayTelemetry:
             try:
                 try:
                     result = await execute(request, context)
-                except Refused as exc:
-                    self._end_job(span, kind, "FAILED", exc.reason, False)
-                    raise
-                except asyncio.CancelledError:
-                    self._end_job(span, kind, "FAILED", "CANCELLED", False)
-                    raise
-                except Exception as exc:
-                    span.record_exception(exc)
-                    self._end_job(span, kind, "FAILED", type(exc).__qualname__, False)
+                except (asyncio.CancelledError, Exception) as exc:
+                    # A refusal or a cancellation is a verdict; anything else a crash to show.
+                    if not isinstance(exc, Refused | asyncio.CancelledError):
+                        span.record_exception(exc)
+                    self._end_job(span, kind, "FAILED", failure_type(exc), False)
                     raise
                 if result.status == _SUCCEEDED:
                     self._end_job(span, kind, "SUCCEEDED", "", result.replayed)
@@ -391,14 +387,8 @@ class RelayTelemetry:
             kind = request.kind
             try:
                 result = await execute(request, context)
-            except Refused as exc:
-                self._count_job(kind, "FAILED", exc.reason, False)
-                raise
-            except asyncio.CancelledError:
-                self._count_job(kind, "FAILED", "CANCELLED", False)
-                raise
-            except Exception as exc:
-                self._count_job(kind, "FAILED", type(exc).__qualname__, False)
+            except (asyncio.CancelledError, Exception) as exc:
+                self._count_job(kind, "FAILED", failure_type(exc), False)
                 raise
             if result.status == _SUCCEEDED:
                 self._count_job(kind, "SUCCEEDED", "", result.replayed)
