@@ -331,9 +331,10 @@ class LocalRoot(LightSpan):
         start_time: int,
     ) -> None:
         # Every unsampled job makes one: its fields are set here rather than through
-        # LightSpan.__init__, a call less.
+        # LightSpan.__init__, a call less. Not ``_root`` (the property below): a
+        # reference to itself would leave every root to the garbage collector's cycle
+        # search, never freed when its job lets go of it.
         self._keeper = keeper
-        self._root = self
         self._scope = scope
         self._name = name
         self._context = context
@@ -353,6 +354,10 @@ class LocalRoot(LightSpan):
         self.failed = False
         self.retried = False
         self.lookups = 0
+
+    @property
+    def _root(self) -> LocalRoot:  # type: ignore[override]  # read-only: a root is its own
+        return self
 
     def end(self, end_time: int | None = None) -> None:
         if self._end is not None:
@@ -693,7 +698,7 @@ class KeepingTracer(trace.Tracer):
         if type(parent) not in _LIGHT:
             return None
         light: LightSpan = parent  # type: ignore[assignment]  # its type, just checked
-        root = light._root
+        root = light if type(light) is LocalRoot else light._root
         if root.state != _WAITING:
             return None
         if kind is SpanKind.CLIENT and _tried_again(attributes):

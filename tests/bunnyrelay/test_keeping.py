@@ -6,6 +6,7 @@ Real SDK providers; the exporter is the SDK's in-memory one.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Iterator
 
@@ -166,6 +167,34 @@ def test_a_job_that_ends_well_and_fast_exports_nothing_and_is_forgotten(
     _job(pipeline).end()
     assert pipeline.spans() == ()
     assert pipeline.keeping.waiting == 0
+
+
+def test_a_job_that_ended_well_is_freed_without_the_cycle_collector(pipeline: Pipeline) -> None:
+    # Memory of every unsampled job: what is left to the collector piles up between its runs.
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        tracer = pipeline.tracer
+        for with_lookup in (False, True):
+            root = tracer.start_span("job.submit")
+            if with_lookup:
+                inside = trace.set_span_in_context(root)
+                tracer.start_span(semconv.SPAN_DNS_LOOKUP, context=inside).end()
+                del inside
+            attempt = tracer.note_child(root, "bunnyrelay.v1.JobService/Run", SpanKind.CLIENT, {})
+            assert attempt is not None
+            attempt.end()
+            root.end()
+            del root, attempt
+        gc.collect()
+        left = [type(o).__name__ for o in gc.garbage if type(o).__module__ == "bunnyrelay.keeping"]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert left == []
+    assert pipeline.spans() == ()
 
 
 def test_a_failed_job_exports_its_whole_local_trace_marked_error(pipeline: Pipeline) -> None:
