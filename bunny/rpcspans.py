@@ -20,7 +20,10 @@ import grpc
 from opentelemetry import context, propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.metrics import Meter
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
 from bunny.relaypool import RelayEndpoint
@@ -33,7 +36,9 @@ SCOPE = "bunny.rpc"
 
 _OK: Final = grpc.StatusCode.OK
 _TRACEPARENT: Final = "traceparent"
-_NO_METADATA: Final = grpc.aio.Metadata()
+_TRACESTATE: Final = "tracestate"
+_W3C_FIELDS: Final = frozenset({_TRACEPARENT, _TRACESTATE})
+_NO_CARRIER: Final[dict[str, str]] = {}
 # Endpoints live as long as their channel: a few per process. The bound is for the
 # channels that come and go over a long run.
 _MAX_CACHED = 1024
@@ -57,6 +62,10 @@ class RpcSpans:
         ] = {}
         self._metric_attributes: dict[tuple[str, grpc.StatusCode], dict[str, AttributeValue]] = {}
         self._span_names: dict[str, str] = {}
+        # The global propagator the last noted attempt saw, and what of it is not W3C
+        # trace context (:func:`_besides_trace_context`).
+        self._textmap: TextMapPropagator | None = None
+        self._besides: tuple[TextMapPropagator, ...] | None = None
 
     def attempt(
         self, method: str, endpoint: RelayEndpoint, attempt: int, *, measured: bool = True
@@ -77,6 +86,36 @@ class RpcSpans:
         self._duration.record(
             (method, code), self._metric_attributes_for(method, code), seconds * 1000.0
         )
+
+    def noted_carrier(self, parent: SpanContext, span_id: int) -> dict[str, str]:
+        """What the configured propagators put in a call's metadata for a noted span: the
+        child ``span_id`` of ``parent``, which is not made current (that alone would cost
+        more than the noted span).
+
+        Its W3C ``traceparent`` is written here, where both ids are at hand, rather than
+        injected for the parent and patched: the same header for a third of the work, on
+        every unsampled attempt. Other propagators inject as usual, from the current
+        context (the parent's: the same trace, baggage and flags).
+        """
+        textmap = propagate.get_global_textmap()
+        if textmap is not self._textmap:
+            self._textmap = textmap
+            self._besides = _besides_trace_context(textmap)
+        besides = self._besides
+        carrier: dict[str, str] = {}
+        if besides is None:
+            propagate.inject(carrier)
+            traceparent = carrier.get(_TRACEPARENT)
+            if traceparent is not None and len(traceparent) == 55 and traceparent[:3] == "00-":
+                # A version 00 header: the parent id at a fixed place.
+                carrier[_TRACEPARENT] = f"{traceparent[:36]}{span_id:016x}{traceparent[52:]}"
+            return carrier
+        carrier[_TRACEPARENT] = f"00-{parent.trace_id:032x}-{span_id:016x}-{parent.trace_flags:02x}"
+        if parent.trace_state:
+            carrier[_TRACESTATE] = parent.trace_state.to_header()
+        for propagator in besides:
+            propagator.inject(carrier)
+        return carrier
 
     def span_name(self, method: str) -> str:
         name = self._span_names.get(method)
@@ -123,36 +162,42 @@ class RpcSpans:
         return attributes
 
 
-class AttemptRecord:
+class AttemptRecord(NotedSpan):
     """One attempt's CLIENT span, current between ``__enter__`` and ``__exit__``.
 
-    ``metadata`` carries the span's W3C trace context for the call. Set ``code``
-    before leaving when the call failed: the span and the metric take it from there.
-    The span is made current
-    with ``context.attach`` rather than ``start_as_current_span`` (docs/benchmarks.md);
-    in a trace the head sampler dropped and bunny holds lightly, it is only noted
-    (:meth:`bunnyrelay.keeping.KeepingTracer.note_child`), made a span if the trace is kept.
+    ``metadata`` carries the span's W3C trace context for the call (:meth:`header` reads
+    one of its headers without building it). Set ``code`` before leaving when the call
+    failed: the span and the metric take it from there. The span is made current
+    with ``context.attach`` rather than ``start_as_current_span`` (docs/benchmarks.md).
+    In a trace the head sampler dropped and bunny holds lightly, the attempt is only noted
+    (:meth:`bunnyrelay.keeping.KeepingTracer.note`), and the record is that noted span
+    itself: an unsampled attempt makes no object beyond its record, and a span only if its
+    trace is kept.
     """
 
     __slots__ = (
         "_attempt",
+        "_carrier",
         "_endpoint",
         "_measured",
+        "_metadata",
         "_method",
+        "_noted",
         "_own",
+        "_span",
         "_spans",
         "_started",
         "_token",
         "code",
-        "metadata",
-        "span",
     )
 
-    span: Span
+    _carrier: dict[str, str]
+    _metadata: grpc.aio.Metadata | None
+    _noted: bool
     _own: bool
+    _span: Span | None
     _token: Token[Context] | None
     code: grpc.StatusCode
-    metadata: grpc.aio.Metadata
 
     def __init__(
         self, spans: RpcSpans, method: str, endpoint: RelayEndpoint, attempt: int, measured: bool
@@ -163,52 +208,72 @@ class AttemptRecord:
         self._attempt = attempt
         self._measured = measured
         self.code = _OK
-        self.metadata = _NO_METADATA
+        self._carrier = _NO_CARRIER
+        self._metadata = None
+        self._noted = False
+
+    @property
+    def span(self) -> Span:
+        """The attempt's span: the record itself when the attempt is noted (see above)."""
+        # Not stored when it is the record: a reference to itself would leave every noted
+        # record to the garbage collector's cycle search.
+        return self if self._span is None else self._span
+
+    @property
+    def metadata(self) -> grpc.aio.Metadata:
+        """The call's metadata: the W3C headers of its trace context."""
+        metadata = self._metadata
+        if metadata is None:
+            # A grpc.aio.Metadata, which the call takes as it is: any other sequence it
+            # copies into one, per call.
+            metadata = self._metadata = grpc.aio.Metadata(*self._carrier.items())
+        return metadata
 
     def __enter__(self) -> AttemptRecord:
         spans = self._spans
         method = self._method
         self._started = time.perf_counter()
         current = trace.get_current_span()
-        noted = None
-        if spans.keeping is not None:
-            noted = spans.keeping.note_child(
-                current,
-                spans.span_name(method),
-                SpanKind.CLIENT,
-                spans.span_attributes(method, self._endpoint, self._attempt),
-            )
-        if noted is not None:
+        keeping = spans.keeping
+        if keeping is not None and keeping.note(
+            self,
+            current,
+            spans.span_name(method),
+            SpanKind.CLIENT,
+            spans.span_attributes(method, self._endpoint, self._attempt),
+        ):
             # The job's trace was dropped and is held lightly until the job ends: its
             # CLIENT span is noted, and made only if the trace is kept.
-            self.span = noted
+            self._noted = True
             self._own = True
+            self._span = None
             self._token = None
-            self.metadata = _injected(noted.span_id)
+            self._carrier = spans.noted_carrier(self._parent, self.span_id)
             return self
         if current.get_span_context().is_valid and not current.is_recording():
             # The job's trace is not sampled, and with every sampler bunny accepts its
             # children would not be either: a span here would be made only to be
             # dropped. The job's own context goes out instead (same trace, sampled flag
             # off), so relay follows bunny's decision and logs the trace id.
-            self.span = current
+            self._span = current
             self._own = False
             self._token = None
         else:
-            span = self.span = spans.tracer.start_span(
+            span = self._span = spans.tracer.start_span(
                 spans.span_name(method),
                 kind=SpanKind.CLIENT,
                 attributes=spans.span_attributes(method, self._endpoint, self._attempt),
             )
             self._own = True
             self._token = context.attach(trace.set_span_in_context(span))
-        self.metadata = _injected()
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        self._carrier = carrier
         return self
 
     def header(self, name: str) -> str:
         """What this attempt's metadata carries under ``name`` (a W3C header), or ""."""
-        value = self.metadata.get(name, "")
-        return value if isinstance(value, str) else ""
+        return self._carrier.get(name, "")
 
     def __exit__(
         self,
@@ -217,21 +282,30 @@ class AttemptRecord:
         traceback: TracebackType | None,
     ) -> None:
         code = self.code
-        # Without a span of its own (see __enter__) the job's span is not this one to end.
-        if self._own:
-            span = self.span
-            if code is _OK and type(span) is NotedSpan:
+        if self._noted:
+            if code is _OK:
                 # How most attempts of unsampled jobs end: in one call.
-                span.end_with(_ENDED_OK)
+                self.end_with(_ENDED_OK)
             else:
-                if self._token is not None:
-                    context.detach(self._token)
-                if span.is_recording():
-                    span.set_attribute(semconv.RPC_GRPC_STATUS_CODE, _CODE_NUMBERS[code])
-                    if code is not _OK:
-                        span.set_status(Status(StatusCode.ERROR, code.name))
-                        span.set_attribute(semconv.ERROR_TYPE, code.name)
-                span.end()
+                self.set_attributes(
+                    {
+                        semconv.RPC_GRPC_STATUS_CODE: _CODE_NUMBERS[code],
+                        semconv.ERROR_TYPE: code.name,
+                    }
+                )
+                self.set_status(Status(StatusCode.ERROR, code.name))
+                self.end()
+        # Without a span of its own (see __enter__) the job's span is not this one to end.
+        elif self._own:
+            span = self.span
+            if self._token is not None:
+                context.detach(self._token)
+            if span.is_recording():
+                span.set_attribute(semconv.RPC_GRPC_STATUS_CODE, _CODE_NUMBERS[code])
+                if code is not _OK:
+                    span.set_status(Status(StatusCode.ERROR, code.name))
+                    span.set_attribute(semconv.ERROR_TYPE, code.name)
+            span.end()
         if self._measured:
             self._spans.record_duration(self._method, code, time.perf_counter() - self._started)
 
@@ -242,21 +316,20 @@ _CODE_NUMBERS: Final[dict[grpc.StatusCode, int]] = {code: code.value[0] for code
 _ENDED_OK: Final[dict[str, AttributeValue]] = {semconv.RPC_GRPC_STATUS_CODE: _CODE_NUMBERS[_OK]}
 
 
-def _injected(span_id: int | None = None) -> grpc.aio.Metadata:
-    """The current context as the configured propagators put it in a call's metadata;
-    with ``span_id`` as the parent in its W3C ``traceparent`` when given.
-
-    A noted span is not made current (that alone would cost more than the span), so
-    the context injected is its parent's, the same trace with the same flags: only the
-    parent id differs, at a fixed place in a version 00 header
-    (``00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>``).
-    """
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    if span_id is not None:
-        parent = carrier.get(_TRACEPARENT)
-        if parent is not None and len(parent) == 55 and parent[:3] == "00-":
-            carrier[_TRACEPARENT] = f"{parent[:36]}{span_id:016x}{parent[52:]}"
-    # A grpc.aio.Metadata, which the call takes as it is: any other sequence it copies
-    # into one, per call.
-    return grpc.aio.Metadata(*carrier.items())
+def _besides_trace_context(textmap: TextMapPropagator) -> tuple[TextMapPropagator, ...] | None:
+    """The propagators in ``textmap`` other than W3C trace context, when it is that one
+    alone or the API's composite of it and others that leave its headers alone (what the
+    ``OTEL_PROPAGATORS`` default and any list naming ``tracecontext`` once make); None for
+    any other, whose headers only its own ``inject`` can tell."""
+    if type(textmap) is TraceContextTextMapPropagator:
+        return ()
+    if type(textmap) is not CompositePropagator:
+        return None
+    members = getattr(textmap, "_propagators", None)
+    if not isinstance(members, list | tuple):
+        return None
+    w3c = [each for each in members if type(each) is TraceContextTextMapPropagator]
+    others = tuple(each for each in members if type(each) is not TraceContextTextMapPropagator)
+    if len(w3c) != 1 or any(each.fields & _W3C_FIELDS for each in others):
+        return None
+    return others

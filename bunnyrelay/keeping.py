@@ -382,31 +382,20 @@ class NotedSpan(_HeldSpan):
     """A child of a light span that nothing makes current nor asks anything of while it runs
     (an RPC attempt): its start, end, attributes and status, a few fields until its trace is
     judged, and a span only when the trace is kept. Cheaper again than a light span, which
-    a hot path pays for every unsampled job."""
+    a hot path pays for every unsampled job.
+
+    Made by :meth:`KeepingTracer.note_child`, or noted into an object of a subclass the
+    caller holds anyway (:meth:`KeepingTracer.note`), which saves making one at all."""
 
     __slots__ = ("_attributes", "_kind", "_parent", "_scope", "_set", "_start", "span_id")
 
-    def __init__(
-        self,
-        parent: LightSpan,
-        scope: InstrumentationScope,
-        span_id: int,
-        name: str,
-        kind: SpanKind,
-        attributes: Mapping[str, AttributeValue],
-    ) -> None:
-        self._root = parent._root
-        self._parent = parent._context
-        self._scope = scope
-        self.span_id = span_id
-        self._name = name
-        self._kind = kind
-        # Not copied: what is set later goes to ``_set``, so callers may pass a dict they reuse.
-        self._attributes = attributes
-        self._set: dict[str, AttributeValue] | None = None
-        self._status = _UNSET
-        self._start = time_ns()
-        self._end: int | None = None
+    _attributes: Mapping[str, AttributeValue]
+    _kind: SpanKind
+    _parent: SpanContext
+    _scope: InstrumentationScope
+    _set: dict[str, AttributeValue] | None
+    _start: int
+    span_id: int
 
     def get_span_context(self) -> SpanContext:
         parent = self._parent
@@ -695,15 +684,44 @@ class KeepingTracer(trace.Tracer):
     ) -> NotedSpan | None:
         """A :class:`NotedSpan` under ``parent`` when ``parent`` is a light span whose trace is
         held; None otherwise (then start a span as usual)."""
-        if type(parent) not in _LIGHT:
-            return None
-        light: LightSpan = parent  # type: ignore[assignment]  # its type, just checked
-        root = light if type(light) is LocalRoot else light._root
+        noted = NotedSpan.__new__(NotedSpan)
+        return noted if self.note(noted, parent, name, kind, attributes) else None
+
+    def note(
+        self,
+        noted: NotedSpan,
+        parent: trace.Span,
+        name: str,
+        kind: SpanKind,
+        attributes: Mapping[str, AttributeValue],
+    ) -> bool:
+        """Start ``noted`` (not started yet) as a child of ``parent``, as :meth:`note_child`
+        would make one; False, and ``noted`` left as it was, when ``parent`` is not a light
+        span whose trace is held. ``attributes`` are not copied: what is set later is kept
+        apart, so a caller may pass a dict it reuses."""
+        parent_type = type(parent)
+        if parent_type is LocalRoot:
+            root: LocalRoot = parent  # type: ignore[assignment]  # its type, just checked
+        elif parent_type is LightSpan:
+            root = parent._root  # type: ignore[attr-defined]  # its type, just checked
+        else:
+            return False
         if root.state != _WAITING:
-            return None
+            return False
         if kind is SpanKind.CLIENT and _tried_again(attributes):
             root.retried = True
-        return NotedSpan(light, self._scope, self._new_span_id(), name, kind, attributes)
+        noted._root = root
+        noted._parent = parent._context  # type: ignore[attr-defined]  # a light span's
+        noted._scope = self._scope
+        noted.span_id = self._new_span_id()
+        noted._name = name
+        noted._kind = kind
+        noted._attributes = attributes
+        noted._set = None
+        noted._status = _UNSET
+        noted._start = time_ns()
+        noted._end = None
+        return True
 
     # The API types this with its private context-manager decorator; a plain one does the same.
     @contextmanager
