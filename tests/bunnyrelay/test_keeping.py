@@ -16,12 +16,13 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     DEFAULT_OFF,
+    Decision,
     ParentBased,
     TraceIdRatioBased,
 )
@@ -152,6 +153,35 @@ def test_what_the_head_sampler_samples_is_the_sdks_own_span() -> None:
     (span,) = pipeline.spans()
     assert span.attributes is not None
     assert KEPT not in span.attributes
+    pipeline.provider.shutdown()
+
+
+def test_roots_are_sampled_by_their_trace_id_as_the_sdk_samples_them() -> None:
+    # Keeping asks the head sampler about a root itself: the roots it samples must be the
+    # SDK's spans of exactly the trace ids the ratio picks, and the rest light, flagged as
+    # the SDK flags what it drops.
+    ratio = TraceIdRatioBased(0.5)
+    pipeline = Pipeline(KeepSettings(), head=ParentBased(ratio))
+    plain = TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.0))).get_tracer("plain")
+    dropped_flags = plain.start_span("job.submit").get_span_context().trace_flags
+    sampled = light = 0
+    for _ in range(400):
+        root = pipeline.tracer.start_span("job.submit")
+        context = root.get_span_context()
+        decision = ratio.should_sample(None, context.trace_id, "job.submit").decision
+        picked = decision == Decision.RECORD_AND_SAMPLE
+        if isinstance(root, LightSpan):
+            light += 1
+            assert not picked
+            assert context.trace_flags == dropped_flags
+        else:
+            sampled += 1
+            assert picked
+            assert context.trace_flags.sampled
+        root.end()
+    assert sampled > 100
+    assert light > 100
+    assert len(pipeline.spans()) == sampled
     pipeline.provider.shutdown()
 
 
