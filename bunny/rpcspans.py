@@ -93,8 +93,8 @@ class RpcSpans:
         more than the noted span).
 
         Its W3C ``traceparent`` is written here, where both ids are at hand, rather than
-        injected for the parent and patched: the same header for a third of the work, on
-        every unsampled attempt. Other propagators inject as usual, from the current
+        injected for the parent and patched: the same header for a fraction of the work,
+        on every unsampled attempt. Other propagators inject as usual, from the current
         context (the parent's: the same trace, baggage and flags).
         """
         textmap = propagate.get_global_textmap()
