@@ -866,8 +866,9 @@ class KeepingTracerProvider(TracerProvider):
         scope = InstrumentationScope(
             instrumenting_module_name, instrumenting_library_version, schema_url, attributes
         )
-        # The SDK's own, as the provider it derives from makes it.
-        assert isinstance(tracer, SdkTracer)
+        if not isinstance(tracer, SdkTracer):
+            # The SDK turned off (OTEL_SDK_DISABLED): its no-op tracer, with nothing to keep.
+            return tracer
         return KeepingTracer(tracer, self.keeper, scope, self._ids)
 
 
