@@ -17,20 +17,17 @@ from collections.abc import Iterable
 from typing import Final, TypeAlias
 
 from opentelemetry import propagate
-from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
-from opentelemetry.propagators.composite import CompositePropagator
-from opentelemetry.propagators.textmap import Getter, TextMapPropagator
+from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from bunnyrelay.w3cheaders import TRACEPARENT, is_default_propagator
 
 Metadata: TypeAlias = Iterable[tuple[str, str | bytes]]
 
-_TRACEPARENT: Final = "traceparent"
 # Headers only the global propagator reads: their presence sends the call its way.
 _OTHERS: Final = frozenset({"tracestate", "baggage"})
-# Version 00 exactly as bunny and the SDK write it; all-zero ids are invalid and left to the
-# propagator, which ignores them.
+# Version 00 exactly as bunny and the SDK write it, nothing around it.
 _VERSION_00: Final = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
 
@@ -49,35 +46,14 @@ METADATA_GETTER: Final = _MetadataGetter()
 """For ``extract(metadata, getter=METADATA_GETTER)`` on a call's invocation metadata."""
 
 
-def _is_default(propagator: TextMapPropagator) -> bool:
-    """Whether ``propagator`` is the API's default: W3C trace context, then W3C baggage."""
-    if not isinstance(propagator, CompositePropagator):
-        return False
-    inner = getattr(propagator, "_propagators", None)
-    return (
-        isinstance(inner, list)
-        and len(inner) == 2
-        and type(inner[0]) is TraceContextTextMapPropagator
-        and type(inner[1]) is W3CBaggagePropagator
-    )
-
-
-class _Checked:
-    """Which global propagator was last found to be the default (it is set once, at start)."""
-
-    propagator: TextMapPropagator | None = None
-
-
 def caller_context(metadata: Metadata) -> Context:
     """The context ``propagate.extract(metadata, getter=METADATA_GETTER)`` would return."""
     propagator = propagate.get_global_textmap()
-    if propagator is not _Checked.propagator:
-        if not _is_default(propagator):
-            return propagator.extract(metadata, getter=METADATA_GETTER)
-        _Checked.propagator = propagator
+    if not is_default_propagator(propagator):
+        return propagator.extract(metadata, getter=METADATA_GETTER)
     traceparent: str | None = None
     for name, value in metadata:
-        if name == _TRACEPARENT:
+        if name == TRACEPARENT:
             if traceparent is None and isinstance(value, str):
                 traceparent = value
         elif name in _OTHERS:

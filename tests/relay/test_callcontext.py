@@ -65,7 +65,8 @@ def test_caller_context_is_what_the_global_propagator_extracts(name: str) -> Non
 def test_a_well_formed_traceparent_gives_its_remote_span_context() -> None:
     context = get_current_span(caller_context(CARRIERS["sampled"])).get_span_context()
     assert (context.trace_id, context.span_id) == (int(TRACE, 16), int(PARENT, 16))
-    assert context.is_remote and context.trace_flags.sampled
+    assert context.is_remote
+    assert context.trace_flags.sampled
 
 
 @pytest.fixture
