@@ -17,27 +17,22 @@ from types import TracebackType
 from typing import Final
 
 import grpc
-from opentelemetry import context, propagate, trace
+from opentelemetry import context, trace
 from opentelemetry.context import Context
 from opentelemetry.metrics import Meter
-from opentelemetry.propagators.composite import CompositePropagator
-from opentelemetry.propagators.textmap import TextMapPropagator
-from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode, Tracer
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
 
 from bunny.relaypool import RelayEndpoint
 from bunnyrelay import semconv
 from bunnyrelay.histograms import HotHistogram
 from bunnyrelay.keeping import KeepingTracer, NotedSpan
+from bunnyrelay.w3cheaders import inject_child_headers, inject_headers
 
 SERVICE = "bunnyrelay.v1.JobService"
 SCOPE = "bunny.rpc"
 
 _OK: Final = grpc.StatusCode.OK
-_TRACEPARENT: Final = "traceparent"
-_TRACESTATE: Final = "tracestate"
-_W3C_FIELDS: Final = frozenset({_TRACEPARENT, _TRACESTATE})
 _NO_CARRIER: Final[dict[str, str]] = {}
 # Endpoints live as long as their channel: a few per process. The bound is for the
 # channels that come and go over a long run.
@@ -62,10 +57,6 @@ class RpcSpans:
         ] = {}
         self._metric_attributes: dict[tuple[str, grpc.StatusCode], dict[str, AttributeValue]] = {}
         self._span_names: dict[str, str] = {}
-        # The global propagator the last noted attempt saw, and what of it is not W3C
-        # trace context (:func:`_besides_trace_context`).
-        self._textmap: TextMapPropagator | None = None
-        self._besides: tuple[TextMapPropagator, ...] | None = None
 
     def attempt(
         self, method: str, endpoint: RelayEndpoint, attempt: int, *, measured: bool = True
@@ -86,36 +77,6 @@ class RpcSpans:
         self._duration.record(
             (method, code), self._metric_attributes_for(method, code), seconds * 1000.0
         )
-
-    def noted_carrier(self, parent: SpanContext, span_id: int) -> dict[str, str]:
-        """What the configured propagators put in a call's metadata for a noted span: the
-        child ``span_id`` of ``parent``, which is not made current (that alone would cost
-        more than the noted span).
-
-        Its W3C ``traceparent`` is written here, where both ids are at hand, rather than
-        injected for the parent and patched: the same header for a fraction of the work,
-        on every unsampled attempt. Other propagators inject as usual, from the current
-        context (the parent's: the same trace, baggage and flags).
-        """
-        textmap = propagate.get_global_textmap()
-        if textmap is not self._textmap:
-            self._textmap = textmap
-            self._besides = _besides_trace_context(textmap)
-        besides = self._besides
-        carrier: dict[str, str] = {}
-        if besides is None:
-            propagate.inject(carrier)
-            traceparent = carrier.get(_TRACEPARENT)
-            if traceparent is not None and len(traceparent) == 55 and traceparent[:3] == "00-":
-                # A version 00 header: the parent id at a fixed place.
-                carrier[_TRACEPARENT] = f"{traceparent[:36]}{span_id:016x}{traceparent[52:]}"
-            return carrier
-        carrier[_TRACEPARENT] = f"00-{parent.trace_id:032x}-{span_id:016x}-{parent.trace_flags:02x}"
-        if parent.trace_state:
-            carrier[_TRACESTATE] = parent.trace_state.to_header()
-        for propagator in besides:
-            propagator.inject(carrier)
-        return carrier
 
     def span_name(self, method: str) -> str:
         name = self._span_names.get(method)
@@ -248,7 +209,9 @@ class AttemptRecord(NotedSpan):
             self._own = True
             self._span = None
             self._token = None
-            self._carrier = spans.noted_carrier(self._parent, self.span_id)
+            carrier: dict[str, str] = {}
+            inject_child_headers(carrier, self._parent, self.span_id)
+            self._carrier = carrier
             return self
         if current.get_span_context().is_valid and not current.is_recording():
             # The job's trace is not sampled, and with every sampler bunny accepts its
@@ -266,8 +229,8 @@ class AttemptRecord(NotedSpan):
             )
             self._own = True
             self._token = context.attach(trace.set_span_in_context(span))
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier)
+        carrier = {}
+        inject_headers(carrier)
         self._carrier = carrier
         return self
 
@@ -314,22 +277,3 @@ class AttemptRecord(NotedSpan):
 # Python calls, once per attempt otherwise.
 _CODE_NUMBERS: Final[dict[grpc.StatusCode, int]] = {code: code.value[0] for code in grpc.StatusCode}
 _ENDED_OK: Final[dict[str, AttributeValue]] = {semconv.RPC_GRPC_STATUS_CODE: _CODE_NUMBERS[_OK]}
-
-
-def _besides_trace_context(textmap: TextMapPropagator) -> tuple[TextMapPropagator, ...] | None:
-    """The propagators in ``textmap`` other than W3C trace context, when it is that one
-    alone or the API's composite of it and others that leave its headers alone (what the
-    ``OTEL_PROPAGATORS`` default and any list naming ``tracecontext`` once make); None for
-    any other, whose headers only its own ``inject`` can tell."""
-    if type(textmap) is TraceContextTextMapPropagator:
-        return ()
-    if type(textmap) is not CompositePropagator:
-        return None
-    members = getattr(textmap, "_propagators", None)
-    if not isinstance(members, list | tuple):
-        return None
-    w3c = [each for each in members if type(each) is TraceContextTextMapPropagator]
-    others = tuple(each for each in members if type(each) is not TraceContextTextMapPropagator)
-    if len(w3c) != 1 or any(each.fields & _W3C_FIELDS for each in others):
-        return None
-    return others
