@@ -257,6 +257,11 @@ about it:
     it adds a clock comparison and a dict lookup, about 0.1 µs;
   - a `Resolution` for a hit is built directly: `dataclasses.replace` costs several times
     more;
+  - bunny's answer cache, once full (4,096 names), drops its oldest sixteenth at a time:
+    finding a dict's first key walks past the slots of every key deleted before it, so
+    dropping one entry per new name made a store at the bound cost about 4.4 µs, against
+    1.7 µs in batches (measured alone, on a busy machine); an entry keeps only the answer
+    it serves (a stale answer is made from it), not the one that came in with its queries;
   - addresses in answers are checked with `inet_pton`/`inet_ntop` rather than `ipaddress`:
     the same verdict for less than a tenth of the cost;
   - the retry machinery (tenacity) is entered only after a first attempt failed, so a job
