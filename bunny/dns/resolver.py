@@ -275,8 +275,6 @@ class Resolver:
         The price is that when this caller is cancelled the lookup ends with it, and
         the callers waiting ask again.
         """
-        flight: asyncio.Future[Resolution] = asyncio.get_running_loop().create_future()
-        self._inflight[name] = (flight, notes)
         lookup = _Lookup(
             name,
             candidates(name, self.settings.search, self.settings.ndots),
@@ -287,6 +285,8 @@ class Resolver:
             notes.candidates = lookup.candidates
             if notes.keep_sent and notes.sent is None:
                 notes.sent = []
+        flight: asyncio.Future[Resolution] = asyncio.get_running_loop().create_future()
+        self._inflight[name] = (flight, notes)
         try:
             try:
                 resolution = await self._ask(lookup)
