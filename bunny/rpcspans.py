@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Final
 
 import grpc
-from opentelemetry import context, propagate, trace
+from opentelemetry import context, trace
 from opentelemetry.context import Context
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
@@ -27,6 +27,7 @@ from bunny.relaypool import RelayEndpoint
 from bunnyrelay import semconv
 from bunnyrelay.histograms import HotHistogram
 from bunnyrelay.keeping import KeepingTracer, NotedSpan
+from bunnyrelay.w3cheaders import inject_headers
 
 SERVICE = "bunnyrelay.v1.JobService"
 SCOPE = "bunny.rpc"
@@ -252,7 +253,7 @@ def _injected(span_id: int | None = None) -> grpc.aio.Metadata:
     (``00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>``).
     """
     carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+    inject_headers(carrier)
     if span_id is not None:
         parent = carrier.get(_TRACEPARENT)
         if parent is not None and len(parent) == 55 and parent[:3] == "00-":
