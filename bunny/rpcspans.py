@@ -24,9 +24,10 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
 
 from bunny.relaypool import RelayEndpoint
-from bunnyrelay import semconv
+from bunnyrelay import semconv, w3c
 from bunnyrelay.histograms import HotHistogram
 from bunnyrelay.keeping import KeepingTracer, NotedSpan
+from bunnyrelay.v1 import jobs_pb2
 
 SERVICE = "bunnyrelay.v1.JobService"
 SCOPE = "bunny.rpc"
@@ -59,7 +60,13 @@ class RpcSpans:
         self._span_names: dict[str, str] = {}
 
     def attempt(
-        self, method: str, endpoint: RelayEndpoint, attempt: int, *, measured: bool = True
+        self,
+        method: str,
+        endpoint: RelayEndpoint,
+        attempt: int,
+        *,
+        measured: bool = True,
+        in_message: bool = False,
     ) -> AttemptRecord:
         """A CLIENT span for one attempt of ``method`` on ``endpoint``, current while it runs::
 
@@ -69,8 +76,11 @@ class RpcSpans:
         ``measured``: the attempt is a whole call, so its duration is the call's
         ``rpc.client.duration``. A job on a stream is not: the stream records its own
         (:meth:`record_duration`) when it ends, as the conventions define it.
+        ``in_message``: the trace context travels in the job's message, not in call
+        metadata: :meth:`AttemptRecord.write_trace_context` puts it there, and
+        ``metadata`` stays empty.
         """
-        return AttemptRecord(self, method, endpoint, attempt, measured)
+        return AttemptRecord(self, method, endpoint, attempt, measured, in_message)
 
     def record_duration(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
         """One call's ``rpc.client.duration``."""
@@ -137,8 +147,10 @@ class AttemptRecord:
     __slots__ = (
         "_attempt",
         "_endpoint",
+        "_in_message",
         "_measured",
         "_method",
+        "_noted_id",
         "_own",
         "_spans",
         "_started",
@@ -155,13 +167,21 @@ class AttemptRecord:
     metadata: grpc.aio.Metadata
 
     def __init__(
-        self, spans: RpcSpans, method: str, endpoint: RelayEndpoint, attempt: int, measured: bool
+        self,
+        spans: RpcSpans,
+        method: str,
+        endpoint: RelayEndpoint,
+        attempt: int,
+        measured: bool,
+        in_message: bool = False,
     ) -> None:
         self._spans = spans
         self._method = method
         self._endpoint = endpoint
         self._attempt = attempt
         self._measured = measured
+        self._in_message = in_message
+        self._noted_id: int | None = None
         self.code = _OK
         self.metadata = _NO_METADATA
 
@@ -184,7 +204,9 @@ class AttemptRecord:
             self.span = noted
             self._own = True
             self._token = None
-            self.metadata = _injected(noted.span_id)
+            self._noted_id = noted.span_id
+            if not self._in_message:
+                self.metadata = _injected(noted.span_id)
             return self
         if current.get_span_context().is_valid and not current.is_recording():
             # The job's trace is not sampled, and with every sampler bunny accepts its
@@ -202,13 +224,30 @@ class AttemptRecord:
             )
             self._own = True
             self._token = context.attach(trace.set_span_in_context(span))
-        self.metadata = _injected()
+        if not self._in_message:
+            self.metadata = _injected()
         return self
 
     def header(self, name: str) -> str:
         """What this attempt's metadata carries under ``name`` (a W3C header), or ""."""
         value = self.metadata.get(name, "")
         return value if isinstance(value, str) else ""
+
+    def write_trace_context(self, carrier: jobs_pb2.TraceContext) -> None:
+        """Put this attempt's W3C trace context in a job's message (``in_message``)."""
+        if not w3c.w3c_propagation():
+            # Other propagators: what they would put in metadata, as they put it.
+            self.metadata = _injected(self._noted_id)
+            carrier.traceparent = self.header(w3c.TRACEPARENT)
+            carrier.tracestate = self.header(w3c.TRACESTATE)
+            return
+        # The context _injected would write (the current span's, with a noted span's id
+        # as the parent), formatted here: the propagators' carrier and the call metadata
+        # cost more than the rest of a job on a stream.
+        span_context = trace.get_current_span().get_span_context()
+        carrier.traceparent = w3c.traceparent(span_context, self._noted_id)
+        state = span_context.trace_state
+        carrier.tracestate = state.to_header() if state and span_context.is_valid else ""
 
     def __exit__(
         self,

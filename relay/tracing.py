@@ -33,7 +33,7 @@ from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode, get_current_span, set_span_in_context
 from opentelemetry.util.types import AttributeValue
 
-from bunnyrelay import semconv
+from bunnyrelay import semconv, w3c
 from bunnyrelay.histograms import HotHistogram
 from bunnyrelay.tally import Tally
 from bunnyrelay.v1.jobs_pb2 import JobRequest, JobResult, JobStatus, TraceContext
@@ -133,7 +133,7 @@ def _has_traceparent(metadata: Metadata) -> bool:
 
 def _job_context(carrier: TraceContext) -> OtelContext:
     """The trace context a job of a stream carries in ``JobRequest.trace_context``."""
-    return extract({"traceparent": carrier.traceparent, "tracestate": carrier.tracestate})
+    return w3c.extract(carrier.traceparent, carrier.tracestate)
 
 
 def _cancelled_code(context: Context) -> grpc.StatusCode:
