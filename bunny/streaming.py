@@ -106,6 +106,8 @@ class _Stream:
         for future in [*waiting.values(), *(f for more in also.values() for f in more)]:
             if not future.done():
                 future.set_exception(error)
+        # Every job of the stream has its answer or its error: no deadline left to keep.
+        self._deadlines.close()
 
     def _promote(self, job_id: str) -> None:
         """The next job waiting with ``job_id`` takes its place, if there is one."""
