@@ -24,10 +24,17 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
 
 from bunny.relaypool import RelayEndpoint
-from bunnyrelay import semconv, w3c
+from bunnyrelay import semconv
 from bunnyrelay.histograms import HotHistogram
 from bunnyrelay.keeping import KeepingTracer, NotedSpan
 from bunnyrelay.v1 import jobs_pb2
+from bunnyrelay.w3cheaders import (
+    TRACEPARENT,
+    TRACESTATE,
+    inject_headers,
+    is_default_propagator,
+    traceparent,
+)
 
 SERVICE = "bunnyrelay.v1.JobService"
 SCOPE = "bunny.rpc"
@@ -235,17 +242,17 @@ class AttemptRecord:
 
     def write_trace_context(self, carrier: jobs_pb2.TraceContext) -> None:
         """Put this attempt's W3C trace context in a job's message (``in_message``)."""
-        if not w3c.w3c_propagation():
+        if not is_default_propagator(propagate.get_global_textmap()):
             # Other propagators: what they would put in metadata, as they put it.
             self.metadata = _injected(self._noted_id)
-            carrier.traceparent = self.header(w3c.TRACEPARENT)
-            carrier.tracestate = self.header(w3c.TRACESTATE)
+            carrier.traceparent = self.header(TRACEPARENT)
+            carrier.tracestate = self.header(TRACESTATE)
             return
         # The context _injected would write (the current span's, with a noted span's id
-        # as the parent), formatted here: the propagators' carrier and the call metadata
-        # cost more than the rest of a job on a stream.
+        # as the parent), formatted here: the call metadata costs more than the rest of a
+        # job's trip through the stream.
         span_context = trace.get_current_span().get_span_context()
-        carrier.traceparent = w3c.traceparent(span_context, self._noted_id)
+        carrier.traceparent = traceparent(span_context, self._noted_id)
         state = span_context.trace_state
         carrier.tracestate = state.to_header() if state and span_context.is_valid else ""
 
@@ -291,7 +298,7 @@ def _injected(span_id: int | None = None) -> grpc.aio.Metadata:
     (``00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>``).
     """
     carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+    inject_headers(carrier)
     if span_id is not None:
         parent = carrier.get(_TRACEPARENT)
         if parent is not None and len(parent) == 55 and parent[:3] == "00-":

@@ -135,5 +135,8 @@ def register_forgiving(server: grpc.aio.Server, register: Callable[[Any], None])
         return
     for service, handlers in collected.services.items():
         wrapped = {name: _wrap(f"{service}/{name}", h) for name, h in handlers.items()}
+        # Found through the generic handler only, not registered by method: grpc.aio's
+        # server keeps one task waiting per registered method and, after every call of any
+        # method, waits on all of them again, so each one registered here would cost every
+        # job's call a little; these services are asked seldom.
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, wrapped),))
-        server.add_registered_method_handlers(service, wrapped)

@@ -27,16 +27,15 @@ import grpc
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context as OtelContext
 from opentelemetry.context import attach, detach
-from opentelemetry.propagate import extract
-from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode, get_current_span, set_span_in_context
 from opentelemetry.util.types import AttributeValue
 
-from bunnyrelay import semconv, w3c
+from bunnyrelay import semconv
 from bunnyrelay.histograms import HotHistogram
 from bunnyrelay.tally import Tally
 from bunnyrelay.v1.jobs_pb2 import JobRequest, JobResult, JobStatus, TraceContext
+from relay.callcontext import caller_context, job_context
 from relay.errors import Refused, failure_type
 from relay.keptjobs import kept_jobs
 from relay.runner import Context, Executor
@@ -63,25 +62,6 @@ _OK = grpc.StatusCode.OK
 _SUCCEEDED = JobStatus.JOB_STATUS_SUCCEEDED
 _UNKNOWN_KIND = "_unknown"
 _ROOT = OtelContext()
-_TRACEPARENT = "traceparent"
-
-
-Metadata: TypeAlias = Iterable[tuple[str, str | bytes]]
-
-
-class _MetadataGetter(Getter[Metadata]):
-    """Reads W3C headers from gRPC invocation metadata (a sequence of key/value pairs)."""
-
-    def get(self, carrier: Metadata, key: str) -> list[str] | None:
-        values = [value for name, value in carrier if name == key and isinstance(value, str)]
-        return values or None
-
-    def keys(self, carrier: Metadata) -> list[str]:
-        return [name for name, _ in carrier]
-
-
-METADATA_GETTER = _MetadataGetter()
-"""For ``extract(metadata, getter=METADATA_GETTER)`` on a call's invocation metadata."""
 
 
 def parse_peer(peer: str) -> dict[str, AttributeValue]:
@@ -127,13 +107,9 @@ def _unsampled(span: trace.Span) -> bool:
     return context.is_valid and not context.trace_flags.sampled and not span.is_recording()
 
 
-def _has_traceparent(metadata: Metadata) -> bool:
-    return any(name == _TRACEPARENT for name, _ in metadata)
-
-
 def _job_context(carrier: TraceContext) -> OtelContext:
     """The trace context a job of a stream carries in ``JobRequest.trace_context``."""
-    return w3c.extract(carrier.traceparent, carrier.tracestate)
+    return job_context(carrier.traceparent, carrier.tracestate)
 
 
 def _cancelled_code(context: Context) -> grpc.StatusCode:
@@ -236,8 +212,7 @@ class RelayTelemetry:
 
         async def traced(request: JobRequest, context: Context) -> JobResult:
             start = perf_counter()
-            metadata: Metadata = context.invocation_metadata() or ()
-            parent = extract(metadata, getter=METADATA_GETTER)
+            parent = caller_context(context.invocation_metadata() or ())
             code = _OK
             span = start_server_span(parent, context.peer())
             token = attach(set_span_in_context(span))
@@ -261,13 +236,10 @@ class RelayTelemetry:
 
         async def untraced(request: JobRequest, context: Context) -> JobResult:
             start = perf_counter()
-            metadata: Metadata = context.invocation_metadata() or ()
-            # No span, but the caller's context, for the trace id on log lines.
-            token = (
-                attach(extract(metadata, getter=METADATA_GETTER))
-                if _has_traceparent(metadata)
-                else None
-            )
+            # No span, but the caller's context, for the trace id on log lines (an empty
+            # context, when the call carried none, is falsy: nothing to make current).
+            caller = caller_context(context.invocation_metadata() or ())
+            token = attach(caller) if caller else None
             code = _OK
             try:
                 return await behavior(request, context)

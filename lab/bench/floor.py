@@ -31,7 +31,6 @@ from typing import Any
 
 import grpc
 from opentelemetry.context import attach, detach
-from opentelemetry.propagate import extract, inject
 from opentelemetry.trace import SpanKind, set_span_in_context
 from opentelemetry.util.types import AttributeValue
 
@@ -40,8 +39,9 @@ from bunnyrelay import semconv
 from bunnyrelay.histograms import HotHistogram
 from bunnyrelay.telemetry import Telemetry, setup_telemetry
 from bunnyrelay.v1 import jobs_pb2, jobs_pb2_grpc
+from bunnyrelay.w3cheaders import inject_headers
 from lab.bench import rawecho
-from relay.tracing import METADATA_GETTER
+from relay.callcontext import caller_context
 
 _METHOD = "bunnyrelay.v1.JobService/Run"
 _ATTRIBUTES: dict[str, AttributeValue] = {
@@ -73,7 +73,7 @@ class InstrumentedEcho(rawecho.EchoServicer):
         context: grpc.aio.ServicerContext[jobs_pb2.JobRequest, jobs_pb2.JobResult],
     ) -> jobs_pb2.JobResult:
         start = perf_counter()
-        parent = extract(context.invocation_metadata() or (), getter=METADATA_GETTER)
+        parent = caller_context(context.invocation_metadata() or ())
         span = self._tracer.start_span(
             _METHOD, context=parent, kind=SpanKind.SERVER, attributes=_ATTRIBUTES
         )
@@ -103,7 +103,7 @@ def client_job(stub: Any, telemetry: Telemetry, payload: bytes) -> Job:
         start = perf_counter()
         span = tracer.start_span(_METHOD, kind=SpanKind.CLIENT, attributes=_ATTRIBUTES)
         carrier: dict[str, str] = {}
-        inject(carrier, context=set_span_in_context(span))
+        inject_headers(carrier, context=set_span_in_context(span))
         # grpc.aio turns any other sequence into a grpc.aio.Metadata per call.
         metadata = grpc.aio.Metadata(*carrier.items())
         request = jobs_pb2.JobRequest(job_id=str(uuid.uuid4()), kind="echo", payload=payload)

@@ -19,6 +19,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # Parts that know nothing of one another.
     (
         "relay.admission",
+        "relay.callcontext",
         "relay.checks",
         "relay.listening",
         "relay.decoding",

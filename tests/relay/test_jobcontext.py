@@ -1,4 +1,4 @@
-"""A stream job's trace context, written and read directly, as the propagators would."""
+"""A stream job's trace context (``JobRequest.trace_context``), read as the propagators would."""
 
 from __future__ import annotations
 
@@ -17,11 +17,10 @@ from opentelemetry.propagators.textmap import (
     default_getter,
     default_setter,
 )
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from opentelemetry.trace import SpanContext
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from opentelemetry.trace.span import TraceState
 
-from bunnyrelay import w3c
+from relay.callcontext import job_context
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 SPAN_ID = "b7ad6b7169203331"
@@ -56,40 +55,17 @@ def restore_propagator() -> Iterator[None]:
 
 @pytest.mark.parametrize(("traceparent", "tracestate"), HEADERS)
 @pytest.mark.usefixtures("restore_propagator")
-def test_extract_reads_what_the_default_propagators_read(traceparent: str, tracestate: str) -> None:
+def test_job_context_is_what_the_propagators_read(traceparent: str, tracestate: str) -> None:
     propagate.set_global_textmap(
         CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
     )
     expected = propagate.extract({"traceparent": traceparent, "tracestate": tracestate})
 
-    got = w3c.extract(traceparent, tracestate)
+    got = job_context(traceparent, tracestate)
 
     assert _span_context(got) == _span_context(expected)
     assert _span_context(got).is_remote == _span_context(expected).is_remote
     assert dict(got).keys() == dict(expected).keys()
-
-
-@pytest.mark.parametrize(
-    "context",
-    [
-        SpanContext(int(TRACE_ID, 16), int(SPAN_ID, 16), False, TraceFlags(1)),
-        SpanContext(int(TRACE_ID, 16), 1, False, TraceFlags(0)),
-        SpanContext(1, int(SPAN_ID, 16), True, TraceFlags(1), TraceState([("vendor", "value")])),
-    ],
-)
-def test_traceparent_is_what_the_propagator_writes(context: SpanContext) -> None:
-    carrier: dict[str, str] = {}
-    TraceContextTextMapPropagator().inject(
-        carrier, trace.set_span_in_context(NonRecordingSpan(context))
-    )
-
-    assert w3c.traceparent(context) == carrier["traceparent"]
-    noted = w3c.traceparent(context, span_id=0xABC)
-    assert noted == carrier["traceparent"][:36] + f"{0xABC:016x}" + carrier["traceparent"][52:]
-
-
-def test_an_invalid_context_has_no_traceparent() -> None:
-    assert w3c.traceparent(trace.INVALID_SPAN_CONTEXT) == ""
 
 
 class _OwnHeader(TextMapPropagator):
@@ -119,12 +95,7 @@ class _OwnHeader(TextMapPropagator):
 @pytest.mark.usefixtures("restore_propagator")
 def test_with_other_propagators_the_propagators_decide() -> None:
     propagate.set_global_textmap(_OwnHeader())
-    assert not w3c.w3c_propagation()
 
-    got = w3c.extract(f"00-{TRACE_ID}-{SPAN_ID}-01", "")
+    got = job_context(f"00-{TRACE_ID}-{SPAN_ID}-01", "")
 
     assert not _span_context(got).is_valid
-
-    propagate.set_global_textmap(TraceContextTextMapPropagator())
-    assert w3c.w3c_propagation()
-    assert _span_context(w3c.extract(f"00-{TRACE_ID}-{SPAN_ID}-01", "")).is_valid

@@ -1,0 +1,80 @@
+"""A call's W3C trace-context header, written the way the configured propagators would write it.
+
+``inject_headers(carrier)`` does what ``opentelemetry.propagate.inject(carrier)`` does for a
+dict carrier, for less, when the propagators are the API's default (W3C trace context, then
+W3C baggage): the usual call carries a valid span context with no ``tracestate`` and no
+baggage, whose ``traceparent`` is one formatted string; the global propagator reaches it
+through about twenty Python calls. Anything else (a ``tracestate``, baggage, an invalid span
+context, other propagators in ``OTEL_PROPAGATORS``) is written by the global propagator
+itself, so the headers never differ from its.
+
+:func:`is_default_propagator` is the check both this and relay's reading of a call's context
+(:mod:`relay.callcontext`) make before they take their short way.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from opentelemetry import baggage, propagate
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.context import Context, get_current
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.trace import SpanContext, get_current_span
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+TRACEPARENT: Final = "traceparent"
+TRACESTATE: Final = "tracestate"
+
+
+class _Checked:
+    """The global propagator last found to be the default (it is set once, at start)."""
+
+    propagator: TextMapPropagator | None = None
+
+
+def is_default_propagator(propagator: TextMapPropagator) -> bool:
+    """Whether ``propagator`` is the API's default: W3C trace context, then W3C baggage."""
+    if propagator is _Checked.propagator:
+        return True
+    if not isinstance(propagator, CompositePropagator):
+        return False
+    inner = getattr(propagator, "_propagators", None)
+    default = (
+        isinstance(inner, list)
+        and len(inner) == 2
+        and type(inner[0]) is TraceContextTextMapPropagator
+        and type(inner[1]) is W3CBaggagePropagator
+    )
+    if default:
+        _Checked.propagator = propagator
+    return default
+
+
+def inject_headers(carrier: dict[str, str], context: Context | None = None) -> None:
+    """Add the headers ``propagate.inject(carrier, context)`` would add to ``carrier``."""
+    propagator = propagate.get_global_textmap()
+    if not is_default_propagator(propagator):
+        propagator.inject(carrier, context)
+        return
+    if context is None:
+        context = get_current()
+    span_context = get_current_span(context).get_span_context()
+    if not span_context.is_valid or span_context.trace_state or baggage.get_all(context):
+        propagator.inject(carrier, context)
+        return
+    carrier[TRACEPARENT] = traceparent(span_context)
+
+
+def traceparent(span_context: SpanContext, parent_id: int | None = None) -> str:
+    """The version 00 ``traceparent`` the W3C propagator writes for ``span_context`` (with
+    ``parent_id`` as its parent id when given), or "" for an invalid context, which it skips.
+
+    A job on a stream carries it in its message (``JobRequest.trace_context``) when the
+    propagators are the default, so the stream needs no carrier and no call metadata.
+    """
+    if not span_context.is_valid:
+        return ""
+    parent = span_context.span_id if parent_id is None else parent_id
+    return f"00-{span_context.trace_id:032x}-{parent:016x}-{span_context.trace_flags:02x}"
