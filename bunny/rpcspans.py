@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Final
 
 import grpc
-from opentelemetry import context, trace
+from opentelemetry import context, propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
@@ -27,7 +27,14 @@ from bunny.relaypool import RelayEndpoint
 from bunnyrelay import semconv
 from bunnyrelay.histograms import HotHistogram
 from bunnyrelay.keeping import KeepingTracer, NotedSpan
-from bunnyrelay.w3cheaders import inject_headers
+from bunnyrelay.v1 import jobs_pb2
+from bunnyrelay.w3cheaders import (
+    TRACEPARENT,
+    TRACESTATE,
+    inject_headers,
+    is_default_propagator,
+    traceparent,
+)
 
 SERVICE = "bunnyrelay.v1.JobService"
 SCOPE = "bunny.rpc"
@@ -60,7 +67,13 @@ class RpcSpans:
         self._span_names: dict[str, str] = {}
 
     def attempt(
-        self, method: str, endpoint: RelayEndpoint, attempt: int, *, measured: bool = True
+        self,
+        method: str,
+        endpoint: RelayEndpoint,
+        attempt: int,
+        *,
+        measured: bool = True,
+        in_message: bool = False,
     ) -> AttemptRecord:
         """A CLIENT span for one attempt of ``method`` on ``endpoint``, current while it runs::
 
@@ -70,8 +83,11 @@ class RpcSpans:
         ``measured``: the attempt is a whole call, so its duration is the call's
         ``rpc.client.duration``. A job on a stream is not: the stream records its own
         (:meth:`record_duration`) when it ends, as the conventions define it.
+        ``in_message``: the trace context travels in the job's message, not in call
+        metadata: :meth:`AttemptRecord.write_trace_context` puts it there, and
+        ``metadata`` stays empty.
         """
-        return AttemptRecord(self, method, endpoint, attempt, measured)
+        return AttemptRecord(self, method, endpoint, attempt, measured, in_message)
 
     def record_duration(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
         """One call's ``rpc.client.duration``."""
@@ -138,8 +154,10 @@ class AttemptRecord:
     __slots__ = (
         "_attempt",
         "_endpoint",
+        "_in_message",
         "_measured",
         "_method",
+        "_noted_id",
         "_own",
         "_spans",
         "_started",
@@ -156,13 +174,21 @@ class AttemptRecord:
     metadata: grpc.aio.Metadata
 
     def __init__(
-        self, spans: RpcSpans, method: str, endpoint: RelayEndpoint, attempt: int, measured: bool
+        self,
+        spans: RpcSpans,
+        method: str,
+        endpoint: RelayEndpoint,
+        attempt: int,
+        measured: bool,
+        in_message: bool = False,
     ) -> None:
         self._spans = spans
         self._method = method
         self._endpoint = endpoint
         self._attempt = attempt
         self._measured = measured
+        self._in_message = in_message
+        self._noted_id: int | None = None
         self.code = _OK
         self.metadata = _NO_METADATA
 
@@ -185,7 +211,9 @@ class AttemptRecord:
             self.span = noted
             self._own = True
             self._token = None
-            self.metadata = _injected(noted.span_id)
+            self._noted_id = noted.span_id
+            if not self._in_message:
+                self.metadata = _injected(noted.span_id)
             return self
         if current.get_span_context().is_valid and not current.is_recording():
             # The job's trace is not sampled, and with every sampler bunny accepts its
@@ -203,13 +231,30 @@ class AttemptRecord:
             )
             self._own = True
             self._token = context.attach(trace.set_span_in_context(span))
-        self.metadata = _injected()
+        if not self._in_message:
+            self.metadata = _injected()
         return self
 
     def header(self, name: str) -> str:
         """What this attempt's metadata carries under ``name`` (a W3C header), or ""."""
         value = self.metadata.get(name, "")
         return value if isinstance(value, str) else ""
+
+    def write_trace_context(self, carrier: jobs_pb2.TraceContext) -> None:
+        """Put this attempt's W3C trace context in a job's message (``in_message``)."""
+        if not is_default_propagator(propagate.get_global_textmap()):
+            # Other propagators: what they would put in metadata, as they put it.
+            self.metadata = _injected(self._noted_id)
+            carrier.traceparent = self.header(TRACEPARENT)
+            carrier.tracestate = self.header(TRACESTATE)
+            return
+        # The context _injected would write (the current span's, with a noted span's id
+        # as the parent), formatted here: the call metadata costs more than the rest of a
+        # job's trip through the stream.
+        span_context = trace.get_current_span().get_span_context()
+        carrier.traceparent = traceparent(span_context, self._noted_id)
+        state = span_context.trace_state
+        carrier.tracestate = state.to_header() if state and span_context.is_valid else ""
 
     def __exit__(
         self,

@@ -21,10 +21,11 @@ from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context, get_current
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import TextMapPropagator
-from opentelemetry.trace import get_current_span
+from opentelemetry.trace import SpanContext, get_current_span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 TRACEPARENT: Final = "traceparent"
+TRACESTATE: Final = "tracestate"
 
 
 class _Checked:
@@ -63,7 +64,17 @@ def inject_headers(carrier: dict[str, str], context: Context | None = None) -> N
     if not span_context.is_valid or span_context.trace_state or baggage.get_all(context):
         propagator.inject(carrier, context)
         return
-    carrier[TRACEPARENT] = (
-        f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}"
-        f"-{span_context.trace_flags:02x}"
-    )
+    carrier[TRACEPARENT] = traceparent(span_context)
+
+
+def traceparent(span_context: SpanContext, parent_id: int | None = None) -> str:
+    """The version 00 ``traceparent`` the W3C propagator writes for ``span_context`` (with
+    ``parent_id`` as its parent id when given), or "" for an invalid context, which it skips.
+
+    A job on a stream carries it in its message (``JobRequest.trace_context``) when the
+    propagators are the default, so the stream needs no carrier and no call metadata.
+    """
+    if not span_context.is_valid:
+        return ""
+    parent = span_context.span_id if parent_id is None else parent_id
+    return f"00-{span_context.trace_id:032x}-{parent:016x}-{span_context.trace_flags:02x}"
