@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Final
 
 import grpc
-from opentelemetry import context, trace
+from opentelemetry import context, propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
@@ -27,7 +27,15 @@ from bunny.relaypool import RelayEndpoint
 from bunnyrelay import semconv
 from bunnyrelay.histograms import HotHistogram
 from bunnyrelay.keeping import KeepingTracer, NotedSpan
-from bunnyrelay.w3cheaders import inject_child_headers, inject_headers
+from bunnyrelay.v1 import jobs_pb2
+from bunnyrelay.w3cheaders import (
+    TRACEPARENT,
+    TRACESTATE,
+    inject_child_headers,
+    inject_headers,
+    is_default_propagator,
+    traceparent,
+)
 
 SERVICE = "bunnyrelay.v1.JobService"
 SCOPE = "bunny.rpc"
@@ -59,7 +67,13 @@ class RpcSpans:
         self._span_names: dict[str, str] = {}
 
     def attempt(
-        self, method: str, endpoint: RelayEndpoint, attempt: int, *, measured: bool = True
+        self,
+        method: str,
+        endpoint: RelayEndpoint,
+        attempt: int,
+        *,
+        measured: bool = True,
+        in_message: bool = False,
     ) -> AttemptRecord:
         """A CLIENT span for one attempt of ``method`` on ``endpoint``, current while it runs::
 
@@ -69,8 +83,11 @@ class RpcSpans:
         ``measured``: the attempt is a whole call, so its duration is the call's
         ``rpc.client.duration``. A job on a stream is not: the stream records its own
         (:meth:`record_duration`) when it ends, as the conventions define it.
+        ``in_message``: the trace context travels in the job's message, not in call
+        metadata: :meth:`AttemptRecord.write_trace_context` puts it there, and
+        ``metadata`` stays empty.
         """
-        return AttemptRecord(self, method, endpoint, attempt, measured)
+        return AttemptRecord(self, method, endpoint, attempt, measured, in_message)
 
     def record_duration(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
         """One call's ``rpc.client.duration``."""
@@ -140,6 +157,7 @@ class AttemptRecord(NotedSpan):
         "_attempt",
         "_carrier",
         "_endpoint",
+        "_in_message",
         "_measured",
         "_metadata",
         "_method",
@@ -161,13 +179,20 @@ class AttemptRecord(NotedSpan):
     code: grpc.StatusCode
 
     def __init__(
-        self, spans: RpcSpans, method: str, endpoint: RelayEndpoint, attempt: int, measured: bool
+        self,
+        spans: RpcSpans,
+        method: str,
+        endpoint: RelayEndpoint,
+        attempt: int,
+        measured: bool,
+        in_message: bool = False,
     ) -> None:
         self._spans = spans
         self._method = method
         self._endpoint = endpoint
         self._attempt = attempt
         self._measured = measured
+        self._in_message = in_message
         self.code = _OK
         self._carrier = _NO_CARRIER
         self._metadata = None
@@ -209,9 +234,10 @@ class AttemptRecord(NotedSpan):
             self._own = True
             self._span = None
             self._token = None
-            carrier: dict[str, str] = {}
-            inject_child_headers(carrier, self._parent, self.span_id)
-            self._carrier = carrier
+            if not self._in_message:
+                carrier: dict[str, str] = {}
+                inject_child_headers(carrier, self._parent, self.span_id)
+                self._carrier = carrier
             return self
         if current.get_span_context().is_valid and not current.is_recording():
             # The job's trace is not sampled, and with every sampler bunny accepts its
@@ -229,14 +255,36 @@ class AttemptRecord(NotedSpan):
             )
             self._own = True
             self._token = context.attach(trace.set_span_in_context(span))
-        carrier = {}
-        inject_headers(carrier)
-        self._carrier = carrier
+        if not self._in_message:
+            carrier = {}
+            inject_headers(carrier)
+            self._carrier = carrier
         return self
 
     def header(self, name: str) -> str:
         """What this attempt's metadata carries under ``name`` (a W3C header), or ""."""
         return self._carrier.get(name, "")
+
+    def write_trace_context(self, carrier: jobs_pb2.TraceContext) -> None:
+        """Put this attempt's W3C trace context in a job's message (``in_message``)."""
+        noted_id = self.span_id if self._noted else None
+        if not is_default_propagator(propagate.get_global_textmap()):
+            # Other propagators: what they would put in metadata, as they put it.
+            headers: dict[str, str] = {}
+            if noted_id is not None:
+                inject_child_headers(headers, self._parent, noted_id)
+            else:
+                inject_headers(headers)
+            carrier.traceparent = headers.get(TRACEPARENT, "")
+            carrier.tracestate = headers.get(TRACESTATE, "")
+            return
+        # The context the headers would carry (the current span's, with a noted span's id
+        # as the parent), formatted here: the call metadata costs more than the rest of a
+        # job's trip through the stream.
+        span_context = trace.get_current_span().get_span_context()
+        carrier.traceparent = traceparent(span_context, noted_id)
+        state = span_context.trace_state
+        carrier.tracestate = state.to_header() if state and span_context.is_valid else ""
 
     def __exit__(
         self,

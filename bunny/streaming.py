@@ -21,6 +21,7 @@ import time
 
 import grpc
 
+from bunny.deadlines import Deadlines
 from bunny.errors import JobDeadlineExceeded, RelayCallFailed, RelayUnavailable
 from bunny.relaypool import RelayEndpoint, RelayPool
 from bunny.rpcerrors import classify_rpc_error, raise_for_stream_error
@@ -69,6 +70,7 @@ class _Stream:
         self.broken: RelayCallFailed | None = None
         self._queued: list[jobs_pb2.JobRequest] = []
         self._wanted = asyncio.Event()
+        self._deadlines = Deadlines()
         self._closing = False
         loop = asyncio.get_running_loop()
         self._reader = loop.create_task(self._read())
@@ -104,6 +106,8 @@ class _Stream:
         for future in [*waiting.values(), *(f for more in also.values() for f in more)]:
             if not future.done():
                 future.set_exception(error)
+        # Every job of the stream has its answer or its error: no deadline left to keep.
+        self._deadlines.close()
 
     def _promote(self, job_id: str) -> None:
         """The next job waiting with ``job_id`` takes its place, if there is one."""
@@ -169,17 +173,19 @@ class _Stream:
             self.waiting[job_id] = future
         self._queued.append(request)
         self._wanted.set()
+        watched = self._deadlines.watch(future, deadline)
         try:
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                return await future
+            return await future
         except TimeoutError:
+            self._unqueue(request)
             raise JobDeadlineExceeded(
                 f"{self.endpoint.peer}: no result for {job_id} before the job's deadline",
                 code=grpc.StatusCode.DEADLINE_EXCEEDED,
                 peer=self.endpoint.peer,
             ) from None
         finally:
-            if not future.done():
+            watched.discard(future)
+            if future.cancelled():
                 self._unqueue(request)
             self._forget(job_id, future)
 
@@ -233,9 +239,10 @@ class StreamSubmitter(JobSubmitter):
             # Alone, so that a job relay refuses for its size fails by itself.
             return await call_unary(self.rpc, endpoint, request, attempt, deadline)
         stream = self._stream_for(endpoint)
-        with self.rpc.attempt(_METHOD, endpoint, attempt, measured=False) as record:
-            request.trace_context.traceparent = record.header("traceparent")
-            request.trace_context.tracestate = record.header("tracestate")
+        with self.rpc.attempt(
+            _METHOD, endpoint, attempt, measured=False, in_message=True
+        ) as record:
+            record.write_trace_context(request.trace_context)
             try:
                 result = await stream.submit(request, deadline)
                 raise_for_stream_error(result, endpoint.peer)

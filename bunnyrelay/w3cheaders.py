@@ -28,6 +28,7 @@ from opentelemetry.trace import SpanContext, get_current_span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 TRACEPARENT: Final = "traceparent"
+TRACESTATE: Final = "tracestate"
 
 
 class _Checked:
@@ -66,10 +67,20 @@ def inject_headers(carrier: dict[str, str], context: Context | None = None) -> N
     if not span_context.is_valid or span_context.trace_state or baggage.get_all(context):
         propagator.inject(carrier, context)
         return
-    carrier[TRACEPARENT] = (
-        f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}"
-        f"-{span_context.trace_flags:02x}"
-    )
+    carrier[TRACEPARENT] = traceparent(span_context)
+
+
+def traceparent(span_context: SpanContext, parent_id: int | None = None) -> str:
+    """The version 00 ``traceparent`` the W3C propagator writes for ``span_context`` (with
+    ``parent_id`` as its parent id when given), or "" for an invalid context, which it skips.
+
+    A job on a stream carries it in its message (``JobRequest.trace_context``) when the
+    propagators are the default, so the stream needs no carrier and no call metadata.
+    """
+    if not span_context.is_valid:
+        return ""
+    parent = span_context.span_id if parent_id is None else parent_id
+    return f"00-{span_context.trace_id:032x}-{parent:016x}-{span_context.trace_flags:02x}"
 
 
 def inject_child_headers(carrier: dict[str, str], parent: SpanContext, span_id: int) -> None:
@@ -79,8 +90,13 @@ def inject_child_headers(carrier: dict[str, str], parent: SpanContext, span_id: 
     would cost more than the noted span. The child shares its parent's trace, flags, trace
     state and baggage; only the parent id in ``traceparent`` differs."""
     propagator = propagate.get_global_textmap()
-    if is_default_propagator(propagator) and not parent.trace_state and not baggage.get_all():
-        carrier[TRACEPARENT] = f"00-{parent.trace_id:032x}-{span_id:016x}-{parent.trace_flags:02x}"
+    if (
+        is_default_propagator(propagator)
+        and parent.is_valid
+        and not parent.trace_state
+        and not baggage.get_all()
+    ):
+        carrier[TRACEPARENT] = traceparent(parent, span_id)
         return
     inject_headers(carrier)
     written = carrier.get(TRACEPARENT)

@@ -1,4 +1,4 @@
-"""The caller's trace context from a unary call's invocation metadata, per call.
+"""The caller's trace context, per call (unary) or per job (streams), as the propagator reads it.
 
 ``caller_context(metadata)`` returns what ``opentelemetry.propagate.extract(metadata,
 getter=METADATA_GETTER)`` returns, for less: the global propagator walks the metadata once per
@@ -7,7 +7,8 @@ that allows what a well-formed header never has, in about twenty Python calls; t
 bunny and most W3C clients send (``00-<trace id>-<parent id>-<flags>``, nothing else) needs one
 walk and one anchored match. Anything else — a ``tracestate`` or ``baggage`` header, another
 version, padding, other propagators in ``OTEL_PROPAGATORS`` — goes to the global propagator
-itself, so the result never differs from it.
+itself, so the result never differs from it. ``job_context(traceparent, tracestate)`` does the
+same for a job of a stream, whose context travels in its message (``JobRequest.trace_context``).
 """
 
 from __future__ import annotations
@@ -72,3 +73,22 @@ def caller_context(metadata: Metadata) -> Context:
         trace_id, span_id, is_remote=True, trace_flags=TraceFlags(int(flags, 16))
     )
     return set_span_in_context(NonRecordingSpan(span_context), Context())
+
+
+def job_context(traceparent: str, tracestate: str) -> Context:
+    """The context the global propagator would extract from a stream job's two headers
+    (``JobRequest.trace_context``), taken the same short way as a call's."""
+    propagator = propagate.get_global_textmap()
+    if not tracestate and is_default_propagator(propagator):
+        match = _VERSION_00.fullmatch(traceparent)
+        if match is not None:
+            trace_hex, span_hex, flags = match.groups()
+            trace_id = int(trace_hex, 16)
+            span_id = int(span_hex, 16)
+            if not trace_id or not span_id:
+                return Context()
+            span_context = SpanContext(
+                trace_id, span_id, is_remote=True, trace_flags=TraceFlags(int(flags, 16))
+            )
+            return set_span_in_context(NonRecordingSpan(span_context), Context())
+    return propagator.extract({TRACEPARENT: traceparent, "tracestate": tracestate})

@@ -84,6 +84,9 @@ class JobRunner:
         received_ns = time.time_ns()
         handler = self._admit(request)
         remaining = context.time_remaining()
+        if remaining is None:
+            # A stream without a call deadline (bunny's): no timer to set for each job.
+            return await self._run(request, handler, received_ns)
         try:
             # The deadline covers waiting for a duplicate too, not only the handler.
             async with asyncio.timeout(remaining):

@@ -74,7 +74,9 @@ class StreamSession(Generic[Message]):
         self._log = logger
         self._ready: list[JobResult] = []
         self._wake = asyncio.Event()
-        self._window = asyncio.Semaphore(window)
+        self._window = window
+        # Set when a reader waiting for room in the window may go on (results were sent).
+        self._room = asyncio.Event()
         self._jobs: set[asyncio.Task[None]] = set()
         self._unanswered = 0
         self._half_closed = False
@@ -95,8 +97,7 @@ class StreamSession(Generic[Message]):
                     ready, self._ready = self._ready, []
                     await self._send(ready)
                     self._unanswered -= len(ready)
-                    for _ in ready:
-                        self._window.release()
+                    self._room.set()
                     continue
                 if self._unanswered == 0:
                     if self._half_closed:
@@ -118,6 +119,7 @@ class StreamSession(Generic[Message]):
     async def _read(self) -> None:
         messages: AsyncIterator[Message] = aiter(self._messages)
         window = self._window
+        room = self._room
         jobs = self._jobs
         try:
             while True:
@@ -127,7 +129,11 @@ class StreamSession(Generic[Message]):
                     self._half_closed = True
                     return
                 for request in self._jobs_of(message):
-                    await window.acquire()
+                    # The count of jobs read and not answered is the window (no semaphore
+                    # to take and give back per job): room comes when results are sent.
+                    while self._unanswered >= window:
+                        room.clear()
+                        await room.wait()
                     self._unanswered += 1
                     job = asyncio.create_task(self._answer(request))
                     jobs.add(job)
@@ -136,20 +142,15 @@ class StreamSession(Generic[Message]):
             self.wake()
 
     async def _answer(self, request: JobRequest) -> None:
-        result = await self._result_of(request)
-        # Not ``self._ready.append(await ...)``: that would bind the list before the await,
-        # and the writer swaps in a fresh one meanwhile.
-        self._ready.append(result)
-        self._wake.set()
-
-    async def _result_of(self, request: JobRequest) -> JobResult:
+        # ``result`` first, then the append: ``self._ready.append(await ...)`` would bind the
+        # list before the await, and the writer swaps in a fresh one meanwhile.
         try:
-            return await self._execute(request, self.context)
+            result = await self._execute(request, self.context)
         except Refused as exc:
-            return exc.job_result(request.job_id, self._instance)
+            result = exc.job_result(request.job_id, self._instance)
         except Exception:
             self._log.exception("job failed inside relay", extra={"event": "job.internal_error"})
-            return JobResult(
+            result = JobResult(
                 job_id=request.job_id,
                 status=JobStatus.JOB_STATUS_FAILED,
                 error=JobError(
@@ -160,3 +161,5 @@ class StreamSession(Generic[Message]):
                 ),
                 relay_instance=self._instance,
             )
+        self._ready.append(result)
+        self._wake.set()

@@ -27,7 +27,6 @@ import grpc
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context as OtelContext
 from opentelemetry.context import attach, detach
-from opentelemetry.propagate import extract
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode, get_current_span, set_span_in_context
 from opentelemetry.util.types import AttributeValue
@@ -36,7 +35,7 @@ from bunnyrelay import semconv
 from bunnyrelay.histograms import HotHistogram
 from bunnyrelay.tally import Tally
 from bunnyrelay.v1.jobs_pb2 import JobRequest, JobResult, JobStatus, TraceContext
-from relay.callcontext import caller_context
+from relay.callcontext import caller_context, job_context
 from relay.errors import Refused, failure_type
 from relay.keptjobs import kept_jobs
 from relay.runner import Context, Executor
@@ -110,7 +109,7 @@ def _unsampled(span: trace.Span) -> bool:
 
 def _job_context(carrier: TraceContext) -> OtelContext:
     """The trace context a job of a stream carries in ``JobRequest.trace_context``."""
-    return extract({"traceparent": carrier.traceparent, "tracestate": carrier.tracestate})
+    return job_context(carrier.traceparent, carrier.tracestate)
 
 
 def _cancelled_code(context: Context) -> grpc.StatusCode:

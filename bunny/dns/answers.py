@@ -133,12 +133,24 @@ def validated(
     """
     wanted = _RECORD_TYPES[qtype]
     family, other = _ADDRESS_FAMILIES[qtype]
+    records = result.answer
+    if len(records) == 1:
+        # The usual answer, one address record for the name asked: no lists to build.
+        only = records[0]
+        if (
+            only.type == wanted
+            and only.record_class == pycares.QUERY_CLASS_IN
+            and only.name.lower().rstrip(".") == fqdn
+        ):
+            text = str(getattr(only.data, "addr", ""))
+            address = _canonical_address(fqdn, qtype, text, family, other)
+            return (address,), _clamp_ttl(only.ttl, max_ttl)
     owner = fqdn
     ttls: list[int] = []
     aliases: dict[str, pycares.DNSRecord] = {}
     found: list[pycares.DNSRecord] = []
     # One pass sorts the records; most answers hold no CNAME and one address.
-    for record in result.answer:
+    for record in records:
         kind = record.type
         if kind == _CNAME:
             aliases[record.name.lower().rstrip(".")] = record

@@ -15,20 +15,23 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from itertools import islice
 
 from bunny.dns.model import DnsQuery, Resolution
 from bunny.errors import DnsLookupFailed
 
 # Enough for every name a client process talks to; a bound keeps a bug from growing it forever.
 MAX_ENTRIES = 4096
+# Past the bound, the oldest are dropped this many at a time (at least one).
+_EVICT_FRACTION = 16
 
 
 @dataclass(slots=True)
 class _Positive:
     served: Resolution
-    """What a cache hit returns (source "cache", no queries), built once at store time."""
-    obtained: Resolution
-    """The answer as it came in."""
+    """What a cache hit returns (source "cache", no queries), built once at store time;
+    a stale answer is made from it too (it only differs in source, TTL and queries).
+    The answer as it came in is not kept: its queries would stay alive with it."""
     expires_at: float
     stale_until: float
     recheck_at: float = 0.0
@@ -111,7 +114,7 @@ class AnswerCache:
         self, entry: _Positive, now: float, queries: tuple[DnsQuery, ...]
     ) -> Resolution:
         return dataclasses.replace(
-            entry.obtained,
+            entry.served,
             source="stale-cache",
             ttl=self._stale_ttl,
             queries=queries,
@@ -126,13 +129,10 @@ class AnswerCache:
         r = resolution
         # Built directly: dataclasses.replace costs several times more, once per miss.
         served = type(r)(r.name, r.fqdn, r.addresses, r.ttl, "cache", (), r.expires_at)
-        self._positive[name] = _Positive(
-            served=served,
-            obtained=resolution,
-            expires_at=resolution.expires_at,
-            stale_until=resolution.expires_at + self._stale_max,
-        )
-        _bound(self._positive)
+        positive = self._positive
+        positive[name] = _Positive(served, r.expires_at, r.expires_at + self._stale_max)
+        if len(positive) > MAX_ENTRIES:
+            _bound(positive)
 
     def store_negative(self, name: str, error: DnsLookupFailed, now: float) -> None:
         """Remember that ``name`` does not exist (or has no addresses) for ``negative_ttl``.
@@ -143,8 +143,10 @@ class AnswerCache:
         self._positive.pop(name, None)
         if self._negative_ttl <= 0:
             return
-        self._negative[name] = _Negative(error, now + self._negative_ttl)
-        _bound(self._negative)
+        negative = self._negative
+        negative[name] = _Negative(error, now + self._negative_ttl)
+        if len(negative) > MAX_ENTRIES:
+            _bound(negative)
 
     def clear(self) -> None:
         self._positive.clear()
@@ -152,6 +154,16 @@ class AnswerCache:
 
 
 def _bound(entries: dict[str, _Positive] | dict[str, _Negative]) -> None:
-    # Dicts keep insertion order and store() re-inserts, so the first key is the oldest.
-    while len(entries) > MAX_ENTRIES:
-        del entries[next(iter(entries))]
+    """Drop the oldest entries: dicts keep insertion order and store() re-inserts, so
+    the first keys are the oldest.
+
+    A batch at a time: a dict keeps the slots of deleted keys until it next resizes,
+    and finding its first key walks past all of them, so dropping one entry per
+    store would walk thousands of empty slots each time once full.
+    """
+    excess = len(entries) - MAX_ENTRIES
+    if excess <= 0:
+        return
+    batch = max(excess, MAX_ENTRIES // _EVICT_FRACTION)
+    for name in list(islice(entries, min(batch, len(entries)))):
+        del entries[name]

@@ -133,7 +133,7 @@ class Resolver:
         ``sleep`` what waits between attempts."""
         self.settings = settings
         self._types = FAMILIES[settings.family]
-        self._retry = retry or RetryPolicy(
+        self._retry_policy = retry or RetryPolicy(
             attempts=settings.attempts,
             backoff_base_s=DNS_RETRY_BASE_S,
             backoff_max_s=DNS_RETRY_MAX_S,
@@ -275,10 +275,25 @@ class Resolver:
         The price is that when this caller is cancelled the lookup ends with it, and
         the callers waiting ask again.
         """
+        lookup = _Lookup(
+            name,
+            candidates(name, self.settings.search, self.settings.ndots),
+            deadline,
+            notes if notes is not None and notes.keep_sent else None,
+        )
+        if notes is not None:
+            notes.candidates = lookup.candidates
+            if notes.keep_sent and notes.sent is None:
+                notes.sent = []
         flight: asyncio.Future[Resolution] = asyncio.get_running_loop().create_future()
         self._inflight[name] = (flight, notes)
         try:
-            resolution = await self._lookup(name, deadline, notes)
+            try:
+                resolution = await self._ask(lookup)
+            except DnsLookupFailed as exc:
+                resolution = self._failed(name, exc, notes)
+            else:
+                self._cache.store(resolution)
         except asyncio.CancelledError:
             _settle(flight, _LeaderGoneError())
             raise
@@ -295,39 +310,23 @@ class Resolver:
                     notes.queries_sent += 1
         return resolution
 
-    async def _lookup(
-        self, name: str, deadline: float | None, notes: LookupNotes | None
-    ) -> Resolution:
-        """Ask, store, and fall back to a stale answer when the path fails."""
-        lookup = _Lookup(
-            name,
-            candidates(name, self.settings.search, self.settings.ndots),
-            deadline,
-            notes if notes is not None and notes.keep_sent else None,
-        )
-        if notes is not None:
-            notes.candidates = lookup.candidates
-            if notes.keep_sent and notes.sent is None:
-                notes.sent = []
-        try:
-            resolution = await self._ask(lookup)
-        except DnsLookupFailed as exc:
-            now = self._clock()
-            if exc.retryable:
-                stale = self._cache.serve_stale(name, now, exc)
-                if stale is not None:
-                    log.warning(
-                        "serving a stale answer for %s: %s",
-                        name,
-                        exc,
-                        extra={"event": "dns.serve_stale", "dns_name": name},
-                    )
-                    return self._stale(stale, notes)
-            elif isinstance(exc, NameNotFound | NoAddresses):
-                self._cache.store_negative(name, exc, now)
-            raise
-        self._cache.store(resolution)
-        return resolution
+    def _failed(self, name: str, exc: DnsLookupFailed, notes: LookupNotes | None) -> Resolution:
+        """After the lookup failed: a stale answer when the path failed, else ``exc`` raised
+        (an authoritative "no" kept in the negative cache)."""
+        now = self._clock()
+        if exc.retryable:
+            stale = self._cache.serve_stale(name, now, exc)
+            if stale is not None:
+                log.warning(
+                    "serving a stale answer for %s: %s",
+                    name,
+                    exc,
+                    extra={"event": "dns.serve_stale", "dns_name": name},
+                )
+                return self._stale(stale, notes)
+        elif isinstance(exc, NameNotFound | NoAddresses):
+            self._cache.store_negative(name, exc, now)
+        raise exc
 
     async def _ask(self, lookup: _Lookup) -> Resolution:
         """Each candidate in turn until one has addresses."""
@@ -335,7 +334,13 @@ class Resolver:
         for fqdn in lookup.candidates:
             try:
                 if len(self._types) == 1:
-                    answers = [await self._query(lookup, fqdn, self._types[0])]
+                    # The first try straight from here: one coroutine less per lookup.
+                    qtype = self._types[0]
+                    try:
+                        answer = await self._attempt(lookup, fqdn, qtype, 1)
+                    except DnsLookupFailed as exc:
+                        answer = await self._retry(lookup, fqdn, qtype, exc)
+                    answers = [answer]
                 else:
                     answers = await self._ask_families(lookup, fqdn)
             except DnsLookupFailed as exc:
@@ -426,10 +431,16 @@ class Resolver:
             return await self._attempt(lookup, fqdn, qtype, 1)
         except DnsLookupFailed as exc:
             first = exc
+        return await self._retry(lookup, fqdn, qtype, first)
+
+    async def _retry(
+        self, lookup: _Lookup, fqdn: str, qtype: str, first: DnsLookupFailed
+    ) -> Answer:
+        """Attempts 2, 3, … of one question whose first try failed with ``first``."""
         return await retry_after_first(
             lambda attempt: self._attempt(lookup, fqdn, qtype, attempt),
             first,
-            policy=self._retry,
+            policy=self._retry_policy,
             deadline=lookup.deadline,
             clock=self._clock,
             sleep=self._sleep,

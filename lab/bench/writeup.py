@@ -267,7 +267,12 @@ about it:
   thread, busier with the larger spans, holds the GIL meanwhile, so wall time per lookup
   grows more than CPU does; the loop now asks c-ares for its next timeout only when the
   tick could be late, not on every query. The CPU target is taken against the floor's
-  CPU per lookup in the same round.
+  CPU per lookup in the same round. Counted in instructions (callgrind, one process,
+  c-ares replaced by a future the loop settles, spans encoded as the exporter would, the
+  difference between 1,000 and 3,000 lookups): the floor about 256k per lookup, a traced
+  lookup about 565k, of which the `dns.lookup` span's attributes, set and encoded, about
+  151k and the metrics beyond the floor's histogram about 20k; the rest is the
+  resolver's own steps and the garbage collections their objects bring.
 - **Small choices in the code, and what each saves** (the comments beside them keep only
   the reason):
   - spans are started with `start_span` and made current with `context.attach` rather
@@ -282,6 +287,11 @@ about it:
     it adds a clock comparison and a dict lookup, about 0.1 µs;
   - a `Resolution` for a hit is built directly: `dataclasses.replace` costs several times
     more;
+  - bunny's answer cache, once full (4,096 names), drops its oldest sixteenth at a time:
+    finding a dict's first key walks past the slots of every key deleted before it, so
+    dropping one entry per new name made a store at the bound cost about 4.4 µs, against
+    1.7 µs in batches (measured alone, on a busy machine); an entry keeps only the answer
+    it serves (a stale answer is made from it), not the one that came in with its queries;
   - addresses in answers are checked with `inet_pton`/`inet_ntop` rather than `ipaddress`:
     the same verdict for less than a tenth of the cost;
   - the retry machinery (tenacity) is entered only after a first attempt failed, so a job

@@ -7,6 +7,7 @@ server's deserializer) records how many jobs each message held.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -37,11 +38,13 @@ def batches(monkeypatch: pytest.MonkeyPatch) -> list[jobs_pb2.JobBatch]:
 
 
 @asynccontextmanager
-async def stream_runner(max_payload_bytes: int = 1024 * 1024) -> AsyncIterator[StreamSubmitter]:
+async def stream_runner(
+    max_payload_bytes: int = 1024 * 1024, timeout_s: float = 20.0
+) -> AsyncIterator[StreamSubmitter]:
     async with local_relay(max_payload_bytes=max_payload_bytes) as local:
         port = local.relay.port
         pool = RelayPool(LiteralAddress("127.0.0.1"), "127.0.0.1", port)
-        runner = StreamSubmitter(pool, SubmitSettings(timeout_s=20.0))
+        runner = StreamSubmitter(pool, SubmitSettings(timeout_s=timeout_s))
         try:
             yield runner
         finally:
@@ -105,6 +108,25 @@ async def test_the_same_job_id_twice_at_once_gets_two_answers_one_replayed() -> 
     assert all(o.ok for o in outcomes), [o.error for o in outcomes]
     assert sorted(o.replayed for o in outcomes[:2]) == [False, True]
     assert outcomes[2].output == b"x"
+
+
+async def test_a_job_past_its_deadline_fails_at_the_deadline_and_the_stream_carries_on() -> None:
+    async with stream_runner(timeout_s=0.5) as runner:
+        started = time.monotonic()
+        late, quick = await asyncio.wait_for(
+            asyncio.gather(
+                runner.run(job("late", "sleep", b"3000")), runner.run(job("quick", "echo", b"q"))
+            ),
+            10,
+        )
+        waited = time.monotonic() - started
+        after = await asyncio.wait_for(runner.run(job("after", "echo", b"a")), 5)
+
+    assert late.error is not None
+    assert late.error.type == "JobDeadlineExceeded", late.error
+    # Not before the job's deadline, and not held until relay's answer (3 s later).
+    assert 0.5 <= waited < 2.5
+    assert (quick.output, after.output) == (b"q", b"a")
 
 
 async def test_a_job_too_large_for_relay_fails_alone_and_the_stream_carries_on(

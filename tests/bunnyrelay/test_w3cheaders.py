@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from opentelemetry import baggage, propagate
+from opentelemetry import baggage, propagate, trace
 from opentelemetry.context import Context, attach, detach
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.trace import (
@@ -17,8 +17,10 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from bunnyrelay.w3cheaders import inject_headers
+from bunnyrelay.w3cheaders import inject_headers, traceparent
 
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+SPAN_ID = "b7ad6b7169203331"
 TRACE = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 SPAN = 0x00F067AA0BA902B7
 
@@ -96,3 +98,28 @@ def test_other_configured_propagators_write_themselves() -> None:
     # Only W3C trace context is configured: the context's baggage must not be sent.
     context = CONTEXTS["baggage"]()
     assert _written(context) == {"traceparent": f"00-{TRACE:032x}-{SPAN:016x}-01"}
+
+
+@pytest.mark.parametrize(
+    "context",
+    [
+        SpanContext(int(TRACE_ID, 16), int(SPAN_ID, 16), False, TraceFlags(1)),
+        SpanContext(int(TRACE_ID, 16), 1, False, TraceFlags(0)),
+        SpanContext(1, int(SPAN_ID, 16), True, TraceFlags(1), TraceState([("vendor", "value")])),
+    ],
+)
+def test_traceparent_is_what_the_propagator_writes_with_the_parent_given(
+    context: SpanContext,
+) -> None:
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(
+        carrier, trace.set_span_in_context(NonRecordingSpan(context))
+    )
+
+    assert traceparent(context) == carrier["traceparent"]
+    noted = traceparent(context, 0xABC)
+    assert noted == carrier["traceparent"][:36] + f"{0xABC:016x}" + carrier["traceparent"][52:]
+
+
+def test_an_invalid_context_has_no_traceparent() -> None:
+    assert traceparent(trace.INVALID_SPAN_CONTEXT) == ""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import grpc
 
+from bunnyrelay.v1 import jobs_pb2
 from bunnyrelay.v1.jobs_pb2 import JobResult, JobStatus
 from tests.relay.harness import (
     CountingKinds,
@@ -108,6 +110,24 @@ async def test_overload_inside_a_stream_is_that_jobs_retryable_result() -> None:
     assert result.error.reason == "OVERLOADED"
     assert result.error.retryable
     assert result.error.retry_after.ToMilliseconds() >= 50
+
+
+async def test_a_stream_reads_no_more_jobs_than_its_window_until_results_go_out() -> None:
+    # The window is the in-flight limit: jobs past it wait unread, and are not refused.
+    counting = CountingKinds()
+    requests = [job(f"windowed-{i}", "count", b"wait") for i in range(5)]
+    async with local_relay(kinds=counting.kinds, max_in_flight=3) as local:
+        call = local.stub.RunBatches(iter([jobs_pb2.JobBatch(jobs=requests)]))
+        await wait_until(lambda: len(counting.runs) == 3)
+        for _ in range(20):
+            await asyncio.sleep(0)  # give a reader that ignored the window the chance to
+        held = len(counting.runs)
+        counting.gate.set()
+        results = [r for batch in await collect(call) for r in batch.results]
+
+    assert held == 3
+    assert sorted(r.job_id for r in results) == sorted(r.job_id for r in requests)
+    assert all(r.status == SUCCEEDED for r in results), [r.error for r in results]
 
 
 async def test_half_close_lets_jobs_in_flight_finish_then_ends_ok() -> None:
