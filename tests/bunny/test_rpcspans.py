@@ -28,7 +28,7 @@ from bunny.rpcspans import AttemptRecord, RpcSpans
 from bunnyrelay import semconv
 from bunnyrelay.keeping import KeepingTracerProvider
 from bunnyrelay.keepsettings import KeepSettings
-from bunnyrelay.v1 import jobs_pb2_grpc
+from bunnyrelay.v1 import jobs_pb2, jobs_pb2_grpc
 from tests.metrics_capture import MetricsCapture
 
 
@@ -250,6 +250,32 @@ async def test_a_noted_attempt_sends_what_the_propagators_would_send_with_it_cur
     )
     if with_baggage and not isinstance(textmap, TraceContextTextMapPropagator):
         assert expected["baggage"] == "tenant=blue"
+
+
+@pytest.mark.parametrize("keeping", [False, True], ids=["plain", "keeping"])
+async def test_a_job_on_a_stream_carries_in_its_message_what_a_call_would_send(
+    endpoint: RelayEndpoint, keeping: bool
+) -> None:
+    telemetry = KeepingTelemetry() if keeping else Telemetry(sampled=False)
+    job = telemetry.tracers.get_tracer("test").start_span("job.submit")
+    carried = jobs_pb2.TraceContext()
+
+    with trace.use_span(job, end_on_exit=True):
+        with telemetry.rpc.attempt("RunBatches", endpoint, 1, in_message=True) as record:
+            record.write_trace_context(carried)
+        with telemetry.rpc.attempt("RunBatches", endpoint, 1) as sent:
+            pass
+
+    assert telemetry.spans.get_finished_spans() == ()
+    expected = record.span.get_span_context()
+    assert _sent(grpc.aio.Metadata(("traceparent", carried.traceparent))) == (
+        expected.trace_id,
+        expected.span_id,
+        False,
+    )
+    # The same trace, and (kept or not) the same parent relay would see in call metadata.
+    assert carried.traceparent[:36] == sent.header("traceparent")[:36]
+    assert carried.tracestate == ""
 
 
 async def test_a_job_on_a_stream_leaves_the_duration_to_the_stream_call(
