@@ -281,7 +281,8 @@ class AttemptRecord(NotedSpan):
         # The context the headers would carry (the current span's, with a noted span's id
         # as the parent), formatted here: the call metadata costs more than the rest of a
         # job's trip through the stream.
-        span_context = trace.get_current_span().get_span_context()
+        # A noted attempt's parent is the current span, whose context it holds already.
+        span_context = self._parent if self._noted else trace.get_current_span().get_span_context()
         carrier.traceparent = traceparent(span_context, noted_id)
         state = span_context.trace_state
         carrier.tracestate = state.to_header() if state and span_context.is_valid else ""
