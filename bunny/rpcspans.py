@@ -31,6 +31,7 @@ from bunnyrelay.v1 import jobs_pb2
 from bunnyrelay.w3cheaders import (
     TRACEPARENT,
     TRACESTATE,
+    inject_child_headers,
     inject_headers,
     is_default_propagator,
     traceparent,
@@ -40,8 +41,7 @@ SERVICE = "bunnyrelay.v1.JobService"
 SCOPE = "bunny.rpc"
 
 _OK: Final = grpc.StatusCode.OK
-_TRACEPARENT: Final = "traceparent"
-_NO_METADATA: Final = grpc.aio.Metadata()
+_NO_CARRIER: Final[dict[str, str]] = {}
 # Endpoints live as long as their channel: a few per process. The bound is for the
 # channels that come and go over a long run.
 _MAX_CACHED = 1024
@@ -140,38 +140,43 @@ class RpcSpans:
         return attributes
 
 
-class AttemptRecord:
+class AttemptRecord(NotedSpan):
     """One attempt's CLIENT span, current between ``__enter__`` and ``__exit__``.
 
-    ``metadata`` carries the span's W3C trace context for the call. Set ``code``
-    before leaving when the call failed: the span and the metric take it from there.
-    The span is made current
-    with ``context.attach`` rather than ``start_as_current_span`` (docs/benchmarks.md);
-    in a trace the head sampler dropped and bunny holds lightly, it is only noted
-    (:meth:`bunnyrelay.keeping.KeepingTracer.note_child`), made a span if the trace is kept.
+    ``metadata`` carries the span's W3C trace context for the call (:meth:`header` reads
+    one of its headers without building it). Set ``code`` before leaving when the call
+    failed: the span and the metric take it from there. The span is made current
+    with ``context.attach`` rather than ``start_as_current_span`` (docs/benchmarks.md).
+    In a trace the head sampler dropped and bunny holds lightly, the attempt is only noted
+    (:meth:`bunnyrelay.keeping.KeepingTracer.note`), and the record is that noted span
+    itself: an unsampled attempt makes no object beyond its record, and a span only if its
+    trace is kept.
     """
 
     __slots__ = (
         "_attempt",
+        "_carrier",
         "_endpoint",
         "_in_message",
         "_measured",
+        "_metadata",
         "_method",
-        "_noted_id",
+        "_noted",
         "_own",
+        "_span",
         "_spans",
         "_started",
         "_token",
         "code",
-        "metadata",
-        "span",
     )
 
-    span: Span
+    _carrier: dict[str, str]
+    _metadata: grpc.aio.Metadata | None
+    _noted: bool
     _own: bool
+    _span: Span | None
     _token: Token[Context] | None
     code: grpc.StatusCode
-    metadata: grpc.aio.Metadata
 
     def __init__(
         self,
@@ -188,43 +193,62 @@ class AttemptRecord:
         self._attempt = attempt
         self._measured = measured
         self._in_message = in_message
-        self._noted_id: int | None = None
         self.code = _OK
-        self.metadata = _NO_METADATA
+        self._carrier = _NO_CARRIER
+        self._metadata = None
+        self._noted = False
+
+    @property
+    def span(self) -> Span:
+        """The attempt's span: the record itself when the attempt is noted (see above)."""
+        # Not stored when it is the record: a reference to itself would leave every noted
+        # record to the garbage collector's cycle search.
+        return self if self._span is None else self._span
+
+    @property
+    def metadata(self) -> grpc.aio.Metadata:
+        """The call's metadata: the W3C headers of its trace context."""
+        metadata = self._metadata
+        if metadata is None:
+            # A grpc.aio.Metadata, which the call takes as it is: any other sequence it
+            # copies into one, per call.
+            metadata = self._metadata = grpc.aio.Metadata(*self._carrier.items())
+        return metadata
 
     def __enter__(self) -> AttemptRecord:
         spans = self._spans
         method = self._method
         self._started = time.perf_counter()
         current = trace.get_current_span()
-        noted = None
-        if spans.keeping is not None:
-            noted = spans.keeping.note_child(
-                current,
-                spans.span_name(method),
-                SpanKind.CLIENT,
-                spans.span_attributes(method, self._endpoint, self._attempt),
-            )
-        if noted is not None:
+        keeping = spans.keeping
+        if keeping is not None and keeping.note(
+            self,
+            current,
+            spans.span_name(method),
+            SpanKind.CLIENT,
+            spans.span_attributes(method, self._endpoint, self._attempt),
+        ):
             # The job's trace was dropped and is held lightly until the job ends: its
             # CLIENT span is noted, and made only if the trace is kept.
-            self.span = noted
+            self._noted = True
             self._own = True
+            self._span = None
             self._token = None
-            self._noted_id = noted.span_id
             if not self._in_message:
-                self.metadata = _injected(noted.span_id)
+                carrier: dict[str, str] = {}
+                inject_child_headers(carrier, self._parent, self.span_id)
+                self._carrier = carrier
             return self
         if current.get_span_context().is_valid and not current.is_recording():
             # The job's trace is not sampled, and with every sampler bunny accepts its
             # children would not be either: a span here would be made only to be
             # dropped. The job's own context goes out instead (same trace, sampled flag
             # off), so relay follows bunny's decision and logs the trace id.
-            self.span = current
+            self._span = current
             self._own = False
             self._token = None
         else:
-            span = self.span = spans.tracer.start_span(
+            span = self._span = spans.tracer.start_span(
                 spans.span_name(method),
                 kind=SpanKind.CLIENT,
                 attributes=spans.span_attributes(method, self._endpoint, self._attempt),
@@ -232,27 +256,34 @@ class AttemptRecord:
             self._own = True
             self._token = context.attach(trace.set_span_in_context(span))
         if not self._in_message:
-            self.metadata = _injected()
+            carrier = {}
+            inject_headers(carrier)
+            self._carrier = carrier
         return self
 
     def header(self, name: str) -> str:
         """What this attempt's metadata carries under ``name`` (a W3C header), or ""."""
-        value = self.metadata.get(name, "")
-        return value if isinstance(value, str) else ""
+        return self._carrier.get(name, "")
 
     def write_trace_context(self, carrier: jobs_pb2.TraceContext) -> None:
         """Put this attempt's W3C trace context in a job's message (``in_message``)."""
+        noted_id = self.span_id if self._noted else None
         if not is_default_propagator(propagate.get_global_textmap()):
             # Other propagators: what they would put in metadata, as they put it.
-            self.metadata = _injected(self._noted_id)
-            carrier.traceparent = self.header(TRACEPARENT)
-            carrier.tracestate = self.header(TRACESTATE)
+            headers: dict[str, str] = {}
+            if noted_id is not None:
+                inject_child_headers(headers, self._parent, noted_id)
+            else:
+                inject_headers(headers)
+            carrier.traceparent = headers.get(TRACEPARENT, "")
+            carrier.tracestate = headers.get(TRACESTATE, "")
             return
-        # The context _injected would write (the current span's, with a noted span's id
+        # The context the headers would carry (the current span's, with a noted span's id
         # as the parent), formatted here: the call metadata costs more than the rest of a
         # job's trip through the stream.
-        span_context = trace.get_current_span().get_span_context()
-        carrier.traceparent = traceparent(span_context, self._noted_id)
+        # A noted attempt's parent is the current span, whose context it holds already.
+        span_context = self._parent if self._noted else trace.get_current_span().get_span_context()
+        carrier.traceparent = traceparent(span_context, noted_id)
         state = span_context.trace_state
         carrier.tracestate = state.to_header() if state and span_context.is_valid else ""
 
@@ -263,21 +294,30 @@ class AttemptRecord:
         traceback: TracebackType | None,
     ) -> None:
         code = self.code
-        # Without a span of its own (see __enter__) the job's span is not this one to end.
-        if self._own:
-            span = self.span
-            if code is _OK and type(span) is NotedSpan:
+        if self._noted:
+            if code is _OK:
                 # How most attempts of unsampled jobs end: in one call.
-                span.end_with(_ENDED_OK)
+                self.end_with(_ENDED_OK)
             else:
-                if self._token is not None:
-                    context.detach(self._token)
-                if span.is_recording():
-                    span.set_attribute(semconv.RPC_GRPC_STATUS_CODE, _CODE_NUMBERS[code])
-                    if code is not _OK:
-                        span.set_status(Status(StatusCode.ERROR, code.name))
-                        span.set_attribute(semconv.ERROR_TYPE, code.name)
-                span.end()
+                self.set_attributes(
+                    {
+                        semconv.RPC_GRPC_STATUS_CODE: _CODE_NUMBERS[code],
+                        semconv.ERROR_TYPE: code.name,
+                    }
+                )
+                self.set_status(Status(StatusCode.ERROR, code.name))
+                self.end()
+        # Without a span of its own (see __enter__) the job's span is not this one to end.
+        elif self._own:
+            span = self.span
+            if self._token is not None:
+                context.detach(self._token)
+            if span.is_recording():
+                span.set_attribute(semconv.RPC_GRPC_STATUS_CODE, _CODE_NUMBERS[code])
+                if code is not _OK:
+                    span.set_status(Status(StatusCode.ERROR, code.name))
+                    span.set_attribute(semconv.ERROR_TYPE, code.name)
+            span.end()
         if self._measured:
             self._spans.record_duration(self._method, code, time.perf_counter() - self._started)
 
@@ -286,23 +326,3 @@ class AttemptRecord:
 # Python calls, once per attempt otherwise.
 _CODE_NUMBERS: Final[dict[grpc.StatusCode, int]] = {code: code.value[0] for code in grpc.StatusCode}
 _ENDED_OK: Final[dict[str, AttributeValue]] = {semconv.RPC_GRPC_STATUS_CODE: _CODE_NUMBERS[_OK]}
-
-
-def _injected(span_id: int | None = None) -> grpc.aio.Metadata:
-    """The current context as the configured propagators put it in a call's metadata;
-    with ``span_id`` as the parent in its W3C ``traceparent`` when given.
-
-    A noted span is not made current (that alone would cost more than the span), so
-    the context injected is its parent's, the same trace with the same flags: only the
-    parent id differs, at a fixed place in a version 00 header
-    (``00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>``).
-    """
-    carrier: dict[str, str] = {}
-    inject_headers(carrier)
-    if span_id is not None:
-        parent = carrier.get(_TRACEPARENT)
-        if parent is not None and len(parent) == 55 and parent[:3] == "00-":
-            carrier[_TRACEPARENT] = f"{parent[:36]}{span_id:016x}{parent[52:]}"
-    # A grpc.aio.Metadata, which the call takes as it is: any other sequence it copies
-    # into one, per call.
-    return grpc.aio.Metadata(*carrier.items())

@@ -37,6 +37,7 @@ exported when its trace was kept, and forgotten otherwise.
 
 from __future__ import annotations
 
+import threading
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -48,6 +49,8 @@ from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import Tracer as SdkTracer
+from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
@@ -331,9 +334,10 @@ class LocalRoot(LightSpan):
         start_time: int,
     ) -> None:
         # Every unsampled job makes one: its fields are set here rather than through
-        # LightSpan.__init__, a call less.
+        # LightSpan.__init__, a call less. Not ``_root`` (the property below): a
+        # reference to itself would leave every root to the garbage collector's cycle
+        # search, never freed when its job lets go of it.
         self._keeper = keeper
-        self._root = self
         self._scope = scope
         self._name = name
         self._context = context
@@ -353,6 +357,10 @@ class LocalRoot(LightSpan):
         self.failed = False
         self.retried = False
         self.lookups = 0
+
+    @property
+    def _root(self) -> LocalRoot:  # type: ignore[override]  # read-only: a root is its own
+        return self
 
     def end(self, end_time: int | None = None) -> None:
         if self._end is not None:
@@ -377,31 +385,20 @@ class NotedSpan(_HeldSpan):
     """A child of a light span that nothing makes current nor asks anything of while it runs
     (an RPC attempt): its start, end, attributes and status, a few fields until its trace is
     judged, and a span only when the trace is kept. Cheaper again than a light span, which
-    a hot path pays for every unsampled job."""
+    a hot path pays for every unsampled job.
+
+    Made by :meth:`KeepingTracer.note_child`, or noted into an object of a subclass the
+    caller holds anyway (:meth:`KeepingTracer.note`), which saves making one at all."""
 
     __slots__ = ("_attributes", "_kind", "_parent", "_scope", "_set", "_start", "span_id")
 
-    def __init__(
-        self,
-        parent: LightSpan,
-        scope: InstrumentationScope,
-        span_id: int,
-        name: str,
-        kind: SpanKind,
-        attributes: Mapping[str, AttributeValue],
-    ) -> None:
-        self._root = parent._root
-        self._parent = parent._context
-        self._scope = scope
-        self.span_id = span_id
-        self._name = name
-        self._kind = kind
-        # Not copied: what is set later goes to ``_set``, so callers may pass a dict they reuse.
-        self._attributes = attributes
-        self._set: dict[str, AttributeValue] | None = None
-        self._status = _UNSET
-        self._start = time_ns()
-        self._end: int | None = None
+    _attributes: Mapping[str, AttributeValue]
+    _kind: SpanKind
+    _parent: SpanContext
+    _scope: InstrumentationScope
+    _set: dict[str, AttributeValue] | None
+    _start: int
+    span_id: int
 
     def get_span_context(self) -> SpanContext:
         parent = self._parent
@@ -622,15 +619,23 @@ class KeepingTracer(trace.Tracer):
 
     def __init__(
         self,
-        tracer: trace.Tracer,
+        tracer: SdkTracer,
         keeper: Keeper,
         scope: InstrumentationScope,
-        new_span_id: Any,
+        ids: _ChosenTraceIds,
     ) -> None:
         self._tracer = tracer
         self._keeper = keeper
         self._scope = scope
-        self._new_span_id = new_span_id
+        self._ids = ids
+        self._sampler = tracer.sampler
+        self._new_span_id = ids.ids.generate_span_id
+        # What the SDK gives a span its sampler drops, with this provider's ids.
+        self._dropped_flags = TraceFlags(
+            TraceFlags.DEFAULT | TraceFlags.RANDOM_TRACE_ID
+            if ids.is_trace_id_random()
+            else TraceFlags.DEFAULT
+        )
 
     def start_span(
         self,
@@ -648,6 +653,17 @@ class KeepingTracer(trace.Tracer):
             return parent._child(  # type: ignore[attr-defined,no-any-return]  # just checked
                 self._scope, self._new_span_id, name, kind, attributes, links, start_time
             )
+        if parent is INVALID_SPAN or not parent.get_span_context().is_valid:
+            return self._start_root(
+                name,
+                context,
+                kind,
+                attributes,
+                links,
+                start_time,
+                record_exception,
+                set_status_on_exception,
+            )
         span = self._tracer.start_span(
             name,
             context,
@@ -660,21 +676,66 @@ class KeepingTracer(trace.Tracer):
         )
         if span.is_recording():
             return span
-        if parent is INVALID_SPAN:
-            parent_context = None
-        else:
-            parent_context = parent.get_span_context()
-            if not parent_context.is_valid:
-                parent_context = None
-            elif not parent_context.is_remote:
-                # Under a local span that records nothing: keeping was off for that trace.
-                return span
+        parent_context = parent.get_span_context()
+        if not parent_context.is_remote:
+            # Under a local span that records nothing: keeping was off for that trace.
+            return span
         return LocalRoot(
             self._keeper,
             self._scope,
             name,
             span.get_span_context(),
             parent_context,
+            kind,
+            attributes,
+            links,
+            start_time or time_ns(),
+        )
+
+    def _start_root(
+        self,
+        name: str,
+        context: Context | None,
+        kind: SpanKind,
+        attributes: Attributes,
+        links: Sequence[Link] | None,
+        start_time: int | None,
+        record_exception: bool,
+        set_status_on_exception: bool,
+    ) -> trace.Span:
+        """A span with no parent: the head sampler is asked here, as the SDK would ask it,
+        so that a root it drops becomes a local root without an SDK span made first and
+        thrown away (most of what keeping would cost an unsampled job). A root it samples
+        the SDK starts, with the trace id that was sampled."""
+        ids = self._ids
+        trace_id = ids.ids.generate_trace_id()
+        sampled = self._sampler.should_sample(
+            context, trace_id, name, kind, attributes, links or ()
+        )
+        if sampled.decision.is_recording():  # type: ignore[no-untyped-call]  # the SDK's, untyped
+            with ids.lock:
+                ids.chosen = trace_id
+                try:
+                    return self._tracer.start_span(
+                        name,
+                        context,
+                        kind,
+                        attributes,
+                        links,
+                        start_time,
+                        record_exception,
+                        set_status_on_exception,
+                    )
+                finally:
+                    ids.chosen = 0
+        return LocalRoot(
+            self._keeper,
+            self._scope,
+            name,
+            SpanContext(
+                trace_id, self._new_span_id(), False, self._dropped_flags, sampled.trace_state
+            ),
+            None,
             kind,
             attributes,
             links,
@@ -690,15 +751,44 @@ class KeepingTracer(trace.Tracer):
     ) -> NotedSpan | None:
         """A :class:`NotedSpan` under ``parent`` when ``parent`` is a light span whose trace is
         held; None otherwise (then start a span as usual)."""
-        if type(parent) not in _LIGHT:
-            return None
-        light: LightSpan = parent  # type: ignore[assignment]  # its type, just checked
-        root = light._root
+        noted = NotedSpan.__new__(NotedSpan)
+        return noted if self.note(noted, parent, name, kind, attributes) else None
+
+    def note(
+        self,
+        noted: NotedSpan,
+        parent: trace.Span,
+        name: str,
+        kind: SpanKind,
+        attributes: Mapping[str, AttributeValue],
+    ) -> bool:
+        """Start ``noted`` (not started yet) as a child of ``parent``, as :meth:`note_child`
+        would make one; False, and ``noted`` left as it was, when ``parent`` is not a light
+        span whose trace is held. ``attributes`` are not copied: what is set later is kept
+        apart, so a caller may pass a dict it reuses."""
+        parent_type = type(parent)
+        if parent_type is LocalRoot:
+            root: LocalRoot = parent  # type: ignore[assignment]  # its type, just checked
+        elif parent_type is LightSpan:
+            root = parent._root  # type: ignore[attr-defined]  # its type, just checked
+        else:
+            return False
         if root.state != _WAITING:
-            return None
+            return False
         if kind is SpanKind.CLIENT and _tried_again(attributes):
             root.retried = True
-        return NotedSpan(light, self._scope, self._new_span_id(), name, kind, attributes)
+        noted._root = root
+        noted._parent = parent._context  # type: ignore[attr-defined]  # a light span's
+        noted._scope = self._scope
+        noted.span_id = self._new_span_id()
+        noted._name = name
+        noted._kind = kind
+        noted._attributes = attributes
+        noted._set = None
+        noted._status = _UNSET
+        noted._start = time_ns()
+        noted._end = None
+        return True
 
     # The API types this with its private context-manager decorator; a plain one does the same.
     @contextmanager
@@ -724,13 +814,43 @@ class KeepingTracer(trace.Tracer):
             yield current
 
 
+class _ChosenTraceIds(IdGenerator):
+    """A provider's ids, except the trace id of a root whose sampling keeping asked first
+    (:meth:`KeepingTracer._start_root`): the SDK, starting that root, takes that one."""
+
+    def __init__(self, ids: IdGenerator) -> None:
+        self.ids = ids
+        self.chosen = 0
+        """The trace id the SDK takes next, 0 for none; set and taken under ``lock``."""
+        self.lock = threading.Lock()
+
+    def generate_span_id(self) -> int:
+        return self.ids.generate_span_id()
+
+    def generate_trace_id(self) -> int:
+        chosen = self.chosen
+        if chosen:
+            self.chosen = 0
+            return chosen
+        return self.ids.generate_trace_id()
+
+    def is_trace_id_random(self) -> bool:
+        return self.ids.is_trace_id_random()
+
+
 class KeepingTracerProvider(TracerProvider):
     """The SDK's provider, its head sampler unchanged, whose tracers keep what went wrong."""
 
     def __init__(
-        self, settings: KeepSettings, *, resource: Resource, sampler: Sampler | None = None
+        self,
+        settings: KeepSettings,
+        *,
+        resource: Resource,
+        sampler: Sampler | None = None,
+        id_generator: IdGenerator | None = None,
     ) -> None:
-        super().__init__(resource=resource, sampler=sampler)
+        self._ids = _ChosenTraceIds(id_generator or RandomIdGenerator())
+        super().__init__(resource=resource, sampler=sampler, id_generator=self._ids)
         self.keeper = Keeper(settings, resource)
 
     def get_tracer(
@@ -746,7 +866,10 @@ class KeepingTracerProvider(TracerProvider):
         scope = InstrumentationScope(
             instrumenting_module_name, instrumenting_library_version, schema_url, attributes
         )
-        return KeepingTracer(tracer, self.keeper, scope, self.id_generator.generate_span_id)
+        if not isinstance(tracer, SdkTracer):
+            # The SDK turned off (OTEL_SDK_DISABLED): its no-op tracer, with nothing to keep.
+            return tracer
+        return KeepingTracer(tracer, self.keeper, scope, self._ids)
 
 
 def records_dropped_traces(provider: trace.TracerProvider) -> bool:
@@ -762,7 +885,9 @@ def keeping_tracer_provider(
     if not keeps_anything(head.sampler):
         return head
     head.shutdown()
-    return KeepingTracerProvider(settings, resource=resource, sampler=head.sampler)
+    return KeepingTracerProvider(
+        settings, resource=resource, sampler=head.sampler, id_generator=head.id_generator
+    )
 
 
 def connect_keeping(

@@ -8,6 +8,9 @@ through about twenty Python calls. Anything else (a ``tracestate``, baggage, an 
 context, other propagators in ``OTEL_PROPAGATORS``) is written by the global propagator
 itself, so the headers never differ from its.
 
+:func:`inject_child_headers` writes them for a child of the current span that is not made
+current itself.
+
 :func:`is_default_propagator` is the check both this and relay's reading of a call's context
 (:mod:`relay.callcontext`) make before they take their short way.
 """
@@ -78,3 +81,26 @@ def traceparent(span_context: SpanContext, parent_id: int | None = None) -> str:
         return ""
     parent = span_context.span_id if parent_id is None else parent_id
     return f"00-{span_context.trace_id:032x}-{parent:016x}-{span_context.trace_flags:02x}"
+
+
+def inject_child_headers(carrier: dict[str, str], parent: SpanContext, span_id: int) -> None:
+    """Add the headers ``propagate.inject(carrier)`` would add with a child ``span_id`` of
+    ``parent`` current, ``parent`` being the current span's context: what keeping sends for
+    a noted span (:mod:`bunnyrelay.keeping`), which is not made current because that alone
+    would cost more than the noted span. The child shares its parent's trace, flags, trace
+    state and baggage; only the parent id in ``traceparent`` differs."""
+    propagator = propagate.get_global_textmap()
+    if (
+        is_default_propagator(propagator)
+        and parent.is_valid
+        and not parent.trace_state
+        and not baggage.get_all()
+    ):
+        carrier[TRACEPARENT] = traceparent(parent, span_id)
+        return
+    inject_headers(carrier)
+    written = carrier.get(TRACEPARENT)
+    if written is not None and len(written) == 55 and written[:3] == "00-":
+        # A version 00 header (00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>):
+        # the parent id at a fixed place.
+        carrier[TRACEPARENT] = f"{written[:36]}{span_id:016x}{written[52:]}"

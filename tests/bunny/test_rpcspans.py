@@ -9,7 +9,10 @@ from typing import NamedTuple
 
 import grpc
 import pytest
-from opentelemetry import trace
+from opentelemetry import baggage, context, propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.metrics.export import HistogramDataPoint
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -17,6 +20,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace import Span, SpanKind, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
 from bunny.relaypool import RelayEndpoint
@@ -24,7 +28,7 @@ from bunny.rpcspans import AttemptRecord, RpcSpans
 from bunnyrelay import semconv
 from bunnyrelay.keeping import KeepingTracerProvider
 from bunnyrelay.keepsettings import KeepSettings
-from bunnyrelay.v1 import jobs_pb2_grpc
+from bunnyrelay.v1 import jobs_pb2, jobs_pb2_grpc
 from tests.metrics_capture import MetricsCapture
 
 
@@ -198,6 +202,80 @@ async def test_an_unsampled_job_that_went_well_exports_nothing_and_sends_its_tra
     assert telemetry.spans.get_finished_spans() == ()
     trace_id, _, sampled = _sent(record.metadata)
     assert (trace_id, sampled) == (job.get_span_context().trace_id, False)
+
+
+class _TraceContextOfOurOwn(TraceContextTextMapPropagator):
+    """A propagator bunny cannot see inside: only its own inject can tell its headers."""
+
+
+@pytest.mark.parametrize(
+    "textmap",
+    [
+        CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()]),
+        CompositePropagator([W3CBaggagePropagator(), TraceContextTextMapPropagator()]),
+        TraceContextTextMapPropagator(),
+        CompositePropagator([_TraceContextOfOurOwn(), W3CBaggagePropagator()]),
+    ],
+    ids=["default", "baggage-first", "tracecontext-alone", "unknown"],
+)
+@pytest.mark.parametrize("with_baggage", [False, True], ids=["no-baggage", "baggage"])
+async def test_a_noted_attempt_sends_what_the_propagators_would_send_with_it_current(
+    endpoint: RelayEndpoint, textmap: TextMapPropagator, with_baggage: bool
+) -> None:
+    telemetry = KeepingTelemetry()
+    job = telemetry.tracers.get_tracer("test").start_span("job.submit")
+    configured = propagate.get_global_textmap()
+    propagate.set_global_textmap(textmap)
+    inside = trace.set_span_in_context(job)
+    token = context.attach(
+        baggage.set_baggage("tenant", "blue", inside) if with_baggage else inside
+    )
+    try:
+        with telemetry.rpc.attempt("Run", endpoint, 1) as record:
+            noted = record.span
+            assert noted is not job
+            expected: dict[str, str] = {}
+            propagate.inject(expected, context=trace.set_span_in_context(noted))
+    finally:
+        context.detach(token)
+        propagate.set_global_textmap(configured)
+        job.end()
+
+    assert dict(record.metadata) == expected
+    assert {name: record.header(name) for name in expected} == expected
+    assert _sent(record.metadata) == (
+        job.get_span_context().trace_id,
+        noted.get_span_context().span_id,
+        False,
+    )
+    if with_baggage and not isinstance(textmap, TraceContextTextMapPropagator):
+        assert expected["baggage"] == "tenant=blue"
+
+
+@pytest.mark.parametrize("keeping", [False, True], ids=["plain", "keeping"])
+async def test_a_job_on_a_stream_carries_in_its_message_what_a_call_would_send(
+    endpoint: RelayEndpoint, keeping: bool
+) -> None:
+    telemetry = KeepingTelemetry() if keeping else Telemetry(sampled=False)
+    job = telemetry.tracers.get_tracer("test").start_span("job.submit")
+    carried = jobs_pb2.TraceContext()
+
+    with trace.use_span(job, end_on_exit=True):
+        with telemetry.rpc.attempt("RunBatches", endpoint, 1, in_message=True) as record:
+            record.write_trace_context(carried)
+        with telemetry.rpc.attempt("RunBatches", endpoint, 1) as sent:
+            pass
+
+    assert telemetry.spans.get_finished_spans() == ()
+    expected = record.span.get_span_context()
+    assert _sent(grpc.aio.Metadata(("traceparent", carried.traceparent))) == (
+        expected.trace_id,
+        expected.span_id,
+        False,
+    )
+    # The same trace, and (kept or not) the same parent relay would see in call metadata.
+    assert carried.traceparent[:36] == sent.header("traceparent")[:36]
+    assert carried.tracestate == ""
 
 
 async def test_a_job_on_a_stream_leaves_the_duration_to_the_stream_call(

@@ -6,6 +6,7 @@ Real SDK providers; the exporter is the SDK's in-memory one.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Iterator
 
@@ -15,12 +16,13 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     DEFAULT_OFF,
+    Decision,
     ParentBased,
     TraceIdRatioBased,
 )
@@ -154,6 +156,35 @@ def test_what_the_head_sampler_samples_is_the_sdks_own_span() -> None:
     pipeline.provider.shutdown()
 
 
+def test_roots_are_sampled_by_their_trace_id_as_the_sdk_samples_them() -> None:
+    # Keeping asks the head sampler about a root itself: the roots it samples must be the
+    # SDK's spans of exactly the trace ids the ratio picks, and the rest light, flagged as
+    # the SDK flags what it drops.
+    ratio = TraceIdRatioBased(0.5)
+    pipeline = Pipeline(KeepSettings(), head=ParentBased(ratio))
+    plain = TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.0))).get_tracer("plain")
+    dropped_flags = plain.start_span("job.submit").get_span_context().trace_flags
+    sampled = light = 0
+    for _ in range(400):
+        root = pipeline.tracer.start_span("job.submit")
+        context = root.get_span_context()
+        decision = ratio.should_sample(None, context.trace_id, "job.submit").decision
+        picked = decision == Decision.RECORD_AND_SAMPLE
+        if isinstance(root, LightSpan):
+            light += 1
+            assert not picked
+            assert context.trace_flags == dropped_flags
+        else:
+            sampled += 1
+            assert picked
+            assert context.trace_flags.sampled
+        root.end()
+    assert sampled > 100
+    assert light > 100
+    assert len(pipeline.spans()) == sampled
+    pipeline.provider.shutdown()
+
+
 def test_samplers_chosen_to_trace_nothing_are_left_alone() -> None:
     assert not keeps_anything(ALWAYS_OFF)
     assert not keeps_anything(DEFAULT_OFF)
@@ -166,6 +197,34 @@ def test_a_job_that_ends_well_and_fast_exports_nothing_and_is_forgotten(
     _job(pipeline).end()
     assert pipeline.spans() == ()
     assert pipeline.keeping.waiting == 0
+
+
+def test_a_job_that_ended_well_is_freed_without_the_cycle_collector(pipeline: Pipeline) -> None:
+    # Memory of every unsampled job: what is left to the collector piles up between its runs.
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        tracer = pipeline.tracer
+        for with_lookup in (False, True):
+            root = tracer.start_span("job.submit")
+            if with_lookup:
+                inside = trace.set_span_in_context(root)
+                tracer.start_span(semconv.SPAN_DNS_LOOKUP, context=inside).end()
+                del inside
+            attempt = tracer.note_child(root, "bunnyrelay.v1.JobService/Run", SpanKind.CLIENT, {})
+            assert attempt is not None
+            attempt.end()
+            root.end()
+            del root, attempt
+        gc.collect()
+        left = [type(o).__name__ for o in gc.garbage if type(o).__module__ == "bunnyrelay.keeping"]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert left == []
+    assert pipeline.spans() == ()
 
 
 def test_a_failed_job_exports_its_whole_local_trace_marked_error(pipeline: Pipeline) -> None:
