@@ -61,9 +61,29 @@ def caller_context(metadata: Metadata) -> Context:
             return propagator.extract(metadata, getter=METADATA_GETTER)
     if traceparent is None:
         return Context()
+    context = _remote_parent(traceparent)
+    if context is None:
+        return propagator.extract(metadata, getter=METADATA_GETTER)
+    return context
+
+
+def job_context(traceparent: str, tracestate: str) -> Context:
+    """The context the global propagator would extract from a stream job's two headers
+    (``JobRequest.trace_context``), taken the same short way as a call's."""
+    propagator = propagate.get_global_textmap()
+    if not tracestate and is_default_propagator(propagator):
+        context = _remote_parent(traceparent)
+        if context is not None:
+            return context
+    return propagator.extract({TRACEPARENT: traceparent, "tracestate": tracestate})
+
+
+def _remote_parent(traceparent: str) -> Context | None:
+    """The context a plain version-00 ``traceparent`` gives (an empty one for the all-zero
+    ids the propagator ignores), or None for any other header: the propagator reads those."""
     match = _VERSION_00.fullmatch(traceparent)
     if match is None:
-        return propagator.extract(metadata, getter=METADATA_GETTER)
+        return None
     trace_hex, span_hex, flags = match.groups()
     trace_id = int(trace_hex, 16)
     span_id = int(span_hex, 16)
@@ -73,22 +93,3 @@ def caller_context(metadata: Metadata) -> Context:
         trace_id, span_id, is_remote=True, trace_flags=TraceFlags(int(flags, 16))
     )
     return set_span_in_context(NonRecordingSpan(span_context), Context())
-
-
-def job_context(traceparent: str, tracestate: str) -> Context:
-    """The context the global propagator would extract from a stream job's two headers
-    (``JobRequest.trace_context``), taken the same short way as a call's."""
-    propagator = propagate.get_global_textmap()
-    if not tracestate and is_default_propagator(propagator):
-        match = _VERSION_00.fullmatch(traceparent)
-        if match is not None:
-            trace_hex, span_hex, flags = match.groups()
-            trace_id = int(trace_hex, 16)
-            span_id = int(span_hex, 16)
-            if not trace_id or not span_id:
-                return Context()
-            span_context = SpanContext(
-                trace_id, span_id, is_remote=True, trace_flags=TraceFlags(int(flags, 16))
-            )
-            return set_span_in_context(NonRecordingSpan(span_context), Context())
-    return propagator.extract({TRACEPARENT: traceparent, "tracestate": tracestate})

@@ -7,11 +7,14 @@ test fails; nothing listens on anything but 127.0.0.0/8.
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
+from opentelemetry import propagate
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from lab.dnsserver import ZoneServer
 from lab.otlpsink import OtlpSink
@@ -31,6 +34,18 @@ def _private_state_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     STATE_DIRECTORY, which relay honours, survives the RELAY_-free environments that tests
     give their child processes.)"""
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "relay-state"))
+
+
+@pytest.fixture
+def trace_context_only() -> Iterator[None]:
+    """Only W3C trace context in the global propagator (``OTEL_PROPAGATORS=tracecontext``),
+    for as long as the test runs."""
+    before = propagate.get_global_textmap()
+    propagate.set_global_textmap(CompositePropagator([TraceContextTextMapPropagator()]))
+    try:
+        yield
+    finally:
+        propagate.set_global_textmap(before)
 
 
 @pytest.fixture

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from opentelemetry import baggage, propagate, trace
 from opentelemetry.context import Context, attach, detach
-from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.trace import (
     NonRecordingSpan,
     SpanContext,
@@ -81,16 +80,6 @@ def test_a_plain_span_context_is_one_traceparent() -> None:
     assert _written(_with_span()) == {
         "traceparent": f"00-{TRACE:032x}-{SPAN:016x}-01",
     }
-
-
-@pytest.fixture
-def trace_context_only() -> Iterator[None]:
-    before = propagate.get_global_textmap()
-    propagate.set_global_textmap(CompositePropagator([TraceContextTextMapPropagator()]))
-    try:
-        yield
-    finally:
-        propagate.set_global_textmap(before)
 
 
 @pytest.mark.usefixtures("trace_context_only")

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from opentelemetry import baggage, propagate
 from opentelemetry.context import Context
-from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.trace import get_current_span
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from relay.callcontext import METADATA_GETTER, Metadata, caller_context
 
@@ -67,16 +63,6 @@ def test_a_well_formed_traceparent_gives_its_remote_span_context() -> None:
     assert (context.trace_id, context.span_id) == (int(TRACE, 16), int(PARENT, 16))
     assert context.is_remote
     assert context.trace_flags.sampled
-
-
-@pytest.fixture
-def trace_context_only() -> Iterator[None]:
-    before = propagate.get_global_textmap()
-    propagate.set_global_textmap(CompositePropagator([TraceContextTextMapPropagator()]))
-    try:
-        yield
-    finally:
-        propagate.set_global_textmap(before)
 
 
 @pytest.mark.usefixtures("trace_context_only")
