@@ -5,12 +5,10 @@ to the thread together, and the loop rings for the thread only when it has
 as many steps waiting as the thread asked for, so the thread wakes at most
 once per batch however many passes brought its steps. The thread takes
 everything queued, hands it to ``commit`` (which writes the batch and commits
-once), and settles the waiting futures on the event loop with one wake-up.
-When a ``sync`` is given (an fsync), the steps that need it go to a second
-thread, the syncer, which syncs everything committed so far at once and then
-settles it; the others settle at once. While one fsync runs the writer goes
-on committing, so concurrent jobs share their fsyncs, a step that needs none
-never waits for one, and the event loop never waits on the disk.
+once), then, when a ``sync`` is given, settles the steps that need no fsync
+at once, syncs, and settles the rest: each settling is one wake-up of the
+loop. While one batch is being synced to disk the next gathers, so concurrent
+jobs share their fsyncs and the event loop never waits on the disk.
 
 When the last batch held more than one step (other jobs are in flight), the
 next one waits up to ``gather_s``, or until it is as large as the last, before
@@ -106,18 +104,12 @@ class GroupCommitWriter(Generic[S]):
         self._doorbell: queue.SimpleQueue[None] = queue.SimpleQueue()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        # Batches committed and waiting for an fsync: the syncer takes all there are, so
-        # one fsync covers every batch committed while the last one ran.
-        self._unsynced: queue.SimpleQueue[list[S] | None] = queue.SimpleQueue()
-        self._syncer = threading.Thread(target=self._sync_forever, name=f"{name}-sync", daemon=True)
         self.commits = 0
         """Batches committed (for tests and benchmarks)."""
         self.steps = 0
         """Steps in those batches."""
 
     def start(self) -> None:
-        if self._sync is not None:
-            self._syncer.start()
         self._thread.start()
 
     def submit(self, step: S) -> asyncio.Future[Any]:
@@ -170,14 +162,10 @@ class GroupCommitWriter(Generic[S]):
                     self.commits += 1
                     self.steps += len(batch)
                     if self._sync is not None:
-                        batch = self._hand_to_syncer(batch)
-                if batch:
-                    with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
-                        self._loop.call_soon_threadsafe(_settle, batch, error)
+                        batch, error = self._synced(batch)
+                with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                    self._loop.call_soon_threadsafe(_settle, batch, error)
         finally:
-            if self._syncer.is_alive():
-                self._unsynced.put(None)
-                self._syncer.join()
             self._on_exit()
 
     def _wait_for(self, count: int, timeout: float | None) -> None:
@@ -202,42 +190,21 @@ class GroupCommitWriter(Generic[S]):
             self._want = count  # a ring resets it; a stale ring (a race) only wakes early
         self._want = _NEVER
 
-    def _hand_to_syncer(self, batch: list[S]) -> list[S]:
-        """Give the syncer the steps that wait for an fsync; return the others, to settle now.
+    def _synced(self, batch: list[S]) -> tuple[list[S], BaseException | None]:
+        """Settle the steps that need no sync now, sync, and return the rest with its error.
 
-        A step that needs no fsync (a claim) waits for none, neither its batch's nor
-        one already running: its job starts while the disk syncs others' results.
+        A step that needs no fsync (a claim) does not wait for the one its batch
+        may need: its job starts while the disk syncs the others' results.
         """
+        assert self._sync is not None
         durable = [step for step in batch if step.durable]
         if not durable:
-            return batch
-        self._unsynced.put(durable)
-        return [step for step in batch if not step.durable] if len(durable) < len(batch) else []
-
-    def _sync_forever(self) -> None:
-        """The syncer thread: fsync what was committed, then settle it; until told to stop."""
-        assert self._sync is not None
-        get, get_nowait = self._unsynced.get, self._unsynced.get_nowait
-        while True:
-            first = get()
-            if first is None:
-                return
-            batch, stopping = list(first), False
-            while True:
-                try:
-                    more = get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                    break
-                batch += more
-            # Started after each of these batches was committed, so it covers them all.
-            error = self._sync()
+            return batch, None
+        if len(durable) < len(batch):
+            early = [step for step in batch if not step.durable]
             with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(_settle, batch, error)
-            if stopping:
-                return
+                self._loop.call_soon_threadsafe(_settle, early, None)
+        return durable, self._sync()
 
     def _take(self) -> list[S]:
         inbox = self._inbox
