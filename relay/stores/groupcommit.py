@@ -1,14 +1,12 @@
 """Group commit: one thread owns a storage connection and commits queued steps in groups.
 
 Steps are submitted on the event loop; the steps one pass of the loop makes go
-to the thread together, and the loop rings for the thread only when it has
-as many steps waiting as the thread asked for, so the thread wakes at most
-once per batch however many passes brought its steps. The thread takes
-everything queued, hands it to ``commit`` (which writes the batch and commits
-once), then, when a ``sync`` is given, settles the steps that need no fsync
-at once, syncs, and settles the rest: each settling is one wake-up of the
-loop. While one batch is being synced to disk the next gathers, so concurrent
-jobs share their fsyncs and the event loop never waits on the disk.
+to the thread together, in one queue item, so the thread wakes at most once per
+pass however many jobs the pass reached. The thread takes everything queued,
+hands it to ``commit`` (which writes the batch and commits once), then settles
+the waiting futures on the event loop with one wake-up. While one commit is
+being synced to disk the next batch gathers, so concurrent jobs share their
+fsyncs and the event loop never waits on the disk.
 
 When the last batch held more than one step (other jobs are in flight), the
 next one waits up to ``gather_s``, or until it is as large as the last, before
@@ -34,8 +32,6 @@ from typing import Any, Generic, TypeVar
 GATHER_S = 0.001
 """Under load, how long a batch waits for more steps before it commits."""
 
-_NEVER = 1 << 62
-
 
 class Step:
     """One thing to do in a commit, and who waits for its outcome.
@@ -45,9 +41,6 @@ class Step:
     """
 
     __slots__ = ("future", "outcome")
-
-    durable = True
-    """Whether the step settles only once its commit is synced to disk (see ``sync``)."""
 
     def __init__(self) -> None:
         self.future: asyncio.Future[Any] | None = None
@@ -69,9 +62,6 @@ S = TypeVar("S", bound=Step)
 Commit = Callable[[list[S]], BaseException | None]
 """Write and commit a batch on the writer thread; the error to settle its steps with, or None."""
 
-Sync = Callable[[], BaseException | None]
-"""Make what was committed so far durable (an fsync) on the writer thread; the error, or None."""
-
 
 class GroupCommitWriter(Generic[S]):
     """The writer thread and the queue in front of it."""
@@ -84,25 +74,15 @@ class GroupCommitWriter(Generic[S]):
         name: str,
         max_batch: int,
         gather_s: float = GATHER_S,
-        sync: Sync | None = None,
         on_exit: Callable[[], None] = lambda: None,
     ) -> None:
         self._loop = loop
         self._commit = commit
-        self._sync = sync
         self._max_batch = max_batch
         self._gather_s = gather_s if max_batch > 1 else 0.0
         self._on_exit = on_exit
         self._pending: list[S] = []
-        # The loop appends to the inbox and counts what it sent; the writer pops and counts
-        # what it took: each counter has one writer, so neither loses an update.
-        self._inbox: collections.deque[S] = collections.deque()
-        self._sent = 0
-        self._taken = 0
-        self._want = _NEVER
-        """How many waiting steps make the loop ring the doorbell (_NEVER: the writer is busy)."""
-        self._doorbell: queue.SimpleQueue[None] = queue.SimpleQueue()
-        self._stopping = False
+        self._queue: queue.SimpleQueue[list[S] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.commits = 0
         """Batches committed (for tests and benchmarks)."""
@@ -125,92 +105,69 @@ class GroupCommitWriter(Generic[S]):
             self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        pending = self._pending
-        if pending:
-            self._pending = []
-            self._inbox.extend(pending)
-            self._sent += len(pending)
-            if self._sent - self._taken >= self._want:
-                self._ring()
-
-    def _ring(self) -> None:
-        self._want = _NEVER  # once: the writer wakes and looks for itself
-        self._doorbell.put(None)
+        if self._pending:
+            pending, self._pending = self._pending, []
+            self._queue.put(pending)
 
     async def stop(self) -> None:
         """Commit what is queued, then end the thread."""
         self._flush()
-        self._stopping = True
-        self._ring()
+        self._queue.put(None)
         await asyncio.to_thread(self._thread.join)
 
     def _run(self) -> None:
+        steps: collections.deque[S] = collections.deque()
         last = 1
+        stopping = False
         try:
             while True:
-                self._wait_for(1, None)
-                if self._sent == self._taken:  # stopping, and nothing is left
-                    return
-                # Only when the last batch had company: a lone step must not wait for none.
-                # Stop early once as many steps as last time are here: the rest are not coming.
-                if last > 1 and self._gather_s:
-                    self._wait_for(last, self._gather_s)
-                batch = self._take()
+                if not steps:
+                    if stopping:
+                        return
+                    item = self._queue.get()
+                    if item is None:
+                        return
+                    steps.extend(item)
+                stopping = self._take(steps, stopping, last)
+                batch = [steps.popleft() for _ in range(min(len(steps), self._max_batch))]
                 last = len(batch)
                 error = self._commit(batch)
                 if error is None:
                     self.commits += 1
                     self.steps += len(batch)
-                    if self._sync is not None:
-                        batch, error = self._synced(batch)
                 with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
                     self._loop.call_soon_threadsafe(_settle, batch, error)
         finally:
             self._on_exit()
 
-    def _wait_for(self, count: int, timeout: float | None) -> None:
-        """Until ``count`` steps are queued, the stop is asked, or ``timeout`` seconds passed.
-
-        The loop rings only when the count is reached, so the writer sleeps through
-        the passes that bring fewer: each wake-up would take the interpreter lock from
-        the busy loop for nothing.
-        """
-        until = None if timeout is None else time.monotonic() + timeout
-        remaining = timeout
-        self._want = count  # published before the count is read: a step sent now rings
-        while self._sent - self._taken < count and not self._stopping:
-            if until is not None:
-                remaining = until - time.monotonic()
-                if remaining <= 0:
-                    break
+    def _take(self, steps: collections.deque[S], stopping: bool, last: int) -> bool:
+        """Add what is queued to ``steps``; True once the stop has been asked for."""
+        get = self._queue.get_nowait
+        while not stopping:
             try:
-                self._doorbell.get(timeout=remaining)
+                item = get()
             except queue.Empty:
                 break
-            self._want = count  # a ring resets it; a stale ring (a race) only wakes early
-        self._want = _NEVER
-
-    def _synced(self, batch: list[S]) -> tuple[list[S], BaseException | None]:
-        """Settle the steps that need no sync now, sync, and return the rest with its error.
-
-        A step that needs no fsync (a claim) does not wait for the one its batch
-        may need: its job starts while the disk syncs the others' results.
-        """
-        assert self._sync is not None
-        durable = [step for step in batch if step.durable]
-        if not durable:
-            return batch, None
-        if len(durable) < len(batch):
-            early = [step for step in batch if not step.durable]
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(_settle, early, None)
-        return durable, self._sync()
-
-    def _take(self) -> list[S]:
-        inbox = self._inbox
-        batch = [inbox.popleft() for _ in range(min(len(inbox), self._max_batch))]
-        self._taken += len(batch)
-        return batch
+            if item is None:
+                return True
+            steps.extend(item)
+        # Only when the last batch had company: a lone step must not wait for none.
+        # Stop early once as many steps as last time are here: the rest are not coming.
+        if stopping or last <= 1 or not self._gather_s:
+            return stopping
+        until = time.monotonic() + self._gather_s
+        while len(steps) < last:
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                item = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                break
+            if item is None:
+                return True
+            steps.extend(item)
+        return False
 
 
 def _settle(batch: list[Any], error: BaseException | None) -> None:

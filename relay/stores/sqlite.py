@@ -27,17 +27,14 @@ together. The usual batch (new claims and results of different jobs) is one
 multi-row statement committed on its own; anything else (a release, pruning,
 two steps about one job) goes step by step in a transaction.
 
-Durability: WAL journal, ``synchronous=NORMAL`` for the commits themselves
-(written into the WAL, no fsync), and the WAL fsynced by the writer after every
-commit that holds a result, release or prune, before any of them is settled:
-what ``synchronous=FULL`` does inside the commit, done apart so that the
-batch's claims are settled first. A result acknowledged to a client survives a
-power loss too; group commit is what makes that affordable. A claim is only
-written into the WAL: that survives the death of relay (a kill -9, an OOM
-kill), which is what a claim is for; a power loss may drop it, and the job then
-runs again on resubmission all the same, only not logged as reclaimed. Rows
-older than ``--dedupe-retention`` hours are pruned in the background, a bounded
-batch at a time.
+Durability: WAL journal, ``synchronous=FULL`` for every commit that holds a
+result, release or prune (fsynced), so a result acknowledged to a client
+survives a power loss too; group commit is what makes that affordable. A
+commit of claims alone is written into the WAL without an fsync: that survives
+the death of relay (a kill -9, an OOM kill), which is what a claim is for; a
+power loss may drop it, and the job then runs again on resubmission all the
+same, only not logged as reclaimed. Rows older than ``--dedupe-retention``
+hours are pruned in the background, a bounded batch at a time.
 """
 
 from __future__ import annotations
@@ -148,10 +145,6 @@ class _Step(Step):
 class ClaimStep(_Step):
     __slots__ = ("fingerprint",)
 
-    # Written into the WAL, a claim outlives relay (a kill -9, an OOM kill), which is
-    # what it is for; only results must also outlive the machine.
-    durable = False
-
     def __init__(self, job_id: str, fingerprint: bytes) -> None:
         super().__init__(job_id)
         self.fingerprint = fingerprint
@@ -256,8 +249,8 @@ def _write_at_once(
 ) -> bool:
     """Write the common batch, new claims and results of distinct jobs, in one statement.
 
-    SQLite commits a statement run outside BEGIN on its own, so the batch costs one
-    statement and one commit. That matters beyond the statement:
+    SQLite commits a statement run outside BEGIN on its own (fsynced: synchronous=FULL),
+    so the batch costs one statement and one commit. That matters beyond the statement:
     the writer gives the interpreter lock back while SQLite works and must win it back
     from the busy event loop afterwards, once per statement, and a statement per step
     made each batch take several turns of the loop. Rows in one statement are written
@@ -300,34 +293,22 @@ def _write_at_once(
 
 
 class _Commit:
-    """What the writer thread does with a batch: write it, commit once (runs on that thread).
+    """What the writer thread does with a batch: write it, commit once (runs on that thread)."""
 
-    Commits are written into the WAL without an fsync (``synchronous=NORMAL``, set on
-    the first batch); :meth:`sync` then fsyncs the WAL before the batch's results are
-    settled, which is what ``synchronous=FULL`` would do inside the commit. Done apart,
-    a batch's claims need not wait for it (see :class:`ClaimStep`).
-    """
-
-    def __init__(self, db: sqlite3.Connection, path: Path, *, owner: str, clock: Clock) -> None:
+    def __init__(self, db: sqlite3.Connection, *, owner: str, clock: Clock) -> None:
         self._db = db
         self._cursor = db.cursor()
-        self._wal_path = f"{path}-wal"
-        self._wal: int | None = None
         self._owner = owner
         self._clock = clock
         # Rows of three parameters, plus two, within SQLite's limit on parameters.
         fit = (db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - 2) // 3
         self._write_rows = 1 << (min(WRITE_ROWS, fit).bit_length() - 1)
-        self._normal = False
+        self._full = True  # synchronous=FULL, as the file was opened
 
     def __call__(self, batch: list[_Step]) -> StoreError | None:
         db, owner, now = self._cursor, self._owner, self._clock()
         try:
-            if not self._normal:
-                # NORMAL still syncs the WAL before each checkpoint and the database after
-                # it, so what sync() made durable stays so when the WAL is reused.
-                db.execute("PRAGMA synchronous = NORMAL")
-                self._normal = True
+            self._sync_for(batch)
             if not _write_at_once(db, batch, owner, now, self._write_rows):
                 db.execute("BEGIN IMMEDIATE")
                 for step in batch:
@@ -340,30 +321,18 @@ class _Commit:
             return StoreError(f"SQLite: {exc}")
         return None
 
-    def sync(self) -> StoreError | None:
-        """fsync the WAL: every commit made so far survives a power loss."""
-        try:
-            os.fdatasync(self._wal_file())
-        except OSError as exc:
-            return StoreError(f"SQLite: syncing {self._wal_path} failed: {exc}")
-        return None
+    def _sync_for(self, batch: list[_Step]) -> None:
+        """fsync the commit unless the batch holds claims alone.
 
-    def _wal_file(self) -> int:
-        """The WAL, opened once; opened again should SQLite ever have made a new file."""
-        wal = self._wal
-        if wal is not None and os.fstat(wal).st_ino == os.stat(self._wal_path).st_ino:
-            return wal
-        if wal is not None:
-            os.close(wal)
-            self._wal = None
-        self._wal = os.open(self._wal_path, os.O_RDONLY | os.O_CLOEXEC)
-        return self._wal
-
-    def close(self) -> None:
-        if self._wal is not None:
-            os.close(self._wal)
-            self._wal = None
-        self._db.close()
+        A claim must outlive the process (a kill -9 leaves it for the restart to find),
+        which a commit written into the WAL does without an fsync; only results must also
+        outlive the machine. Set only when it changes: batches of claims and of results
+        alternate under load, each kind in runs.
+        """
+        full = not all(type(step) is ClaimStep for step in batch)
+        if full != self._full:
+            self._cursor.execute(f"PRAGMA synchronous = {'FULL' if full else 'NORMAL'}")
+            self._full = full
 
 
 # --- the store ------------------------------------------------------------------------------
@@ -418,14 +387,12 @@ class SqliteStore(IdempotencyStore):
                 ", …" if count > len(examples) else "",
                 extra={"event": "store.stale_claims", "count": count, "path": str(self.path)},
             )
-        commit = _Commit(db, self.path, owner=self.owner, clock=self._clock)
         self._writer = GroupCommitWriter(
             asyncio.get_running_loop(),
-            commit,
+            _Commit(db, owner=self.owner, clock=self._clock),
             name="relay-sqlite",
             max_batch=self._max_batch,
-            sync=commit.sync,
-            on_exit=commit.close,
+            on_exit=db.close,
         )
         self._writer.start()
         self._pruner = asyncio.get_running_loop().create_task(self._prune_forever())

@@ -2,9 +2,8 @@
 
 Opening takes SQLite's exclusive lock for the life of the process (a second
 relay pointed at the same file fails to start), turns on write-ahead logging
-with ``synchronous=FULL`` (each commit is fsynced; the store's writer sets
-``NORMAL`` and fsyncs the WAL itself after the commits that need it), and
-creates or checks the schema.
+with ``synchronous=FULL`` (each commit is fsynced; the store relaxes it for a
+commit of claims alone), and creates or checks the schema.
 """
 
 from __future__ import annotations
