@@ -15,7 +15,7 @@ from bunny.dns.tracing import DnsTelemetry, TracedResolver
 from bunny.errors import DnsServerFailure, DnsTimeout, NameNotFound
 from bunnyrelay import semconv
 from lab.dnsserver import ZoneServer
-from tests.bunny.conftest import RELAY, RELAY_IP, SEARCH
+from tests.bunny.conftest import RELAY, RELAY_IP, SEARCH, telemetry_finished
 from tests.fakeclock import FakeClock
 from tests.metrics_capture import MetricsCapture
 
@@ -110,6 +110,7 @@ async def test_queries_per_lookup_show_what_the_search_list_costs(
     # ndots:5 and two search domains: the absolute name is asked last, the third candidate.
     resolver = make(search=SEARCH[:2], ndots=5)
     await resolver.resolve(RELAY.rstrip("."))
+    await telemetry_finished()
     (point,) = [point for _, point in points(semconv.METRIC_DNS_LOOKUP_QUERIES)]
     assert (point.count, point.sum) == (1, 3)
 
@@ -127,6 +128,7 @@ async def test_stale_answers_are_counted_with_how_long_past_expiry_they_were(
     assert (await resolver.resolve(RELAY)).source == "stale-cache"
     clock.advance(20)  # within the recheck back-off: stale again, no query
     assert (await resolver.resolve(RELAY)).source == "stale-cache"
+    await telemetry_finished()
 
     assert _lookups(points)[("stale", "TIMEOUT", "DnsTimeout")] == 1
     assert _lookups(points)[("stale", "", "DnsTimeout")] == 1

@@ -14,7 +14,7 @@ from bunny.errors import (
 )
 from bunnyrelay import semconv
 from lab.dnsserver import ZoneServer
-from tests.bunny.conftest import RELAY, SEARCH, MakeResolver, attribute, named
+from tests.bunny.conftest import RELAY, SEARCH, MakeResolver, attribute, named, telemetry_finished
 from tests.metrics_capture import MetricsCapture
 
 
@@ -27,6 +27,7 @@ async def test_query_spans_are_children_of_the_lookup_span_in_the_callers_trace(
 
     with tracer.start_as_current_span("job.submit") as job:
         await resolver.resolve(RELAY)
+    await telemetry_finished()
 
     (lookup,) = named(spans, "dns.lookup")
     queries = named(spans, "dns.query")
@@ -48,6 +49,7 @@ async def test_cache_hit_through_resolve_is_one_span_without_children_and_cached
 ) -> None:
     resolver = make_resolver()
     await resolver.resolve(RELAY)
+    await telemetry_finished()
     spans.clear()
 
     hit = resolver.cached(RELAY)
