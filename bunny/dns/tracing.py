@@ -6,14 +6,20 @@ did (:class:`~bunny.dns.resolver.LookupNotes`) and this module turns the notes
 into telemetry once the lookup is over.
 
 - ``dns.lookup`` (current while the lookup runs, so that it is the parent of what
-  happens inside): the name, the candidates, where the answer came from
-  (``bunnyrelay.dns.source``), the answers and their TTL, how many queries went to
-  the wire; a failed lookup carries ``error.type`` and the likely cause.
+  happens inside): the name, the candidates (when the search list made more of it
+  than the name itself), where the answer came from (``bunnyrelay.dns.source``), the
+  answers and their TTL, how many queries went to the wire; a failed lookup carries
+  ``error.type`` and the likely cause.
 - ``dns.query`` (CLIENT), one per query and attempt, with the times it ran; a
   lookup that one query answered carries that query on its own span instead (a
   child span would only repeat it).
 - ``dns.lookup.duration`` (seconds), by name, with ``error.type`` on failure.
 - How each lookup ended, its queries and its stale answers (:mod:`bunny.dns.lookupmetrics`).
+
+A lookup answered from the wire hands the caller its answer first: its span (ended as
+of that moment) and its metrics are finished on the event loop's next pass, which the
+caller's next wait gives it, so the caller's latency does not include them. A failed
+lookup's telemetry is complete before the caller sees the error.
 
 :meth:`TracedResolver.cached` is the resolver's own: a fresh answer from the
 cache costs no span (the job's span tells it, :mod:`bunny.tracing`).

@@ -261,8 +261,12 @@ about it:
   `Tally`; the SDK's `Histogram.record` cost about 10 µs each), and the resolver's own
   steps (cache, coalescing, candidates, answer checks, c-ares ledger, retry bookkeeping, a
   `Resolution`: about 20 µs, spread over a dozen small steps with none above 3 µs). A
-  traced lookup's latency is the floor's plus that work, since it is all on the caller's
-  path. With 32 in flight, py-spy finds the loop's calls into c-ares (each gives up the
+  lookup answered from the wire hands its answer back first: its span (ended as of that
+  moment) and its metrics are finished on the event loop's next pass, which the caller's
+  next wait gives it (a job's RPC, the next lookup's query), so they cost CPU but no
+  latency; a failed lookup's telemetry is still complete before its caller sees the
+  error, and one that never waited (a cache hit, a stale answer) finishes at once. With
+  32 in flight, py-spy finds the loop's calls into c-ares (each gives up the
   GIL) taking several times as long in the traced run as in the floor's: the export
   thread, busier with the larger spans, holds the GIL meanwhile, so wall time per lookup
   grows more than CPU does; the loop now asks c-ares for its next timeout only when the
