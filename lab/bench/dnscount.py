@@ -72,8 +72,11 @@ class _Encoding(SpanProcessor):
         return True
 
 
-def _answer_on_the_next_pass(loop: asyncio.AbstractEventLoop) -> None:
-    """c-ares out of the way: every query is answered by a future the loop settles."""
+def _answer_on_the_next_pass(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+    """c-ares out of the way: every query is answered by a future the loop settles.
+
+    Returns what puts c-ares back."""
+    original = LoopDrivenResolver.query_dns
 
     def query_dns(
         self: LoopDrivenResolver, host: str, qtype: str, qclass: str | None = None
@@ -91,6 +94,11 @@ def _answer_on_the_next_pass(loop: asyncio.AbstractEventLoop) -> None:
 
     LoopDrivenResolver.query_dns = query_dns  # type: ignore[method-assign]
 
+    def restore() -> None:
+        LoopDrivenResolver.query_dns = original  # type: ignore[method-assign]
+
+    return restore
+
 
 async def _in_flight(lookup: Lookup, start: int, count: int) -> None:
     todo = iter(range(start, start + count))
@@ -105,7 +113,7 @@ async def _in_flight(lookup: Lookup, start: int, count: int) -> None:
 async def count(method: str, lookups: int) -> float:
     """Run ``lookups`` lookups of ``method`` after a warm-up; CPU µs per lookup."""
     loop = asyncio.get_running_loop()
-    _answer_on_the_next_pass(loop)
+    restore = _answer_on_the_next_pass(loop)
     encoding = _Encoding()
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(encoding)
@@ -167,6 +175,7 @@ async def count(method: str, lookups: int) -> float:
         for wrapped in resolvers:
             await wrapped.close()
         await ares.close()
+        restore()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
