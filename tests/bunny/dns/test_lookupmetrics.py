@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from bunny.dns import lookupmetrics
 from bunny.dns.resolver import Resolver
 from bunny.dns.settings import ResolverSettings
 from bunny.dns.tracing import DnsTelemetry, TracedResolver
@@ -135,3 +136,21 @@ async def test_stale_answers_are_counted_with_how_long_past_expiry_they_were(
     (point,) = [point for _, point in points(semconv.METRIC_DNS_STALE_AGE)]
     assert point.count == 2
     assert point.sum == pytest.approx(40 + 60)
+
+
+async def test_past_the_bound_new_names_share_one_series_rather_than_one_each(
+    measured: tuple[Callable[..., TracedResolver], Points],
+) -> None:
+    make, points = measured
+    resolver = make()
+    for n in range(lookupmetrics.MAX_NAMES + 8):
+        with pytest.raises(NameNotFound):
+            await resolver.resolve(f"gone{n}.private.aws.internal.")
+
+    names = [
+        str(attributes[semconv.DNS_QUESTION_NAME])
+        for attributes, _ in points(semconv.METRIC_DNS_LOOKUP_QUERIES)
+    ]
+    # One point per attribute set: the names past the bound are counted together.
+    assert len(names) == len(set(names)) == lookupmetrics.MAX_NAMES + 1
+    assert "_other" in names
