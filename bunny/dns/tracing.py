@@ -158,13 +158,18 @@ class TracedResolver:
         ended_ns: int | None,
     ) -> None:
         if notes.keep_sent:
-            self._lookup_done(span, name, notes, resolution)
+            self._lookup_done(span, name, notes, resolution, ended_ns)
         span.end(end_time=ended_ns)
         self._duration.record(name, {semconv.DNS_QUESTION_NAME: name}, elapsed)
         self._lookups.answered(name, resolution, notes)
 
     def _lookup_done(
-        self, span: Span, name: str, notes: LookupNotes, resolution: Resolution
+        self,
+        span: Span,
+        name: str,
+        notes: LookupNotes,
+        resolution: Resolution,
+        ended_ns: int | None,
     ) -> None:
         # One set_attributes call for the whole lookup: the SDK takes its lock and
         # checks the span on every call.
@@ -175,8 +180,11 @@ class TracedResolver:
         attributes[semconv.DNS_QUERIES_SENT] = notes.queries_sent
         if notes.refresh_error:
             attributes[semconv.DNS_REFRESH_ERROR] = notes.refresh_error
+            # As of the answer, like the span's end, not of when the span is finished.
             span.add_event(
-                semconv.EVENT_DNS_SERVE_STALE, {semconv.DNS_REFRESH_ERROR: notes.refresh_error}
+                semconv.EVENT_DNS_SERVE_STALE,
+                {semconv.DNS_REFRESH_ERROR: notes.refresh_error},
+                timestamp=ended_ns,
             )
         span.set_attributes(attributes)
 

@@ -155,6 +155,9 @@ async def test_serves_stale_when_the_server_stops_answering_then_gives_up_after_
     assert attribute(lookup, semconv.DNS_SOURCE) == "stale-cache"
     assert attribute(lookup, semconv.DNS_REFRESH_ERROR) == "DnsTimeout"
     assert [event.name for event in lookup.events] == [semconv.EVENT_DNS_SERVE_STALE]
+    # The event is as of the answer, within the span, though the span was finished later.
+    assert lookup.end_time is not None
+    assert lookup.events[0].timestamp <= lookup.end_time
     assert len(named(spans, "dns.query")) == 2
 
     # While the failed refresh backs off, stale answers come without asking again.
