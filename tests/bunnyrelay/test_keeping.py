@@ -144,13 +144,14 @@ def test_under_a_local_parent_that_records_nothing_nothing_is_recorded(
     assert pipeline.tracer.start_span("root", context=Context()).is_recording()
 
 
-def test_what_the_head_sampler_samples_is_the_sdks_own_span() -> None:
+def test_what_the_head_sampler_samples_is_exported_as_sampled_and_not_marked_kept() -> None:
     pipeline = Pipeline(KeepSettings(), head=ParentBased(TraceIdRatioBased(1.0)))
     root = pipeline.tracer.start_span("job.submit")
-    assert not isinstance(root, LightSpan)
     assert root.get_span_context().trace_flags.sampled
     root.end()
     (span,) = pipeline.spans()
+    assert span.context is not None
+    assert span.context.trace_flags.sampled
     assert span.attributes is not None
     assert KEPT not in span.attributes
     pipeline.provider.shutdown()
@@ -170,7 +171,8 @@ def test_roots_are_sampled_by_their_trace_id_as_the_sdk_samples_them() -> None:
         context = root.get_span_context()
         decision = ratio.should_sample(None, context.trace_id, "job.submit").decision
         picked = decision == Decision.RECORD_AND_SAMPLE
-        if isinstance(root, LightSpan):
+        if not context.trace_flags.sampled:
+            assert isinstance(root, LightSpan)
             light += 1
             assert not picked
             assert context.trace_flags == dropped_flags
