@@ -123,6 +123,8 @@ _QUIET_HOOKS = frozenset(
 )
 # Attribute values kept as they are, once their type is seen (bool is not an int here).
 _SCALARS = frozenset({bool, int, float})
+_PLAIN_TYPES = _SCALARS | {str}
+_KEY_TYPES = frozenset({str})
 # Samplers that never start a trace of their own: whoever chose one wants nothing kept.
 _NEVER_ROOTS = ("AlwaysOffSampler", "ParentBased{root:AlwaysOffSampler,")
 
@@ -427,25 +429,35 @@ def finished_attributes(
     attributes: dict[str, AttributeValue], limits: SpanLimits
 ) -> Mapping[str, AttributeValue]:
     """A span's ``attributes`` as it exports them. Most spans carry a few string, number or
-    boolean values within every limit: those are checked in one pass and kept as they are.
-    Anything else (too many, too long, a sequence, a value of another type, a bad key) goes
+    boolean values within every limit: those are checked in a few passes made in C and kept
+    as they are. Anything else (too many, too long, a value of another type, a bad key) goes
     through the SDK's own ``BoundedAttributes``, which applies the span limits of the
-    ``OTEL_*`` variables and drops what is not an attribute value, as the SDK's spans do."""
+    ``OTEL_*`` variables and cleans or drops what is not an attribute value, as the SDK's
+    spans do."""
     count = limits.max_span_attributes
     length = limits.max_span_attribute_length
-    if count is None or len(attributes) <= count:
-        for key, value in attributes.items():
-            kind = type(value)
-            if kind is str:
-                if length is not None and len(value) > length:  # type: ignore[arg-type]
-                    break
-            elif kind not in _SCALARS and not (kind is tuple and _plain_tuple(value, length)):
-                break
-            if type(key) is not str or not key:
-                break
-        else:
+    if (
+        (count is None or len(attributes) <= count)
+        and "" not in attributes
+        and _KEY_TYPES.issuperset(map(type, attributes))
+    ):
+        kinds = set(map(type, attributes.values()))
+        if length is None and kinds <= _PLAIN_TYPES:
+            return attributes
+        if all(_kept_as_is(value, length) for value in attributes.values()):
             return attributes
     return BoundedAttributes(count, attributes, immutable=True, max_value_len=length)
+
+
+def _kept_as_is(value: object, length: int | None) -> bool:
+    """A value the SDK would keep unchanged: a string within ``length``, a number, a boolean,
+    or a tuple of strings or of one of those."""
+    kind = type(value)
+    if kind is str:
+        return length is None or len(value) <= length  # type: ignore[arg-type]
+    if kind in _SCALARS:
+        return True
+    return kind is tuple and _plain_tuple(value, length)
 
 
 def _plain_tuple(value: Any, length: int | None) -> bool:
