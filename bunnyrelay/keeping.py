@@ -825,8 +825,11 @@ class KeepingTracer(trace.Tracer):
         keeper: Keeper,
         scope: InstrumentationScope,
         ids: _ChosenTraceIds,
+        keeps: bool = True,
     ) -> None:
         self._tracer = tracer
+        # False: nothing is kept (the threshold is 0), and only sampled spans are light.
+        self._keeps = keeps
         self._keeper = keeper
         self._scope = scope
         self._ids = ids
@@ -914,7 +917,7 @@ class KeepingTracer(trace.Tracer):
         )
         if span.is_recording():
             return span
-        if not parent_context.is_remote:
+        if not parent_context.is_remote or not self._keeps:
             # Under a local span that records nothing: keeping was off for that trace.
             return span
         return LocalRoot(
@@ -984,13 +987,17 @@ class KeepingTracer(trace.Tracer):
                     )
                 finally:
                     ids.chosen = 0
+        dropped = SpanContext(
+            trace_id, self._new_span_id(), False, self._dropped_flags, sampled.trace_state
+        )
+        if not self._keeps:
+            # What the SDK makes of a root its sampler drops.
+            return NonRecordingSpan(dropped)
         return LocalRoot(
             self._keeper,
             self._scope,
             name,
-            SpanContext(
-                trace_id, self._new_span_id(), False, self._dropped_flags, sampled.trace_state
-            ),
+            dropped,
             None,
             kind,
             attributes,
@@ -1137,7 +1144,8 @@ class _ChosenTraceIds(IdGenerator):
 
 
 class KeepingTracerProvider(TracerProvider):
-    """The SDK's provider, its head sampler unchanged, whose tracers keep what went wrong."""
+    """The SDK's provider, its head sampler unchanged, whose tracers keep what went wrong
+    (unless ``settings`` keep nothing) and make light sampled spans."""
 
     def __init__(
         self,
@@ -1150,6 +1158,8 @@ class KeepingTracerProvider(TracerProvider):
         self._ids = _ChosenTraceIds(id_generator or RandomIdGenerator())
         super().__init__(resource=resource, sampler=sampler, id_generator=self._ids)
         self.keeper = Keeper(settings, resource)
+        self.keeps = settings.on
+        """Whether traces the sampler drops are recorded, to keep those that went wrong."""
 
     def get_tracer(
         self,
@@ -1167,19 +1177,20 @@ class KeepingTracerProvider(TracerProvider):
         if not isinstance(tracer, SdkTracer):
             # The SDK turned off (OTEL_SDK_DISABLED): its no-op tracer, with nothing to keep.
             return tracer
-        return KeepingTracer(tracer, self.keeper, scope, self._ids)
+        return KeepingTracer(tracer, self.keeper, scope, self._ids, self.keeps)
 
 
 def records_dropped_traces(provider: trace.TracerProvider) -> bool:
     """True when ``provider`` records (lightly) the traces its sampler drops."""
-    return isinstance(provider, KeepingTracerProvider)
+    return isinstance(provider, KeepingTracerProvider) and provider.keeps
 
 
 def keeping_tracer_provider(
     head: TracerProvider, resource: Resource, settings: KeepSettings
 ) -> TracerProvider:
     """A provider like ``head`` (made from the ``OTEL_*`` variables, nothing added to it yet)
-    that keeps what went wrong; ``head`` itself when its sampler never starts a trace."""
+    that keeps what went wrong (``settings`` permitting) and makes light sampled spans;
+    ``head`` itself when its sampler never starts a trace."""
     if not keeps_anything(head.sampler):
         return head
     head.shutdown()
@@ -1192,7 +1203,7 @@ def connect_keeping(
     provider: TracerProvider, export: SpanProcessor, meter_provider: metrics.MeterProvider
 ) -> Keeper | None:
     """Send what ``provider`` keeps through ``export``; None when it keeps nothing."""
-    if not isinstance(provider, KeepingTracerProvider):
+    if not isinstance(provider, KeepingTracerProvider) or not provider.keeps:
         return None
     provider.keeper.connect(export, metrics.get_meter(SCOPE, meter_provider=meter_provider))
     return provider.keeper

@@ -36,7 +36,13 @@ from opentelemetry.trace import (
 )
 
 from bunnyrelay import semconv
-from bunnyrelay.keeping import KeepingTracer, KeepingTracerProvider, LightSpan, keeps_anything
+from bunnyrelay.keeping import (
+    KeepingTracer,
+    KeepingTracerProvider,
+    LightSpan,
+    keeps_anything,
+    records_dropped_traces,
+)
 from bunnyrelay.keepsettings import KeepSettings, parse_slower_than
 from bunnyrelay.settings import SettingError
 from bunnyrelay.telemetry import setup_telemetry
@@ -369,7 +375,7 @@ def test_keeping_is_installed_only_where_spans_are_exported_and_it_is_on(
         try:
             provider = telemetry.tracer_provider
             assert provider.sampler.get_description().startswith(("ParentBased{", "AlwaysOff"))
-            return isinstance(provider, KeepingTracerProvider)
+            return records_dropped_traces(provider)
         finally:
             telemetry.shutdown()
 
@@ -379,6 +385,36 @@ def test_keeping_is_installed_only_where_spans_are_exported_and_it_is_on(
     assert not keeping(exporting, None)
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
     assert not keeping(exporting, KeepSettings())
+
+
+def test_with_keeping_off_a_dropped_trace_records_nothing_and_sampled_spans_still_export() -> None:
+    exported = InMemorySpanExporter()
+    provider = KeepingTracerProvider(
+        KeepSettings(slower_than_s=0),
+        resource=Resource.create(),
+        sampler=ParentBased(TraceIdRatioBased(0.5)),
+    )
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    tracer = provider.get_tracer("test")
+    remote = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(0))
+    server = tracer.start_span(
+        "server", context=trace.set_span_in_context(NonRecordingSpan(remote))
+    )
+    assert not server.is_recording()
+    sampled = 0
+    for _ in range(200):
+        root = tracer.start_span("job.submit")
+        if root.get_span_context().trace_flags.sampled:
+            sampled += 1
+            tracer.start_span("child", context=trace.set_span_in_context(root)).end()
+        else:
+            assert not root.is_recording()
+        root.set_status(Status(StatusCode.ERROR, "boom"))
+        root.end()
+    assert 50 < sampled < 150
+    assert len(exported.get_finished_spans()) == 2 * sampled
+    assert all(KEPT not in (s.attributes or {}) for s in exported.get_finished_spans())
+    provider.shutdown()
 
 
 @pytest.mark.parametrize(
