@@ -81,10 +81,12 @@ async def _run(mode: str, jobs: int) -> None:
         pool = RelayPool(LiteralAddress("127.0.0.1"), "127.0.0.1", relay.port)
         telemetry = BunnyTelemetry(tracer_provider=provider, meter_provider=meters)
         kind = StreamSubmitter if mode == "stream" else UnarySubmitter
-        submitter: JobSubmitter = kind(pool, SubmitSettings(), telemetry)
+        # Under callgrind a job takes a hundred times as long: no deadline may cut it short,
+        # or its retries would be counted as its cost.
+        submitter: JobSubmitter = kind(pool, SubmitSettings(timeout_s=3600.0), telemetry)
         payload = os.urandom(100)
         left = jobs
-        failed = 0
+        failed: list[str] = []
 
         async def worker() -> None:
             nonlocal left, failed
@@ -92,7 +94,8 @@ async def _run(mode: str, jobs: int) -> None:
                 left -= 1
                 request = jobs_pb2.JobRequest(job_id=new_job_id(), kind="echo", payload=payload)
                 outcome = await submitter.run(request)
-                failed += not outcome.ok
+                if not outcome.ok:
+                    failed.append(outcome.error.message if outcome.error else outcome.status)
 
         await asyncio.gather(*(worker() for _ in range(_CONCURRENCY)))
         await submitter.close()
@@ -101,7 +104,7 @@ async def _run(mode: str, jobs: int) -> None:
     provider.shutdown()
     meters.shutdown()
     if failed:
-        raise SystemExit(f"{failed} of {jobs} jobs failed")
+        raise SystemExit(f"{len(failed)} of {jobs} jobs failed, the first: {failed[0]}")
     print(f"{mode}: {jobs} jobs, {Encoded.exported / jobs:.2f} spans per job", file=sys.stderr)
 
 
