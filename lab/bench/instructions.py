@@ -2,7 +2,7 @@
 
 On a shared machine CPU µs per job swing with the load; instructions do not. This runs
 a relay (memory store) and bunny's unary or stream submitter in one process, 64 jobs in
-flight over real gRPC on loopback, every job sampled (``parentbased_always_on``), spans
+flight over real gRPC on loopback, every job sampled (``parentbased_always_on``; ``--sampler`` for another), spans
 going through the keeping provider and a BatchSpanProcessor as ``setup_telemetry`` builds
 them with OTLP on, to an exporter that encodes each batch with :mod:`bunnyrelay.otlpencode`
 and sends it nowhere. It is run twice under ``valgrind --tool=callgrind``, with two job
@@ -108,7 +108,7 @@ async def _run(mode: str, jobs: int) -> None:
     print(f"{mode}: {jobs} jobs, {Encoded.exported / jobs:.2f} spans per job", file=sys.stderr)
 
 
-def count(mode: str, jobs: int, root: Path) -> int:
+def count(mode: str, jobs: int, root: Path, sampler: str = "parentbased_always_on") -> int:
     """Instructions of one run of ``jobs`` jobs (callgrind's total, every thread)."""
     done = subprocess.run(
         [
@@ -127,7 +127,7 @@ def count(mode: str, jobs: int, root: Path) -> int:
         capture_output=True,
         text=True,
         cwd=root,
-        env={**_clean_env(), "PYTHONPATH": str(root)},
+        env={**_clean_env(sampler), "PYTHONPATH": str(root)},
         timeout=1800,
         check=False,
     )
@@ -137,9 +137,9 @@ def count(mode: str, jobs: int, root: Path) -> int:
     return int(found.group(1))
 
 
-def _clean_env() -> dict[str, str]:
+def _clean_env(sampler: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "BUNNY_", "RELAY_"))}
-    env["OTEL_TRACES_SAMPLER"] = "parentbased_always_on"
+    env["OTEL_TRACES_SAMPLER"] = sampler
     return env
 
 
@@ -152,6 +152,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=str(Path(__file__).resolve().parents[2]),
         help="the tree whose bunny and relay are counted (its PYTHONPATH)",
     )
+    parser.add_argument(
+        "--sampler",
+        default="parentbased_always_on",
+        help="OTEL_TRACES_SAMPLER of the runs (always_off: what a job costs without spans)",
+    )
     parser.add_argument("--run", action="store_true", help="one run in this process")
     parser.add_argument("--mode", default="unary", help="with --run: unary or stream")
     args = parser.parse_args(argv)
@@ -161,7 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     few, many = (int(n) for n in args.jobs.split(","))
     results: dict[str, Any] = {}
     for mode in args.modes.split(","):
-        low, high = count(mode, few, Path(args.root)), count(mode, many, Path(args.root))
+        root = Path(args.root)
+        low = count(mode, few, root, args.sampler)
+        high = count(mode, many, root, args.sampler)
         results[mode] = {"per_job": round((high - low) / (many - few)), few: low, many: high}
     print(json.dumps(results))
     return 0
