@@ -2,12 +2,13 @@
 
 On a shared machine CPU µs per job swing with the load; instructions do not. This runs
 a relay (memory store) and bunny's unary or stream submitter in one process, 64 jobs in
-flight over real gRPC on loopback, every job sampled (``parentbased_always_on``; ``--sampler`` for another), spans
-going through the keeping provider and a BatchSpanProcessor as ``setup_telemetry`` builds
-them with OTLP on, to an exporter that encodes each batch with :mod:`bunnyrelay.otlpencode`
-and sends it nowhere. It is run twice under ``valgrind --tool=callgrind``, with two job
-counts; the difference of the two totals over the difference of the counts is what a job
-costs both sides together, start-up and warm-up taken out::
+flight over real gRPC on loopback, every job sampled (``parentbased_always_on``, unless
+``--sampler`` says otherwise), spans going through the keeping provider and a
+BatchSpanProcessor as ``setup_telemetry`` builds them with OTLP on, to an exporter that
+encodes each batch with :mod:`bunnyrelay.otlpencode` and sends it nowhere. It is run twice
+under ``valgrind --tool=callgrind``, with two job counts; the difference of the two totals
+over the difference of the counts is what a job costs both sides together, start-up and
+warm-up taken out::
 
     python -m lab.bench.instructions                 # unary and stream, 300 and 1300 jobs
     python -m lab.bench.instructions --modes stream --jobs 200,700
