@@ -479,6 +479,8 @@ class SampledSpan(LightSpan):
     containers for events and links made up front, the processors' start hooks (only made
     when every processor's hooks do nothing: :class:`KeepingTracer`), a second object to
     hand over. Not locked: bunny and relay make and end their spans on their event loop.
+    A value is read when the span ends, not when it is set: a list changed in between is
+    exported as it is at the end (the SDK's span copies it when it is set).
     """
 
     __slots__ = ("_tracer",)
