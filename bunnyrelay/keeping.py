@@ -920,7 +920,8 @@ class KeepingTracer(trace.Tracer):
         if span.is_recording():
             return span
         if not parent_context.is_remote or not self._keeps:
-            # Under a local span that records nothing: keeping was off for that trace.
+            # Under a local span that records nothing (keeping was off for that trace), or
+            # this process keeps nothing.
             return span
         return LocalRoot(
             self._keeper,
