@@ -180,7 +180,7 @@ class _HeldSpan(trace.Span):
         elif root.state == _KEPT:
             root._keeper.export_late(self, root.reason)
 
-    def readable(self, reason: str, resource: Resource) -> ReadableSpan:
+    def readable(self, reason: str, resource: Resource, limits: SpanLimits) -> ReadableSpan:
         raise NotImplementedError
 
 
@@ -324,8 +324,9 @@ class LightSpan(_HeldSpan):
             started,
         )
 
-    def readable(self, reason: str, resource: Resource) -> ReadableSpan:
-        """This span as an exporter takes it: sampled, and saying why it was kept."""
+    def readable(self, reason: str, resource: Resource, limits: SpanLimits) -> ReadableSpan:
+        """This span as an exporter takes it: sampled, saying why it was kept, and within
+        the span limits (``OTEL_*``), as the SDK's span would have been."""
         context = self._context
         sampled = SpanContext(
             context.trace_id,
@@ -339,11 +340,11 @@ class LightSpan(_HeldSpan):
             context=sampled,
             parent=self._parent,
             resource=resource,
-            attributes=BoundedAttributes(
-                attributes={**self._attributes, semconv.SAMPLING_KEPT: reason}, immutable=True
+            attributes=finished_attributes(
+                {**self._attributes, semconv.SAMPLING_KEPT: reason}, limits
             ),
-            events=tuple(self._events or ()),
-            links=tuple(self._links or ()),
+            events=_limited_events(self._events, limits),
+            links=_limited_links(self._links, limits),
             kind=self._kind,
             status=self._status,
             start_time=self._start,
@@ -468,6 +469,50 @@ def _plain_tuple(value: Any, length: int | None) -> bool:
     if first is str:
         return all(type(item) is str and (length is None or len(item) <= length) for item in value)
     return first in _SCALARS and all(type(item) is first for item in value)
+
+
+def _limited_events(events: Sequence[Event] | None, limits: SpanLimits) -> Sequence[Event]:
+    """A kept light span's events as the SDK's span would hold them: the newest
+    ``max_events``, each with its attributes within the event limits."""
+    if not events:
+        return ()
+    return BoundedList.from_seq(
+        limits.max_events,
+        [
+            Event(
+                event.name,
+                BoundedAttributes(
+                    limits.max_event_attributes,
+                    event.attributes,
+                    immutable=True,
+                    max_value_len=limits.max_attribute_length,
+                ),
+                event.timestamp,
+            )
+            for event in events
+        ],
+    )
+
+
+def _limited_links(links: Sequence[Link] | None, limits: SpanLimits) -> Sequence[Link]:
+    """A kept light span's links as the SDK's span would hold them."""
+    if not links:
+        return ()
+    return BoundedList.from_seq(
+        limits.max_links,
+        [
+            Link(
+                link.context,
+                BoundedAttributes(
+                    limits.max_link_attributes,
+                    link.attributes,
+                    immutable=True,
+                    max_value_len=limits.max_attribute_length,
+                ),
+            )
+            for link in links
+        ],
+    )
 
 
 class SampledSpan(LightSpan):
@@ -664,8 +709,9 @@ class NotedSpan(_HeldSpan):
         elif root.state == _KEPT:
             root._keeper.export_late(self, root.reason)
 
-    def readable(self, reason: str, resource: Resource) -> ReadableSpan:
-        """This span as an exporter takes it: sampled, and saying why it was kept."""
+    def readable(self, reason: str, resource: Resource, limits: SpanLimits) -> ReadableSpan:
+        """This span as an exporter takes it: sampled, saying why it was kept, and within
+        the span limits."""
         parent = self._parent
         return ReadableSpan(
             name=self._name,
@@ -678,9 +724,8 @@ class NotedSpan(_HeldSpan):
             ),
             parent=parent,
             resource=resource,
-            attributes=BoundedAttributes(
-                attributes={**self._attributes, **(self._set or {}), semconv.SAMPLING_KEPT: reason},
-                immutable=True,
+            attributes=finished_attributes(
+                {**self._attributes, **(self._set or {}), semconv.SAMPLING_KEPT: reason}, limits
             ),
             kind=self._kind,
             status=self._status,
@@ -694,8 +739,10 @@ class Keeper:
     """Judges each dropped trace when its root ends, and holds, within bounds, the traces
     that have spans under their root."""
 
-    def __init__(self, settings: KeepSettings, resource: Resource) -> None:
+    def __init__(self, settings: KeepSettings, resource: Resource, limits: SpanLimits) -> None:
         self.resource = resource
+        self.limits = limits
+        """The provider's span limits, which a kept span is held to when it is exported."""
         self.slower_than_ns = int(settings.slower_than_s * _NS)
         """A job's local root at least this long is kept."""
         self._max_waiting = settings.max_waiting
@@ -783,14 +830,15 @@ class Keeper:
         if self._export is not None:
             on_end = self._export.on_end
             resource = self.resource
+            limits = self.limits
             for each in spans:
-                on_end(each.readable(reason, resource))
-            on_end(root.readable(reason, resource))
+                on_end(each.readable(reason, resource, limits))
+            on_end(root.readable(reason, resource, limits))
 
     def export_late(self, span: _HeldSpan, reason: str) -> None:
         """A span of a kept trace that ended after its root."""
         if self._export is not None:
-            self._export.on_end(span.readable(reason, self.resource))
+            self._export.on_end(span.readable(reason, self.resource, self.limits))
 
     def _why_keep(self, root: LocalRoot) -> str | None:
         """``error`` when the root failed, else ``retried`` when anything was tried again,
@@ -1160,7 +1208,7 @@ class KeepingTracerProvider(TracerProvider):
     ) -> None:
         self._ids = _ChosenTraceIds(id_generator or RandomIdGenerator())
         super().__init__(resource=resource, sampler=sampler, id_generator=self._ids)
-        self.keeper = Keeper(settings, resource)
+        self.keeper = Keeper(settings, resource, self._span_limits)
         self.keeps = settings.on
         """Whether traces the sampler drops are recorded, to keep those that went wrong."""
 

@@ -274,6 +274,37 @@ def test_a_job_slower_than_the_threshold_is_kept_marked_slow(pipeline: Pipeline)
     assert len(pipeline.spans()) == 1
 
 
+def test_a_kept_trace_is_held_to_the_span_limits_of_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "8")
+    monkeypatch.setenv("OTEL_SPAN_EVENT_COUNT_LIMIT", "1")
+    kept = Pipeline(KeepSettings())
+    try:
+        root = kept.tracer.start_span("job.submit", attributes={"job.note": "a long note"})
+        lookup = kept.tracer.start_span(
+            semconv.SPAN_DNS_LOOKUP,
+            context=trace.set_span_in_context(root),
+            attributes={semconv.DNS_QUESTION_NAME: "relay.private.aws.internal"},
+        )
+        lookup.add_event("first")
+        lookup.record_exception(ValueError("the tunnel is down"))
+        lookup.end()
+        root.set_status(Status(StatusCode.ERROR, "boom"))
+        root.end()
+        kept_lookup, kept_root = kept.spans()
+    finally:
+        kept.provider.shutdown()
+    # Values cut to eight characters, the oldest event dropped, as the SDK's spans would be.
+    assert (kept_root.attributes or {})["job.note"] == "a long n"
+    assert (kept_lookup.attributes or {})[semconv.DNS_QUESTION_NAME] == "relay.pr"
+    assert (kept_lookup.attributes or {})[KEPT] == "error"
+    (event,) = kept_lookup.events
+    assert event.name == "exception"
+    assert kept_lookup.dropped_events == 1
+    assert all(len(str(value)) <= 8 for value in (event.attributes or {}).values())
+
+
 def test_relay_keeps_a_failed_job_under_an_unsampled_remote_caller(pipeline: Pipeline) -> None:
     remote = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(0))
     server = pipeline.tracer.start_span(
