@@ -422,7 +422,8 @@ def markdown_document(
         f"- ghz: {settings['ghz']}",
         f"- Each case: {settings['warmup_s']} s warm-up, {settings['duration_s']} s measured, "
         f"{settings['concurrency']} jobs in flight, {settings['payload_bytes']}-byte payloads",
-        f"- Rounds: {settings['rounds']} (each case once per round, in the order of the table)",
+        f"- Rounds: {settings['rounds']} (each case once per round, in the order of the table; "
+        "in even rounds each 10 % case with keeping runs just before its keeping-off twin)",
         f"- relay: {settings['relay']}",
         f"- bunny: {settings['bunny']}",
         "",
