@@ -220,26 +220,30 @@ class AttemptRecord(NotedSpan):
         method = self._method
         self._started = time.perf_counter()
         current = trace.get_current_span()
-        keeping = spans.keeping
-        if keeping is not None and keeping.note(
-            self,
-            current,
-            spans.span_name(method),
-            SpanKind.CLIENT,
-            spans.span_attributes(method, self._endpoint, self._attempt),
-        ):
-            # The job's trace was dropped and is held lightly until the job ends: its
-            # CLIENT span is noted, and made only if the trace is kept.
-            self._noted = True
+        if current.is_recording() or not current.get_span_context().is_valid:
+            name = spans.span_name(method)
+            attributes = spans.span_attributes(method, self._endpoint, self._attempt)
+            keeping = spans.keeping
+            if keeping is not None and keeping.note(
+                self, current, name, SpanKind.CLIENT, attributes
+            ):
+                # The job's trace was dropped and is held lightly until the job ends: its
+                # CLIENT span is noted, and made only if the trace is kept.
+                self._noted = True
+                self._own = True
+                self._span = None
+                self._token = None
+                if not self._in_message:
+                    carrier: dict[str, str] = {}
+                    inject_child_headers(carrier, self._parent, self.span_id)
+                    self._carrier = carrier
+                return self
+            span = self._span = spans.tracer.start_span(
+                name, kind=SpanKind.CLIENT, attributes=attributes
+            )
             self._own = True
-            self._span = None
-            self._token = None
-            if not self._in_message:
-                carrier: dict[str, str] = {}
-                inject_child_headers(carrier, self._parent, self.span_id)
-                self._carrier = carrier
-            return self
-        if current.get_span_context().is_valid and not current.is_recording():
+            self._token = context.attach(trace.set_span_in_context(span))
+        else:
             # The job's trace is not sampled, and with every sampler bunny accepts its
             # children would not be either: a span here would be made only to be
             # dropped. The job's own context goes out instead (same trace, sampled flag
@@ -247,14 +251,6 @@ class AttemptRecord(NotedSpan):
             self._span = current
             self._own = False
             self._token = None
-        else:
-            span = self._span = spans.tracer.start_span(
-                spans.span_name(method),
-                kind=SpanKind.CLIENT,
-                attributes=spans.span_attributes(method, self._endpoint, self._attempt),
-            )
-            self._own = True
-            self._token = context.attach(trace.set_span_in_context(span))
         if not self._in_message:
             carrier = {}
             inject_headers(carrier)

@@ -21,6 +21,15 @@ leave no trace. Here each process keeps its own side of such a job:
   sampled, handed to the export processor (the SDK's BatchSpanProcessor skips
   unsampled ones).
 
+The spans the head sampler *samples* are light too (:class:`SampledSpan`), where the
+installed SDK is a release this module was checked against (:data:`CHECKED_SDK_VERSIONS`)
+and every span processor only looks at ended spans: a light span's few slots while it runs,
+its attributes checked once when it ends (the span limits of the ``OTEL_*`` variables
+applied as the SDK applies them), and one :class:`~opentelemetry.sdk.trace.ReadableSpan`
+handed to the processors, as the SDK hands them its own. The sampler is not asked again
+about a child of a sampled span when it would only say yes (the ``parentbased_*`` samplers
+the ``OTEL_*`` variables choose). Elsewhere sampled spans are the SDK's own.
+
 Why not the SDK's own RECORD_ONLY spans: each takes attribute limits, locks and every
 span processor twice, several times a light span's cost, paid by every unsampled job;
 a light span becomes an SDK span only when its trace is kept.
@@ -41,6 +50,7 @@ import threading
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from importlib import metadata
 from time import time_ns
 from typing import Any
 
@@ -48,10 +58,20 @@ from opentelemetry import metrics, trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import (
+    Event,
+    ReadableSpan,
+    SpanLimits,
+    SpanProcessor,
+    SynchronousMultiSpanProcessor,
+    TracerProvider,
+)
 from opentelemetry.sdk.trace import Tracer as SdkTracer
+from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
-from opentelemetry.sdk.trace.sampling import Sampler
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, StaticSampler
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
     INVALID_SPAN,
@@ -80,7 +100,31 @@ DROPPED_AGE = "age"
 _NS = 1_000_000_000
 _SWEEP_EVERY_NS = _NS
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_SAMPLED_RANDOM = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
 _UNSET = Status(StatusCode.UNSET)
+
+CHECKED_SDK_VERSIONS = frozenset({"1.45.2"})
+"""Releases of ``opentelemetry-sdk`` whose tracer, spans and processors :class:`SampledSpan`
+was checked against (it stands in for the SDK's span and reads a few of its internals).
+Checking one: install it, run ``pytest tests/bunnyrelay/test_sampledspans.py
+tests/bunnyrelay/test_keeping.py``, then add it here."""
+
+# Processors' hooks that do nothing: with only these, no processor looks at a span before it
+# has ended, so a light span can stand in for the SDK's while it runs.
+_QUIET_HOOKS = frozenset(
+    {
+        SpanProcessor.on_start,
+        SpanProcessor._on_ending,
+        BatchSpanProcessor.on_start,
+        BatchSpanProcessor._on_ending,
+        SimpleSpanProcessor.on_start,
+        SimpleSpanProcessor._on_ending,
+    }
+)
+# Attribute values kept as they are, once their type is seen (bool is not an int here).
+_SCALARS = frozenset({bool, int, float})
+_PLAIN_TYPES = _SCALARS | {str}
+_KEY_TYPES = frozenset({str})
 # Samplers that never start a trace of their own: whoever chose one wants nothing kept.
 _NEVER_ROOTS = ("AlwaysOffSampler", "ParentBased{root:AlwaysOffSampler,")
 
@@ -381,6 +425,166 @@ class LocalRoot(LightSpan):
         self._keeper.judge(self)
 
 
+def finished_attributes(
+    attributes: dict[str, AttributeValue], limits: SpanLimits
+) -> Mapping[str, AttributeValue]:
+    """A span's ``attributes`` as it exports them. Most spans carry a few string, number or
+    boolean values within every limit: those are checked in a few passes made in C and kept
+    as they are. Anything else (too many, too long, a value of another type, a bad key) goes
+    through the SDK's own ``BoundedAttributes``, which applies the span limits of the
+    ``OTEL_*`` variables and cleans or drops what is not an attribute value, as the SDK's
+    spans do."""
+    count = limits.max_span_attributes
+    length = limits.max_span_attribute_length
+    if (
+        (count is None or len(attributes) <= count)
+        and "" not in attributes
+        and _KEY_TYPES.issuperset(map(type, attributes))
+    ):
+        kinds = set(map(type, attributes.values()))
+        if length is None and kinds <= _PLAIN_TYPES:
+            return attributes
+        if all(_kept_as_is(value, length) for value in attributes.values()):
+            return attributes
+    return BoundedAttributes(count, attributes, immutable=True, max_value_len=length)
+
+
+def _kept_as_is(value: object, length: int | None) -> bool:
+    """A value the SDK would keep unchanged: a string within ``length``, a number, a boolean,
+    or a tuple of strings or of one of those."""
+    kind = type(value)
+    if kind is str:
+        return length is None or len(value) <= length  # type: ignore[arg-type]
+    if kind in _SCALARS:
+        return True
+    return kind is tuple and _plain_tuple(value, length)
+
+
+def _plain_tuple(value: Any, length: int | None) -> bool:
+    """A tuple of strings (each within ``length``) or of one scalar type: kept as it is."""
+    if not value:
+        return True
+    first = type(value[0])
+    if first is str:
+        return all(type(item) is str and (length is None or len(item) <= length) for item in value)
+    return first in _SCALARS and all(type(item) is first for item in value)
+
+
+class SampledSpan(LightSpan):
+    """A span the head sampler sampled, recorded as a light span is while it runs, and handed
+    to the span processors as one ``ReadableSpan`` when it ends.
+
+    What the SDK's span does per span and this one does not: a lock, attribute values
+    checked on every set (here once, at the end: :func:`finished_attributes`), bounded
+    containers for events and links made up front, the processors' start hooks (only made
+    when every processor's hooks do nothing: :class:`KeepingTracer`), a second object to
+    hand over. Not locked: bunny and relay make and end their spans on their event loop.
+    A value is read when the span ends, not when it is set: a list changed in between is
+    exported as it is at the end (the SDK's span copies it when it is set).
+    """
+
+    __slots__ = ("_tracer",)
+
+    def __init__(
+        self,
+        tracer: SdkTracer,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        attributes: Attributes,
+        start_time: int,
+    ) -> None:
+        self._tracer = tracer
+        self._name = name
+        self._context = context
+        self._parent = parent
+        self._kind = kind
+        # A copy: callers pass attribute dicts they keep and reuse.
+        self._attributes = dict(attributes) if attributes else {}
+        self._links = None
+        self._events = None
+        self._status = _UNSET
+        self._start = start_time
+        self._end = None
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        # As the SDK's spans: OK is final, and UNSET changes nothing.
+        if self._end is not None or self._status.status_code is StatusCode.OK:
+            return
+        if isinstance(status, StatusCode):
+            status = Status(status, description)
+        if status.status_code is not StatusCode.UNSET:
+            self._status = status
+
+    def add_event(
+        self, name: str, attributes: Attributes = None, timestamp: int | None = None
+    ) -> None:
+        if self._end is None:
+            limits = self._tracer._span_limits
+            if self._events is None:
+                self._events = BoundedList(limits.max_events)  # type: ignore[assignment]
+            self._events.append(  # type: ignore[union-attr]  # just made
+                Event(
+                    name,
+                    BoundedAttributes(
+                        limits.max_event_attributes,
+                        attributes,
+                        immutable=True,
+                        max_value_len=limits.max_attribute_length,
+                    ),
+                    timestamp or time_ns(),
+                )
+            )
+
+    def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
+        if self._end is None and (context.is_valid or attributes or context.trace_state):
+            limits = self._tracer._span_limits
+            if self._links is None:
+                self._links = BoundedList(limits.max_links)  # type: ignore[assignment]
+            self._links.append(  # type: ignore[union-attr]  # just made
+                Link(
+                    context,
+                    BoundedAttributes(
+                        limits.max_link_attributes,
+                        attributes,
+                        immutable=True,
+                        max_value_len=limits.max_attribute_length,
+                    ),
+                )
+            )
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._end is not None:
+            return
+        end = self._end = end_time or time_ns()
+        tracer = self._tracer
+        tracer.span_processor.on_end(
+            ReadableSpan(
+                self._name,
+                self._context,
+                self._parent,
+                tracer.resource,
+                finished_attributes(self._attributes, tracer._span_limits),
+                self._events or (),
+                self._links or (),
+                self._kind,
+                tracer.instrumentation_info,
+                self._status,
+                self._start,
+                end,
+                tracer._instrumentation_scope,
+            )
+        )
+
+    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        # As the SDK's span used as a context manager: an exception is recorded and fails it.
+        if exc_val is not None and self._end is None:
+            self.record_exception(exc_val, escaped=True)
+            self.set_status(Status(StatusCode.ERROR, f"{type(exc_val).__name__}: {exc_val}"))
+        self.end()
+
+
 class NotedSpan(_HeldSpan):
     """A child of a light span that nothing makes current nor asks anything of while it runs
     (an RPC attempt): its start, end, attributes and status, a few fields until its trace is
@@ -623,13 +827,27 @@ class KeepingTracer(trace.Tracer):
         keeper: Keeper,
         scope: InstrumentationScope,
         ids: _ChosenTraceIds,
+        keeps: bool = True,
     ) -> None:
         self._tracer = tracer
+        # False: nothing is kept (the threshold is 0), and only sampled spans are light.
+        self._keeps = keeps
         self._keeper = keeper
         self._scope = scope
         self._ids = ids
         self._sampler = tracer.sampler
         self._new_span_id = ids.ids.generate_span_id
+        # Sampled spans are light where the SDK is one checked and its own span would
+        # add nothing a processor sees; the rest is checked per span (_sampled_light).
+        self._sampled_light_possible = (
+            sampled_spans_checked()
+            and isinstance(tracer.span_processor, SynchronousMultiSpanProcessor)
+            and isinstance(tracer._tracer_metrics, NoOpTracerMetrics)
+        )
+        self._follows_sampled_parents = _follows_sampled_parents(tracer.sampler)
+        self._sampled_flags = _SAMPLED_RANDOM if ids.is_trace_id_random() else _SAMPLED
+        self._checked_processors: tuple[SpanProcessor, ...] | None = None
+        self._quiet_processors = False
         # What the SDK gives a span its sampler drops, with this provider's ids.
         self._dropped_flags = TraceFlags(
             TraceFlags.DEFAULT | TraceFlags.RANDOM_TRACE_ID
@@ -653,7 +871,8 @@ class KeepingTracer(trace.Tracer):
             return parent._child(  # type: ignore[attr-defined,no-any-return]  # just checked
                 self._scope, self._new_span_id, name, kind, attributes, links, start_time
             )
-        if parent is INVALID_SPAN or not parent.get_span_context().is_valid:
+        parent_context = parent.get_span_context()
+        if parent is INVALID_SPAN or not parent_context.is_valid:
             return self._start_root(
                 name,
                 context,
@@ -663,6 +882,30 @@ class KeepingTracer(trace.Tracer):
                 start_time,
                 record_exception,
                 set_status_on_exception,
+            )
+        if (
+            parent_context.trace_flags.sampled
+            and self._follows_sampled_parents
+            and not links
+            and record_exception
+            and set_status_on_exception
+            and self._sampled_light()
+        ):
+            # The sampler would say yes and add nothing: it is not asked.
+            return SampledSpan(
+                self._tracer,
+                name,
+                SpanContext(
+                    parent_context.trace_id,
+                    self._new_span_id(),
+                    False,
+                    _SAMPLED_RANDOM if parent_context.trace_flags.random_trace_id else _SAMPLED,
+                    parent_context.trace_state,
+                ),
+                parent_context,
+                kind,
+                attributes,
+                start_time or time_ns(),
             )
         span = self._tracer.start_span(
             name,
@@ -676,9 +919,9 @@ class KeepingTracer(trace.Tracer):
         )
         if span.is_recording():
             return span
-        parent_context = parent.get_span_context()
-        if not parent_context.is_remote:
-            # Under a local span that records nothing: keeping was off for that trace.
+        if not parent_context.is_remote or not self._keeps:
+            # Under a local span that records nothing (keeping was off for that trace), or
+            # this process keeps nothing.
             return span
         return LocalRoot(
             self._keeper,
@@ -712,7 +955,26 @@ class KeepingTracer(trace.Tracer):
         sampled = self._sampler.should_sample(
             context, trace_id, name, kind, attributes, links or ()
         )
-        if sampled.decision.is_recording():  # type: ignore[no-untyped-call]  # the SDK's, untyped
+        decision = sampled.decision
+        if (
+            decision is Decision.RECORD_AND_SAMPLE
+            and not links
+            and record_exception
+            and set_status_on_exception
+            and self._sampled_light()
+        ):
+            return SampledSpan(
+                self._tracer,
+                name,
+                SpanContext(
+                    trace_id, self._new_span_id(), False, self._sampled_flags, sampled.trace_state
+                ),
+                None,
+                kind,
+                sampled.attributes,
+                start_time or time_ns(),
+            )
+        if decision.is_recording():  # type: ignore[no-untyped-call]  # the SDK's, untyped
             with ids.lock:
                 ids.chosen = trace_id
                 try:
@@ -728,19 +990,41 @@ class KeepingTracer(trace.Tracer):
                     )
                 finally:
                     ids.chosen = 0
+        dropped = SpanContext(
+            trace_id, self._new_span_id(), False, self._dropped_flags, sampled.trace_state
+        )
+        if not self._keeps:
+            # What the SDK makes of a root its sampler drops.
+            return NonRecordingSpan(dropped)
         return LocalRoot(
             self._keeper,
             self._scope,
             name,
-            SpanContext(
-                trace_id, self._new_span_id(), False, self._dropped_flags, sampled.trace_state
-            ),
+            dropped,
             None,
             kind,
             attributes,
             links,
             start_time or time_ns(),
         )
+
+    def _sampled_light(self) -> bool:
+        """Whether a sampled span can be a :class:`SampledSpan` now: the SDK is one checked,
+        the tracer is enabled, and no span processor looks at a span before it ends. The
+        processors are looked at again only when one is added."""
+        if not self._sampled_light_possible:
+            return False
+        tracer = self._tracer
+        if not tracer._tracer_config.is_enabled:
+            return False
+        processors = tracer.span_processor._span_processors
+        if processors is not self._checked_processors:
+            self._checked_processors = processors
+            self._quiet_processors = all(
+                type(each).on_start in _QUIET_HOOKS and type(each)._on_ending in _QUIET_HOOKS
+                for each in processors
+            )
+        return self._quiet_processors
 
     def note_child(
         self,
@@ -814,6 +1098,30 @@ class KeepingTracer(trace.Tracer):
             yield current
 
 
+def sampled_spans_checked() -> bool:
+    """True when the installed SDK is a release :class:`SampledSpan` was checked against."""
+    try:
+        return metadata.version("opentelemetry-sdk") in CHECKED_SDK_VERSIONS
+    except metadata.PackageNotFoundError:
+        return False
+
+
+def _samples_everything(sampler: Sampler) -> bool:
+    return type(sampler) is StaticSampler and sampler._decision is Decision.RECORD_AND_SAMPLE
+
+
+def _follows_sampled_parents(sampler: Sampler) -> bool:
+    """True when ``sampler`` samples every child of a sampled parent and adds nothing to it
+    (``always_on`` and the ``parentbased_*`` samplers the ``OTEL_*`` variables choose)."""
+    if _samples_everything(sampler):
+        return True
+    return (
+        isinstance(sampler, ParentBased)
+        and _samples_everything(sampler._remote_parent_sampled)
+        and _samples_everything(sampler._local_parent_sampled)
+    )
+
+
 class _ChosenTraceIds(IdGenerator):
     """A provider's ids, except the trace id of a root whose sampling keeping asked first
     (:meth:`KeepingTracer._start_root`): the SDK, starting that root, takes that one."""
@@ -839,7 +1147,8 @@ class _ChosenTraceIds(IdGenerator):
 
 
 class KeepingTracerProvider(TracerProvider):
-    """The SDK's provider, its head sampler unchanged, whose tracers keep what went wrong."""
+    """The SDK's provider, its head sampler unchanged, whose tracers keep what went wrong
+    (unless ``settings`` keep nothing) and make light sampled spans."""
 
     def __init__(
         self,
@@ -852,6 +1161,8 @@ class KeepingTracerProvider(TracerProvider):
         self._ids = _ChosenTraceIds(id_generator or RandomIdGenerator())
         super().__init__(resource=resource, sampler=sampler, id_generator=self._ids)
         self.keeper = Keeper(settings, resource)
+        self.keeps = settings.on
+        """Whether traces the sampler drops are recorded, to keep those that went wrong."""
 
     def get_tracer(
         self,
@@ -869,19 +1180,20 @@ class KeepingTracerProvider(TracerProvider):
         if not isinstance(tracer, SdkTracer):
             # The SDK turned off (OTEL_SDK_DISABLED): its no-op tracer, with nothing to keep.
             return tracer
-        return KeepingTracer(tracer, self.keeper, scope, self._ids)
+        return KeepingTracer(tracer, self.keeper, scope, self._ids, self.keeps)
 
 
 def records_dropped_traces(provider: trace.TracerProvider) -> bool:
     """True when ``provider`` records (lightly) the traces its sampler drops."""
-    return isinstance(provider, KeepingTracerProvider)
+    return isinstance(provider, KeepingTracerProvider) and provider.keeps
 
 
 def keeping_tracer_provider(
     head: TracerProvider, resource: Resource, settings: KeepSettings
 ) -> TracerProvider:
     """A provider like ``head`` (made from the ``OTEL_*`` variables, nothing added to it yet)
-    that keeps what went wrong; ``head`` itself when its sampler never starts a trace."""
+    that keeps what went wrong (``settings`` permitting) and makes light sampled spans;
+    ``head`` itself when its sampler never starts a trace."""
     if not keeps_anything(head.sampler):
         return head
     head.shutdown()
@@ -894,7 +1206,7 @@ def connect_keeping(
     provider: TracerProvider, export: SpanProcessor, meter_provider: metrics.MeterProvider
 ) -> Keeper | None:
     """Send what ``provider`` keeps through ``export``; None when it keeps nothing."""
-    if not isinstance(provider, KeepingTracerProvider):
+    if not isinstance(provider, KeepingTracerProvider) or not provider.keeps:
         return None
     provider.keeper.connect(export, metrics.get_meter(SCOPE, meter_provider=meter_provider))
     return provider.keeper

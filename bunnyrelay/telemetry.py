@@ -17,7 +17,9 @@ a typo stops the process at start with a message instead of failing each export 
 - ``OTEL_METRICS_EXEMPLAR_FILTER`` is honoured when set; unset, exemplars are
   off, not the SDK's default ``trace_based``.
 - Unsampled jobs that fail, are retried or are slow still export their trace
-  (:mod:`bunnyrelay.keeping`) when spans are exported and ``keep`` is on.
+  (:mod:`bunnyrelay.keeping`) when spans are exported and ``keep`` is on; whenever spans
+  are exported and ``keep`` is given (bunny, relay), sampled spans are light ones
+  (:class:`bunnyrelay.keeping.SampledSpan`), keeping on or off.
 - ``OTEL_PROPAGATORS`` is honoured by the OpenTelemetry API (W3C trace context
   and baggage by default); checked here, so a process must not import
   ``opentelemetry.propagate`` before calling :func:`setup_telemetry`.
@@ -158,7 +160,7 @@ def setup_telemetry(
     span_encoder: Encoder | None = None
 
     tracer_provider = TracerProvider(resource=resource)
-    if keep is not None and keep.on and traces is not None:
+    if keep is not None and traces is not None:
         tracer_provider = keeping_tracer_provider(tracer_provider, resource, keep)
     for processor in span_processors:
         tracer_provider.add_span_processor(processor)

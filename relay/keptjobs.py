@@ -22,7 +22,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_contex
 from opentelemetry.util.types import AttributeValue
 
 from bunnyrelay import semconv
-from bunnyrelay.keeping import KeepingTracerProvider
+from bunnyrelay.keeping import KeepingTracerProvider, records_dropped_traces
 from bunnyrelay.v1.jobs_pb2 import JobRequest, JobResult, JobStatus
 from relay.errors import Refused, failure_type
 from relay.runner import Context, Executor
@@ -126,6 +126,6 @@ class KeptJobs:
 
 def kept_jobs(provider: trace.TracerProvider, tracer: trace.Tracer) -> KeptJobs | None:
     """A :class:`KeptJobs` when ``provider`` keeps what went wrong, else None."""
-    if not isinstance(provider, KeepingTracerProvider):
+    if not isinstance(provider, KeepingTracerProvider) or not records_dropped_traces(provider):
         return None
     return KeptJobs(tracer, provider.keeper.slower_than_ns)

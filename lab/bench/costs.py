@@ -130,12 +130,15 @@ def sdk_probes(calls: int) -> dict[str, float]:
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
     from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
     from opentelemetry.trace import SpanKind
     from opentelemetry.util.types import AttributeValue
 
     from bunnyrelay.histograms import HotHistogram
+    from bunnyrelay.keeping import KeepingTracerProvider
+    from bunnyrelay.keepsettings import KeepSettings
     from bunnyrelay.otlpencode import wire
     from bunnyrelay.tally import Tally
 
@@ -146,6 +149,10 @@ def sdk_probes(calls: int) -> dict[str, float]:
         "rpc.grpc.status_code": 0,
     }
     sampled = TracerProvider(sampler=ALWAYS_ON).get_tracer("costs")
+    # As bunny and relay make them when spans are exported (bunnyrelay.keeping.SampledSpan).
+    light = KeepingTracerProvider(
+        KeepSettings(), resource=Resource.create(), sampler=ALWAYS_ON
+    ).get_tracer("costs")
     unsampled = TracerProvider(sampler=ALWAYS_OFF).get_tracer("costs")
     meters = MeterProvider(
         metric_readers=[InMemoryMetricReader()], exemplar_filter=AlwaysOffExemplarFilter()
@@ -185,6 +192,7 @@ def sdk_probes(calls: int) -> dict[str, float]:
 
     results = {
         "span_sampled": _per_call(spans(sampled), calls),
+        "span_sampled_light": _per_call(spans(light), calls),
         "span_unsampled": _per_call(spans(unsampled), calls),
         # What each OTLP exporter does to a batch before its transport takes the bytes:
         # gRPC's stub serializes the request message, HTTP's export() serializes it inline.
@@ -380,6 +388,7 @@ def rows(costs: dict[str, dict[str, float]]) -> list[tuple[str, str, str]]:
     ]
     names = {
         "span_sampled": "OpenTelemetry span, sampled: start + end",
+        "span_sampled_light": "the same, bunny's and relay's light sampled span",
         "span_unsampled": "OpenTelemetry span, not sampled: start + end",
         "otlp_grpc_sdk": "OTLP/gRPC exporter's encoding, per span of a 512-span batch: SDK",
         "otlp_grpc_bunnyrelay": "the same with bunnyrelay.otlpencode",

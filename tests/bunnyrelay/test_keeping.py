@@ -36,7 +36,13 @@ from opentelemetry.trace import (
 )
 
 from bunnyrelay import semconv
-from bunnyrelay.keeping import KeepingTracer, KeepingTracerProvider, LightSpan, keeps_anything
+from bunnyrelay.keeping import (
+    KeepingTracer,
+    KeepingTracerProvider,
+    LightSpan,
+    keeps_anything,
+    records_dropped_traces,
+)
 from bunnyrelay.keepsettings import KeepSettings, parse_slower_than
 from bunnyrelay.settings import SettingError
 from bunnyrelay.telemetry import setup_telemetry
@@ -144,13 +150,14 @@ def test_under_a_local_parent_that_records_nothing_nothing_is_recorded(
     assert pipeline.tracer.start_span("root", context=Context()).is_recording()
 
 
-def test_what_the_head_sampler_samples_is_the_sdks_own_span() -> None:
+def test_what_the_head_sampler_samples_is_exported_as_sampled_and_not_marked_kept() -> None:
     pipeline = Pipeline(KeepSettings(), head=ParentBased(TraceIdRatioBased(1.0)))
     root = pipeline.tracer.start_span("job.submit")
-    assert not isinstance(root, LightSpan)
     assert root.get_span_context().trace_flags.sampled
     root.end()
     (span,) = pipeline.spans()
+    assert span.context is not None
+    assert span.context.trace_flags.sampled
     assert span.attributes is not None
     assert KEPT not in span.attributes
     pipeline.provider.shutdown()
@@ -170,7 +177,8 @@ def test_roots_are_sampled_by_their_trace_id_as_the_sdk_samples_them() -> None:
         context = root.get_span_context()
         decision = ratio.should_sample(None, context.trace_id, "job.submit").decision
         picked = decision == Decision.RECORD_AND_SAMPLE
-        if isinstance(root, LightSpan):
+        if not context.trace_flags.sampled:
+            assert isinstance(root, LightSpan)
             light += 1
             assert not picked
             assert context.trace_flags == dropped_flags
@@ -367,7 +375,7 @@ def test_keeping_is_installed_only_where_spans_are_exported_and_it_is_on(
         try:
             provider = telemetry.tracer_provider
             assert provider.sampler.get_description().startswith(("ParentBased{", "AlwaysOff"))
-            return isinstance(provider, KeepingTracerProvider)
+            return records_dropped_traces(provider)
         finally:
             telemetry.shutdown()
 
@@ -377,6 +385,36 @@ def test_keeping_is_installed_only_where_spans_are_exported_and_it_is_on(
     assert not keeping(exporting, None)
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
     assert not keeping(exporting, KeepSettings())
+
+
+def test_with_keeping_off_a_dropped_trace_records_nothing_and_sampled_spans_still_export() -> None:
+    exported = InMemorySpanExporter()
+    provider = KeepingTracerProvider(
+        KeepSettings(slower_than_s=0),
+        resource=Resource.create(),
+        sampler=ParentBased(TraceIdRatioBased(0.5)),
+    )
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    tracer = provider.get_tracer("test")
+    remote = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(0))
+    server = tracer.start_span(
+        "server", context=trace.set_span_in_context(NonRecordingSpan(remote))
+    )
+    assert not server.is_recording()
+    sampled = 0
+    for _ in range(200):
+        root = tracer.start_span("job.submit")
+        if root.get_span_context().trace_flags.sampled:
+            sampled += 1
+            tracer.start_span("child", context=trace.set_span_in_context(root)).end()
+        else:
+            assert not root.is_recording()
+        root.set_status(Status(StatusCode.ERROR, "boom"))
+        root.end()
+    assert 50 < sampled < 150
+    assert len(exported.get_finished_spans()) == 2 * sampled
+    assert all(KEPT not in (s.attributes or {}) for s in exported.get_finished_spans())
+    provider.shutdown()
 
 
 @pytest.mark.parametrize(

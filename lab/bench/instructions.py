@@ -1,0 +1,179 @@
+"""Instructions per job, counted by callgrind: bunny against relay in one process, on loopback.
+
+On a shared machine CPU µs per job swing with the load; instructions do not. This runs
+a relay (memory store) and bunny's unary or stream submitter in one process, 64 jobs in
+flight over real gRPC on loopback, every job sampled (``parentbased_always_on``, unless
+``--sampler`` says otherwise), spans going through the keeping provider and a
+BatchSpanProcessor as ``setup_telemetry`` builds them with OTLP on, to an exporter that
+encodes each batch with :mod:`bunnyrelay.otlpencode` and sends it nowhere. It is run twice
+under ``valgrind --tool=callgrind``, with two job counts; the difference of the two totals
+over the difference of the counts is what a job costs both sides together, start-up and
+warm-up taken out::
+
+    python -m lab.bench.instructions                 # unary and stream, 300 and 1300 jobs
+    python -m lab.bench.instructions --modes stream --jobs 200,700
+    python -m lab.bench.instructions --run --mode unary --jobs 300   # one run, no valgrind
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+_COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
+_CONCURRENCY = 64
+
+
+async def _run(mode: str, jobs: int) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    from bunny.batch import new_job_id
+    from bunny.relaypool import RelayPool
+    from bunny.streaming import StreamSubmitter
+    from bunny.submitter import JobSubmitter, SubmitSettings, UnarySubmitter
+    from bunny.targets import LiteralAddress
+    from bunny.tracing import BunnyTelemetry
+    from bunnyrelay.keeping import connect_keeping, keeping_tracer_provider
+    from bunnyrelay.keepsettings import KeepSettings
+    from bunnyrelay.otlpencode import wire
+    from bunnyrelay.settings import HostPort
+    from bunnyrelay.telemetry import build_resource
+    from bunnyrelay.v1 import jobs_pb2
+    from lab.bench.costs import _quiet_logger, dropped_reader
+    from relay.config import RelayConfig
+    from relay.server import running_server
+    from relay.stores.spec import StoreSpec
+
+    class Encoded(SpanExporter):
+        """What the OTLP exporter does to a batch before its transport: the bytes, dropped."""
+
+        exported = 0
+
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            Encoded.exported += len(spans)
+            wire.serialize_spans(spans)
+            return SpanExportResult.SUCCESS
+
+    resource = build_resource("instructions")
+    provider = keeping_tracer_provider(TracerProvider(resource=resource), resource, KeepSettings())
+    batch = BatchSpanProcessor(Encoded())
+    provider.add_span_processor(batch)
+    meters = MeterProvider(resource=resource, metric_readers=[dropped_reader()])
+    connect_keeping(provider, batch, meters)
+
+    config = RelayConfig(listen=HostPort("127.0.0.1", 0), store=StoreSpec("memory"))
+    async with running_server(
+        config, tracer_provider=provider, meter_provider=meters, logger=_quiet_logger()
+    ) as relay:
+        pool = RelayPool(LiteralAddress("127.0.0.1"), "127.0.0.1", relay.port)
+        telemetry = BunnyTelemetry(tracer_provider=provider, meter_provider=meters)
+        kind = StreamSubmitter if mode == "stream" else UnarySubmitter
+        # Under callgrind a job takes a hundred times as long: no deadline may cut it short,
+        # or its retries would be counted as its cost.
+        submitter: JobSubmitter = kind(pool, SubmitSettings(timeout_s=3600.0), telemetry)
+        payload = os.urandom(100)
+        left = jobs
+        failed: list[str] = []
+
+        async def worker() -> None:
+            nonlocal left, failed
+            while left > 0:
+                left -= 1
+                request = jobs_pb2.JobRequest(job_id=new_job_id(), kind="echo", payload=payload)
+                outcome = await submitter.run(request)
+                if not outcome.ok:
+                    failed.append(outcome.error.message if outcome.error else outcome.status)
+
+        await asyncio.gather(*(worker() for _ in range(_CONCURRENCY)))
+        await submitter.close()
+        await pool.close(grace=1.0)
+    provider.force_flush()
+    provider.shutdown()
+    meters.shutdown()
+    if failed:
+        raise SystemExit(f"{len(failed)} of {jobs} jobs failed, the first: {failed[0]}")
+    print(f"{mode}: {jobs} jobs, {Encoded.exported / jobs:.2f} spans per job", file=sys.stderr)
+
+
+def count(mode: str, jobs: int, root: Path, sampler: str = "parentbased_always_on") -> int:
+    """Instructions of one run of ``jobs`` jobs (callgrind's total, every thread)."""
+    done = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            "-m",
+            "lab.bench.instructions",
+            "--run",
+            "--mode",
+            mode,
+            "--jobs",
+            str(jobs),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env={**_clean_env(sampler), "PYTHONPATH": str(root)},
+        timeout=1800,
+        check=False,
+    )
+    found = _COLLECTED.search(done.stderr)
+    if done.returncode != 0 or found is None:
+        raise RuntimeError(f"{mode} x{jobs}: {done.stderr.strip()[-2000:]}")
+    return int(found.group(1))
+
+
+def _clean_env(sampler: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "BUNNY_", "RELAY_"))}
+    env["OTEL_TRACES_SAMPLER"] = sampler
+    return env
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab.bench.instructions")
+    parser.add_argument("--modes", default="unary,stream", help="unary, stream or both")
+    parser.add_argument("--jobs", default="300,1300", help="two job counts, fewer first")
+    parser.add_argument(
+        "--root",
+        default=str(Path(__file__).resolve().parents[2]),
+        help="the tree whose bunny and relay are counted (its PYTHONPATH)",
+    )
+    parser.add_argument(
+        "--sampler",
+        default="parentbased_always_on",
+        help="OTEL_TRACES_SAMPLER of the runs (always_off: what a job costs without spans)",
+    )
+    parser.add_argument("--run", action="store_true", help="one run in this process")
+    parser.add_argument("--mode", default="unary", help="with --run: unary or stream")
+    args = parser.parse_args(argv)
+    if args.run:
+        asyncio.run(_run(args.mode, int(args.jobs)))
+        return 0
+    few, many = (int(n) for n in args.jobs.split(","))
+    results: dict[str, Any] = {}
+    for mode in args.modes.split(","):
+        root = Path(args.root)
+        low = count(mode, few, root, args.sampler)
+        high = count(mode, many, root, args.sampler)
+        results[mode] = {"per_job": round((high - low) / (many - few)), few: low, many: high}
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
