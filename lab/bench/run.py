@@ -41,7 +41,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from lab.bench import costs as job_costs
 from lab.bench import dnsbench, ghz, procstat
-from lab.bench.cases import CASES, Case, Dns, Protocol, Tracing
+from lab.bench.cases import CASES, Case, Dns, Protocol, Tracing, round_order
 from lab.bench.children import run_client, serving
 from lab.bench.dnsbench import DnsBenchSettings
 from lab.bench.report import relay_targets, targets_text, text_table
@@ -368,7 +368,7 @@ class Bench:
                         for round_number in range(1, plan.rounds + 1):
                             measured: list[CaseResult] = []
                             rounds.append(measured)
-                            for number, case in enumerate(cases, 1):
+                            for number, case in enumerate(round_order(cases, round_number), 1):
                                 self.say(
                                     f"[round {round_number}/{plan.rounds}] "
                                     f"[{number}/{len(cases)}] {case.label}"
