@@ -309,18 +309,20 @@ CASES: tuple[Case, ...] = _on_both_protocols(
 
 
 def round_order(cases: Sequence[Case], round_number: int) -> list[Case]:
-    """``cases`` in the order round ``round_number`` (from 1) runs them: as given, except that
-    in even rounds a case held to the plain case just before it runs first. The two measure
-    a few percent apart, less than consecutive runs of one case differ; were one always
-    second, whatever the run before it left behind (a relay's last export, a busier machine
-    a minute on) would always fall on the same one."""
+    """``cases`` in the order round ``round_number`` (from 1) runs them: as given in odd
+    rounds; in even rounds each run of cases held to the case just before them (a 10 % case
+    with keeping after its keeping-off twin, an OTLP http case after its OTLP/gRPC twin) is
+    run backwards, so each stays next to what it is held to but runs first. Such twins
+    measure a few percent apart, less than consecutive runs of one case differ; were one
+    always second, whatever the run before it left behind (a relay's last export, a busier
+    machine a minute on) would always fall on the same one."""
     order = list(cases)
     if round_number % 2:
         return order
-    for index in range(1, len(order)):
-        plain, held = order[index - 1], order[index]
-        if plain.tracing is Tracing.SAMPLED_PLAIN and any(
-            target.against == plain.key for target in held.targets
-        ):
-            order[index - 1], order[index] = held, plain
-    return order
+    runs: list[list[Case]] = []
+    for case in order:
+        if runs and any(target.against == runs[-1][-1].key for target in case.targets):
+            runs[-1].append(case)
+        else:
+            runs.append([case])
+    return [case for run in runs for case in reversed(run)]

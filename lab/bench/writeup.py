@@ -89,8 +89,9 @@ follows bunny's decision), 100 % is `parentbased_always_on`. In every bunny and 
 `OTEL_EXPORTER_OTLP_ENDPOINT` points at a local OTLP receiver (in the benchmark's process; it
 only counts the spans), so sampled spans are exported with the SDK's default batch
 settings, as in a deployment. Every traced case (10 %, 100 %) runs twice, right after each
-other: over OTLP/gRPC, then over OTLP http/protobuf (*OTLP http*, the specification's
-default protocol and so the project's), held to 0.95x of the gRPC one.
+other: over OTLP/gRPC and over OTLP http/protobuf (*OTLP http*, the specification's
+default protocol and so the project's), held to 0.95x of the gRPC one; the gRPC one first
+in odd rounds, the http one first in even rounds.
 
 **The floor and the peer.** The floor (`lab/bench/floor.py`) is the raw pair with only the
 per-call telemetry this project's conventions ask for, set up by the project's own
@@ -193,8 +194,8 @@ about it:
 - **http/protobuf.** Both OTLP exporters have encoded spans with `bunnyrelay.otlpencode`
   since the encoder became a plug-in for either protocol: over http/protobuf only the
   transport differs (`requests` on the export thread instead of a gRPC channel), about
-  1 µs per span more. The *OTLP http* rows are each measured right after their OTLP/gRPC
-  twin.
+  1 µs per span more. The *OTLP http* rows are each measured next to their OTLP/gRPC
+  twin, after it in odd rounds and before it in even ones.
 - **Garbage collection.** bunny's youngest-generation collections (gc callbacks timing
   each, with the young objects listed at its start; every job sampled) take about 0.2 ms
   each, about 9 µs per job, for about 2,100 young objects, not 700: spans live until the
@@ -465,7 +466,8 @@ def markdown_document(
         f"- Each case: {settings['warmup_s']} s warm-up, {settings['duration_s']} s measured, "
         f"{settings['concurrency']} jobs in flight, {settings['payload_bytes']}-byte payloads",
         f"- Rounds: {settings['rounds']} (each case once per round, in the order of the table; "
-        "in even rounds each 10 % case with keeping runs just before its keeping-off twin)",
+        "in even rounds each case held to the one before it, an OTLP http case or a 10 % "
+        "case with keeping, runs just before its twin)",
         f"- relay: {settings['relay']}",
         f"- bunny: {settings['bunny']}",
         "",
