@@ -183,8 +183,8 @@ test: monitoring-tools
 test: cluster-tools deploy-tools
 
 # bunny and relay against raw grpc.aio measured in the same run: one table of
-# ratios, ghz beside it and the DNS lookup benchmark, in 3 rounds; rewrites
-# docs/benchmarks.md (about 7 minutes). BENCH_ARGS passes flags, e.g. BENCH_ARGS="--cases raw-unary,unary-100 --no-dns".
+# ratios, ghz beside it and the DNS lookup benchmark, in 4 rounds; rewrites
+# docs/benchmarks.md (about 15 minutes). BENCH_ARGS passes flags, e.g. BENCH_ARGS="--cases raw-unary,unary-100 --no-dns".
 BENCH_ARGS ?=
 bench: $(STAMP) tools
 	$(BIN)/python -m lab.bench $(BENCH_ARGS)

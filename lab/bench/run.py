@@ -65,11 +65,12 @@ class Plan:
     """How long, how hard and how many times each case runs."""
 
     duration_s: float = 6.0
-    """Seconds measured per case and round: three rounds of every case with 6-second
-    windows, plus the DNS benchmark and the costs, take about 7 minutes."""
+    """Seconds measured per case and round: four rounds of every case with 6-second
+    windows, plus the DNS benchmark and the costs, take about 15 minutes."""
     warmup_s: float = 1.0
-    rounds: int = 3
-    """How many times every case runs (one round: each case once, in order)."""
+    rounds: int = 4
+    """How many times every case runs (one round: each case once, in order). Even, so that
+    each pair of twins runs as often in one order as in the other (:func:`round_order`)."""
     concurrency: int = 64
     payload_bytes: int = 100
     dns: DnsBenchSettings | None = None

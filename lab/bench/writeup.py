@@ -47,16 +47,16 @@ while bunny fills the next), and relay answers with every result that is ready.
 
 **Rounds.** The machine is noisy: back-to-back 4-second runs of the same raw case ranged from
 2,900 to 3,900 jobs/s, so a single run of each case cannot tell 0.65x from 0.78x, and a
-target could be met in two runs out of three. So every case runs in each of three rounds
+target could be met in two runs out of three. So every case runs in each of four rounds
 (`--rounds`; the settings above say how many this run had), a round being every case once in
 the order of the table, so that each baseline and the cases measured against it are
 interleaved in time. A case's ratio is taken in each round against its baseline's result *in
 that same round*; the tables show the median of those per-round ratios (with two rounds,
 their mean) and, with more than one round, their lowest and highest in brackets. The targets
 are judged on that median. The ratio of the medians is not used: it can set a round the
-machine was fast in against one it was slow in. So that three rounds of every case, the DNS
-benchmark and the costs take about 7 minutes, each case measures 6 s per round (10 s when
-each case ran only once).
+machine was fast in against one it was slow in. Four rounds, not three: twins swap places
+in even rounds, so an even number runs each order as often. Four rounds of every case, the
+DNS benchmark and the costs take about 15 minutes, each case measuring 6 s per round.
 
 **What the columns mean.**
 - Every figure is the median over the rounds, except *failed*, the sum of every round (the
@@ -395,7 +395,7 @@ Choices in relay's code that a measurement made; the code keeps the one-line rea
 RUNNING = """\
 ## Running it
 
-    make bench                                   # 3 rounds (about 7 minutes); rewrites this file
+    make bench                                   # 4 rounds (about 15 minutes); rewrites this file
     .venv/bin/python -m lab.bench --quick --no-write   # a smoke run, one round
     .venv/bin/python -m lab.bench --cases raw-unary,unary-100 --rounds 5 --no-dns
     .venv/bin/python -m lab.bench --json  # one JSON object for machines
