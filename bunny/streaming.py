@@ -26,7 +26,7 @@ from bunny.errors import JobDeadlineExceeded, RelayCallFailed, RelayUnavailable
 from bunny.relaypool import RelayEndpoint, RelayPool
 from bunny.rpcerrors import classify_rpc_error, raise_for_stream_error
 from bunny.rpcspans import RpcSpans
-from bunny.submitter import JobSubmitter, SubmitSettings, call_unary
+from bunny.submitter import JobSubmitter, SubmitSettings
 from bunny.tracing import BunnyTelemetry
 from bunnyrelay.v1 import jobs_pb2
 
@@ -241,7 +241,7 @@ class StreamSubmitter(JobSubmitter):
     ) -> jobs_pb2.JobResult:
         if request.ByteSize() > BATCH_BYTES:
             # Alone, so that a job relay refuses for its size fails by itself.
-            return await call_unary(self.rpc, endpoint, request, attempt, deadline)
+            return await self.call_unary(endpoint, request, attempt, deadline)
         stream = self._streams.get(endpoint.peer)
         if stream is None or stream.broken is not None or stream.endpoint is not endpoint:
             stream = self._open(endpoint)

@@ -28,7 +28,6 @@ from bunny.outcome import FAILED, SUCCEEDED, JobOutcome, OutcomeError
 from bunny.relaypool import RelayEndpoint, RelayPool
 from bunny.retry import RetryPolicy, retry_after_first
 from bunny.rpcerrors import classify_rpc_error
-from bunny.rpcspans import RpcSpans
 from bunny.tracing import BunnyTelemetry, Job
 from bunnyrelay.v1 import jobs_pb2
 
@@ -137,6 +136,24 @@ class JobSubmitter(abc.ABC):
     ) -> Awaitable[jobs_pb2.JobResult]:
         """One attempt; raises a BunnyError (retryable or not) when it fails."""
 
+    async def call_unary(
+        self, endpoint: RelayEndpoint, request: jobs_pb2.JobRequest, attempt: int, deadline: float
+    ) -> jobs_pb2.JobResult:
+        """One ``JobService/Run`` call for ``request``: its result, or the typed error."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise JobDeadlineExceeded(
+                f"{request.job_id}: the job's deadline passed before attempt {attempt}",
+                code=grpc.StatusCode.DEADLINE_EXCEEDED,
+                peer=endpoint.peer,
+            )
+        with self.rpc.attempt("Run", endpoint, attempt) as record:
+            try:
+                return await endpoint.stub.Run(request, timeout=remaining, metadata=record.metadata)
+            except grpc.aio.AioRpcError as exc:
+                record.code = exc.code()
+                raise classify_rpc_error(exc, endpoint.peer) from None
+
     async def close(self) -> None:  # noqa: B027 - most submitters hold nothing to release
         """Release what the submitter holds beyond the pool (streams)."""
 
@@ -211,34 +228,8 @@ class JobSubmitter(abc.ABC):
         )
 
 
-async def call_unary(
-    rpc: RpcSpans,
-    endpoint: RelayEndpoint,
-    request: jobs_pb2.JobRequest,
-    attempt: int,
-    deadline: float,
-) -> jobs_pb2.JobResult:
-    """One ``JobService/Run`` call for ``request``: its result, or the typed error."""
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise JobDeadlineExceeded(
-            f"{request.job_id}: the job's deadline passed before attempt {attempt}",
-            code=grpc.StatusCode.DEADLINE_EXCEEDED,
-            peer=endpoint.peer,
-        )
-    with rpc.attempt("Run", endpoint, attempt) as record:
-        try:
-            return await endpoint.stub.Run(request, timeout=remaining, metadata=record.metadata)
-        except grpc.aio.AioRpcError as exc:
-            record.code = exc.code()
-            raise classify_rpc_error(exc, endpoint.peer) from None
-
-
 class UnarySubmitter(JobSubmitter):
     """One ``JobService/Run`` call per attempt."""
 
-    def call(
-        self, endpoint: RelayEndpoint, request: jobs_pb2.JobRequest, attempt: int, deadline: float
-    ) -> Awaitable[jobs_pb2.JobResult]:
-        # The call's own coroutine, not one more around it.
-        return call_unary(self.rpc, endpoint, request, attempt, deadline)
+    # The call itself: no method or coroutine around it.
+    call = JobSubmitter.call_unary
