@@ -23,7 +23,7 @@ import grpc
 
 from bunnyrelay.v1.jobs_pb2 import JobError, JobRequest, JobResult, JobStatus
 from relay.admission import Admission
-from relay.checks import RequestChecks
+from relay.checks import Checked, RequestChecks
 from relay.errors import (
     DeadlineExceeded,
     Draining,
@@ -33,7 +33,7 @@ from relay.errors import (
     StoreError,
     StoreUnavailable,
 )
-from relay.kinds.handler import Handler, JobFailed, JobInput
+from relay.kinds.handler import JobFailed, JobInput
 from relay.stores.base import FingerprintMismatchError, IdempotencyStore, Replay, fingerprint
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -82,19 +82,19 @@ class JobRunner:
     async def execute(self, request: JobRequest, context: Context) -> JobResult:
         """Run one job of a stream, bounded by the call's deadline."""
         received_ns = time.time_ns()
-        handler = self._checks.handler(request)
+        checked = self._checks.check(request)
         if self._admission.closed:
             raise Draining()
         remaining = context.time_remaining()
         if remaining is None:
             # A stream without a call deadline (bunny's): no timer to set for each job.
-            return await self._run(request, handler, received_ns)
+            return await self._run(request, checked, received_ns)
         try:
             # The deadline covers waiting for a duplicate too, not only the handler.
             async with asyncio.timeout(remaining):
-                return await self._run(request, handler, received_ns)
+                return await self._run(request, checked, received_ns)
         except TimeoutError:
-            raise DeadlineExceeded.of(request.job_id, remaining) from None
+            raise DeadlineExceeded.of(checked[1], remaining) from None
 
     def execute_call(self, request: JobRequest, context: Context) -> Awaitable[JobResult]:
         """Run the job of one ``Run`` call.
@@ -106,15 +106,13 @@ class JobRunner:
         caller, one layer fewer per call.
         """
         received_ns = time.time_ns()
-        handler = self._checks.handler(request)
+        checked = self._checks.check(request)
         if self._admission.closed:
             raise Draining()
-        return self._run(request, handler, received_ns)
+        return self._run(request, checked, received_ns)
 
-    async def _run(self, request: JobRequest, handler: Handler, received_ns: int) -> JobResult:
-        job_id = request.job_id
-        kind = request.kind
-        payload = request.payload
+    async def _run(self, request: JobRequest, checked: Checked, received_ns: int) -> JobResult:
+        handler, job_id, kind, payload = checked
         attributes = request.attributes
         try:
             reservation = await self._store.reserve(job_id, fingerprint(kind, payload, attributes))
