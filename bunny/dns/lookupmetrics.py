@@ -45,8 +45,8 @@ _QUERY_BUCKETS = (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
 _STALE_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 # Seconds, the semantic conventions' advice for dns.lookup.duration.
 _QUERY_DURATION_BUCKETS = (0.0, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5)
-# Attribute sets kept; past this many, new names count as one.
-_MAX_SETS = 512
+MAX_NAMES = 512
+"""Names, and attribute sets, kept apart; past this many, new names count as one."""
 _OTHER = "_other"
 
 Attributes = Mapping[str, AttributeValue]
@@ -85,7 +85,7 @@ class LookupMetrics:
         )
         self._sets: dict[Hashable, Attributes] = {}
         self._by_server: dict[tuple[str, str], Attributes] = {}
-        self._by_name: dict[str, Attributes] = {}
+        self._by_name: dict[str, tuple[str, Attributes]] = {}
 
     def answered(self, name: str, resolution: Resolution, notes: LookupNotes) -> None:
         """A lookup that returned addresses, fresh or stale."""
@@ -94,14 +94,14 @@ class LookupMetrics:
             error_type = notes.refresh_error
             rcode = last.rcode if last is not None else ""
             outcome = STALE
-            self._stale_age.record(name, self._name_attributes(name), notes.stale_for)
+            self._stale_age.record(*self._named(name), notes.stale_for)
         else:
             error_type, rcode, outcome = "", "NOERROR", ANSWERED
         nameserver = last.nameserver if last is not None else ""
         self._count(name, outcome, resolution.source, rcode, error_type, nameserver)
         self._time_queries(resolution.queries)
         if not notes.coalesced:
-            self._queries.record(name, self._name_attributes(name), notes.queries_sent)
+            self._queries.record(*self._named(name), notes.queries_sent)
 
     def failed(self, name: str, exc: DnsLookupFailed, notes: LookupNotes) -> None:
         """A lookup that raised."""
@@ -111,14 +111,14 @@ class LookupMetrics:
         self._time_queries(exc.queries)
         if not (notes.coalesced or exc.from_negative_cache):
             sent = sum(1 for query in exc.queries if query.source == "wire")
-            self._queries.record(name, self._name_attributes(name), sent)
+            self._queries.record(*self._named(name), sent)
 
     def _count(
         self, name: str, outcome: str, source: str, rcode: str, error_type: str, nameserver: str
     ) -> None:
         key = (name, outcome, source, rcode, error_type, nameserver)
         attributes = self._sets.get(key)
-        if attributes is None and len(self._sets) >= _MAX_SETS:
+        if attributes is None and len(self._sets) >= MAX_NAMES:
             name = _OTHER
             key = (name, outcome, source, rcode, error_type, nameserver)
             attributes = self._sets.get(key)
@@ -142,7 +142,7 @@ class LookupMetrics:
             key = (query.nameserver, query.rcode)
             attributes = self._by_server.get(key)
             if attributes is None:
-                if len(self._by_server) >= _MAX_SETS:
+                if len(self._by_server) >= MAX_NAMES:
                     continue
                 attributes = self._by_server[key] = {
                     semconv.DNS_NAMESERVER: query.nameserver,
@@ -150,13 +150,16 @@ class LookupMetrics:
                 }
             self._query_duration.record(key, attributes, query.latency_ms / 1000)
 
-    def _name_attributes(self, name: str) -> Attributes:
-        attributes = self._by_name.get(name)
-        if attributes is None:
-            if len(self._by_name) >= _MAX_SETS:
-                return self._by_name.setdefault(_OTHER, {semconv.DNS_QUESTION_NAME: _OTHER})
-            attributes = self._by_name[name] = {semconv.DNS_QUESTION_NAME: name}
-        return attributes
+    def _named(self, name: str) -> tuple[str, Attributes]:
+        """The key and attribute set a histogram keeps ``name`` under (one-to-one)."""
+        named = self._by_name.get(name)
+        if named is None:
+            if len(self._by_name) >= MAX_NAMES:
+                return self._by_name.setdefault(
+                    _OTHER, (_OTHER, {semconv.DNS_QUESTION_NAME: _OTHER})
+                )
+            named = self._by_name[name] = (name, {semconv.DNS_QUESTION_NAME: name})
+        return named
 
 
 def _last_query(queries: tuple[DnsQuery, ...]) -> DnsQuery | None:

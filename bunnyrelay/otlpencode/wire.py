@@ -8,9 +8,9 @@ resource and scope, and their attributes are mostly the same pairs (``rpc.system
 
 - each span is written straight to wire bytes, fields in field-number order as upb writes
   them, so the bytes equal the official request's serialization, not only its meaning;
-- an attribute pair whose value is a ``str``, ``int`` or ``bool``, and a span or event
-  name, is encoded once and kept in a bounded LRU cache (a value such as a job id never
-  repeats and only passes through);
+- an attribute pair whose value is a ``str``, ``int``, ``bool`` or a tuple of one ``str``,
+  and a span or event name, is encoded once and kept in a bounded cache (a value such as
+  a job id never repeats and only passes through);
 - a resource or an instrumentation scope is encoded once per object: both are immutable,
   kept by identity in a small bounded table;
 - grouping by resource and scope follows the official encoder: equal resources (not only
@@ -154,11 +154,13 @@ class _PairCache:
     entry (and an eviction) per span. One value type per cache, since ``True == 1``.
     """
 
-    __slots__ = ("_by_key",)
+    __slots__ = ("_by_key", "_in_tuple")
 
-    def __init__(self) -> None:
+    def __init__(self, *, in_tuple: bool = False) -> None:
         # None: a key with too many distinct values to be worth caching.
         self._by_key: dict[str, dict[object, bytes] | None] = {}
+        # The value is the one item of a tuple (an answer's one address), kept by that item.
+        self._in_tuple = in_tuple
 
     def get(self, key: str, value: str | int) -> bytes:
         by_key = self._by_key
@@ -167,7 +169,7 @@ class _PairCache:
             encoded = values.get(value)
             if encoded is not None:
                 return encoded
-        encoded = _sized(_key_value(key, value))
+        encoded = _sized(_key_value(key, (value,) if self._in_tuple else value))
         if values is None:
             if key in by_key or len(by_key) >= PAIR_CACHE_KEYS:
                 return encoded
@@ -184,6 +186,7 @@ class _PairCache:
 
 
 _pair_caches = {str: _PairCache(), int: _PairCache(), bool: _PairCache()}
+_one_string_tuples = _PairCache(in_tuple=True)
 
 
 @functools.lru_cache(maxsize=NAME_CACHE_SIZE)
@@ -206,6 +209,9 @@ def _attributes(tag: bytes, attributes: Mapping[str, object] | None) -> bytes:
         cache = caches.get(type(value))
         if cache is not None:
             pairs.append(cache.get(key, value))  # type: ignore[arg-type]
+        elif type(value) is tuple and len(value) == 1 and type(value[0]) is str:
+            # A tuple of one string (a lookup's one address), kept by that string.
+            pairs.append(_one_string_tuples.get(key, value[0]))
         else:
             pairs.append(_sized(_key_value(key, value)))
     return tag + tag.join(pairs)
@@ -452,8 +458,8 @@ def cache_sizes() -> dict[str, tuple[int, int]]:
     names = _cached_name.cache_info()
     return {
         "pairs": (
-            sum(len(cache) for cache in _pair_caches.values()),
-            len(_pair_caches) * PAIR_CACHE_KEYS * VALUES_PER_KEY,
+            sum(len(cache) for cache in (*_pair_caches.values(), _one_string_tuples)),
+            (len(_pair_caches) + 1) * PAIR_CACHE_KEYS * VALUES_PER_KEY,
         ),
         "names": (names.currsize, NAME_CACHE_SIZE),
         "resources": (len(_resources), OBJECT_CACHE_SIZE),

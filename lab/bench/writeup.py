@@ -242,37 +242,52 @@ about it:
 - **DNS:** aiodns 4 gives each channel a c-ares event thread; its hand-over to the event
   loop (channel lock, GIL, self-pipe) costs bunny's resolver more CPU than the query, so
   bunny runs aiodns in its socket-callback mode on the event loop. Measured in one process
-  with 32 lookups in flight: bare aiodns alone is a little cheaper in its thread mode (36-40
-  against 45-48 µs CPU per lookup), but bunny's resolver in that mode costs about 1.3x the
-  CPU (the thread's callbacks wait for the GIL behind the resolver's own work). The first
-  caller of a name runs the lookup in its own task (a task of its own and the shield around
-  it cost two more passes of the event loop, a third of an uncached lookup's latency), and
-  a lookup that one query answered carries that query on its `dns.lookup` span rather than
-  a `dns.query` child. Every uncached row sends the same query: one A question for a name
-  with enough dots (bunny with `family=ipv4` and no search list, so one candidate), and
-  every row waits the same way (one at a time for latency, 32 in flight for CPU). The
-  floor (aiodns on the loop as bunny runs it, one exported span, the histogram) is itself
-  at 1.0-1.8x bare aiodns' latency depending on the machine's load; a traced lookup costs
-  about 1.8-1.9x the floor's CPU. Beyond the floor it pays (py-spy, and an in-process run
-  with c-ares answering from a done future): the span's nine attributes (about 9 µs: the
-  SDK checks each value on `set_attributes`, so they are set in one call), their encoding
-  on the export thread (about 10 µs), making the span current (about 3 µs), two more
-  histogram points and the lookup counter (about 1 µs since they became `HotHistogram` and
-  `Tally`; the SDK's `Histogram.record` cost about 10 µs each), and the resolver's own
-  steps (cache, coalescing, candidates, answer checks, c-ares ledger, retry bookkeeping, a
-  `Resolution`: about 20 µs, spread over a dozen small steps with none above 3 µs). A
-  traced lookup's latency is the floor's plus that work, since it is all on the caller's
-  path. With 32 in flight, py-spy finds the loop's calls into c-ares (each gives up the
-  GIL) taking several times as long in the traced run as in the floor's: the export
-  thread, busier with the larger spans, holds the GIL meanwhile, so wall time per lookup
-  grows more than CPU does; the loop now asks c-ares for its next timeout only when the
-  tick could be late, not on every query. The CPU target is taken against the floor's
-  CPU per lookup in the same round. Counted in instructions (callgrind, one process,
-  c-ares replaced by a future the loop settles, spans encoded as the exporter would, the
-  difference between 1,000 and 3,000 lookups): the floor about 256k per lookup, a traced
-  lookup about 565k, of which the `dns.lookup` span's attributes, set and encoded, about
-  151k and the metrics beyond the floor's histogram about 20k; the rest is the
-  resolver's own steps and the garbage collections their objects bring.
+  with 32 lookups in flight: bare aiodns alone is a little cheaper in its thread mode
+  (36-40 against 45-48 µs CPU per lookup), but bunny's resolver in that mode costs about
+  1.3x the CPU (the thread's callbacks wait for the GIL behind the resolver's own work).
+  The first caller of a name runs the lookup in its own task (a task of its own and the
+  shield around it cost two more passes of the event loop, a third of an uncached lookup's
+  latency), and a lookup that one query answered carries that query on its `dns.lookup`
+  span rather than a `dns.query` child. Every uncached row sends the same query: one A
+  question for a name with enough dots (bunny with `family=ipv4` and no search list, so
+  one candidate), and every row waits the same way (one at a time for latency, 32 in
+  flight for CPU). The floor (aiodns on the loop as bunny runs it, one exported span, the
+  histogram) is itself at 1.0-1.8x bare aiodns' latency depending on the machine's load; a
+  traced lookup costs about 1.8-1.9x the floor's CPU. Beyond the floor it pays (py-spy,
+  and an in-process run with c-ares answering from a done future): the span's nine
+  attributes (about 9 µs: the SDK checks each value on `set_attributes`, so they are set
+  in one call), their encoding on the export thread (about 10 µs), making the span current
+  (about 3 µs), two more histogram points and the lookup counter (about 1 µs since they
+  became `HotHistogram` and `Tally`; the SDK's `Histogram.record` cost about 10 µs each),
+  and the resolver's own steps (cache, coalescing, candidates, answer checks, c-ares
+  ledger, retry bookkeeping, a `Resolution`: about 20 µs, spread over a dozen small steps
+  with none above 3 µs). A lookup answered from the wire hands its answer back first: its
+  span (ended as of that moment) and its metrics are finished on the event loop's next
+  pass, which the caller's next wait gives it (a job's RPC, the next lookup's query): they
+  cost the same CPU (in one process about a quarter of a traced lookup's) but run while
+  the caller waits on the network rather than before it has its answer; a failed lookup's
+  telemetry is still complete before its caller sees the error, and one that never waited
+  (a cache hit, a stale answer) finishes at once. With 32 in flight, py-spy finds the
+  loop's calls into c-ares (each gives up the GIL) taking several times as long in the
+  traced run as in the floor's: the export thread, busier with the larger spans, holds the
+  GIL meanwhile, so wall time per lookup grows more than CPU does; the loop now asks
+  c-ares for its next timeout only when the tick could be late, not on every query. The
+  CPU target is taken against the floor's CPU per lookup in the same round. Counted in
+  instructions (`python -m lab.bench.dnscount` under callgrind: one process, c-ares
+  replaced by a future the loop settles, spans encoded as the exporter would, the
+  difference between 1,000 and 3,000 lookups): the floor about 259k per lookup, a traced
+  lookup about 511k (about 569k before a lone candidate that is the name itself was left
+  off the span, since the name says it, and a one-address answer's attribute pair was
+  encoded once and kept). Of that, the `dns.lookup` span's attributes, set and encoded,
+  take about 86k (151k before), the metrics beyond the floor's histogram about 20k, and
+  the rest is the resolver's own steps and the collections their objects bring: with every
+  name new, as in the benchmark, each lookup leaves a cache entry, a c-ares ledger entry
+  and its span awaiting export alive, and the young and middle generations' collections
+  cost a traced lookup about 13 and 5 µs against the floor's 4 and 2 (gc callbacks, in one
+  process). Of the span's nine attributes, OpenTelemetry's conventions name
+  `dns.question.name` and `dns.answers` (`error.type` on a failure); the others are
+  bunny's (`bunnyrelay.dns.*`) and stay, since the trace must say which nameserver
+  answered, from where, and with how many queries.
 - **Small choices in the code, and what each saves** (the comments beside them keep only
   the reason):
   - spans are started with `start_span` and made current with `context.attach` rather

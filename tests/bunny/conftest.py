@@ -101,6 +101,12 @@ def spans() -> InMemorySpanExporter:
     return exporter
 
 
+async def telemetry_finished() -> None:
+    """Let the loop pass once: a lookup answered from the wire finishes its span and
+    metrics then, after its caller has the answer."""
+    await asyncio.sleep(0)
+
+
 def named(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
     """Finished spans called ``name``, in the order they started."""
     found = [span for span in exporter.get_finished_spans() if span.name == name]

@@ -18,7 +18,7 @@ from bunny.errors import (
 )
 from bunnyrelay import semconv
 from lab.dnsserver import ZoneServer
-from tests.bunny.conftest import RELAY, RELAY_IP, MakeResolver, attribute, named
+from tests.bunny.conftest import RELAY, RELAY_IP, MakeResolver, attribute, named, telemetry_finished
 
 
 async def test_aiodns_runs_on_the_event_loop_without_an_event_thread() -> None:
@@ -38,11 +38,13 @@ async def test_c_ares_cache_answers_are_labelled_as_such_not_as_wire(
 ) -> None:
     resolver = make_resolver()
     await resolver.resolve(RELAY)
+    await telemetry_finished()
     spans.clear()
 
     # Another spelling is another entry in bunny's cache, but the same question
     # to c-ares, which answers it from memory.
     second = await resolver.resolve(f"{RELAY}.")
+    await telemetry_finished()
 
     assert len(dns.log) == 1
     assert second.source == "c-ares-cache"
@@ -79,9 +81,11 @@ async def test_a_query_cut_short_by_c_ares_adaptive_timeout_is_retried_on_a_fres
         dns.set_records(f"warm{n}.private.aws.internal", "A", ["10.0.0.1"])
         await resolver.resolve(f"warm{n}.private.aws.internal.")
     dns.set_delay(0.6)  # now the path is slower, but well inside our 2 s timeout
+    await telemetry_finished()
     spans.clear()
 
     resolution = await resolver.resolve(f"{RELAY}.")
+    await telemetry_finished()
 
     assert resolution.addresses == (RELAY_IP,)
     first, second = named(spans, "dns.query")

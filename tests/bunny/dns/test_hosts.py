@@ -14,7 +14,7 @@ from bunny.dns.hosts import HostsFile, parse_hosts
 from bunnyrelay import semconv
 from bunnyrelay.settings import SettingError
 from lab.dnsserver import ZoneServer
-from tests.bunny.conftest import RELAY, RELAY_IP, MakeResolver, named
+from tests.bunny.conftest import RELAY, RELAY_IP, MakeResolver, named, telemetry_finished
 from tests.fakeclock import FakeClock
 
 # As the kubelet writes a pod's /etc/hosts, with a hostAliases entry at the end.
@@ -157,6 +157,7 @@ async def test_a_name_in_the_hosts_file_is_answered_from_it_and_dns_is_not_asked
     listed = await resolver.resolve(RELAY)
     fast = resolver.cached(RELAY)
     elsewhere = await resolver.resolve(f"other.{RELAY}.")
+    await telemetry_finished()
 
     assert (listed.addresses, listed.source, listed.queries) == (("10.20.0.99",), "hosts", ())
     assert fast is not None

@@ -9,13 +9,14 @@ from typing import Any
 
 import pytest
 
+from bunny.dns import lookupmetrics
 from bunny.dns.resolver import Resolver
 from bunny.dns.settings import ResolverSettings
 from bunny.dns.tracing import DnsTelemetry, TracedResolver
 from bunny.errors import DnsServerFailure, DnsTimeout, NameNotFound
 from bunnyrelay import semconv
 from lab.dnsserver import ZoneServer
-from tests.bunny.conftest import RELAY, RELAY_IP, SEARCH
+from tests.bunny.conftest import RELAY, RELAY_IP, SEARCH, telemetry_finished
 from tests.fakeclock import FakeClock
 from tests.metrics_capture import MetricsCapture
 
@@ -110,6 +111,7 @@ async def test_queries_per_lookup_show_what_the_search_list_costs(
     # ndots:5 and two search domains: the absolute name is asked last, the third candidate.
     resolver = make(search=SEARCH[:2], ndots=5)
     await resolver.resolve(RELAY.rstrip("."))
+    await telemetry_finished()
     (point,) = [point for _, point in points(semconv.METRIC_DNS_LOOKUP_QUERIES)]
     assert (point.count, point.sum) == (1, 3)
 
@@ -127,9 +129,28 @@ async def test_stale_answers_are_counted_with_how_long_past_expiry_they_were(
     assert (await resolver.resolve(RELAY)).source == "stale-cache"
     clock.advance(20)  # within the recheck back-off: stale again, no query
     assert (await resolver.resolve(RELAY)).source == "stale-cache"
+    await telemetry_finished()
 
     assert _lookups(points)[("stale", "TIMEOUT", "DnsTimeout")] == 1
     assert _lookups(points)[("stale", "", "DnsTimeout")] == 1
     (point,) = [point for _, point in points(semconv.METRIC_DNS_STALE_AGE)]
     assert point.count == 2
     assert point.sum == pytest.approx(40 + 60)
+
+
+async def test_past_the_bound_new_names_share_one_series_rather_than_one_each(
+    measured: tuple[Callable[..., TracedResolver], Points],
+) -> None:
+    make, points = measured
+    resolver = make()
+    for n in range(lookupmetrics.MAX_NAMES + 8):
+        with pytest.raises(NameNotFound):
+            await resolver.resolve(f"gone{n}.private.aws.internal.")
+
+    names = [
+        str(attributes[semconv.DNS_QUESTION_NAME])
+        for attributes, _ in points(semconv.METRIC_DNS_LOOKUP_QUERIES)
+    ]
+    # One point per attribute set: the names past the bound are counted together.
+    assert len(names) == len(set(names)) == lookupmetrics.MAX_NAMES + 1
+    assert "_other" in names

@@ -23,7 +23,16 @@ from bunny.errors import (
 from bunnyrelay import semconv
 from bunnyrelay.settings import HostPort
 from lab.dnsserver import ZoneServer
-from tests.bunny.conftest import RELAY, RELAY_IP, SEARCH, Arrivals, MakeResolver, attribute, named
+from tests.bunny.conftest import (
+    RELAY,
+    RELAY_IP,
+    SEARCH,
+    Arrivals,
+    MakeResolver,
+    attribute,
+    named,
+    telemetry_finished,
+)
 from tests.fakeclock import FakeClock
 
 
@@ -38,6 +47,7 @@ async def test_ndots_5_sends_the_search_candidates_first_and_the_trace_shows_the
     resolver = make_resolver(search=SEARCH, ndots=5)
 
     resolution = await resolver.resolve(RELAY)
+    await telemetry_finished()
 
     assert resolution.addresses == (RELAY_IP,)
     assert resolution.fqdn == RELAY
@@ -132,10 +142,12 @@ async def test_serves_stale_when_the_server_stops_answering_then_gives_up_after_
         clock=clock, timeout=0.3, attempts=2, stale_max=2.0, stale_ttl=7, stale_recheck=5.0
     )
     await resolver.resolve(RELAY)
+    await telemetry_finished()
     dns.go_silent()
     spans.clear()
 
     stale = await resolver.resolve(RELAY)
+    await telemetry_finished()
 
     assert (stale.addresses, stale.source, stale.ttl) == ((RELAY_IP,), "stale-cache", 7)
     assert [q.rcode for q in stale.queries] == ["TIMEOUT", "TIMEOUT"]
@@ -143,6 +155,9 @@ async def test_serves_stale_when_the_server_stops_answering_then_gives_up_after_
     assert attribute(lookup, semconv.DNS_SOURCE) == "stale-cache"
     assert attribute(lookup, semconv.DNS_REFRESH_ERROR) == "DnsTimeout"
     assert [event.name for event in lookup.events] == [semconv.EVENT_DNS_SERVE_STALE]
+    # The event is as of the answer, within the span, though the span was finished later.
+    assert lookup.end_time is not None
+    assert lookup.events[0].timestamp <= lookup.end_time
     assert len(named(spans, "dns.query")) == 2
 
     # While the failed refresh backs off, stale answers come without asking again.
@@ -233,6 +248,7 @@ async def test_a_dropped_query_is_retried_and_succeeds_on_attempt_two(
     dns.drop_next(1)
 
     resolution = await resolver.resolve(f"{RELAY}.")
+    await telemetry_finished()
 
     assert resolution.addresses == (RELAY_IP,)
     assert [e.outcome for e in dns.log] == ["dropped", "NOERROR"]
@@ -256,6 +272,7 @@ async def test_servfail_is_retried(
     dns.answer_with_rcode("SERVFAIL", next_n=1)
 
     resolution = await resolver.resolve(f"{RELAY}.")
+    await telemetry_finished()
 
     assert resolution.addresses == (RELAY_IP,)
     assert [e.outcome for e in dns.log] == ["SERVFAIL", "NOERROR"]
@@ -311,6 +328,7 @@ async def test_retries_rotate_through_the_nameservers(
         resolver = make_resolver(nameservers=(silent.address, dns.address), timeout=0.3)
 
         resolution = await resolver.resolve(f"{RELAY}.")
+    await telemetry_finished()
 
     assert resolution.addresses == (RELAY_IP,)
     assert [attribute(s, semconv.DNS_NAMESERVER) for s in named(spans, "dns.query")] == [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -14,7 +16,7 @@ from bunny.errors import (
 )
 from bunnyrelay import semconv
 from lab.dnsserver import ZoneServer
-from tests.bunny.conftest import RELAY, SEARCH, MakeResolver, attribute, named
+from tests.bunny.conftest import RELAY, SEARCH, MakeResolver, attribute, named, telemetry_finished
 from tests.metrics_capture import MetricsCapture
 
 
@@ -27,6 +29,7 @@ async def test_query_spans_are_children_of_the_lookup_span_in_the_callers_trace(
 
     with tracer.start_as_current_span("job.submit") as job:
         await resolver.resolve(RELAY)
+    await telemetry_finished()
 
     (lookup,) = named(spans, "dns.lookup")
     queries = named(spans, "dns.query")
@@ -48,6 +51,7 @@ async def test_cache_hit_through_resolve_is_one_span_without_children_and_cached
 ) -> None:
     resolver = make_resolver()
     await resolver.resolve(RELAY)
+    await telemetry_finished()
     spans.clear()
 
     hit = resolver.cached(RELAY)
@@ -97,3 +101,49 @@ async def test_lookup_duration_metric_is_recorded_with_the_error_type_on_failure
     }
     assert semconv.ERROR_TYPE not in attributes[RELAY]
     assert attributes["missing.private.aws.internal."][semconv.ERROR_TYPE] == "NameNotFound"
+
+
+async def test_an_answer_from_the_wire_reaches_the_caller_before_its_span_ends_as_of_then(
+    make_resolver: MakeResolver, spans: InMemorySpanExporter
+) -> None:
+    resolver = make_resolver()
+
+    resolution = await resolver.resolve(RELAY)
+    answered_ns = time.time_ns()
+
+    assert resolution.source == "wire"
+    # The caller did not wait for the span: it ends on the loop's next pass...
+    assert named(spans, "dns.lookup") == []
+    await telemetry_finished()
+    (lookup,) = named(spans, "dns.lookup")
+    # ...as of when the answer was handed back, not when it was finished.
+    assert lookup.end_time is not None
+    assert lookup.end_time <= answered_ns
+    assert attribute(lookup, semconv.DNS_ANSWERS) == resolution.addresses
+    # One candidate, the name itself: the span does not repeat it.
+    assert attribute(lookup, semconv.DNS_CANDIDATES) is None
+
+
+async def test_a_failed_lookup_is_traced_before_its_caller_sees_the_error(
+    make_resolver: MakeResolver, spans: InMemorySpanExporter
+) -> None:
+    resolver = make_resolver()
+
+    with pytest.raises(NameNotFound):
+        await resolver.resolve("missing.private.aws.internal.")
+
+    (lookup,) = named(spans, "dns.lookup")
+    assert attribute(lookup, semconv.ERROR_TYPE) == "NameNotFound"
+    assert attribute(lookup, semconv.DNS_LIKELY_CAUSE)
+
+
+async def test_closing_the_resolver_finishes_the_telemetry_still_pending(
+    make_resolver: MakeResolver, spans: InMemorySpanExporter
+) -> None:
+    resolver = make_resolver()
+    await resolver.resolve(RELAY)
+
+    await resolver.close()
+
+    (lookup,) = named(spans, "dns.lookup")
+    assert attribute(lookup, semconv.DNS_SOURCE) == "wire"

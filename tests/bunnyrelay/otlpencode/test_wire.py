@@ -258,6 +258,7 @@ def test_the_pair_caches_are_never_walked_by_the_garbage_collector() -> None:
             "rpc.system": "grpc",
             "attempt": 1,
             "retried": n % 2 == 0,
+            "dns.answers": (f"10.0.0.{n % 3}",),
         }
         span = tracer.start_span("job", attributes=attributes)
         span.end()
@@ -270,6 +271,6 @@ def test_the_pair_caches_are_never_walked_by_the_garbage_collector() -> None:
     # with thousands of entries among the young objects.
     young = gc.get_objects(generation=0)
     assert max((len(gc.get_referents(o)) for o in young), default=0) < wire.VALUES_PER_KEY
-    for cache in wire._pair_caches.values():
+    for cache in (*wire._pair_caches.values(), wire._one_string_tuples):
         for values in cache._by_key.values():
             assert values is None or not gc.is_tracked(values)
