@@ -320,8 +320,9 @@ about it:
     field of a request once (the checks hand them on), checks the log level once per job,
     and a stream's job task takes itself out of its session (no done callback to
     schedule). bunny's unary job went from about 169k to 160k instructions (the floor's
-    client 102k), relay's `Run` from about 155k to 149k (the floor's server 76k), bunny's
-    stream job from about 248k to 227k; what is left over the floor is mostly per-job
+    client 102k), relay's `Run` from about 155k to 149k (the floor's server 76k), and on a
+    stream (a stand-in call's own work included) bunny's job from about 248k to 227k and
+    relay's from about 198k to 182k; what is left over the floor is mostly per-job
     work the floor does not do at all: relay's request checks, the idempotency store's
     fingerprint, claim and stored result, the result's timings, and the job counters and
     duration on both sides;
