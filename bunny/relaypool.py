@@ -137,7 +137,10 @@ class RelayPool:
         """:meth:`lookup` when the resolver has a fresh answer (no await, no span); else None,
         and nothing done."""
         resolution = self.resolver.cached(self.name)
-        if resolution is not None:
+        # Nearly always the addresses followed already (the same tuple): nothing to do.
+        if resolution is not None and (
+            self.tls is not None or resolution.addresses is not self._addresses
+        ):
             self._follow(resolution)
         return resolution
 
@@ -151,6 +154,9 @@ class RelayPool:
             self._apply(resolution.addresses)
         elif resolution.addresses != self._addresses:
             self._apply(resolution.addresses)
+        else:
+            # The same addresses in another tuple: kept, so that :meth:`cached` knows it.
+            self._addresses = resolution.addresses
 
     def pick(self, *, avoid: str | None = None) -> RelayEndpoint:
         """The next endpoint round robin.

@@ -26,11 +26,12 @@ from bunny.errors import JobDeadlineExceeded, RelayCallFailed, RelayUnavailable
 from bunny.relaypool import RelayEndpoint, RelayPool
 from bunny.rpcerrors import classify_rpc_error, raise_for_stream_error
 from bunny.rpcspans import RpcSpans
-from bunny.submitter import JobSubmitter, SubmitSettings, call_unary
+from bunny.submitter import JobSubmitter, SubmitSettings
 from bunny.tracing import BunnyTelemetry
 from bunnyrelay.v1 import jobs_pb2
 
 _CLOSE_GRACE_S = 5.0
+_FAILED = jobs_pb2.JOB_STATUS_FAILED
 _METHOD = "RunBatches"
 
 
@@ -171,8 +172,11 @@ class _Stream:
             self._also_waiting.setdefault(job_id, []).append(future)
         else:
             self.waiting[job_id] = future
-        self._queued.append(request)
-        self._wanted.set()
+        queued = self._queued
+        if not queued:
+            # Jobs queued already woke the writer, or it is writing and takes them next.
+            self._wanted.set()
+        queued.append(request)
         watched = self._deadlines.watch(future, deadline)
         try:
             return await future
@@ -187,7 +191,10 @@ class _Stream:
             watched.discard(future)
             if future.cancelled():
                 self._unqueue(request)
-            self._forget(job_id, future)
+            # Nearly always the reader took the future out already, and no other job with
+            # its id waits: nothing to forget.
+            if self._also_waiting or job_id in self.waiting:
+                self._forget(job_id, future)
 
     def _forget(self, job_id: str, future: asyncio.Future[jobs_pb2.JobResult]) -> None:
         """Stop waiting with ``future`` (answered, timed out or cancelled)."""
@@ -225,11 +232,8 @@ class StreamSubmitter(JobSubmitter):
         super().__init__(pool, settings, telemetry)
         self._streams: dict[str, _Stream] = {}
 
-    def _stream_for(self, endpoint: RelayEndpoint) -> _Stream:
-        stream = self._streams.get(endpoint.peer)
-        if stream is None or stream.broken is not None or stream.endpoint is not endpoint:
-            stream = _Stream(endpoint, self.rpc)
-            self._streams[endpoint.peer] = stream
+    def _open(self, endpoint: RelayEndpoint) -> _Stream:
+        stream = self._streams[endpoint.peer] = _Stream(endpoint, self.rpc)
         return stream
 
     async def call(
@@ -237,15 +241,18 @@ class StreamSubmitter(JobSubmitter):
     ) -> jobs_pb2.JobResult:
         if request.ByteSize() > BATCH_BYTES:
             # Alone, so that a job relay refuses for its size fails by itself.
-            return await call_unary(self.rpc, endpoint, request, attempt, deadline)
-        stream = self._stream_for(endpoint)
+            return await self.call_unary(endpoint, request, attempt, deadline)
+        stream = self._streams.get(endpoint.peer)
+        if stream is None or stream.broken is not None or stream.endpoint is not endpoint:
+            stream = self._open(endpoint)
         with self.rpc.attempt(
             _METHOD, endpoint, attempt, measured=False, in_message=True
         ) as record:
             record.write_trace_context(request.trace_context)
             try:
                 result = await stream.submit(request, deadline)
-                raise_for_stream_error(result, endpoint.peer)
+                if result.status == _FAILED:
+                    raise_for_stream_error(result, endpoint.peer)
             except RelayCallFailed as exc:
                 record.code = exc.code
                 raise

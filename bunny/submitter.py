@@ -18,6 +18,7 @@ import abc
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from functools import partial
 
 import grpc
 
@@ -25,9 +26,8 @@ from bunny.dns.model import Resolution
 from bunny.errors import BunnyError, DnsLookupFailed, JobDeadlineExceeded
 from bunny.outcome import FAILED, SUCCEEDED, JobOutcome, OutcomeError
 from bunny.relaypool import RelayEndpoint, RelayPool
-from bunny.retry import RetryPolicy, call_with_retries
+from bunny.retry import RetryPolicy, retry_after_first
 from bunny.rpcerrors import classify_rpc_error
-from bunny.rpcspans import RpcSpans
 from bunny.tracing import BunnyTelemetry, Job
 from bunnyrelay.v1 import jobs_pb2
 
@@ -79,37 +79,80 @@ class JobSubmitter(abc.ABC):
     async def _submit(self, request: jobs_pb2.JobRequest, trace_id: str) -> JobOutcome:
         started = time.monotonic()
         deadline = started + self.settings.timeout_s
-        progress = _Progress()
-
-        async def attempt(number: int) -> jobs_pb2.JobResult:
-            progress.tries = number
-            try:
-                # From the cache without a coroutine of its own: nearly every attempt.
-                resolution = self.pool.cached()
-                if resolution is None:
-                    resolution = await self.pool.lookup(deadline=deadline)
-                progress.resolution = resolution
-                progress.attempts += 1
-                # A retry prefers another address than the one that just failed.
-                endpoint = self.pool.pick(avoid=progress.peer)
-                progress.peer = endpoint.peer
-                return await self.call(endpoint, request, progress.attempts, deadline)
-            except BunnyError as exc:
-                if exc.retryable:
-                    progress.passing = exc
-                raise
-
+        pool = self.pool
+        # The first attempt is made here, not through an attempt coroutine and the retry
+        # function: nearly every job has only this one, and would pay for both.
+        resolution: Resolution | None = None
+        peer: str | None = None
+        attempts = 0
         try:
-            result = await call_with_retries(attempt, policy=self.settings.retry, deadline=deadline)
+            # From the cache without a coroutine of its own: nearly every attempt.
+            resolution = pool.cached()
+            if resolution is None:
+                resolution = await pool.lookup(deadline=deadline)
+            attempts = 1
+            endpoint = pool.pick()
+            peer = endpoint.peer
+            result = await self.call(endpoint, request, 1, deadline)
+        except BunnyError as first:
+            progress = _Progress(tries=1, attempts=attempts, peer=peer, resolution=resolution)
+            if first.retryable:
+                progress.passing = first
+            try:
+                result = await retry_after_first(
+                    partial(self._attempt, request, progress, deadline),
+                    first,
+                    policy=self.settings.retry,
+                    deadline=deadline,
+                )
+            except BunnyError as exc:
+                return self._failed(request, exc, progress, trace_id, started)
+            resolution, peer, attempts = progress.resolution, progress.peer, progress.attempts
+        return self._finished(request, result, peer, attempts, resolution, trace_id, started)
+
+    async def _attempt(
+        self, request: jobs_pb2.JobRequest, progress: _Progress, deadline: float, number: int
+    ) -> jobs_pb2.JobResult:
+        """Attempt ``number`` (2 and on) of the job, ``progress`` kept up to date."""
+        progress.tries = number
+        try:
+            resolution = self.pool.cached()
+            if resolution is None:
+                resolution = await self.pool.lookup(deadline=deadline)
+            progress.resolution = resolution
+            progress.attempts += 1
+            # A retry prefers another address than the one that just failed.
+            endpoint = self.pool.pick(avoid=progress.peer)
+            progress.peer = endpoint.peer
+            return await self.call(endpoint, request, progress.attempts, deadline)
         except BunnyError as exc:
-            return self._failed(request, exc, progress, trace_id, started)
-        return self._finished(request, result, progress, trace_id, started)
+            if exc.retryable:
+                progress.passing = exc
+            raise
 
     @abc.abstractmethod
     def call(
         self, endpoint: RelayEndpoint, request: jobs_pb2.JobRequest, attempt: int, deadline: float
     ) -> Awaitable[jobs_pb2.JobResult]:
         """One attempt; raises a BunnyError (retryable or not) when it fails."""
+
+    async def call_unary(
+        self, endpoint: RelayEndpoint, request: jobs_pb2.JobRequest, attempt: int, deadline: float
+    ) -> jobs_pb2.JobResult:
+        """One ``JobService/Run`` call for ``request``: its result, or the typed error."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise JobDeadlineExceeded(
+                f"{request.job_id}: the job's deadline passed before attempt {attempt}",
+                code=grpc.StatusCode.DEADLINE_EXCEEDED,
+                peer=endpoint.peer,
+            )
+        with self.rpc.attempt("Run", endpoint, attempt) as record:
+            try:
+                return await endpoint.stub.Run(request, timeout=remaining, metadata=record.metadata)
+            except grpc.aio.AioRpcError as exc:
+                record.code = exc.code()
+                raise classify_rpc_error(exc, endpoint.peer) from None
 
     async def close(self) -> None:  # noqa: B027 - most submitters hold nothing to release
         """Release what the submitter holds beyond the pool (streams)."""
@@ -118,20 +161,21 @@ class JobSubmitter(abc.ABC):
     def _finished(
         request: jobs_pb2.JobRequest,
         result: jobs_pb2.JobResult,
-        progress: _Progress,
+        peer: str | None,
+        attempts: int,
+        resolution: Resolution | None,
         trace_id: str,
         started: float,
     ) -> JobOutcome:
         ok = result.status == jobs_pb2.JOB_STATUS_SUCCEEDED
-        resolution = progress.resolution
         return JobOutcome(
             job_id=request.job_id,
             kind=request.kind,
             status=SUCCEEDED if ok else FAILED,
             output=result.output,
-            relay_address=progress.peer,
+            relay_address=peer,
             relay_instance=result.relay_instance,
-            attempts=progress.attempts,
+            attempts=attempts,
             trace_id=trace_id,
             replayed=result.replayed,
             duration_ms=(time.monotonic() - started) * 1000.0,
@@ -184,34 +228,8 @@ class JobSubmitter(abc.ABC):
         )
 
 
-async def call_unary(
-    rpc: RpcSpans,
-    endpoint: RelayEndpoint,
-    request: jobs_pb2.JobRequest,
-    attempt: int,
-    deadline: float,
-) -> jobs_pb2.JobResult:
-    """One ``JobService/Run`` call for ``request``: its result, or the typed error."""
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise JobDeadlineExceeded(
-            f"{request.job_id}: the job's deadline passed before attempt {attempt}",
-            code=grpc.StatusCode.DEADLINE_EXCEEDED,
-            peer=endpoint.peer,
-        )
-    with rpc.attempt("Run", endpoint, attempt) as record:
-        try:
-            return await endpoint.stub.Run(request, timeout=remaining, metadata=record.metadata)
-        except grpc.aio.AioRpcError as exc:
-            record.code = exc.code()
-            raise classify_rpc_error(exc, endpoint.peer) from None
-
-
 class UnarySubmitter(JobSubmitter):
     """One ``JobService/Run`` call per attempt."""
 
-    def call(
-        self, endpoint: RelayEndpoint, request: jobs_pb2.JobRequest, attempt: int, deadline: float
-    ) -> Awaitable[jobs_pb2.JobResult]:
-        # The call's own coroutine, not one more around it.
-        return call_unary(self.rpc, endpoint, request, attempt, deadline)
+    # The call itself: no method or coroutine around it.
+    call = JobSubmitter.call_unary

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import TypeAlias
 
 from google.protobuf.message import DecodeError
 
@@ -25,6 +26,11 @@ UNREADABLE = JobRequest()
 
 UNREADABLE_BATCH = JobBatch()
 """What :func:`parse_batch` returns for bytes that are not a JobBatch (never mutated)."""
+
+Checked: TypeAlias = tuple[Handler, str, str, bytes]
+"""A request that passed the checks: its handler, job id, kind and payload. The fields
+come along because each read of a protobuf field makes a new object: the runner reads
+them here, once."""
 
 
 def parse_request(data: bytes) -> JobRequest:
@@ -56,6 +62,10 @@ class RequestChecks:
 
     def handler(self, request: JobRequest) -> Handler:
         """The handler for ``request``, or :class:`relay.errors.Refused` saying why not."""
+        return self.check(request)[0]
+
+    def check(self, request: JobRequest) -> Checked:
+        """``request``'s handler and fields, or :class:`relay.errors.Refused` saying why not."""
         job_id = request.job_id
         if not self._job_id_ok(job_id):
             if request is UNREADABLE:
@@ -67,7 +77,8 @@ class RequestChecks:
             if not kind:
                 raise InvalidRequest.missing_kind()
             raise UnknownKind.of(kind, self.known_kinds)
-        size = len(request.payload)
+        payload = request.payload
+        size = len(payload)
         if size > self._max_payload:
             raise PayloadTooLarge.of(size, self._max_payload)
-        return handler
+        return handler, job_id, kind, payload

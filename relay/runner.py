@@ -23,7 +23,7 @@ import grpc
 
 from bunnyrelay.v1.jobs_pb2 import JobError, JobRequest, JobResult, JobStatus
 from relay.admission import Admission
-from relay.checks import RequestChecks
+from relay.checks import Checked, RequestChecks
 from relay.errors import (
     DeadlineExceeded,
     Draining,
@@ -33,7 +33,7 @@ from relay.errors import (
     StoreError,
     StoreUnavailable,
 )
-from relay.kinds.handler import Handler, JobFailed, JobInput
+from relay.kinds.handler import JobFailed, JobInput
 from relay.stores.base import FingerprintMismatchError, IdempotencyStore, Replay, fingerprint
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -82,17 +82,19 @@ class JobRunner:
     async def execute(self, request: JobRequest, context: Context) -> JobResult:
         """Run one job of a stream, bounded by the call's deadline."""
         received_ns = time.time_ns()
-        handler = self._admit(request)
+        checked = self._checks.check(request)
+        if self._admission.closed:
+            raise Draining()
         remaining = context.time_remaining()
         if remaining is None:
             # A stream without a call deadline (bunny's): no timer to set for each job.
-            return await self._run(request, handler, received_ns)
+            return await self._run(request, checked, received_ns)
         try:
             # The deadline covers waiting for a duplicate too, not only the handler.
             async with asyncio.timeout(remaining):
-                return await self._run(request, handler, received_ns)
+                return await self._run(request, checked, received_ns)
         except TimeoutError:
-            raise DeadlineExceeded.of(request.job_id, remaining) from None
+            raise DeadlineExceeded.of(checked[1], remaining) from None
 
     def execute_call(self, request: JobRequest, context: Context) -> Awaitable[JobResult]:
         """Run the job of one ``Run`` call.
@@ -104,18 +106,13 @@ class JobRunner:
         caller, one layer fewer per call.
         """
         received_ns = time.time_ns()
-        return self._run(request, self._admit(request), received_ns)
-
-    def _admit(self, request: JobRequest) -> Handler:
-        handler = self._checks.handler(request)
+        checked = self._checks.check(request)
         if self._admission.closed:
             raise Draining()
-        return handler
+        return self._run(request, checked, received_ns)
 
-    async def _run(self, request: JobRequest, handler: Handler, received_ns: int) -> JobResult:
-        job_id = request.job_id
-        kind = request.kind
-        payload = request.payload
+    async def _run(self, request: JobRequest, checked: Checked, received_ns: int) -> JobResult:
+        handler, job_id, kind, payload = checked
         attributes = request.attributes
         try:
             reservation = await self._store.reserve(job_id, fingerprint(kind, payload, attributes))
@@ -144,14 +141,32 @@ class JobRunner:
         stored = False
         started = time.monotonic()
         started_ns = time.time_ns()
-        if self._log.isEnabledFor(logging.DEBUG):
+        # One level check for both lines unless executions are logged at INFO.
+        log_started = self._log.isEnabledFor(logging.DEBUG)
+        log_executed = log_started or (
+            self._executed_level != logging.DEBUG and self._log.isEnabledFor(self._executed_level)
+        )
+        if log_started:
             # Claimed and admitted: from here on a crash leaves a claim to take over.
             self._log.debug(
                 "job started", extra={"event": "job.started", "job_id": job_id, "kind": kind}
             )
         try:
-            result = await self._call(handler, request, received_ns, started_ns)
-            if self._log.isEnabledFor(self._executed_level):
+            # The handler is awaited here rather than in a coroutine of its own: one layer
+            # fewer per job. Its failures become the job's result (_handler_failed).
+            try:
+                output = await handler(JobInput(job_id, kind, payload, attributes))
+            except Exception as exc:
+                result = self._handler_failed(exc, job_id, kind, received_ns, started_ns)
+            else:
+                if type(output) is bytes:
+                    result = self._result(job_id, _SUCCEEDED, output, None, received_ns, started_ns)
+                else:
+                    wrong = TypeError(
+                        f"the handler returned {type(output).__name__}, but must return bytes"
+                    )
+                    result = self._handler_failed(wrong, job_id, kind, received_ns, started_ns)
+            if log_executed:
                 # Written, and flushed by the logging handler, before the result is stored:
                 # an execution is never missing from the log, even if relay dies right after.
                 self._log.log(
@@ -195,20 +210,12 @@ class JobRunner:
             if not stored:
                 await self._store.release(reservation)
 
-    async def _call(
-        self, handler: Handler, request: JobRequest, received_ns: int, started_ns: int
+    def _handler_failed(
+        self, exc: Exception, job_id: str, kind: str, received_ns: int, started_ns: int
     ) -> JobResult:
-        """The handler's outcome as the job's result: its output, or the failure it reported,
-        or a bug of its own (logged with the traceback)."""
-        job_id = request.job_id
-        kind = request.kind
-        try:
-            output = await handler(JobInput(job_id, kind, request.payload, request.attributes))
-            if type(output) is not bytes:
-                raise TypeError(
-                    f"the handler returned {type(output).__name__}, but must return bytes"
-                )
-        except JobFailed as exc:
+        """The job's result when its handler failed: the failure it reported, or a bug of
+        its own (logged with the traceback)."""
+        if isinstance(exc, JobFailed):
             error = JobError(
                 code=exc.code.value[0],
                 reason=exc.reason,
@@ -221,8 +228,7 @@ class JobRunner:
                 str(exc),
                 extra={"event": "job.failed", "job_id": job_id, "kind": kind},
             )
-            return self._result(job_id, _FAILED, b"", error, received_ns, started_ns)
-        except Exception as exc:
+        else:
             error = JobError(
                 code=_HANDLER_ERROR_CODE,
                 reason="HANDLER_ERROR",
@@ -235,8 +241,7 @@ class JobRunner:
                 exc_info=exc,
                 extra={"event": "job.handler_error", "job_id": job_id, "kind": kind},
             )
-            return self._result(job_id, _FAILED, b"", error, received_ns, started_ns)
-        return self._result(job_id, _SUCCEEDED, output, None, received_ns, started_ns)
+        return self._result(job_id, _FAILED, b"", error, received_ns, started_ns)
 
     def _result(
         self,

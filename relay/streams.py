@@ -121,6 +121,8 @@ class StreamSession(Generic[Message]):
         window = self._window
         room = self._room
         jobs = self._jobs
+        # The loop's own create_task: asyncio.create_task adds a call and a naming step.
+        start = asyncio.get_running_loop().create_task
         try:
             while True:
                 try:
@@ -135,9 +137,9 @@ class StreamSession(Generic[Message]):
                         room.clear()
                         await room.wait()
                     self._unanswered += 1
-                    job = asyncio.create_task(self._answer(request))
-                    jobs.add(job)
-                    job.add_done_callback(jobs.discard)
+                    # A job takes itself out of ``jobs`` when it ends (no done callback to
+                    # schedule per job); ``jobs`` is what the session cancels when it ends.
+                    jobs.add(start(self._answer(request)))
         finally:
             self.wake()
 
@@ -161,5 +163,10 @@ class StreamSession(Generic[Message]):
                 ),
                 relay_instance=self._instance,
             )
-        self._ready.append(result)
-        self._wake.set()
+        ready = self._ready
+        ready.append(result)
+        if len(ready) == 1:
+            # The first result since the writer last looked wakes it; with more, it is awake
+            # already or sending, and takes them next.
+            self._wake.set()
+        self._jobs.discard(asyncio.current_task())

@@ -28,7 +28,9 @@ class _Running(Claim):
     __slots__ = ("confirmed", "waiters")
 
     def __init__(self, job_id: str, fingerprint: bytes, *, confirmed: bool) -> None:
-        super().__init__(job_id, fingerprint)
+        # Claim's fields set here, not through its __init__: one call fewer per job.
+        self.job_id = job_id
+        self.fingerprint = fingerprint
         self.confirmed = confirmed
         # Created only when a duplicate arrives, so the common case allocates nothing more.
         self.waiters: asyncio.Event | None = None
