@@ -471,26 +471,43 @@ def _plain_tuple(value: Any, length: int | None) -> bool:
     return first in _SCALARS and all(type(item) is first for item in value)
 
 
+def _limited_event(
+    name: str, attributes: Attributes, timestamp: int | None, limits: SpanLimits
+) -> Event:
+    """An event with its attributes within the event limits, as the SDK's span makes one."""
+    return Event(
+        name,
+        BoundedAttributes(
+            limits.max_event_attributes,
+            attributes,
+            immutable=True,
+            max_value_len=limits.max_attribute_length,
+        ),
+        timestamp,
+    )
+
+
+def _limited_link(context: SpanContext, attributes: Attributes, limits: SpanLimits) -> Link:
+    """A link with its attributes within the link limits, as the SDK's span makes one."""
+    return Link(
+        context,
+        BoundedAttributes(
+            limits.max_link_attributes,
+            attributes,
+            immutable=True,
+            max_value_len=limits.max_attribute_length,
+        ),
+    )
+
+
 def _limited_events(events: Sequence[Event] | None, limits: SpanLimits) -> Sequence[Event]:
     """A kept light span's events as the SDK's span would hold them: the newest
-    ``max_events``, each with its attributes within the event limits."""
+    ``max_events``, each within the event limits."""
     if not events:
         return ()
     return BoundedList.from_seq(
         limits.max_events,
-        [
-            Event(
-                event.name,
-                BoundedAttributes(
-                    limits.max_event_attributes,
-                    event.attributes,
-                    immutable=True,
-                    max_value_len=limits.max_attribute_length,
-                ),
-                event.timestamp,
-            )
-            for event in events
-        ],
+        [_limited_event(e.name, e.attributes, e.timestamp, limits) for e in events],
     )
 
 
@@ -499,19 +516,7 @@ def _limited_links(links: Sequence[Link] | None, limits: SpanLimits) -> Sequence
     if not links:
         return ()
     return BoundedList.from_seq(
-        limits.max_links,
-        [
-            Link(
-                link.context,
-                BoundedAttributes(
-                    limits.max_link_attributes,
-                    link.attributes,
-                    immutable=True,
-                    max_value_len=limits.max_attribute_length,
-                ),
-            )
-            for link in links
-        ],
+        limits.max_links, [_limited_link(link.context, link.attributes, limits) for link in links]
     )
 
 
@@ -570,16 +575,7 @@ class SampledSpan(LightSpan):
             if self._events is None:
                 self._events = BoundedList(limits.max_events)  # type: ignore[assignment]
             self._events.append(  # type: ignore[union-attr]  # just made
-                Event(
-                    name,
-                    BoundedAttributes(
-                        limits.max_event_attributes,
-                        attributes,
-                        immutable=True,
-                        max_value_len=limits.max_attribute_length,
-                    ),
-                    timestamp or time_ns(),
-                )
+                _limited_event(name, attributes, timestamp or time_ns(), limits)
             )
 
     def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
@@ -588,15 +584,7 @@ class SampledSpan(LightSpan):
             if self._links is None:
                 self._links = BoundedList(limits.max_links)  # type: ignore[assignment]
             self._links.append(  # type: ignore[union-attr]  # just made
-                Link(
-                    context,
-                    BoundedAttributes(
-                        limits.max_link_attributes,
-                        attributes,
-                        immutable=True,
-                        max_value_len=limits.max_attribute_length,
-                    ),
-                )
+                _limited_link(context, attributes, limits)
             )
 
     def end(self, end_time: int | None = None) -> None:
