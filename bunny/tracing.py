@@ -135,10 +135,14 @@ class JobSpans:
         async def run_untraced(request: jobs_pb2.JobRequest) -> JobOutcome:
             # Tracing off: the job's root is made directly (bunny.droppedroots). It records
             # nothing, so it is told nothing and has nothing to end.
-            root = None if get_current_span().get_span_context().is_valid else dropped_root()
+            # Most jobs start in an empty context (falsy): no span to look for in it.
+            current = context.get_current()
+            if current and get_current_span(current).get_span_context().is_valid:
+                return await run(request)
+            root = dropped_root()
             if root is None:
                 return await run(request)
-            token = context.attach(trace.set_span_in_context(NonRecordingSpan(root)))
+            token = context.attach(trace.set_span_in_context(NonRecordingSpan(root), current))
             try:
                 outcome = await core(request, f"{root.trace_id:032x}")
             finally:
