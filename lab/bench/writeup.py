@@ -348,7 +348,7 @@ about it:
     duration on both sides;
   - with tracing off, a whole unary job (bunny and relay in one process over real gRPC on
     loopback, 64 in flight, `python -m lab.bench.instructions --modes floor,unary --sampler
-    always_off`) went from about 1,026k to 977k instructions, against the floor's 910k
+    always_off`) went from about 1,026k to 975k instructions, against the floor's 910k
     counted the same way (0.89x to 0.93x of the floor): bunny makes a job's root span
     itself when the sampler can only drop it (`bunny.droppedroots`: the ids and flags the
     SDK would give it, without the sampler's result and the tracer's checks), writes an
