@@ -9,11 +9,10 @@ being synced to disk the next batch gathers, so concurrent jobs share their
 fsyncs and the event loop never waits on the disk.
 
 When the last batch held more than one step (other jobs are in flight), the
-next one waits up to ``gather_s``, or until it is ``GROWTH`` times as large as
-the last, before it commits: steps trickle in as the event loop reaches each
-job, and fewer, larger commits leave the loop more of the interpreter and
-share each fsync among more jobs (docs/stores.md has the numbers). A lone step
-never waits.
+next one waits up to ``gather_s``, or until it is as large as the last, before
+it commits: steps trickle in as the event loop reaches each job, and fewer,
+larger commits leave the loop more of the interpreter (docs/stores.md has the
+numbers). A lone step never waits.
 
 Nothing here knows what a step does: :mod:`relay.stores.sqlite` gives the
 steps and the ``commit`` that writes them.
@@ -30,17 +29,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-GATHER_S = 0.002
+GATHER_S = 0.001
 """Under load, how long a batch waits for more steps before it commits."""
-
-MAX_COMING = 1 << 30
-"""``most_coming`` when the caller cannot tell: no bound."""
-
-GROWTH = 2
-"""Under load, a batch stops waiting once it is this many times as large as the last.
-
-More than 1, so that batches can grow while load rises instead of staying as
-small as the first ones were."""
 
 
 class Step:
@@ -84,14 +74,12 @@ class GroupCommitWriter(Generic[S]):
         name: str,
         max_batch: int,
         gather_s: float = GATHER_S,
-        most_coming: Callable[[], int] = lambda: MAX_COMING,
         on_exit: Callable[[], None] = lambda: None,
     ) -> None:
         self._loop = loop
         self._commit = commit
         self._max_batch = max_batch
         self._gather_s = gather_s if max_batch > 1 else 0.0
-        self._most_coming = most_coming
         self._on_exit = on_exit
         self._pending: list[S] = []
         self._queue: queue.SimpleQueue[list[S] | None] = queue.SimpleQueue()
@@ -164,12 +152,11 @@ class GroupCommitWriter(Generic[S]):
                 return True
             steps.extend(item)
         # Only when the last batch had company: a lone step must not wait for none.
+        # Stop early once as many steps as last time are here: the rest are not coming.
         if stopping or last <= 1 or not self._gather_s:
             return stopping
-        # No more than could come: each job the store holds has at most one step to go.
-        enough = min(last * GROWTH, self._max_batch, self._most_coming())
         until = time.monotonic() + self._gather_s
-        while len(steps) < enough:
+        while len(steps) < last:
             remaining = until - time.monotonic()
             if remaining <= 0:
                 break

@@ -392,7 +392,6 @@ class SqliteStore(IdempotencyStore):
             _Commit(db, owner=self.owner, clock=self._clock),
             name="relay-sqlite",
             max_batch=self._max_batch,
-            most_coming=self._claims.__len__,
             on_exit=db.close,
         )
         self._writer.start()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
-from relay.stores.groupcommit import MAX_COMING, GroupCommitWriter, Step
+from relay.stores.groupcommit import GroupCommitWriter, Step
 
 
 class Named(Step):
@@ -46,11 +46,7 @@ def commit() -> RecordingCommit:
 
 
 async def _writer(
-    commit: RecordingCommit,
-    *,
-    max_batch: int = 64,
-    gather_s: float = 60.0,
-    most_coming: Callable[[], int] = lambda: MAX_COMING,
+    commit: RecordingCommit, *, max_batch: int = 64, gather_s: float = 60.0
 ) -> AsyncIterator[Writer]:
     writer: Writer = GroupCommitWriter(
         asyncio.get_running_loop(),
@@ -58,7 +54,6 @@ async def _writer(
         name="test-writer",
         max_batch=max_batch,
         gather_s=gather_s,
-        most_coming=most_coming,
         on_exit=commit.closed.set,
     )
     writer.start()
@@ -90,43 +85,17 @@ async def test_a_lone_step_never_waits_for_company(writer: Writer, commit: Recor
     assert commit.batches == [["alone-0"], ["alone-1"], ["alone-2"]]
 
 
-async def test_after_a_batch_with_company_the_next_gathers_up_to_twice_as_many(
+async def test_after_a_batch_with_company_the_next_gathers_as_many_before_it_commits(
     writer: Writer, commit: RecordingCommit
 ) -> None:
     await asyncio.gather(*(writer.submit(Named(f"a{n}")) for n in range(3)))
-    # Six steps, each in a pass of the loop of its own: they go as one batch (twice the
-    # last), without waiting out the minute-long window.
+    # Three steps, each in a pass of the loop of its own: they still go as one batch.
     later = []
-    for n in range(6):
+    for n in range(3):
         later.append(writer.submit(Named(f"b{n}")))
         await asyncio.sleep(0)  # the next pass of the loop
     await asyncio.wait_for(asyncio.gather(*later), timeout=10)
-    assert commit.batches == [["a0", "a1", "a2"], [f"b{n}" for n in range(6)]]
-
-
-async def test_a_batch_waits_for_no_more_steps_than_could_come(commit: RecordingCommit) -> None:
-    # Three jobs held, each with at most one step to go: the batch after a batch of three
-    # commits once their three are here, without waiting out the minute-long window.
-    async for writer in _writer(commit, most_coming=lambda: 3):
-        await asyncio.gather(*(writer.submit(Named(f"a{n}")) for n in range(3)))
-        later = []
-        for n in range(3):
-            later.append(writer.submit(Named(f"b{n}")))
-            await asyncio.sleep(0)  # the next pass of the loop
-        await asyncio.wait_for(asyncio.gather(*later), timeout=10)
-        assert commit.batches == [["a0", "a1", "a2"], ["b0", "b1", "b2"]]
-
-
-async def test_a_gathering_batch_commits_what_it_has_when_its_window_closes(
-    commit: RecordingCommit,
-) -> None:
-    async for writer in _writer(commit, gather_s=0.05):
-        await asyncio.gather(*(writer.submit(Named(f"a{n}")) for n in range(3)))
-        # Fewer than twice the last batch come: they wait out the window, then commit.
-        await asyncio.wait_for(
-            asyncio.gather(writer.submit(Named("b0")), writer.submit(Named("b1"))), timeout=10
-        )
-        assert commit.batches == [["a0", "a1", "a2"], ["b0", "b1"]]
+    assert commit.batches == [["a0", "a1", "a2"], ["b0", "b1", "b2"]]
 
 
 async def test_a_failed_commit_fails_every_step_in_it_and_the_writer_goes_on(
@@ -138,8 +107,8 @@ async def test_a_failed_commit_fails_every_step_in_it_and_the_writer_goes_on(
     )
     assert [str(error) for error in failed] == ["the disk said no"] * 2
     assert writer.commits == 0
-    after = await asyncio.gather(*(writer.submit(Named(f"z{n}")) for n in range(4)))
-    assert list(after) == [f"z{n} written" for n in range(4)]
+    after = await asyncio.gather(writer.submit(Named("z1")), writer.submit(Named("z2")))
+    assert list(after) == ["z1 written", "z2 written"]
 
 
 async def test_batches_are_bounded_and_stop_commits_what_is_queued(
