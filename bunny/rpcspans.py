@@ -34,6 +34,7 @@ from bunnyrelay.w3cheaders import (
     inject_child_headers,
     inject_headers,
     is_default_propagator,
+    span_headers,
     traceparent,
 )
 
@@ -63,7 +64,8 @@ class RpcSpans:
         self._span_attributes: dict[
             tuple[str, int, int], tuple[RelayEndpoint, dict[str, AttributeValue]]
         ] = {}
-        self._metric_attributes: dict[tuple[str, grpc.StatusCode], dict[str, AttributeValue]] = {}
+        self._metric_attributes: dict[tuple[str, int], dict[str, AttributeValue]] = {}
+        self._ok_durations: dict[str, tuple[tuple[str, int], dict[str, AttributeValue]]] = {}
         self._span_names: dict[str, str] = {}
 
     def attempt(
@@ -91,9 +93,15 @@ class RpcSpans:
 
     def record_duration(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
         """One call's ``rpc.client.duration``."""
-        self._duration.record(
-            (method, code), self._metric_attributes_for(method, code), seconds * 1000.0
-        )
+        # Keyed by the code's number, an OK one found without hashing the code at all:
+        # StatusCode is an Enum, whose hash is a Python call, twice per call otherwise.
+        if code is _OK:
+            known = self._ok_durations.get(method)
+            if known is None:
+                known = self._ok_durations[method] = self._metric_attributes_for(method, code)
+        else:
+            known = self._metric_attributes_for(method, code)
+        self._duration.record(known[0], known[1], seconds * 1000.0)
 
     def span_name(self, method: str) -> str:
         name = self._span_names.get(method)
@@ -127,17 +135,18 @@ class RpcSpans:
 
     def _metric_attributes_for(
         self, method: str, code: grpc.StatusCode
-    ) -> dict[str, AttributeValue]:
-        key = (method, code)
+    ) -> tuple[tuple[str, int], dict[str, AttributeValue]]:
+        """The duration's key and attributes for ``method`` ending with ``code``."""
+        key = (method, _CODE_NUMBERS[code])
         attributes = self._metric_attributes.get(key)
         if attributes is None:
             attributes = self._metric_attributes[key] = {
                 semconv.RPC_SYSTEM: "grpc",
                 semconv.RPC_SERVICE: SERVICE,
                 semconv.RPC_METHOD: method,
-                semconv.RPC_GRPC_STATUS_CODE: code.value[0],
+                semconv.RPC_GRPC_STATUS_CODE: key[1],
             }
-        return attributes
+        return key, attributes
 
 
 class AttemptRecord(NotedSpan):
@@ -219,8 +228,10 @@ class AttemptRecord(NotedSpan):
         spans = self._spans
         method = self._method
         self._started = time.perf_counter()
-        current = trace.get_current_span()
-        if current.is_recording() or not current.get_span_context().is_valid:
+        current_context = context.get_current()
+        current = trace.get_current_span(current_context)
+        current_span_context = current.get_span_context()
+        if current.is_recording() or not current_span_context.is_valid:
             name = spans.span_name(method)
             attributes = spans.span_attributes(method, self._endpoint, self._attempt)
             keeping = spans.keeping
@@ -251,6 +262,9 @@ class AttemptRecord(NotedSpan):
             self._span = current
             self._own = False
             self._token = None
+            if not self._in_message:
+                self._carrier = span_headers(current_span_context, current_context)
+            return self
         if not self._in_message:
             carrier = {}
             inject_headers(carrier)

@@ -23,11 +23,19 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from opentelemetry import context, metrics, trace
-from opentelemetry.trace import Span, Status, StatusCode, Tracer
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    Span,
+    Status,
+    StatusCode,
+    Tracer,
+    get_current_span,
+)
 from opentelemetry.util.types import AttributeValue
 
 from bunny.dns.model import Resolution
 from bunny.dns.tracing import DnsTelemetry
+from bunny.droppedroots import dropped_root_maker
 from bunny.outcome import SUCCEEDED, JobOutcome
 from bunny.rpcspans import SCOPE as RPC_SCOPE
 from bunny.rpcspans import RpcSpans
@@ -120,7 +128,29 @@ class JobSpans:
             self._count(outcome)
             return outcome
 
-        return run
+        dropped_root = dropped_root_maker(tracer)
+        if dropped_root is None:
+            return run
+
+        async def run_untraced(request: jobs_pb2.JobRequest) -> JobOutcome:
+            # Tracing off: the job's root is made directly (bunny.droppedroots). It records
+            # nothing, so it is told nothing and has nothing to end.
+            # Most jobs start in an empty context (falsy): no span to look for in it.
+            current = context.get_current()
+            if current and get_current_span(current).get_span_context().is_valid:
+                return await run(request)
+            root = dropped_root()
+            if root is None:
+                return await run(request)
+            token = context.attach(trace.set_span_in_context(NonRecordingSpan(root), current))
+            try:
+                outcome = await core(request, f"{root.trace_id:032x}")
+            finally:
+                context.detach(token)
+            self._count(outcome)
+            return outcome
+
+        return run_untraced
 
     def _finish(self, span: Span, outcome: JobOutcome) -> None:
         answer = outcome.resolution

@@ -9,7 +9,7 @@ context, other propagators in ``OTEL_PROPAGATORS``) is written by the global pro
 itself, so the headers never differ from its.
 
 :func:`inject_child_headers` writes them for a child of the current span that is not made
-current itself.
+current itself; :func:`span_headers` for the current span, its context already in hand.
 
 :func:`is_default_propagator` is the check both this and relay's reading of a call's context
 (:mod:`relay.callcontext`) make before they take their short way.
@@ -26,6 +26,7 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import SpanContext, get_current_span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 TRACEPARENT: Final = "traceparent"
 TRACESTATE: Final = "tracestate"
@@ -68,6 +69,26 @@ def inject_headers(carrier: dict[str, str], context: Context | None = None) -> N
         propagator.inject(carrier, context)
         return
     carrier[TRACEPARENT] = traceparent(span_context)
+
+
+def span_headers(span_context: SpanContext, context: Context) -> dict[str, str]:
+    """The headers ``propagate.inject`` would write in ``context``, whose span's context is
+    ``span_context`` (valid): for a caller that has both already, as bunny's attempt of an
+    unsampled job has its job's, so that neither is looked up again."""
+    propagator = propagate.get_global_textmap()
+    state = span_context.trace_state
+    if (
+        is_default_propagator(propagator)
+        and (state is DEFAULT_TRACE_STATE or not state)
+        and not baggage.get_all(context)
+    ):
+        return {
+            TRACEPARENT: f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-"
+            f"{span_context.trace_flags:02x}"
+        }
+    carrier: dict[str, str] = {}
+    propagator.inject(carrier, context)
+    return carrier
 
 
 def traceparent(span_context: SpanContext, parent_id: int | None = None) -> str:

@@ -161,14 +161,22 @@ class RelayTelemetry:
 
     # --- per call ----------------------------------------------------------------------
 
-    def _rpc_attributes(self, method: str) -> dict[grpc.StatusCode, Attributes]:
+    def _rpc_attributes(
+        self, method: str
+    ) -> dict[grpc.StatusCode, tuple[tuple[str, int], Attributes]]:
+        """Per status code, the duration's key and attributes for ``method``. The key holds
+        the code's number, not the code: StatusCode is an Enum, whose hash is a Python call,
+        so each call's OK duration is recorded under its key without hashing a code."""
         return {
-            code: {
-                semconv.RPC_SYSTEM: "grpc",
-                semconv.RPC_SERVICE: SERVICE,
-                semconv.RPC_METHOD: method,
-                semconv.RPC_GRPC_STATUS_CODE: code.value[0],
-            }
+            code: (
+                (method, code.value[0]),
+                {
+                    semconv.RPC_SYSTEM: "grpc",
+                    semconv.RPC_SERVICE: SERVICE,
+                    semconv.RPC_METHOD: method,
+                    semconv.RPC_GRPC_STATUS_CODE: code.value[0],
+                },
+            )
             for code in grpc.StatusCode
         }
 
@@ -208,6 +216,7 @@ class RelayTelemetry:
         """A SERVER span and a duration per call, parented by the call's metadata."""
         start_server_span = self._server_spans(method)
         by_code = self._rpc_attributes(method)
+        ok_key, ok_attributes = by_code[_OK]
         record = self._duration.record
 
         async def traced(request: JobRequest, context: Context) -> JobResult:
@@ -232,7 +241,11 @@ class RelayTelemetry:
                 detach(token)
                 _end_rpc_span(span, code)
                 span.end()
-                record((method, code), by_code[code], (perf_counter() - start) * 1000)
+                elapsed = (perf_counter() - start) * 1000
+                if code is _OK:
+                    record(ok_key, ok_attributes, elapsed)
+                else:
+                    record(*by_code[code], elapsed)
 
         async def untraced(request: JobRequest, context: Context) -> JobResult:
             start = perf_counter()
@@ -255,13 +268,18 @@ class RelayTelemetry:
             finally:
                 if token is not None:
                     detach(token)
-                record((method, code), by_code[code], (perf_counter() - start) * 1000)
+                elapsed = (perf_counter() - start) * 1000
+                if code is _OK:
+                    record(ok_key, ok_attributes, elapsed)
+                else:
+                    record(*by_code[code], elapsed)
 
         return traced if self._spans else untraced
 
     def stream(self, method: str, behavior: StreamBehavior) -> StreamBehavior:
         """A duration per call; the spans of a stream are per job (:meth:`streamed_job`)."""
         by_code = self._rpc_attributes(method)
+        ok_key, ok_attributes = by_code[_OK]
         record = self._duration.record
 
         async def measured(requests: AsyncIterable[Any], context: Context) -> None:
@@ -279,7 +297,11 @@ class RelayTelemetry:
                 code = grpc.StatusCode.UNKNOWN
                 raise
             finally:
-                record((method, code), by_code[code], (perf_counter() - start) * 1000)
+                elapsed = (perf_counter() - start) * 1000
+                if code is _OK:
+                    record(ok_key, ok_attributes, elapsed)
+                else:
+                    record(*by_code[code], elapsed)
 
         return measured
 
@@ -455,6 +477,9 @@ class RelayTelemetry:
 
 
 def _end_rpc_span(span: trace.Span, code: grpc.StatusCode) -> None:
+    if code is _OK:
+        span.set_attribute(semconv.RPC_GRPC_STATUS_CODE, 0)
+        return
     span.set_attribute(semconv.RPC_GRPC_STATUS_CODE, code.value[0])
     if code in _SERVER_ERRORS:
         span.set_status(Status(StatusCode.ERROR, code.name))

@@ -13,6 +13,11 @@ warm-up taken out::
     python -m lab.bench.instructions                 # unary and stream, 300 and 1300 jobs
     python -m lab.bench.instructions --modes stream --jobs 200,700
     python -m lab.bench.instructions --run --mode unary --jobs 300   # one run, no valgrind
+
+``--modes floor`` counts the floor the same way (:mod:`lab.bench.floor`: the raw echo pair
+with W3C context and the RPC duration histograms, a CLIENT and a SERVER span when
+sampled), on the same providers, so bunny and relay's unary job can be held to it in
+instructions as the benchmark holds them to it in jobs/s.
 """
 
 from __future__ import annotations
@@ -75,6 +80,14 @@ async def _run(mode: str, jobs: int) -> None:
     meters = MeterProvider(resource=resource, metric_readers=[dropped_reader()])
     connect_keeping(provider, batch, meters)
 
+    if mode == "floor":
+        await _floor(jobs, provider, meters)
+        provider.force_flush()
+        provider.shutdown()
+        meters.shutdown()
+        print(f"{mode}: {jobs} jobs, {Encoded.exported / jobs:.2f} spans per job", file=sys.stderr)
+        return
+
     config = RelayConfig(listen=HostPort("127.0.0.1", 0), store=StoreSpec("memory"))
     async with running_server(
         config, tracer_provider=provider, meter_provider=meters, logger=_quiet_logger()
@@ -107,6 +120,40 @@ async def _run(mode: str, jobs: int) -> None:
     if failed:
         raise SystemExit(f"{len(failed)} of {jobs} jobs failed, the first: {failed[0]}")
     print(f"{mode}: {jobs} jobs, {Encoded.exported / jobs:.2f} spans per job", file=sys.stderr)
+
+
+async def _floor(jobs: int, provider: Any, meters: Any) -> None:
+    """The floor's server and client (:mod:`lab.bench.floor`), ``jobs`` calls, 64 in flight."""
+    import grpc
+
+    from bunnyrelay.telemetry import Telemetry
+    from bunnyrelay.v1 import jobs_pb2_grpc
+    from lab.bench.floor import InstrumentedEcho, client_job
+
+    telemetry = Telemetry(provider, meters, exporting=True)
+    server = grpc.aio.server()
+    jobs_pb2_grpc.add_JobServiceServicer_to_server(InstrumentedEcho(telemetry), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            job = client_job(jobs_pb2_grpc.JobServiceStub(channel), telemetry, os.urandom(100))
+            left = jobs
+            failed: list[str] = []
+
+            async def worker() -> None:
+                nonlocal left
+                while left > 0:
+                    left -= 1
+                    error = await job()
+                    if error is not None:
+                        failed.append(error)
+
+            await asyncio.gather(*(worker() for _ in range(_CONCURRENCY)))
+    finally:
+        await server.stop(grace=1.0)
+    if failed:
+        raise SystemExit(f"{len(failed)} of {jobs} calls failed, the first: {failed[0]}")
 
 
 def count(mode: str, jobs: int, root: Path, sampler: str = "parentbased_always_on") -> int:
@@ -146,7 +193,9 @@ def _clean_env(sampler: str) -> dict[str, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab.bench.instructions")
-    parser.add_argument("--modes", default="unary,stream", help="unary, stream or both")
+    parser.add_argument(
+        "--modes", default="unary,stream", help="unary, stream, floor, or several (commas)"
+    )
     parser.add_argument("--jobs", default="300,1300", help="two job counts, fewer first")
     parser.add_argument(
         "--root",
@@ -159,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="OTEL_TRACES_SAMPLER of the runs (always_off: what a job costs without spans)",
     )
     parser.add_argument("--run", action="store_true", help="one run in this process")
-    parser.add_argument("--mode", default="unary", help="with --run: unary or stream")
+    parser.add_argument("--mode", default="unary", help="with --run: unary, stream or floor")
     args = parser.parse_args(argv)
     if args.run:
         asyncio.run(_run(args.mode, int(args.jobs)))

@@ -103,13 +103,28 @@ _PERSONALIZED = hashlib.blake2b(digest_size=FINGERPRINT_BYTES, person=b"bunnyrel
 """Set up once: a copy of it is cheaper than a new hash with the same parameters."""
 
 
+_AFTER_KIND: dict[str, hashlib.blake2b] = {}
+"""Per kind, the hash with the kind taken in: every job of a kind starts from a copy."""
+_KINDS_KEPT = 64
+"""Kinds come from callers; relay knows a few, and the rest are rejected before this."""
+
+
 def fingerprint(kind: str, payload: bytes, attributes: Mapping[str, str]) -> bytes:
-    """A digest of what makes two requests "the same job"; the trace context is not part of it."""
-    digest = _PERSONALIZED.copy()
-    # Length prefixes keep the encoding unambiguous: ("ab", b"c") never equals ("a", b"bc").
-    encoded_kind = kind.encode()
-    digest.update(len(encoded_kind).to_bytes(4, "big"))
-    digest.update(encoded_kind)
+    """A digest of what makes two requests "the same job"; the trace context is not part of it.
+
+    Stores keep it, so it never changes between releases: the same request, the same bytes.
+    """
+    after_kind = _AFTER_KIND.get(kind)
+    if after_kind is None:
+        after_kind = _PERSONALIZED.copy()
+        # Length prefixes keep the encoding unambiguous: ("ab", b"c") never equals ("a", b"bc").
+        encoded_kind = kind.encode()
+        after_kind.update(len(encoded_kind).to_bytes(4, "big"))
+        after_kind.update(encoded_kind)
+        if len(_AFTER_KIND) >= _KINDS_KEPT:
+            _AFTER_KIND.clear()
+        _AFTER_KIND[kind] = after_kind
+    digest = after_kind.copy()
     digest.update(len(payload).to_bytes(8, "big"))
     digest.update(payload)
     if attributes:

@@ -19,7 +19,15 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
-from opentelemetry.trace import Span, SpanKind, StatusCode
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
@@ -208,7 +216,7 @@ class _TraceContextOfOurOwn(TraceContextTextMapPropagator):
     """A propagator bunny cannot see inside: only its own inject can tell its headers."""
 
 
-@pytest.mark.parametrize(
+_PROPAGATORS = pytest.mark.parametrize(
     "textmap",
     [
         CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()]),
@@ -218,7 +226,11 @@ class _TraceContextOfOurOwn(TraceContextTextMapPropagator):
     ],
     ids=["default", "baggage-first", "tracecontext-alone", "unknown"],
 )
-@pytest.mark.parametrize("with_baggage", [False, True], ids=["no-baggage", "baggage"])
+_BAGGAGE = pytest.mark.parametrize("with_baggage", [False, True], ids=["no-baggage", "baggage"])
+
+
+@_PROPAGATORS
+@_BAGGAGE
 async def test_a_noted_attempt_sends_what_the_propagators_would_send_with_it_current(
     endpoint: RelayEndpoint, textmap: TextMapPropagator, with_baggage: bool
 ) -> None:
@@ -250,6 +262,42 @@ async def test_a_noted_attempt_sends_what_the_propagators_would_send_with_it_cur
     )
     if with_baggage and not isinstance(textmap, TraceContextTextMapPropagator):
         assert expected["baggage"] == "tenant=blue"
+
+
+@_PROPAGATORS
+@_BAGGAGE
+@pytest.mark.parametrize("state", ["", "vendor=blue"], ids=["no-tracestate", "tracestate"])
+async def test_an_unsampled_attempt_sends_what_the_propagators_would_send_with_its_job_current(
+    endpoint: RelayEndpoint, textmap: TextMapPropagator, with_baggage: bool, state: str
+) -> None:
+    telemetry = Telemetry(sampled=False)
+    job = NonRecordingSpan(
+        SpanContext(
+            0xABC,
+            0xDEF,
+            is_remote=False,
+            trace_flags=TraceFlags(TraceFlags.RANDOM_TRACE_ID),
+            trace_state=TraceState.from_header([state]) if state else None,
+        )
+    )
+    configured = propagate.get_global_textmap()
+    propagate.set_global_textmap(textmap)
+    inside = trace.set_span_in_context(job)
+    inside = baggage.set_baggage("tenant", "blue", inside) if with_baggage else inside
+    token = context.attach(inside)
+    try:
+        with telemetry.rpc.attempt("Run", endpoint, 1) as record:
+            assert record.span is job
+            expected: dict[str, str] = {}
+            propagate.inject(expected)
+    finally:
+        context.detach(token)
+        propagate.set_global_textmap(configured)
+
+    assert dict(record.metadata) == expected
+    assert expected["traceparent"] == f"00-{0xABC:032x}-{0xDEF:016x}-02"
+    if state:
+        assert expected["tracestate"] == state
 
 
 @pytest.mark.parametrize("keeping", [False, True], ids=["plain", "keeping"])

@@ -30,6 +30,27 @@ def test_fingerprint_covers_kind_payload_and_attributes_but_not_their_order() ->
     assert fingerprint("e", b"", {"ab": "c"}) != fingerprint("e", b"", {"a": "bc"})
 
 
+@pytest.mark.parametrize(
+    ("kind", "payload", "attributes", "stored"),
+    [
+        ("echo", b"ab", {"a": "1", "b": "2"}, "06c1b08432c387c67944c16b7963c81a"),
+        ("sha256", b"", {}, "7f2c3a14585ce70da3f750758decbdbc"),
+        ("\u00e9ch\u043e", b"\x00" * 300, {"tenant": "blue"}, "9335f650f7279b8667be0047e211740b"),
+    ],
+    ids=["echo", "empty", "non-ascii"],
+)
+def test_a_fingerprint_is_the_one_earlier_releases_stored(
+    kind: str, payload: bytes, attributes: dict[str, str], stored: str
+) -> None:
+    # Durable stores keep fingerprints across restarts and upgrades: a retry after an upgrade
+    # must still match its first call. Asked twice, and after many other kinds, as relay does.
+    assert fingerprint(kind, payload, attributes).hex() == stored
+    for n in range(200):
+        fingerprint(f"kind-{n}", payload, attributes)
+    assert fingerprint(kind, payload, attributes).hex() == stored
+    assert fingerprint(kind, payload, attributes).hex() == stored
+
+
 async def test_a_completed_job_is_replayed_and_a_different_request_is_a_mismatch() -> None:
     store = MemoryStore(capacity=10)
     claim = await _claim(store, "j-1")
