@@ -166,7 +166,11 @@ class _HeldSpan(trace.Span):
         if status.status_code is not StatusCode.UNSET:
             self._status = status
             if status.status_code is StatusCode.ERROR:
-                self._root.failed = True
+                self._failed()
+
+    def _failed(self) -> None:
+        """This span was just set to ERROR: its trace is one to keep."""
+        self._root.failed = True
 
     def _ended(self) -> None:
         """A span under the root has ended: held with its trace until the root is judged,
@@ -558,14 +562,9 @@ class SampledSpan(LightSpan):
         self._start = start_time
         self._end = None
 
-    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
-        # As the SDK's spans: OK is final, and UNSET changes nothing.
-        if self._end is not None or self._status.status_code is StatusCode.OK:
-            return
-        if isinstance(status, StatusCode):
-            status = Status(status, description)
-        if status.status_code is not StatusCode.UNSET:
-            self._status = status
+    def _failed(self) -> None:
+        # Sampled: exported whatever its status, with no local root to tell.
+        pass
 
     def add_event(
         self, name: str, attributes: Attributes = None, timestamp: int | None = None
