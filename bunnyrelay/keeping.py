@@ -921,10 +921,7 @@ class KeepingTracer(trace.Tracer):
         if (
             parent_context.trace_flags.sampled
             and self._follows_sampled_parents
-            and not links
-            and record_exception
-            and set_status_on_exception
-            and self._sampled_light()
+            and self._sampled_light(links, record_exception, set_status_on_exception)
         ):
             # The sampler would say yes and add nothing: it is not asked.
             return SampledSpan(
@@ -991,12 +988,8 @@ class KeepingTracer(trace.Tracer):
             context, trace_id, name, kind, attributes, links or ()
         )
         decision = sampled.decision
-        if (
-            decision is Decision.RECORD_AND_SAMPLE
-            and not links
-            and record_exception
-            and set_status_on_exception
-            and self._sampled_light()
+        if decision is Decision.RECORD_AND_SAMPLE and self._sampled_light(
+            links, record_exception, set_status_on_exception
         ):
             return SampledSpan(
                 self._tracer,
@@ -1043,10 +1036,18 @@ class KeepingTracer(trace.Tracer):
             start_time or time_ns(),
         )
 
-    def _sampled_light(self) -> bool:
-        """Whether a sampled span can be a :class:`SampledSpan` now: the SDK is one checked,
-        the tracer is enabled, and no span processor looks at a span before it ends. The
-        processors are looked at again only when one is added."""
+    def _sampled_light(
+        self,
+        links: Sequence[Link] | None,
+        record_exception: bool,
+        set_status_on_exception: bool,
+    ) -> bool:
+        """Whether a sampled span started with these options can be a :class:`SampledSpan`
+        now: no links and the default exception handling, the SDK is one checked, the tracer
+        is enabled, and no span processor looks at a span before it ends. The processors
+        are looked at again only when one is added."""
+        if links or not record_exception or not set_status_on_exception:
+            return False
         if not self._sampled_light_possible:
             return False
         tracer = self._tracer
