@@ -14,11 +14,19 @@ warm-up taken out::
     python -m lab.bench.instructions --modes stream --jobs 200,700
     python -m lab.bench.instructions --run --mode unary --jobs 300   # one run, no valgrind
 
-At 10 % head sampling, keeping off and then on (the default threshold, 1 s)::
+At 10 % head sampling, keeping off and then on; at a ratio of 0, what an unsampled job
+alone costs::
 
     python -m lab.bench.instructions --sampler parentbased_traceidratio --sampler-arg 0.1 \
         --keep-slower-than 0
-    python -m lab.bench.instructions --sampler parentbased_traceidratio --sampler-arg 0.1
+    python -m lab.bench.instructions --sampler parentbased_traceidratio --sampler-arg 0.1 \
+        --keep-slower-than 3600
+    python -m lab.bench.instructions --sampler parentbased_traceidratio --sampler-arg 0 \
+        --keep-slower-than 3600
+
+Under callgrind a job takes a hundred times as long: with the product's threshold (1 s)
+keeping would keep many jobs as slow, and count exporting them as their cost. Keeping on is
+counted with a threshold no job reaches (3600): what it costs a job that went well.
 
 ``--sampler-arg`` is ``OTEL_TRACES_SAMPLER_ARG`` and ``--keep-slower-than`` both
 ``BUNNY_KEEP_SLOWER_THAN`` and ``RELAY_KEEP_SLOWER_THAN`` (one provider serves both sides
