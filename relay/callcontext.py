@@ -104,9 +104,12 @@ def job_parent(traceparent: str, tracestate: str) -> Parent:
 
 
 def _flagged(context: Context) -> Parent:
-    """``context`` (from the propagator), and whether its span is valid and not sampled."""
-    span_context = get_current_span(context).get_span_context()
-    return (context, span_context.is_valid and not span_context.trace_flags.sampled)
+    """``context`` (from the propagator), and whether its span is valid, not sampled and
+    records nothing (a propagator of another kind might put a recording one there)."""
+    span = get_current_span(context)
+    span_context = span.get_span_context()
+    unsampled = span_context.is_valid and not span_context.trace_flags.sampled
+    return (context, unsampled and not span.is_recording())
 
 
 def _remote_parent(traceparent: str) -> Parent | None:
