@@ -9,7 +9,7 @@ NODATA are answers; every other outcome is a failure of the path, typed by rcode
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import pycares
 
@@ -45,9 +45,10 @@ _FAILURES: dict[str, type[DnsLookupFailed]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """The outcome of one query that got an answer (NOERROR or NXDOMAIN)."""
+class Answer(NamedTuple):
+    """The outcome of one query that got an answer (NOERROR or NXDOMAIN).
+
+    A named tuple, as :mod:`bunny.dns.model`'s records are: one is made per query."""
 
     qtype: str
     rcode: str

@@ -133,3 +133,17 @@ def test_a_name_the_bound_drops_takes_its_failed_refresh_with_it(
     assert cache.refresh_error("n0.example") == ""
     assert cache.stale_while_rechecking("n0.example", T0 + 32) is None
     assert cache.expired_for("n0.example", T0 + 32) == 0.0
+
+
+def test_the_answer_every_caller_is_handed_cannot_be_changed_by_one_of_them() -> None:
+    cache = _cache()
+    cache.store(_answer())
+    hit = cache.fresh(NAME, T0)
+    assert hit is not None
+
+    with pytest.raises(AttributeError):
+        hit.addresses = ("192.0.2.66",)  # type: ignore[misc]
+
+    again = cache.fresh(NAME, T0)
+    assert again is not None
+    assert again.addresses == ("10.20.0.5",)
