@@ -140,7 +140,7 @@ class AnswerCache:
         if len(positive) > MAX_ENTRIES:
             _bound(positive)
             rechecking = self._rechecking
-            for gone in [name for name in rechecking if name not in positive]:
+            for gone in [each for each in rechecking if each not in positive]:
                 del rechecking[gone]
 
     def store_negative(self, name: str, error: DnsLookupFailed, now: float) -> None:
