@@ -103,17 +103,18 @@ def as_query(
     failure: DnsLookupFailed | None = None,
 ) -> DnsQuery:
     """The query as it went, for the Resolution (and the trace)."""
+    # Positional, in DnsQuery's order: keywords double the cost of making a named tuple.
     return DnsQuery(
-        fqdn=reply.fqdn,
-        qtype=reply.qtype,
-        nameserver=reply.nameserver,
-        attempt=attempt,
-        rcode=answer.rcode if answer is not None else failure.rcode if failure else "",
-        latency_ms=reply.latency_ms,
-        answers=answer.addresses if answer is not None else (),
-        ttl=answer.ttl if answer is not None else None,
+        reply.fqdn,
+        reply.qtype,
+        reply.nameserver,
+        attempt,
+        answer.rcode if answer is not None else failure.rcode if failure else "",
+        reply.latency_ms,
+        answer.addresses if answer is not None else (),
+        answer.ttl if answer is not None else None,
         # A failure never comes from c-ares' cache: it keeps only answers.
-        source=reply.source if failure is None else "wire",
+        reply.source if failure is None else "wire",
     )
 
 

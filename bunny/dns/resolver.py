@@ -373,13 +373,13 @@ class Resolver:
                     ttl = min(answer.ttl or 0 for answer in usable)
                     from_ares = all(answer.source == "c-ares-cache" for answer in usable)
                     return Resolution(
-                        name=lookup.name,
-                        fqdn=fqdn,
-                        addresses=tuple(a for answer in usable for a in answer.addresses),
-                        ttl=ttl,
-                        source="c-ares-cache" if from_ares else "wire",
-                        queries=tuple(lookup.queries),
-                        expires_at=self._clock() + ttl,
+                        lookup.name,
+                        fqdn,
+                        tuple(a for answer in usable for a in answer.addresses),
+                        ttl,
+                        "c-ares-cache" if from_ares else "wire",
+                        tuple(lookup.queries),
+                        self._clock() + ttl,
                     )
             if nodata is None and any(answer.rcode != "NXDOMAIN" for answer in answers):
                 nodata = fqdn
