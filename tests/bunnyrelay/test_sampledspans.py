@@ -18,7 +18,11 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace import Span as SdkSpan
-from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+)
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_ON,
@@ -324,3 +328,51 @@ def test_a_sampler_that_adds_to_children_is_still_asked_about_them() -> None:
     assert light == sdk
     client = next(s for s in light if s["name"] == "bunnyrelay.v1.JobService/Run")
     assert client["attributes"]["tag"] == "bunnyrelay.v1.JobService/Run"  # type: ignore[index]
+
+
+def _batched(scenario: Scenario, provider: TracerProvider) -> tuple[ReadableSpan, ...]:
+    """``scenario``'s spans through the SDK's BatchSpanProcessor alone (what
+    ``setup_telemetry`` installs), all of them exported by the provider's shutdown."""
+    exported = InMemorySpanExporter()
+    provider.add_span_processor(BatchSpanProcessor(exported, schedule_delay_millis=60_000))
+    scenario(provider.get_tracer("test.scope", "1.0"))
+    provider.shutdown()
+    return exported.get_finished_spans()
+
+
+@pytest.mark.parametrize(
+    "scenario", [_job_pair, _limited, _odd_values, _as_context_manager], ids=lambda s: s.__name__
+)
+def test_through_the_batch_processor_alone_the_exporter_gets_what_the_sdks_spans_give(
+    scenario: Scenario,
+) -> None:
+    light = _batched(scenario, _keeping())
+    sdk = _batched(scenario, TracerProvider(resource=RESOURCE, sampler=ParentBased(ALWAYS_ON)))
+    assert light
+    assert _described(light) == _described(sdk)
+
+
+def test_a_span_ending_after_a_processor_is_added_reaches_it_as_the_sdks_span_does() -> None:
+    def ends_seen_by_a_late_processor(provider: TracerProvider) -> tuple[list[str], list[str]]:
+        exported = InMemorySpanExporter()
+        provider.add_span_processor(BatchSpanProcessor(exported, schedule_delay_millis=60_000))
+        tracer = provider.get_tracer("test")
+        still_open = tracer.start_span("open")
+        tracer.start_span("ended before").end()
+        seen: list[str] = []
+
+        class EndOnly(SpanProcessor):
+            def on_end(self, span: ReadableSpan) -> None:
+                seen.append(span.name)
+
+        provider.add_span_processor(EndOnly())
+        still_open.end()
+        tracer.start_span("after").end()
+        provider.shutdown()
+        return seen, [span.name for span in exported.get_finished_spans()]
+
+    light = ends_seen_by_a_late_processor(_keeping())
+    sdk = ends_seen_by_a_late_processor(
+        TracerProvider(resource=RESOURCE, sampler=ParentBased(ALWAYS_ON))
+    )
+    assert light == sdk == (["open", "after"], ["ended before", "open", "after"])
