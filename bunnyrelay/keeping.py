@@ -919,6 +919,7 @@ class KeepingTracer(trace.Tracer):
             and isinstance(tracer._tracer_metrics, NoOpTracerMetrics)
         )
         self._follows_sampled_parents = _follows_sampled_parents(tracer.sampler)
+        self._samples_roots = _samples_roots(tracer.sampler)
         self._sampled_flags = _SAMPLED_RANDOM if ids.is_trace_id_random() else _SAMPLED
         self._checked_processors: tuple[SpanProcessor, ...] | None = None
         self._quiet_processors = False
@@ -1024,6 +1025,19 @@ class KeepingTracer(trace.Tracer):
         the SDK starts, with the trace id that was sampled."""
         ids = self._ids
         trace_id = ids.ids.generate_trace_id()
+        if self._samples_roots and self._sampled_light(
+            links, record_exception, set_status_on_exception
+        ):
+            # The sampler would say yes, add nothing and pass no trace state: not asked.
+            return SampledSpan(
+                self._sink,  # type: ignore[arg-type]  # set where sampled spans are light
+                name,
+                SpanContext(trace_id, self._new_span_id(), False, self._sampled_flags),
+                None,
+                kind,
+                attributes,
+                start_time or time_ns(),
+            )
         sampled = self._sampler.should_sample(
             context, trace_id, name, kind, attributes, links or ()
         )
@@ -1184,6 +1198,14 @@ def sampled_spans_checked() -> bool:
 
 def _samples_everything(sampler: Sampler) -> bool:
     return type(sampler) is StaticSampler and sampler._decision is Decision.RECORD_AND_SAMPLE
+
+
+def _samples_roots(sampler: Sampler) -> bool:
+    """True when ``sampler`` samples every root and adds nothing to it (``always_on`` and
+    ``parentbased_always_on``)."""
+    return _samples_everything(sampler) or (
+        isinstance(sampler, ParentBased) and _samples_everything(sampler._root)
+    )
 
 
 def _follows_sampled_parents(sampler: Sampler) -> bool:

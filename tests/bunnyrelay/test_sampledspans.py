@@ -305,23 +305,46 @@ def test_on_an_sdk_release_not_checked_sampled_spans_are_the_sdks(
     provider.shutdown()
 
 
+class Tagging(Sampler):
+    """Samples every span, tagging it with its name."""
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: object = None,
+    ) -> SamplingResult:
+        return SamplingResult(Decision.RECORD_AND_SAMPLE, {**(attributes or {}), "tag": name})
+
+    def get_description(self) -> str:
+        return "Tagging"
+
+
+@pytest.mark.parametrize(
+    "sampler", [ALWAYS_ON, ParentBased(ALWAYS_ON)], ids=["always_on", "parentbased_always_on"]
+)
+def test_roots_sampled_without_asking_the_sampler_are_the_sdks_roots(sampler: Sampler) -> None:
+    light = _described(_run(_job_pair, _keeping(sampler)))
+    assert light == _described(_run(_job_pair, TracerProvider(resource=RESOURCE, sampler=sampler)))
+    root = next(s for s in light if s["name"] == "job.submit")
+    assert root["parent"] is None
+    assert root["attributes"][semconv.JOB_ID] == "j-1"  # type: ignore[index]
+
+
+def test_a_sampler_that_adds_to_roots_is_still_asked_about_them() -> None:
+    sampler = ParentBased(Tagging())
+    light = _described(_run(_job_pair, _keeping(sampler)))
+    sdk = _described(_run(_job_pair, TracerProvider(resource=RESOURCE, sampler=sampler)))
+    assert light == sdk
+    root = next(s for s in light if s["name"] == "job.submit")
+    assert root["attributes"]["tag"] == "job.submit"  # type: ignore[index]
+
+
 def test_a_sampler_that_adds_to_children_is_still_asked_about_them() -> None:
-    class Tagging(Sampler):
-        def should_sample(
-            self,
-            parent_context: Context | None,
-            trace_id: int,
-            name: str,
-            kind: SpanKind | None = None,
-            attributes: Attributes = None,
-            links: Sequence[Link] | None = None,
-            trace_state: object = None,
-        ) -> SamplingResult:
-            return SamplingResult(Decision.RECORD_AND_SAMPLE, {**(attributes or {}), "tag": name})
-
-        def get_description(self) -> str:
-            return "Tagging"
-
     sampler = ParentBased(ALWAYS_ON, local_parent_sampled=Tagging())
     light = _described(_run(_job_pair, _keeping(sampler)))
     sdk = _described(_run(_job_pair, TracerProvider(resource=RESOURCE, sampler=sampler)))
