@@ -947,6 +947,29 @@ class KeepingTracer(trace.Tracer):
             return parent._child(  # type: ignore[attr-defined,no-any-return]  # just checked
                 self._scope, self._new_span_id, name, kind, attributes, links, start_time
             )
+        if (
+            type(parent) is SampledSpan
+            and self._follows_sampled_parents
+            and self._sampled_light(links, record_exception, set_status_on_exception)
+        ):
+            # A sampled light parent (the job's span, a call's): its context is valid and
+            # sampled, and its flags are the ones its child takes; the sampler is not asked.
+            sampled_parent: SpanContext = parent._context
+            return SampledSpan(
+                self._sink,  # type: ignore[arg-type]  # set where sampled spans are light
+                name,
+                SpanContext(
+                    sampled_parent[0],
+                    self._new_span_id(),
+                    False,
+                    sampled_parent[3],
+                    sampled_parent[4],
+                ),
+                sampled_parent,
+                kind,
+                attributes,
+                start_time or time_ns(),
+            )
         parent_context = parent.get_span_context()
         if parent is INVALID_SPAN or not parent_context.is_valid:
             return self._start_root(

@@ -39,6 +39,7 @@ from opentelemetry.trace import (
     Status,
     StatusCode,
     TraceFlags,
+    TraceState,
     set_span_in_context,
 )
 from opentelemetry.util.types import Attributes
@@ -399,3 +400,38 @@ def test_a_span_ending_after_a_processor_is_added_reaches_it_as_the_sdks_span_do
         TracerProvider(resource=RESOURCE, sampler=ParentBased(ALWAYS_ON))
     )
     assert light == sdk == (["open", "after"], ["ended before", "open", "after"])
+
+
+def test_children_of_light_spans_carry_their_trace_state_and_flags_as_the_sdks_do() -> None:
+    remote = SpanContext(
+        REMOTE.trace_id,
+        REMOTE.span_id,
+        True,
+        TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID),
+        TraceState([("vendor", "v1")]),
+    )
+
+    def nested(tracer: trace.Tracer) -> None:
+        server = tracer.start_span(
+            "server", context=set_span_in_context(NonRecordingSpan(remote)), kind=SpanKind.SERVER
+        )
+        job = tracer.start_span("job", context=set_span_in_context(server))
+        tracer.start_span("step", context=set_span_in_context(job)).end()
+        job.end()
+        server.end()
+        root = tracer.start_span("root")
+        tracer.start_span("child", context=set_span_in_context(root)).end()
+        root.end()
+
+    def contexts(spans: Sequence[ReadableSpan]) -> list[tuple[str, int, object]]:
+        return [
+            (s.name, int(s.context.trace_flags), s.context.trace_state.to_header())
+            for s in spans
+            if s.context is not None
+        ]
+
+    light = contexts(_run(nested, _keeping()))
+    assert light == contexts(
+        _run(nested, TracerProvider(resource=RESOURCE, sampler=ParentBased(ALWAYS_ON)))
+    )
+    assert light[0] == ("step", 3, "vendor=v1")
