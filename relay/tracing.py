@@ -33,6 +33,7 @@ from opentelemetry.util.types import AttributeValue
 
 from bunnyrelay import semconv
 from bunnyrelay.histograms import HotHistogram
+from bunnyrelay.keeping import SampledSpan
 from bunnyrelay.tally import Tally
 from bunnyrelay.v1.jobs_pb2 import JobRequest, JobResult, JobStatus, TraceContext
 from relay.callcontext import caller_context, job_context
@@ -194,13 +195,16 @@ class RelayTelemetry:
 
         return for_peer
 
-    def _server_spans(self, method: str) -> Callable[[OtelContext, str], trace.Span]:
+    def _server_spans(
+        self, method: str, parent_checked: bool = False
+    ) -> Callable[[OtelContext, str], trace.Span]:
         """``start(parent, peer)``: the SERVER span of a call or a stream's job, or the
-        parent's own unsampled span when a new one would record nothing."""
+        parent's own unsampled span when a new one would record nothing (``parent_checked``:
+        the caller has looked already)."""
         name = f"{SERVICE}/{method}"
         attributes_for = self._span_attributes(method)
         tracer = self._tracer
-        skip_unsampled = self._skip_unsampled
+        skip_unsampled = self._skip_unsampled and not parent_checked
 
         def start(parent: OtelContext, peer: str) -> trace.Span:
             span = get_current_span(parent)
@@ -320,7 +324,9 @@ class RelayTelemetry:
         counted = self._kept_if_wrong("Run", execute)
 
         async def traced(request: JobRequest, context: Context) -> JobResult:
-            if skip_unsampled and _unsampled(get_current_span()):
+            current = get_current_span()
+            # A light sampled span records: no need to look closer.
+            if skip_unsampled and type(current) is not SampledSpan and _unsampled(current):
                 # The span would record nothing; the caller's context is already current.
                 return await counted(request, context)
             kind = request.kind
@@ -394,7 +400,8 @@ class RelayTelemetry:
 
     def streamed_job(self, method: str, execute: Executor) -> Executor:
         """Per job of a stream: a SERVER span parented by the job's own trace context."""
-        start_server_span = self._server_spans(method)
+        # Its parent is looked at below, once.
+        start_server_span = self._server_spans(method, parent_checked=True)
         traced_job = self.job(execute)
         counted_job = self._job_counter(execute)
         unsampled_job = self._kept_if_wrong(method, execute)
