@@ -110,7 +110,12 @@ def _varint(n: int) -> bytes:
 def _sized(data: bytes) -> bytes:
     """A length-delimited field's payload: its length, then the bytes."""
     size = len(data)
-    return (_BYTE[size] if size < 0x80 else _varint(size)) + data
+    if size < 0x80:
+        return _BYTE[size] + data
+    if size < 0x4000:
+        # Two bytes (a span, a batch's small groups): without _varint's loop.
+        return bytes((size & 0x7F | 0x80, size >> 7)) + data
+    return _varint(size) + data
 
 
 def _uint32(n: int) -> bytes:
