@@ -195,16 +195,13 @@ class RelayTelemetry:
 
         return for_peer
 
-    def _server_spans(
-        self, method: str, parent_checked: bool = False
-    ) -> Callable[[OtelContext, str], trace.Span]:
+    def _server_spans(self, method: str) -> Callable[[OtelContext, str], trace.Span]:
         """``start(parent, peer)``: the SERVER span of a call or a stream's job, or the
-        parent's own unsampled span when a new one would record nothing (``parent_checked``:
-        the caller has looked already)."""
+        parent's own unsampled span when a new one would record nothing."""
         name = f"{SERVICE}/{method}"
         attributes_for = self._span_attributes(method)
         tracer = self._tracer
-        skip_unsampled = self._skip_unsampled and not parent_checked
+        skip_unsampled = self._skip_unsampled
 
         def start(parent: OtelContext, peer: str) -> trace.Span:
             span = get_current_span(parent)
@@ -400,8 +397,7 @@ class RelayTelemetry:
 
     def streamed_job(self, method: str, execute: Executor) -> Executor:
         """Per job of a stream: a SERVER span parented by the job's own trace context."""
-        # Its parent is looked at below, once.
-        start_server_span = self._server_spans(method, parent_checked=True)
+        start_server_span = self._server_spans(method)
         traced_job = self.job(execute)
         counted_job = self._job_counter(execute)
         unsampled_job = self._kept_if_wrong(method, execute)
