@@ -222,7 +222,8 @@ def _attributes(tag: bytes, attributes: Mapping[str, object] | None) -> bytes:
 
 def _pairs(tag: bytes, items: Iterable[tuple[str, object]]) -> bytes:
     """``items`` as repeated ``KeyValue`` fields with ``tag``; ``b""`` for none."""
-    pairs = []
+    pairs: list[bytes] = []
+    append = pairs.append
     tables = _pair_tables
     for key, value in items:
         # Only exact str, int and bool: a subclass may encode another way; floats are never
@@ -235,14 +236,14 @@ def _pairs(tag: bytes, items: Iterable[tuple[str, object]]) -> bytes:
             if values is not None:
                 encoded = values.get(value)
                 if encoded is not None:
-                    pairs.append(encoded)
+                    append(encoded)
                     continue
-            pairs.append(_pair_caches[kind].get(key, value))  # type: ignore[arg-type]
+            append(_pair_caches[kind].get(key, value))  # type: ignore[arg-type]
         elif kind is tuple and len(value) == 1 and type(value[0]) is str:  # type: ignore[arg-type,index]
             # A tuple of one string (a lookup's one address), kept by that string.
-            pairs.append(_one_string_tuples.get(key, value[0]))  # type: ignore[index]
+            append(_one_string_tuples.get(key, value[0]))  # type: ignore[index]
         else:
-            pairs.append(_sized(_key_value(key, value)))
+            append(_sized(_key_value(key, value)))
     if not pairs:
         return b""
     return tag + tag.join(pairs)
@@ -429,18 +430,6 @@ def _status(span: ReadableSpan) -> bytes:
     return b"\x7a" + _sized(body)
 
 
-def _span_field(span: ReadableSpan) -> bytes:
-    """``ScopeSpans.spans`` (field 2) for one span, tag included."""
-    try:
-        body = _readable(span) if type(span) is ReadableSpan else _span(span)
-    except Exception:
-        body = None
-    if body is None:
-        # Outside the except block: see _written.
-        body = _encode_span(span).SerializeToString()
-    return b"\x12" + _sized(body)
-
-
 def _readable(span: ReadableSpan) -> bytes:
     """:func:`_span` for a plain ``ReadableSpan`` (what the SDK's spans and bunnyrelay's
     light ones hand the processors when they end), read from the fields its properties
@@ -573,7 +562,16 @@ def serialize_spans(spans: Sequence[ReadableSpan]) -> bytes:
         scoped = group[1].get(scope_key[0])
         if scoped is None:
             scoped = group[1][scope_key[0]] = (scope_key[1], [])
-        scoped[1].append(_span_field(span))
+        # ScopeSpans.spans (field 2), written here: this runs for every span exported. A
+        # span wire cannot write goes to the official encoder, outside the except block
+        # (see _written).
+        try:
+            body = _readable(span) if type(span) is ReadableSpan else _span(span)
+        except Exception:
+            body = None
+        if body is None:
+            body = _encode_span(span).SerializeToString()
+        scoped[1].append(b"\x12" + _sized(body))
 
     request = []
     for resource, scopes in groups.values():
