@@ -92,6 +92,16 @@ class GroupCommitWriter(Generic[S]):
     def start(self) -> None:
         self._thread.start()
 
+    def thread_cpu_s(self) -> float | None:
+        """CPU seconds the writer thread has used so far (for benchmarks), while it runs;
+        None before it starts, after it ends, or where threads have no CPU clock."""
+        ident = self._thread.ident
+        if ident is None or not self._thread.is_alive():
+            return None  # an ended thread's id may name another by now
+        if not hasattr(time, "pthread_getcpuclockid"):
+            return None
+        return time.clock_gettime(time.pthread_getcpuclockid(ident))
+
     def submit(self, step: S) -> asyncio.Future[Any]:
         """Queue ``step``; the future settles with its outcome once its batch committed."""
         future = step.future = self._loop.create_future()

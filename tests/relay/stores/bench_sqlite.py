@@ -8,7 +8,8 @@ baseline commits each of those steps in a transaction of its own; group
 commit puts whatever is queued into one. The memory store is the ceiling.
 Each row also shows the CPU the whole process spent per job (every thread:
 the event loop, the store's writer, and through relay the client too), which
-varies less than jobs/s on a shared machine.
+varies less than jobs/s on a shared machine, and for SQLite the writer's commits
+and its thread's CPU per job.
 """
 
 from __future__ import annotations
@@ -41,11 +42,41 @@ class Rate:
     jobs_per_s: float
     cpu_us_per_job: float
     """Process CPU (all threads) per job."""
+    commits_per_job: float | None = None
+    """The SQLite writer's commits per job (None for the memory store)."""
+    writer_cpu_us_per_job: float | None = None
+    """The SQLite writer thread's CPU per job, part of the process's."""
 
 
-def _rate(jobs: int, started: float, cpu_started: float) -> Rate:
-    wall = time.perf_counter() - started
-    return Rate(jobs / wall, (time.process_time() - cpu_started) / jobs * 1e6)
+@dataclass(frozen=True)
+class _Start:
+    wall: float
+    cpu: float
+    commits: int
+    writer_cpu: float | None
+
+    @classmethod
+    def now(cls, store: IdempotencyStore) -> _Start:
+        if isinstance(store, SqliteStore):
+            writer = store.writer
+            return cls(
+                time.perf_counter(), time.process_time(), writer.commits, writer.thread_cpu_s()
+            )
+        return cls(time.perf_counter(), time.process_time(), 0, None)
+
+    def rate(self, jobs: int, store: IdempotencyStore) -> Rate:
+        wall = time.perf_counter() - self.wall
+        cpu = (time.process_time() - self.cpu) / jobs * 1e6
+        if not isinstance(store, SqliteStore):
+            return Rate(jobs / wall, cpu)
+        writer = store.writer
+        writer_cpu, started = writer.thread_cpu_s(), self.writer_cpu
+        return Rate(
+            jobs / wall,
+            cpu,
+            (writer.commits - self.commits) / jobs,
+            None if writer_cpu is None or started is None else (writer_cpu - started) / jobs * 1e6,
+        )
 
 
 async def jobs_per_second(store: IdempotencyStore, jobs: int, concurrency: int) -> Rate:
@@ -59,9 +90,9 @@ async def jobs_per_second(store: IdempotencyStore, jobs: int, concurrency: int) 
             assert isinstance(claim, Claim)
             await store.complete(claim, result)
 
-    started, cpu_started = time.perf_counter(), time.process_time()
+    start = _Start.now(store)
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return _rate(jobs, started, cpu_started)
+    return start.rate(jobs, store)
 
 
 async def relay_jobs_per_second(store: IdempotencyStore, jobs: int, concurrency: int) -> Rate:
@@ -82,9 +113,9 @@ async def relay_jobs_per_second(store: IdempotencyStore, jobs: int, concurrency:
             for n in ids:
                 await stub.Run(JobRequest(job_id=f"job-{n}", kind="echo", payload=b"x" * 64))
 
-        started, cpu_started = time.perf_counter(), time.process_time()
+        start = _Start.now(store)
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return _rate(jobs, started, cpu_started)
+        return start.rate(jobs, store)
 
 
 async def measure(jobs: int, concurrency: int, *, through_relay: bool) -> dict[str, Rate]:
@@ -119,6 +150,12 @@ def report(rates: dict[str, Rate], title: str) -> str:
         lines.append(
             f"  {name:<22} {rate.jobs_per_s:10.0f} jobs/s  {rate.jobs_per_s / base:6.1f}x"
             f"  {rate.cpu_us_per_job:8.0f} µs CPU/job"
+            + ("" if rate.commits_per_job is None else f"  {rate.commits_per_job:5.2f} commits/job")
+            + (
+                ""
+                if rate.writer_cpu_us_per_job is None
+                else f"  writer thread {rate.writer_cpu_us_per_job:4.0f} µs CPU/job"
+            )
         )
     return "\n".join(lines)
 

@@ -120,3 +120,19 @@ async def test_batches_are_bounded_and_stop_commits_what_is_queued(
     assert commit.closed.is_set()
     assert [len(batch) for batch in commit.batches] == [2, 2, 1]
     assert [name for batch in commit.batches for name in batch] == [f"q{n}" for n in range(5)]
+
+
+async def test_the_writer_thread_cpu_is_counted_while_it_runs_and_not_after(
+    commit: RecordingCommit,
+) -> None:
+    writer: Writer = GroupCommitWriter(
+        asyncio.get_running_loop(), commit, name="test-writer", max_batch=64
+    )
+    assert writer.thread_cpu_s() is None  # not started
+    writer.start()
+    await writer.submit(Named("x"))
+    used = writer.thread_cpu_s()
+    assert used is not None
+    assert used > 0.0  # the thread ran: its clock moved
+    await writer.stop()
+    assert writer.thread_cpu_s() is None
