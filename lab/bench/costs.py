@@ -98,7 +98,8 @@ def export_batch(tracer: Any, size: int = 512) -> list[Any]:
         )
         lookup.end()
         call.end()
-        spans += [lookup, call]
+        # What a span processor is handed when a span ends: its ReadableSpan, not the span.
+        spans += [lookup._readable_span(), call._readable_span()]
     return spans
 
 
