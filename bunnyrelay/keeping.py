@@ -950,10 +950,11 @@ class KeepingTracer(trace.Tracer):
         if (
             type(parent) is SampledSpan
             and self._follows_sampled_parents
+            and parent._context.is_valid
             and self._sampled_light(links, record_exception, set_status_on_exception)
         ):
-            # A sampled light parent (the job's span, a call's): its context is valid and
-            # sampled, and its flags are the ones its child takes; the sampler is not asked.
+            # A sampled light parent (the job's span, a call's): its context is sampled, and
+            # its flags are the ones its child takes; the sampler is not asked.
             sampled_parent: SpanContext = parent._context
             return SampledSpan(
                 self._sink,  # type: ignore[arg-type]  # set where sampled spans are light

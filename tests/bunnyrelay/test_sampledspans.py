@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_ON,
     Decision,
@@ -435,3 +436,43 @@ def test_children_of_light_spans_carry_their_trace_state_and_flags_as_the_sdks_d
         _run(nested, TracerProvider(resource=RESOURCE, sampler=ParentBased(ALWAYS_ON)))
     )
     assert light[0] == ("step", 3, "vendor=v1")
+
+
+def test_under_a_span_whose_ids_are_invalid_a_new_trace_starts_as_with_the_sdk() -> None:
+    class ZeroFirst(IdGenerator):
+        """Span id 0 (invalid) for the first span, then counting ids, as a broken generator
+        might give them."""
+
+        def __init__(self) -> None:
+            self.next = 0
+            self.first = True
+
+        def generate_span_id(self) -> int:
+            if self.first:
+                self.first = False
+                return 0
+            self.next += 1
+            return self.next
+
+        def generate_trace_id(self) -> int:
+            self.next += 1
+            return 0xABC << 64 | self.next
+
+    def parent_and_child(provider: TracerProvider) -> tuple[bool, bool]:
+        exported = InMemorySpanExporter()
+        provider.add_span_processor(SimpleSpanProcessor(exported))
+        tracer = provider.get_tracer("test")
+        parent = tracer.start_span("parent")
+        tracer.start_span("child", context=set_span_in_context(parent)).end()
+        parent.end()
+        provider.shutdown()
+        child, ended_parent = exported.get_finished_spans()
+        assert child.context is not None
+        assert ended_parent.context is not None
+        return child.parent is None, child.context.trace_id == ended_parent.context.trace_id
+
+    light = parent_and_child(
+        KeepingTracerProvider(KeepSettings(), resource=RESOURCE, id_generator=ZeroFirst())
+    )
+    sdk = parent_and_child(TracerProvider(resource=RESOURCE, id_generator=ZeroFirst()))
+    assert light == sdk == (True, False)
