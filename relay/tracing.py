@@ -33,7 +33,6 @@ from opentelemetry.util.types import AttributeValue
 
 from bunnyrelay import semconv
 from bunnyrelay.histograms import HotHistogram
-from bunnyrelay.keeping import SampledSpan
 from bunnyrelay.tally import Tally
 from bunnyrelay.v1.jobs_pb2 import JobRequest, JobResult, JobStatus, TraceContext
 from relay.callcontext import caller_context, job_context
@@ -321,9 +320,7 @@ class RelayTelemetry:
         counted = self._kept_if_wrong("Run", execute)
 
         async def traced(request: JobRequest, context: Context) -> JobResult:
-            current = get_current_span()
-            # A light sampled span records: no need to look closer.
-            if skip_unsampled and type(current) is not SampledSpan and _unsampled(current):
+            if skip_unsampled and _unsampled(get_current_span()):
                 # The span would record nothing; the caller's context is already current.
                 return await counted(request, context)
             kind = request.kind
