@@ -307,19 +307,34 @@ about it:
   CPU target is taken against the floor's CPU per lookup in the same round. Counted in
   instructions (`python -m lab.bench.dnscount` under callgrind: one process, c-ares
   replaced by a future the loop settles, spans encoded as the exporter would, the
-  difference between 1,000 and 3,000 lookups): the floor about 259k per lookup, a traced
-  lookup about 511k (about 569k before a lone candidate that is the name itself was left
-  off the span, since the name says it, and a one-address answer's attribute pair was
-  encoded once and kept). Of that, the `dns.lookup` span's attributes, set and encoded,
-  take about 86k (151k before), the metrics beyond the floor's histogram about 20k, and
-  the rest is the resolver's own steps and the collections their objects bring: with every
-  name new, as in the benchmark, each lookup leaves a cache entry, a c-ares ledger entry
-  and its span awaiting export alive, and the young and middle generations' collections
-  cost a traced lookup about 13 and 5 µs against the floor's 4 and 2 (gc callbacks, in one
-  process). Of the span's nine attributes, OpenTelemetry's conventions name
-  `dns.question.name` and `dns.answers` (`error.type` on a failure); the others are
-  bunny's (`bunnyrelay.dns.*`) and stay, since the trace must say which nameserver
-  answered, from where, and with how many queries.
+  difference between 1,000 and 3,000 lookups): the floor about 212k per lookup, a traced
+  lookup about 427k (258k and 469k before the encoder's latest changes, and the traced
+  lookup 511k before its records became named tuples, 569k before a lone candidate that is
+  the name itself was left off the span and a one-address answer's attribute pair was
+  encoded once and kept). A frozen dataclass sets each field through `object.__setattr__`:
+  a `Resolution` cost about 11.5k instructions to make and a `DnsQuery` about 18k, a named
+  tuple about 3.6k (7.9k when made with keywords), and a lookup makes a query, an answer
+  and two resolutions (its own and the cache's). Of what is left, the SDK's
+  `set_attributes` with the seven attributes after the name takes about 63k alone (it
+  checks every value, the answers' tuple through `collections.abc.Sequence`), making the
+  span current about 7.5k, the metrics beyond the floor's histogram about 12k, and the
+  resolver's own steps most of the rest: with tracing off a lookup is about 203k (246k
+  before) against bare aiodns' 36k, a non-recording span included, spread over some thirty
+  small steps of 1-4k each (checking the name, candidates, cache and negative cache, the
+  c-ares ledger and its settling, judging the answer, the records, five coroutines). With
+  bunny's own tracer provider (`--provider bunny`, what bunny's command line makes: light
+  sampled spans, their attributes checked once as they end) the floor is about 158k and a
+  traced lookup about 328k (371k before), both before the encoder's latest changes; the
+  DNS benchmark traces with the SDK's. With every name new, as in the benchmark, each
+  lookup leaves a cache entry, a c-ares ledger entry and its span awaiting export alive:
+  the cache now keeps one object per name (its `Resolution`; the state of a failed refresh
+  only for the names that have one) and the ledger a tuple of numbers the collector stops
+  tracking the first time it sees it, so the older collections traverse two objects less
+  per name kept; the young collections are as many as before (about 27 per 1,000 traced
+  lookups against the floor's 16, gc callbacks in one process). Of the span's nine
+  attributes, OpenTelemetry's conventions name `dns.question.name` and `dns.answers`
+  (`error.type` on a failure); the others are bunny's (`bunnyrelay.dns.*`) and stay, since
+  the trace must say which nameserver answered, from where, and with how many queries.
 - **Small choices in the code, and what each saves** (the comments beside them keep only
   the reason):
   - spans are started with `start_span` and made current with `context.attach` rather
