@@ -323,9 +323,12 @@ about it:
   small steps of 1-4k each (checking the name, candidates, cache and negative cache, the
   c-ares ledger and its settling, judging the answer, the records, five coroutines). With
   bunny's own tracer provider (`--provider bunny`, what bunny's command line makes: light
-  sampled spans, their attributes checked once as they end) the floor is about 158k and a
-  traced lookup about 328k (371k before), both before the encoder's latest changes; the
-  DNS benchmark traces with the SDK's. With every name new, as in the benchmark, each
+  sampled spans, their attributes checked once as they end) the floor is about 108k and a
+  traced lookup about 270k (158k and 328k before the encoder's latest changes, the lookup
+  371k before its named tuples). The DNS benchmark's bunny rows trace through that
+  provider, as bunny runs, and its floor through the SDK's, as the job benchmark's floor
+  does: counted so, a traced lookup is about 270k against the floor's 212k, 1.27x. With
+  every name new, as in the benchmark, each
   lookup leaves a cache entry, a c-ares ledger entry and its span awaiting export alive:
   the cache now keeps one object per name (its `Resolution`; the state of a failed refresh
   only for the names that have one) and the ledger a tuple of numbers the collector stops
