@@ -9,7 +9,7 @@ NODATA are answers; every other outcome is a failure of the path, typed by rcode
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import pycares
 
@@ -45,9 +45,10 @@ _FAILURES: dict[str, type[DnsLookupFailed]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """The outcome of one query that got an answer (NOERROR or NXDOMAIN)."""
+class Answer(NamedTuple):
+    """The outcome of one query that got an answer (NOERROR or NXDOMAIN).
+
+    A named tuple, as :mod:`bunny.dns.model`'s records are: one is made per query."""
 
     qtype: str
     rcode: str
@@ -102,17 +103,18 @@ def as_query(
     failure: DnsLookupFailed | None = None,
 ) -> DnsQuery:
     """The query as it went, for the Resolution (and the trace)."""
+    # Positional, in DnsQuery's order: keywords double the cost of making a named tuple.
     return DnsQuery(
-        fqdn=reply.fqdn,
-        qtype=reply.qtype,
-        nameserver=reply.nameserver,
-        attempt=attempt,
-        rcode=answer.rcode if answer is not None else failure.rcode if failure else "",
-        latency_ms=reply.latency_ms,
-        answers=answer.addresses if answer is not None else (),
-        ttl=answer.ttl if answer is not None else None,
+        reply.fqdn,
+        reply.qtype,
+        reply.nameserver,
+        attempt,
+        answer.rcode if answer is not None else failure.rcode if failure else "",
+        reply.latency_ms,
+        answer.addresses if answer is not None else (),
+        answer.ttl if answer is not None else None,
         # A failure never comes from c-ares' cache: it keeps only answers.
-        source=reply.source if failure is None else "wire",
+        reply.source if failure is None else "wire",
     )
 
 

@@ -166,18 +166,24 @@ class Reply:
         return f"c-ares error {self.code}: {pycares.errno.strerror(self.code)!s}"
 
 
-@dataclass(slots=True)
-class _Held:
-    """What c-ares' query cache may be holding for one question on one channel."""
+_Held = tuple[int, int, float, bool]
+"""What c-ares' query cache may be holding for one question on one channel:
 
-    surely_until: int
-    """c-ares holds it while floor(now) is below this (from when the query was sent)."""
-    maybe_until: int
-    """…and certainly not once floor(now) reaches this (from when the answer came in)."""
-    trusted_until: float
-    """bunny's own policy: after this (max_ttl), the answer must be fetched again."""
-    flush_first: bool = False
-    """Negative or unusable answers: their lifetime in c-ares is unknown or unwanted."""
+- ``surely_until``: c-ares holds it while floor(now) is below this (from when the query
+  was sent);
+- ``maybe_until``: …and certainly not once floor(now) reaches this (from when the answer
+  came in);
+- ``trusted_until``: bunny's own policy: after this (max_ttl), the answer must be fetched
+  again;
+- ``flush_first``: negative or unusable answers, whose lifetime in c-ares is unknown or
+  unwanted.
+
+A plain tuple of numbers: an entry outlives many young collections, and the collector
+stops tracking such a tuple the first time it sees one, where an object of a class of
+ours would be traversed by every older collection for as long as it is kept.
+"""
+_MAYBE_UNTIL = 1
+"""The index of ``maybe_until`` in a :data:`_Held`."""
 
 
 class Channel:
@@ -221,13 +227,14 @@ class Channel:
         if held is None:
             return "wire"
         second = math.floor(now)
-        if second >= held.maybe_until:
+        surely_until, maybe_until, trusted_until, flush_first = held
+        if second >= maybe_until:
             del self._ledger[(fqdn, qtype)]
             return "wire"
         if (
-            not held.flush_first
-            and now < held.trusted_until
-            and math.floor(now + _LEDGER_SLACK_S) < held.surely_until
+            not flush_first
+            and now < trusted_until
+            and math.floor(now + _LEDGER_SLACK_S) < surely_until
         ):
             return "c-ares-cache"
         self.flush()
@@ -237,14 +244,19 @@ class Channel:
         """Note an answer that came off the wire (``ares_ttl`` None: negative or unusable)."""
         key, sent, received = (reply.fqdn, reply.qtype), reply.sent, reply.received
         if ares_ttl is None:
-            held = _Held(math.floor(sent), math.floor(received) + _ARES_QCACHE_MAX_TTL, 0.0, True)
+            held = (math.floor(sent), math.floor(received) + _ARES_QCACHE_MAX_TTL, 0.0, True)
         elif ares_ttl <= 0:
             # c-ares does not cache what is already expired.
             self._ledger.pop(key, None)
             return
         else:
             ttl = min(ares_ttl, _ARES_QCACHE_MAX_TTL)
-            held = _Held(math.floor(sent) + ttl, math.floor(received) + ttl, received + trusted_for)
+            held = (
+                math.floor(sent) + ttl,
+                math.floor(received) + ttl,
+                received + trusted_for,
+                False,
+            )
         if len(self._ledger) >= LEDGER_MAX_ENTRIES and key not in self._ledger:
             self._make_room(math.floor(received))
         self._ledger[key] = held
@@ -252,7 +264,7 @@ class Channel:
     def _make_room(self, second: int) -> None:
         """Forget what c-ares has surely dropped; if that frees nothing, empty both caches."""
         ledger = self._ledger
-        for key in [k for k, held in ledger.items() if second >= held.maybe_until]:
+        for key in [k for k, held in ledger.items() if second >= held[_MAYBE_UNTIL]]:
             del ledger[key]
         if len(ledger) >= LEDGER_MAX_ENTRIES:
             self.flush()

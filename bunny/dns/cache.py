@@ -13,7 +13,6 @@ module only keeps them and their clocks:
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from itertools import islice
 
@@ -27,16 +26,11 @@ _EVICT_FRACTION = 16
 
 
 @dataclass(slots=True)
-class _Positive:
-    served: Resolution
-    """What a cache hit returns (source "cache", no queries), built once at store time;
-    a stale answer is made from it too (it only differs in source, TTL and queries).
-    The answer as it came in is not kept: its queries would stay alive with it."""
-    expires_at: float
-    stale_until: float
-    recheck_at: float = 0.0
-    """While stale: no refresh before this time."""
-    refresh_error: str = ""
+class _Rechecking:
+    """A stale answer's refresh that failed: when to try again, and what failed."""
+
+    recheck_at: float
+    refresh_error: str
 
 
 @dataclass(slots=True)
@@ -53,14 +47,20 @@ class AnswerCache:
         self._stale_ttl = stale_ttl
         self._stale_recheck = stale_recheck
         self._negative_ttl = negative_ttl
-        self._positive: dict[str, _Positive] = {}
+        # A positive entry is the Resolution a hit returns (source "cache", no queries),
+        # built once at store time; a stale answer is made from it. Nothing else is kept
+        # per name: with every name new, each entry outlives the young collections, and
+        # every object in it is traversed again by the older ones.
+        self._positive: dict[str, Resolution] = {}
+        self._rechecking: dict[str, _Rechecking] = {}
+        """Only the names whose refresh failed while their answer was stale."""
         self._negative: dict[str, _Negative] = {}
 
     def fresh(self, name: str, now: float) -> Resolution | None:
         """The unexpired answer for ``name``, or None. The hot path: keep it this small."""
         entry = self._positive.get(name)
         if entry is not None and entry.expires_at > now:
-            return entry.served
+            return entry
         return None
 
     def negative(self, name: str, now: float) -> DnsLookupFailed | None:
@@ -76,9 +76,12 @@ class AnswerCache:
     def stale_while_rechecking(self, name: str, now: float) -> Resolution | None:
         """A stale answer when a refresh failed a moment ago and should not be retried yet."""
         entry = self._positive.get(name)
-        if entry is None or entry.expires_at > now or now >= entry.recheck_at:
+        if entry is None or entry.expires_at > now:
             return None
-        if now >= entry.stale_until:
+        rechecking = self._rechecking.get(name)
+        if rechecking is None or now >= rechecking.recheck_at:
+            return None
+        if now >= entry.expires_at + self._stale_max:
             return None
         return self._stale_view(entry, now, queries=())
 
@@ -91,19 +94,18 @@ class AnswerCache:
         entry = self._positive.get(name)
         if entry is None:
             return None
-        if now >= entry.stale_until:
-            del self._positive[name]
+        if now >= entry.expires_at + self._stale_max:
+            self._forget(name)
             return None
         if entry.expires_at > now:
             # Fresh after all (another lookup stored it meanwhile).
             return None
-        entry.recheck_at = now + self._stale_recheck
-        entry.refresh_error = type(error).__name__
+        self._rechecking[name] = _Rechecking(now + self._stale_recheck, type(error).__name__)
         return self._stale_view(entry, now, queries=error.queries)
 
     def refresh_error(self, name: str) -> str:
-        entry = self._positive.get(name)
-        return entry.refresh_error if entry is not None else ""
+        rechecking = self._rechecking.get(name)
+        return rechecking.refresh_error if rechecking is not None else ""
 
     def expired_for(self, name: str, now: float) -> float:
         """Seconds since the kept answer for ``name`` expired (0 while fresh or unknown)."""
@@ -111,28 +113,35 @@ class AnswerCache:
         return max(now - entry.expires_at, 0.0) if entry is not None else 0.0
 
     def _stale_view(
-        self, entry: _Positive, now: float, queries: tuple[DnsQuery, ...]
+        self, entry: Resolution, now: float, queries: tuple[DnsQuery, ...]
     ) -> Resolution:
-        return dataclasses.replace(
-            entry.served,
+        return entry._replace(
             source="stale-cache",
             ttl=self._stale_ttl,
             queries=queries,
-            expires_at=min(now + self._stale_ttl, entry.stale_until),
+            expires_at=min(now + self._stale_ttl, entry.expires_at + self._stale_max),
         )
+
+    def _forget(self, name: str) -> None:
+        self._positive.pop(name, None)
+        if self._rechecking:
+            self._rechecking.pop(name, None)
 
     def store(self, resolution: Resolution) -> None:
         """Keep a positive answer until ``resolution.expires_at`` (+ ``stale_max`` as stale)."""
         name = resolution.name
         self._negative.pop(name, None)
-        self._positive.pop(name, None)
+        # Popped first: store() re-inserts, so that the first keys stay the oldest.
+        self._forget(name)
         r = resolution
-        # Built directly: dataclasses.replace costs several times more, once per miss.
-        served = type(r)(r.name, r.fqdn, r.addresses, r.ttl, "cache", (), r.expires_at)
+        # Built directly: _replace costs several times more, once per miss.
         positive = self._positive
-        positive[name] = _Positive(served, r.expires_at, r.expires_at + self._stale_max)
+        positive[name] = type(r)(r.name, r.fqdn, r.addresses, r.ttl, "cache", (), r.expires_at)
         if len(positive) > MAX_ENTRIES:
             _bound(positive)
+            rechecking = self._rechecking
+            for gone in [each for each in rechecking if each not in positive]:
+                del rechecking[gone]
 
     def store_negative(self, name: str, error: DnsLookupFailed, now: float) -> None:
         """Remember that ``name`` does not exist (or has no addresses) for ``negative_ttl``.
@@ -140,7 +149,7 @@ class AnswerCache:
         An authoritative "no" also ends any stale answer: serve-stale is for when
         the path fails, not for when the zone says the name is gone.
         """
-        self._positive.pop(name, None)
+        self._forget(name)
         if self._negative_ttl <= 0:
             return
         negative = self._negative
@@ -150,10 +159,11 @@ class AnswerCache:
 
     def clear(self) -> None:
         self._positive.clear()
+        self._rechecking.clear()
         self._negative.clear()
 
 
-def _bound(entries: dict[str, _Positive] | dict[str, _Negative]) -> None:
+def _bound(entries: dict[str, Resolution] | dict[str, _Negative]) -> None:
     """Drop the oldest entries: dicts keep insertion order and store() re-inserts, so
     the first keys are the oldest.
 

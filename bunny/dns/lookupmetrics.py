@@ -89,19 +89,19 @@ class LookupMetrics:
 
     def answered(self, name: str, resolution: Resolution, notes: LookupNotes) -> None:
         """A lookup that returned addresses, fresh or stale."""
-        last = _last_query(resolution.queries)
+        queries = resolution.queries
+        nameserver = queries[-1].nameserver if queries else ""
         if resolution.source == "stale-cache":
-            error_type = notes.refresh_error
-            rcode = last.rcode if last is not None else ""
-            outcome = STALE
+            rcode = queries[-1].rcode if queries else ""
+            self._count(name, STALE, "stale-cache", rcode, notes.refresh_error, nameserver)
             self._stale_age.record(*self._named(name), notes.stale_for)
         else:
-            error_type, rcode, outcome = "", "NOERROR", ANSWERED
-        nameserver = last.nameserver if last is not None else ""
-        self._count(name, outcome, resolution.source, rcode, error_type, nameserver)
-        self._time_queries(resolution.queries)
+            self._count(name, ANSWERED, resolution.source, "NOERROR", "", nameserver)
+        if queries:
+            self._time_queries(queries)
         if not notes.coalesced:
-            self._queries.record(*self._named(name), notes.queries_sent)
+            named = self._by_name.get(name) or self._named(name)
+            self._queries.record(named[0], named[1], notes.queries_sent)
 
     def failed(self, name: str, exc: DnsLookupFailed, notes: LookupNotes) -> None:
         """A lookup that raised."""
@@ -160,7 +160,3 @@ class LookupMetrics:
                 )
             named = self._by_name[name] = (name, {semconv.DNS_QUESTION_NAME: name})
         return named
-
-
-def _last_query(queries: tuple[DnsQuery, ...]) -> DnsQuery | None:
-    return queries[-1] if queries else None

@@ -36,13 +36,26 @@ def candidates(name: str, search: Sequence[str], ndots: int) -> tuple[str, ...]:
 
 # A name check_name accepts: labels of 1 to 63 characters, none of them blank or quoting.
 _PLAIN_NAME = re.compile(r"(?:[^\s\\\"'().]{1,63}\.)*[^\s\\\"'().]{1,63}")
+# What no label may hold. For a name no longer than a label may be, this and the place of
+# its dots say all _PLAIN_NAME says, for a third of the cost: one scan, no backtracking.
+_NOT_IN_A_LABEL = re.compile(r"[\s\\\"'()]")
 
 
 def check_name(name: str) -> None:
     """Raise InvalidName saying why ``name`` cannot be asked; return when it can."""
     bare = name[:-1] if name.endswith(".") else name
     # Almost every name is fine: one regular expression says so; the rest says why not.
-    if bare.isascii() and len(bare) <= MAX_NAME_LENGTH and _PLAIN_NAME.fullmatch(bare):
+    if len(bare) <= MAX_LABEL_LENGTH:
+        if (
+            bare
+            and bare.isascii()
+            and bare[0] != "."
+            and bare[-1] != "."
+            and ".." not in bare
+            and _NOT_IN_A_LABEL.search(bare) is None
+        ):
+            return
+    elif bare.isascii() and len(bare) <= MAX_NAME_LENGTH and _PLAIN_NAME.fullmatch(bare):
         return
     if not bare:
         raise InvalidName(name, detail="the name is empty")

@@ -105,14 +105,6 @@ class _LeaderGoneError(Exception):
     """The lookup a caller was waiting for ended with the cancelled caller that ran it."""
 
 
-def _settle(flight: asyncio.Future[Resolution], exc: BaseException) -> None:
-    """Hand ``exc`` to the callers waiting on ``flight``, if it is still open."""
-    if not flight.done():
-        flight.set_exception(exc)
-        # Retrieved here: with no one waiting, asyncio would log it as never retrieved.
-        flight.exception()
-
-
 class Resolver:
     """Resolves names to addresses for bunny; one per process, closed with :meth:`close`."""
 
@@ -154,8 +146,12 @@ class Resolver:
             if settings.hosts_file is not None
             else None
         )
-        self._inflight: dict[str, tuple[asyncio.Future[Resolution], LookupNotes | None]] = {}
-        """The lookup in flight for each name, for the callers that ask while it runs."""
+        self._inflight: dict[str, LookupNotes | None] = {}
+        """The lookup in flight for each name (its caller's notes), for the callers that ask
+        while it runs."""
+        self._waiting: dict[str, asyncio.Future[Resolution]] = {}
+        """For a lookup in flight that others wait for: what they wait on. Made by the first
+        of them, so that a lookup no one else asks for costs no future."""
         self._closed = False
         self.cached = self._fast_path()
 
@@ -199,8 +195,8 @@ class Resolver:
         self._closed = True
         # Callers waiting on another's lookup end now; the lookups themselves end as
         # their channels close below (c-ares cancels what is in flight).
-        for flight, _ in self._inflight.values():
-            flight.cancel()
+        for waiting in self._waiting.values():
+            waiting.cancel()
         await self._channels.close()
         self._cache.clear()
 
@@ -234,10 +230,13 @@ class Resolver:
             return self._stale(stale, notes)
         check_name(name)
 
-        flight = self._inflight.get(name)
-        if flight is None:
+        inflight = self._inflight
+        if name not in inflight:
             return await self._lead(name, deadline, notes)
-        future, leader = flight
+        leader = inflight[name]
+        future = self._waiting.get(name)
+        if future is None:
+            future = self._waiting[name] = asyncio.get_running_loop().create_future()
         if notes is not None:
             notes.coalesced, notes.waited_for = True, leader
         try:
@@ -285,8 +284,7 @@ class Resolver:
             notes.candidates = lookup.candidates
             if notes.keep_sent and notes.sent is None:
                 notes.sent = []
-        flight: asyncio.Future[Resolution] = asyncio.get_running_loop().create_future()
-        self._inflight[name] = (flight, notes)
+        self._inflight[name] = notes
         try:
             try:
                 resolution = await self._ask(lookup)
@@ -295,20 +293,30 @@ class Resolver:
             else:
                 self._cache.store(resolution)
         except asyncio.CancelledError:
-            _settle(flight, _LeaderGoneError())
+            self._settle(name, _LeaderGoneError())
             raise
         except BaseException as exc:
-            _settle(flight, exc)
+            self._settle(name, exc)
             raise
         finally:
             del self._inflight[name]
-        if not flight.done():
-            flight.set_result(resolution)
+        if self._waiting:
+            waiting = self._waiting.pop(name, None)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(resolution)
         if notes is not None:
             for query in resolution.queries:
                 if query.source == "wire":
                     notes.queries_sent += 1
         return resolution
+
+    def _settle(self, name: str, exc: BaseException) -> None:
+        """Hand ``exc`` to the callers waiting for the lookup of ``name``, if any still are."""
+        waiting = self._waiting.pop(name, None)
+        if waiting is not None and not waiting.done():
+            waiting.set_exception(exc)
+            # Retrieved here: with no one waiting, asyncio would log it as never retrieved.
+            waiting.exception()
 
     def _failed(self, name: str, exc: DnsLookupFailed, notes: LookupNotes | None) -> Resolution:
         """After the lookup failed: a stale answer when the path failed, else ``exc`` raised
@@ -365,13 +373,13 @@ class Resolver:
                     ttl = min(answer.ttl or 0 for answer in usable)
                     from_ares = all(answer.source == "c-ares-cache" for answer in usable)
                     return Resolution(
-                        name=lookup.name,
-                        fqdn=fqdn,
-                        addresses=tuple(a for answer in usable for a in answer.addresses),
-                        ttl=ttl,
-                        source="c-ares-cache" if from_ares else "wire",
-                        queries=tuple(lookup.queries),
-                        expires_at=self._clock() + ttl,
+                        lookup.name,
+                        fqdn,
+                        tuple(a for answer in usable for a in answer.addresses),
+                        ttl,
+                        "c-ares-cache" if from_ares else "wire",
+                        tuple(lookup.queries),
+                        self._clock() + ttl,
                     )
             if nodata is None and any(answer.rcode != "NXDOMAIN" for answer in answers):
                 nodata = fqdn

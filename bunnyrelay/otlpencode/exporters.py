@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import Any, cast
 
+import grpc
 from opentelemetry.exporter.otlp.proto.grpc import trace_exporter as grpc_trace
 from opentelemetry.exporter.otlp.proto.http import trace_exporter as http_trace
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 
@@ -23,12 +27,37 @@ from bunnyrelay.otlpencode import wire
 __all__ = ["GrpcSpanExporter", "HttpSpanExporter"]
 
 
-class GrpcSpanExporter(grpc_trace.OTLPSpanExporter):
-    """OTLP/gRPC: the exporter asks ``_translate_data`` for the request it sends."""
+_EXPORT_METHOD = (
+    f"/{ExportTraceServiceRequest.DESCRIPTOR.file.services_by_name['TraceService'].full_name}"
+    "/Export"
+)
 
-    def _translate_data(self, data: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
-        # The stub serializes a message object, so the bytes are parsed once into one.
-        return wire.encode_spans(data)
+
+class _SerializedTraceStub:
+    """The generated TraceService stub, except that a request is sent as the bytes it is
+    given: the generated one takes a message object and serializes it, so the encoder's
+    bytes would be parsed into one first, only to be serialized again."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        # Registered, as the generated stubs register theirs (grpcio's typing lacks it).
+        self.Export: Any = channel.unary_unary(  # type: ignore[call-arg]
+            _EXPORT_METHOD,
+            request_serializer=None,
+            response_deserializer=ExportTraceServiceResponse.FromString,
+            _registered_method=True,
+        )
+
+
+class GrpcSpanExporter(grpc_trace.OTLPSpanExporter):
+    """OTLP/gRPC: the exporter asks ``_translate_data`` for the request it sends, and its
+    stub (made again whenever the exporter reconnects) sends those bytes as they are."""
+
+    def _initialize_channel_and_stub(self) -> None:
+        super()._initialize_channel_and_stub()  # type: ignore[no-untyped-call]  # the SDK's
+        self._client = _SerializedTraceStub(self._channel)  # type: ignore[arg-type,assignment]
+
+    def _translate_data(self, data: Sequence[ReadableSpan]) -> bytes:  # type: ignore[override]
+        return wire.serialize_spans(data)
 
 
 class _Serialized:

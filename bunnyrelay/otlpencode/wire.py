@@ -34,6 +34,7 @@ import struct
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.exporter.otlp.proto.common._internal import (
     _encode_instrumentation_scope,
     _encode_resource,
@@ -42,8 +43,9 @@ from opentelemetry.exporter.otlp.proto.common._internal.trace_encoder import _en
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind
+from opentelemetry.trace import SpanContext, SpanKind, TraceState
 from opentelemetry.trace.status import StatusCode
 
 __all__ = [
@@ -70,6 +72,11 @@ _FIXED32 = struct.Struct("<I")
 _FIXED64 = struct.Struct("<Q")
 _DOUBLE = struct.Struct("<d")
 _BYTE = [bytes((n,)) for n in range(128)]
+# A span's trace and span ids (fields 1 and 2), its parent's span id (field 4), its start and
+# end times (fields 7 and 8): each a few fields packed in one call.
+_IDS = struct.Struct(">2sQQ2sQ")
+_PARENT = struct.Struct(">2sQ")
+_TIMES = struct.Struct("<BQBQ")
 
 # Span.kind (field 6) for each SDK kind; the enum's numbers are the SDK's plus one.
 _KIND_FIELD = {
@@ -81,6 +88,8 @@ _KIND_FIELD = {
 }
 # Span.flags (field 16, fixed32) / Link.flags (field 6): SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK,
 # with SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK when the parent (or the linked context) is remote.
+# The same, by SpanKind's value (an enum's hash is a call to Python code).
+_KIND_FIELDS = tuple(_KIND_FIELD[kind] for kind in sorted(SpanKind, key=lambda k: k.value))
 _SPAN_FLAGS = (b"\x85\x01" + _FIXED32.pack(0x100), b"\x85\x01" + _FIXED32.pack(0x300))
 _LINK_FLAGS = (b"\x35" + _FIXED32.pack(0x100), b"\x35" + _FIXED32.pack(0x300))
 _STATUS_UNSET = b"\x7a\x00"
@@ -100,7 +109,13 @@ def _varint(n: int) -> bytes:
 
 def _sized(data: bytes) -> bytes:
     """A length-delimited field's payload: its length, then the bytes."""
-    return _varint(len(data)) + data
+    size = len(data)
+    if size < 0x80:
+        return _BYTE[size] + data
+    if size < 0x4000:
+        # Two bytes (a span, a batch's small groups): without _varint's loop.
+        return bytes((size & 0x7F | 0x80, size >> 7)) + data
+    return _varint(size) + data
 
 
 def _uint32(n: int) -> bytes:
@@ -186,6 +201,7 @@ class _PairCache:
 
 
 _pair_caches = {str: _PairCache(), int: _PairCache(), bool: _PairCache()}
+_pair_tables = {kind: cache._by_key for kind, cache in _pair_caches.items()}
 _one_string_tuples = _PairCache(in_tuple=True)
 
 
@@ -201,19 +217,35 @@ def _attributes(tag: bytes, attributes: Mapping[str, object] | None) -> bytes:
     # The SDK's BoundedAttributes iterates in Python, key by key; its copy() is a dict copy.
     copy = getattr(attributes, "copy", None)
     snapshot: Mapping[str, object] = copy() if copy is not None else attributes
-    pairs = []
-    caches = _pair_caches
-    for key, value in snapshot.items():
+    return _pairs(tag, snapshot.items())
+
+
+def _pairs(tag: bytes, items: Iterable[tuple[str, object]]) -> bytes:
+    """``items`` as repeated ``KeyValue`` fields with ``tag``; ``b""`` for none."""
+    pairs: list[bytes] = []
+    append = pairs.append
+    tables = _pair_tables
+    for key, value in items:
         # Only exact str, int and bool: a subclass may encode another way; floats are never
-        # cached (0.0 == -0.0, and nan is not equal to itself).
-        cache = caches.get(type(value))
-        if cache is not None:
-            pairs.append(cache.get(key, value))  # type: ignore[arg-type]
-        elif type(value) is tuple and len(value) == 1 and type(value[0]) is str:
+        # cached (0.0 == -0.0, and nan is not equal to itself). The caches' dicts are read
+        # here rather than through _PairCache.get: most pairs are found, a call less each.
+        kind = type(value)
+        table = tables.get(kind)
+        if table is not None:
+            values = table.get(key)
+            if values is not None:
+                encoded = values.get(value)
+                if encoded is not None:
+                    append(encoded)
+                    continue
+            append(_pair_caches[kind].get(key, value))  # type: ignore[arg-type]
+        elif kind is tuple and len(value) == 1 and type(value[0]) is str:  # type: ignore[arg-type,index]
             # A tuple of one string (a lookup's one address), kept by that string.
-            pairs.append(_one_string_tuples.get(key, value[0]))
+            append(_one_string_tuples.get(key, value[0]))  # type: ignore[index]
         else:
-            pairs.append(_sized(_key_value(key, value)))
+            append(_sized(_key_value(key, value)))
+    if not pairs:
+        return b""
     return tag + tag.join(pairs)
 
 
@@ -398,19 +430,99 @@ def _status(span: ReadableSpan) -> bytes:
     return b"\x7a" + _sized(body)
 
 
-def _span_field(span: ReadableSpan) -> bytes:
-    """``ScopeSpans.spans`` (field 2) for one span, tag included."""
-    body = _written(lambda: _span(span))
-    if body is None:
-        body = _encode_span(span).SerializeToString()
-    return b"\x12" + _sized(body)
+def _readable(span: ReadableSpan) -> bytes:
+    """:func:`_span` for a plain ``ReadableSpan`` (what the SDK's spans and bunnyrelay's
+    light ones hand the processors when they end), read from the fields its properties
+    return, without the call per property and the copies they make: the same bytes, for
+    about a third of the work. Anything unusual about the span goes to :func:`_span`."""
+    context = span._context
+    trace_id = context[0]  # type: ignore[index]  # a SpanContext, a tuple
+    state = context[4]  # type: ignore[index]
+    parent = span._parent
+    head = _IDS.pack(
+        b"\x0a\x10",
+        trace_id >> 64,
+        trace_id & _UINT64_MASK,
+        b"\x12\x08",
+        context[1],  # type: ignore[index]
+    )
+    if type(state) is not TraceState or state._dict:
+        head += _trace_state_field(state)
+    if parent:
+        head += _PARENT.pack(b"\x22\x08", parent[1])
+    name = span._name
+    if name:
+        head += b"\x2a" + (_cached_name(name) if type(name) is str else _sized(name.encode()))
+    start, end = span._start_time, span._end_time
+    if start and end:
+        times = _TIMES.pack(0x39, start, 0x41, end)
+    else:
+        times = (b"\x39" + _FIXED64.pack(start) if start else b"") + (
+            b"\x41" + _FIXED64.pack(end) if end else b""
+        )
+    attributes = span._attributes
+    kind = type(attributes)
+    if kind is dict:
+        pairs = _pairs(b"\x4a", attributes.items())  # type: ignore[union-attr]
+    elif kind is BoundedAttributes:
+        pairs = _pairs(b"\x4a", attributes._dict.items())  # type: ignore[union-attr]
+        if attributes.dropped:  # type: ignore[union-attr]
+            pairs += b"\x50" + _uint32(attributes.dropped)  # type: ignore[union-attr]
+    elif attributes is None:
+        pairs = b""
+    else:
+        return _span(span)
+    events, links = span._events, span._links
+    if (type(events) is not tuple or type(links) is not tuple or events or links) and not (
+        _none_held(events) and _none_held(links)
+    ):
+        # Events or links (rare): the general way.
+        return _span(span)
+    status = span._status
+    if status is None:
+        written_status = b""
+    elif status._description:
+        written_status = _status(span)
+    else:
+        code = status._status_code
+        if code is StatusCode.UNSET:
+            written_status = _STATUS_UNSET
+        elif code is StatusCode.OK:
+            written_status = _STATUS_OK
+        else:
+            written_status = _status(span)
+    return b"".join(
+        (
+            head,
+            _KIND_FIELDS[span._kind._value_],
+            times,
+            pairs,
+            written_status,
+            _SPAN_FLAGS[1 if parent and parent[2] else 0],
+        )
+    )
+
+
+def _none_held(items: object) -> bool:
+    """Whether ``items`` (a span's events or links) is empty and dropped none."""
+    if type(items) is BoundedList:
+        return not items._dq and not items.dropped  # type: ignore[attr-defined]
+    return type(items) is tuple and not items
+
+
+def _trace_state_field(state: TraceState) -> bytes:
+    """``Span.trace_state`` (field 3), tag included; nothing for an empty one."""
+    if not state:
+        return b""
+    header = ",".join([f"{key}={value}" for key, value in state.items()])
+    return b"\x1a" + _sized(header.encode())
 
 
 def _representatives(spans: Iterable[ReadableSpan]) -> dict[int, Resource]:
     """For each resource object, by id, the first equal resource of the batch."""
     first: dict[int, Resource] = {}
     for span in spans:
-        resource = span.resource
+        resource = span._resource if type(span) is ReadableSpan else span.resource
         if id(resource) not in first:
             first[id(resource)] = resource
     if len(first) > 1:
@@ -426,18 +538,45 @@ def serialize_spans(spans: Sequence[ReadableSpan]) -> bytes:
     """The serialized ``ExportTraceServiceRequest`` for ``spans``: byte for byte what
     ``encode_spans(spans).SerializeToString()`` of the official encoder gives."""
     representative = _representatives(spans)
-    groups: dict[int, tuple[Resource, dict[InstrumentationScope | None, list[bytes]]]] = {}
+    # Spans grouped by resource, then scope, each in the order first seen. Equal scopes
+    # (not only the same object) share one ScopeSpans, as in the official encoder; a scope's
+    # hash is a call to Python code, so each scope object is looked up once, then by id.
+    scope_classes: dict[InstrumentationScope | None, InstrumentationScope | None] = {}
+    scope_keys: dict[int, tuple[int, InstrumentationScope | None]] = {}
+    groups: dict[
+        int, tuple[Resource, dict[int, tuple[InstrumentationScope | None, list[bytes]]]]
+    ] = {}
     for span in spans:
-        resource = representative[id(span.resource)]
+        if type(span) is ReadableSpan:
+            resource, scope = span._resource, span._instrumentation_scope
+        else:
+            resource, scope = span.resource, span.instrumentation_scope
+        resource = representative[id(resource)]
         group = groups.get(id(resource))
         if group is None:
             group = groups[id(resource)] = (resource, {})
-        group[1].setdefault(span.instrumentation_scope or None, []).append(_span_field(span))
+        scope_key = scope_keys.get(id(scope))
+        if scope_key is None:
+            same = scope_classes.setdefault(scope or None, scope or None)
+            scope_key = scope_keys[id(scope)] = (id(same), same)
+        scoped = group[1].get(scope_key[0])
+        if scoped is None:
+            scoped = group[1][scope_key[0]] = (scope_key[1], [])
+        # ScopeSpans.spans (field 2), written here: this runs for every span exported. A
+        # span wire cannot write goes to the official encoder, outside the except block
+        # (see _written).
+        try:
+            body = _readable(span) if type(span) is ReadableSpan else _span(span)
+        except Exception:
+            body = None
+        if body is None:
+            body = _encode_span(span).SerializeToString()
+        scoped[1].append(b"\x12" + _sized(body))
 
     request = []
     for resource, scopes in groups.values():
         resource_spans = [_resource_field(resource)]
-        for scope, encoded_spans in scopes.items():
+        for scope, encoded_spans in scopes.values():
             scope_spans = [_scope_field(scope), *encoded_spans]
             if scope is not None and scope.schema_url:
                 scope_spans.append(b"\x1a" + _sized(scope.schema_url.encode()))

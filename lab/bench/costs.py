@@ -98,7 +98,8 @@ def export_batch(tracer: Any, size: int = 512) -> list[Any]:
         )
         lookup.end()
         call.end()
-        spans += [lookup, call]
+        # What a span processor is handed when a span ends: its ReadableSpan, not the span.
+        spans += [lookup._readable_span(), call._readable_span()]
     return spans
 
 
@@ -195,11 +196,10 @@ def sdk_probes(calls: int) -> dict[str, float]:
         "span_sampled_light": _per_call(spans(light), calls),
         "span_unsampled": _per_call(spans(unsampled), calls),
         # What each OTLP exporter does to a batch before its transport takes the bytes:
-        # gRPC's stub serializes the request message, HTTP's export() serializes it inline.
+        # gRPC's stub serializes the request message, HTTP's export() serializes it inline;
+        # bunnyrelay's gRPC stub takes the encoder's bytes as they are.
         "otlp_grpc_sdk": _per_span(lambda: encode_spans(batch).SerializeToString(), batch, calls),
-        "otlp_grpc_bunnyrelay": _per_span(
-            lambda: wire.encode_spans(batch).SerializeToString(), batch, calls
-        ),
+        "otlp_grpc_bunnyrelay": _per_span(lambda: wire.serialize_spans(batch), batch, calls),
         "otlp_http_sdk": _per_span(
             lambda: encode_spans(batch).SerializePartialToString(), batch, calls
         ),

@@ -16,7 +16,9 @@ Python would cap lookups/s for every client alike; CoreDNS answers on every core
   answer a repeated name from memory.
 - **the floor**: aiodns as bunny runs it (on the event loop, no c-ares thread)
   plus one exported ``dns.lookup`` span and the ``dns.lookup.duration``
-  histogram, the least a traced lookup can do; its ratios
+  histogram, the least a traced lookup can do, its span made by the SDK's own
+  tracer provider as the Python SDK comes (bunny's rows trace through the provider
+  bunny's command line makes, whose sampled spans are light); its ratios
   are printed beside the targets, which a traced resolver can meet only where the
   floor does.
 - **getaddrinfo** goes through the system resolver (glibc, nsswitch), which
@@ -61,6 +63,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
+from bunny.config import BunnyConfig
 from bunny.dns.ares import LoopDrivenResolver
 from bunny.dns.resolver import Resolver
 from bunny.dns.settings import ResolverSettings
@@ -252,12 +255,18 @@ class DnsBench:
         self.settings = settings
         self.rows: dict[str, Row] = {}
         self._rounds: dict[str, list[RoundFigures]] = {}
-        telemetry = setup_telemetry("bunny", install_global=False)
+        # bunny's rows trace as bunny's command line sets it up (its keeping provider, whose
+        # sampled spans are light); the floor traces with the SDK's own provider, as any
+        # service does that uses the Python SDK as it comes, like the job benchmark's floor.
+        telemetry = setup_telemetry(
+            "bunny", install_global=False, keep=BunnyConfig().keep_settings()
+        )
         self._traced = telemetry
         self.exported = telemetry.exporting
         self._dns_traced = DnsTelemetry(
             tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
         )
+        self._floor = setup_telemetry("bunny", install_global=False)
         self._untraced = TracerProvider(sampler=ALWAYS_OFF)
         self._meters = MeterProvider()
         self._dns_untraced = DnsTelemetry(
@@ -276,6 +285,7 @@ class DnsBench:
         while a later row is measured, and counted as that row's CPU.
         """
         self._traced.tracer_provider.force_flush()
+        self._floor.tracer_provider.force_flush()
 
     def _tracing(self, traced: bool) -> str:
         if not traced:
@@ -444,10 +454,10 @@ class DnsBench:
             async def dnspython(index: int) -> object:
                 return await python.resolve(numbered(index) + ".", "A")
 
-            tracer = self._traced.tracer_provider.get_tracer("lab.bench.dnsbench")
+            tracer = self._floor.tracer_provider.get_tracer("lab.bench.dnsbench")
             # The duration histogram as bunny records it (bunnyrelay.histograms).
             record = HotHistogram(
-                self._traced.meter_provider.get_meter("lab.bench.dnsbench"),
+                self._floor.meter_provider.get_meter("lab.bench.dnsbench"),
                 semconv.METRIC_DNS_LOOKUP_DURATION,
                 unit="s",
                 description="How long a DNS lookup took",
@@ -613,6 +623,7 @@ class DnsBench:
 
     def close(self) -> None:
         self._traced.shutdown()
+        self._floor.shutdown()
         self._untraced.shutdown()
         self._meters.shutdown()
 

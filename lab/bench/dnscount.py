@@ -17,6 +17,12 @@ The count of one lookup is the difference of two runs, which takes the start-up 
     # (total of 3000 - total of 1000) / 2000 = instructions per lookup
 
 Without valgrind it prints the CPU µs per lookup of each run.
+
+``--provider sdk`` (the default) traces with the SDK's own ``TracerProvider``, as the DNS
+benchmark does; ``--provider bunny`` with the one bunny's command line makes
+(:func:`bunnyrelay.keeping.keeping_tracer_provider` with the default keep settings:
+light sampled spans, their attributes checked once as they end), for the floor's span and
+a traced lookup's alike.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Any
 
 import pycares
 from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
@@ -38,12 +45,17 @@ from bunny.dns.settings import ResolverSettings
 from bunny.dns.tracing import DnsTelemetry
 from bunnyrelay import semconv
 from bunnyrelay.histograms import HotHistogram
+from bunnyrelay.keeping import connect_keeping, keeping_tracer_provider
+from bunnyrelay.keepsettings import KeepSettings
 from bunnyrelay.otlpencode import wire
 from bunnyrelay.settings import HostPort
 from lab.bench.zone import numbered
 
 METHODS = ("bare", "floor", "traced", "off")
+PROVIDERS = ("sdk", "bunny")
 _IN_FLIGHT = 32
+WARM_UP = 500
+"""Lookups made before the measured ones."""
 _BATCH = 512
 # Never asked: the answers come from the settled futures below.
 _NAMESERVER = HostPort("127.0.0.1", 9)
@@ -110,14 +122,20 @@ async def _in_flight(lookup: Lookup, start: int, count: int) -> None:
     await asyncio.gather(*(worker() for _ in range(_IN_FLIGHT)))
 
 
-async def count(method: str, lookups: int) -> float:
+async def count(method: str, lookups: int, provider: str = "sdk") -> float:
     """Run ``lookups`` lookups of ``method`` after a warm-up; CPU µs per lookup."""
     loop = asyncio.get_running_loop()
     restore = _answer_on_the_next_pass(loop)
     encoding = _Encoding()
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(encoding)
     meter_provider = MeterProvider()
+    tracer_provider = TracerProvider()
+    if provider == "bunny":
+        resource = Resource.create({})
+        tracer_provider = keeping_tracer_provider(
+            TracerProvider(resource=resource), resource, KeepSettings()
+        )
+    tracer_provider.add_span_processor(encoding)
+    connect_keeping(tracer_provider, encoding, meter_provider)
     settings = ResolverSettings(nameservers=(_NAMESERVER,), family="ipv4")
     untraced_provider = TracerProvider(sampler=ALWAYS_OFF)
     ares = LoopDrivenResolver(nameservers=[str(_NAMESERVER)], loop=loop, tries=1, timeout=2.0)
@@ -165,10 +183,10 @@ async def count(method: str, lookups: int) -> float:
     else:
         chosen = resolver(tracer_provider if method == "traced" else untraced_provider)
     try:
-        await _in_flight(chosen, 0, 500)
+        await _in_flight(chosen, 0, WARM_UP)
         encoding.flush()
         cpu = time.process_time()
-        await _in_flight(chosen, 500, lookups)
+        await _in_flight(chosen, WARM_UP, lookups)
         encoding.flush()
         return (time.process_time() - cpu) / lookups * 1e6
     finally:
@@ -182,9 +200,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab.bench.dnscount", description=__doc__)
     parser.add_argument("--method", choices=METHODS, default="traced")
     parser.add_argument("--lookups", type=int, default=3000, help="measured lookups (default 3000)")
+    parser.add_argument(
+        "--provider",
+        choices=PROVIDERS,
+        default="sdk",
+        help="the SDK's tracer provider (as the DNS benchmark) or bunny's (default sdk)",
+    )
     args = parser.parse_args(argv)
-    per_lookup = asyncio.run(count(args.method, args.lookups))
-    print(f"{args.method}: {per_lookup:.1f} µs CPU per lookup ({args.lookups} lookups)")
+    per_lookup = asyncio.run(count(args.method, args.lookups, args.provider))
+    print(
+        f"{args.method} ({args.provider} provider): {per_lookup:.1f} µs CPU per lookup"
+        f" ({args.lookups} lookups)"
+    )
     return 0
 
 

@@ -258,7 +258,19 @@ about it:
   after (-40 %). With tracing off (`--sampler always_off`) the same jobs take 1,024,000
   and 386,000: what every job sampled adds (four spans, their context, their encoding
   and the export thread) went from about 1,265,000 to 595,000 instructions a job, on
-  either path.
+  either path. Then the sampled span's path from start to export (same count,
+  `--jobs 100,400`): a streamed job 912,000 before and 708,000 after (-22 %), a unary
+  job 1,564,000 and 1,371,000 (-12 %). A streamed job with tracing off counted 327,000
+  then, so what every job sampled adds to it went from about 585,000 to 384,000
+  (-34 %). Of that, the export thread's share (callgrind per thread) went from about
+  314,000 to 169,000 (about 79,000 to 42,000 per span): the encoder reads a plain
+  `ReadableSpan`'s fields rather than calling a property for each (a mapping proxy and
+  a copy for the attributes, tuples for events and links), and OTLP/gRPC sends its
+  bytes as they are instead of parsing them into a request for the stub to serialize
+  again. On the event loop: an ended sampled span goes straight to a lone batch
+  processor's queue, a root of `always_on` or `parentbased_always_on` and a child of a
+  light sampled span are started without asking the sampler (it would say yes and add
+  nothing), and relay's job span does not look twice at a light sampled parent.
 - **DNS:** aiodns 4 gives each channel a c-ares event thread; its hand-over to the event
   loop (channel lock, GIL, self-pipe) costs bunny's resolver more CPU than the query, so
   bunny runs aiodns in its socket-callback mode on the event loop. Measured in one process
@@ -295,19 +307,37 @@ about it:
   CPU target is taken against the floor's CPU per lookup in the same round. Counted in
   instructions (`python -m lab.bench.dnscount` under callgrind: one process, c-ares
   replaced by a future the loop settles, spans encoded as the exporter would, the
-  difference between 1,000 and 3,000 lookups): the floor about 259k per lookup, a traced
-  lookup about 511k (about 569k before a lone candidate that is the name itself was left
-  off the span, since the name says it, and a one-address answer's attribute pair was
-  encoded once and kept). Of that, the `dns.lookup` span's attributes, set and encoded,
-  take about 86k (151k before), the metrics beyond the floor's histogram about 20k, and
-  the rest is the resolver's own steps and the collections their objects bring: with every
-  name new, as in the benchmark, each lookup leaves a cache entry, a c-ares ledger entry
-  and its span awaiting export alive, and the young and middle generations' collections
-  cost a traced lookup about 13 and 5 µs against the floor's 4 and 2 (gc callbacks, in one
-  process). Of the span's nine attributes, OpenTelemetry's conventions name
-  `dns.question.name` and `dns.answers` (`error.type` on a failure); the others are
-  bunny's (`bunnyrelay.dns.*`) and stay, since the trace must say which nameserver
-  answered, from where, and with how many queries.
+  difference between 1,000 and 3,000 lookups): the floor about 212k per lookup, a traced
+  lookup about 427k (258k and 469k before the encoder's latest changes, and the traced
+  lookup 511k before its records became named tuples, 569k before a lone candidate that is
+  the name itself was left off the span and a one-address answer's attribute pair was
+  encoded once and kept). A frozen dataclass sets each field through `object.__setattr__`:
+  a `Resolution` cost about 11.5k instructions to make and a `DnsQuery` about 18k, a named
+  tuple about 3.6k (7.9k when made with keywords), and a lookup makes a query, an answer
+  and two resolutions (its own and the cache's). Of what is left, the SDK's
+  `set_attributes` with the seven attributes after the name takes about 63k alone (it
+  checks every value, the answers' tuple through `collections.abc.Sequence`), making the
+  span current about 7.5k, the metrics beyond the floor's histogram about 12k, and the
+  resolver's own steps most of the rest: with tracing off a lookup is about 203k (246k
+  before) against bare aiodns' 36k, a non-recording span included, spread over some thirty
+  small steps of 1-4k each (checking the name, candidates, cache and negative cache, the
+  c-ares ledger and its settling, judging the answer, the records, five coroutines). With
+  bunny's own tracer provider (`--provider bunny`, what bunny's command line makes: light
+  sampled spans, their attributes checked once as they end) the floor is about 108k and a
+  traced lookup about 270k (158k and 328k before the encoder's latest changes, the lookup
+  371k before its named tuples). The DNS benchmark's bunny rows trace through that
+  provider, as bunny runs, and its floor through the SDK's, as the job benchmark's floor
+  does: counted so, a traced lookup is about 270k against the floor's 212k, 1.27x. With
+  every name new, as in the benchmark, each
+  lookup leaves a cache entry, a c-ares ledger entry and its span awaiting export alive:
+  the cache now keeps one object per name (its `Resolution`; the state of a failed refresh
+  only for the names that have one) and the ledger a tuple of numbers the collector stops
+  tracking the first time it sees it, so the older collections traverse two objects less
+  per name kept; the young collections are as many as before (about 27 per 1,000 traced
+  lookups against the floor's 16, gc callbacks in one process). Of the span's nine
+  attributes, OpenTelemetry's conventions name `dns.question.name` and `dns.answers`
+  (`error.type` on a failure); the others are bunny's (`bunnyrelay.dns.*`) and stay, since
+  the trace must say which nameserver answered, from where, and with how many queries.
 - **Small choices in the code, and what each saves** (the comments beside them keep only
   the reason):
   - spans are started with `start_span` and made current with `context.attach` rather

@@ -18,8 +18,13 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace import Span as SdkSpan
-from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+)
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_ON,
     Decision,
@@ -35,6 +40,7 @@ from opentelemetry.trace import (
     Status,
     StatusCode,
     TraceFlags,
+    TraceState,
     set_span_in_context,
 )
 from opentelemetry.util.types import Attributes
@@ -301,26 +307,172 @@ def test_on_an_sdk_release_not_checked_sampled_spans_are_the_sdks(
     provider.shutdown()
 
 
+class Tagging(Sampler):
+    """Samples every span, tagging it with its name."""
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: object = None,
+    ) -> SamplingResult:
+        return SamplingResult(Decision.RECORD_AND_SAMPLE, {**(attributes or {}), "tag": name})
+
+    def get_description(self) -> str:
+        return "Tagging"
+
+
+@pytest.mark.parametrize(
+    "sampler", [ALWAYS_ON, ParentBased(ALWAYS_ON)], ids=["always_on", "parentbased_always_on"]
+)
+def test_roots_sampled_without_asking_the_sampler_are_the_sdks_roots(sampler: Sampler) -> None:
+    light = _described(_run(_job_pair, _keeping(sampler)))
+    assert light == _described(_run(_job_pair, TracerProvider(resource=RESOURCE, sampler=sampler)))
+    root = next(s for s in light if s["name"] == "job.submit")
+    assert root["parent"] is None
+    assert root["attributes"][semconv.JOB_ID] == "j-1"  # type: ignore[index]
+
+
+def test_a_sampler_that_adds_to_roots_is_still_asked_about_them() -> None:
+    sampler = ParentBased(Tagging())
+    light = _described(_run(_job_pair, _keeping(sampler)))
+    sdk = _described(_run(_job_pair, TracerProvider(resource=RESOURCE, sampler=sampler)))
+    assert light == sdk
+    root = next(s for s in light if s["name"] == "job.submit")
+    assert root["attributes"]["tag"] == "job.submit"  # type: ignore[index]
+
+
 def test_a_sampler_that_adds_to_children_is_still_asked_about_them() -> None:
-    class Tagging(Sampler):
-        def should_sample(
-            self,
-            parent_context: Context | None,
-            trace_id: int,
-            name: str,
-            kind: SpanKind | None = None,
-            attributes: Attributes = None,
-            links: Sequence[Link] | None = None,
-            trace_state: object = None,
-        ) -> SamplingResult:
-            return SamplingResult(Decision.RECORD_AND_SAMPLE, {**(attributes or {}), "tag": name})
-
-        def get_description(self) -> str:
-            return "Tagging"
-
     sampler = ParentBased(ALWAYS_ON, local_parent_sampled=Tagging())
     light = _described(_run(_job_pair, _keeping(sampler)))
     sdk = _described(_run(_job_pair, TracerProvider(resource=RESOURCE, sampler=sampler)))
     assert light == sdk
     client = next(s for s in light if s["name"] == "bunnyrelay.v1.JobService/Run")
     assert client["attributes"]["tag"] == "bunnyrelay.v1.JobService/Run"  # type: ignore[index]
+
+
+def _batched(scenario: Scenario, provider: TracerProvider) -> tuple[ReadableSpan, ...]:
+    """``scenario``'s spans through the SDK's BatchSpanProcessor alone (what
+    ``setup_telemetry`` installs), all of them exported by the provider's shutdown."""
+    exported = InMemorySpanExporter()
+    provider.add_span_processor(BatchSpanProcessor(exported, schedule_delay_millis=60_000))
+    scenario(provider.get_tracer("test.scope", "1.0"))
+    provider.shutdown()
+    return exported.get_finished_spans()
+
+
+@pytest.mark.parametrize(
+    "scenario", [_job_pair, _limited, _odd_values, _as_context_manager], ids=lambda s: s.__name__
+)
+def test_through_the_batch_processor_alone_the_exporter_gets_what_the_sdks_spans_give(
+    scenario: Scenario,
+) -> None:
+    light = _batched(scenario, _keeping())
+    sdk = _batched(scenario, TracerProvider(resource=RESOURCE, sampler=ParentBased(ALWAYS_ON)))
+    assert light
+    assert _described(light) == _described(sdk)
+
+
+def test_a_span_ending_after_a_processor_is_added_reaches_it_as_the_sdks_span_does() -> None:
+    def ends_seen_by_a_late_processor(provider: TracerProvider) -> tuple[list[str], list[str]]:
+        exported = InMemorySpanExporter()
+        provider.add_span_processor(BatchSpanProcessor(exported, schedule_delay_millis=60_000))
+        tracer = provider.get_tracer("test")
+        still_open = tracer.start_span("open")
+        tracer.start_span("ended before").end()
+        seen: list[str] = []
+
+        class EndOnly(SpanProcessor):
+            def on_end(self, span: ReadableSpan) -> None:
+                seen.append(span.name)
+
+        provider.add_span_processor(EndOnly())
+        still_open.end()
+        tracer.start_span("after").end()
+        provider.shutdown()
+        return seen, [span.name for span in exported.get_finished_spans()]
+
+    light = ends_seen_by_a_late_processor(_keeping())
+    sdk = ends_seen_by_a_late_processor(
+        TracerProvider(resource=RESOURCE, sampler=ParentBased(ALWAYS_ON))
+    )
+    assert light == sdk == (["open", "after"], ["ended before", "open", "after"])
+
+
+def test_children_of_light_spans_carry_their_trace_state_and_flags_as_the_sdks_do() -> None:
+    remote = SpanContext(
+        REMOTE.trace_id,
+        REMOTE.span_id,
+        True,
+        TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID),
+        TraceState([("vendor", "v1")]),
+    )
+
+    def nested(tracer: trace.Tracer) -> None:
+        server = tracer.start_span(
+            "server", context=set_span_in_context(NonRecordingSpan(remote)), kind=SpanKind.SERVER
+        )
+        job = tracer.start_span("job", context=set_span_in_context(server))
+        tracer.start_span("step", context=set_span_in_context(job)).end()
+        job.end()
+        server.end()
+        root = tracer.start_span("root")
+        tracer.start_span("child", context=set_span_in_context(root)).end()
+        root.end()
+
+    def contexts(spans: Sequence[ReadableSpan]) -> list[tuple[str, int, object]]:
+        return [
+            (s.name, int(s.context.trace_flags), s.context.trace_state.to_header())
+            for s in spans
+            if s.context is not None
+        ]
+
+    light = contexts(_run(nested, _keeping()))
+    assert light == contexts(
+        _run(nested, TracerProvider(resource=RESOURCE, sampler=ParentBased(ALWAYS_ON)))
+    )
+    assert light[0] == ("step", 3, "vendor=v1")
+
+
+def test_under_a_span_whose_ids_are_invalid_a_new_trace_starts_as_with_the_sdk() -> None:
+    class ZeroFirst(IdGenerator):
+        """Span id 0 (invalid) for the first span, then counting ids, as a broken generator
+        might give them."""
+
+        def __init__(self) -> None:
+            self.next = 0
+            self.first = True
+
+        def generate_span_id(self) -> int:
+            if self.first:
+                self.first = False
+                return 0
+            self.next += 1
+            return self.next
+
+        def generate_trace_id(self) -> int:
+            self.next += 1
+            return 0xABC << 64 | self.next
+
+    def parent_and_child(provider: TracerProvider) -> tuple[bool, bool]:
+        exported = InMemorySpanExporter()
+        provider.add_span_processor(SimpleSpanProcessor(exported))
+        tracer = provider.get_tracer("test")
+        parent = tracer.start_span("parent")
+        tracer.start_span("child", context=set_span_in_context(parent)).end()
+        parent.end()
+        provider.shutdown()
+        child, ended_parent = exported.get_finished_spans()
+        assert child.context is not None
+        assert ended_parent.context is not None
+        return child.parent is None, child.context.trace_id == ended_parent.context.trace_id
+
+    light = parent_and_child(
+        KeepingTracerProvider(KeepSettings(), resource=RESOURCE, id_generator=ZeroFirst())
+    )
+    sdk = parent_and_child(TracerProvider(resource=RESOURCE, id_generator=ZeroFirst()))
+    assert light == sdk == (True, False)

@@ -11,7 +11,14 @@ import time
 
 import pytest
 
-from bunny.errors import BunnyError, DnsBadAnswer, DnsLookupFailed, DnsTimeout, NoAddresses
+from bunny.errors import (
+    BunnyError,
+    DnsBadAnswer,
+    DnsLookupFailed,
+    DnsTimeout,
+    NameNotFound,
+    NoAddresses,
+)
 from lab.dnsserver import HOSTILE_MODES, ZoneServer
 from tests.bunny.conftest import RELAY, RELAY_IP, MakeResolver
 
@@ -109,3 +116,31 @@ async def test_records_for_another_name_are_never_used(
     dns.misname_next(100)
     with pytest.raises(DnsBadAnswer, match=r"misnamed\.invalid"):
         await make_resolver(timeout=TIMEOUT_S, attempts=ATTEMPTS).resolve(RELAY)
+
+
+async def test_each_query_a_lookup_reports_says_what_went_where_field_by_field(
+    dns: ZoneServer, make_resolver: MakeResolver
+) -> None:
+    resolver = make_resolver(family="any")
+
+    answered = await resolver.resolve(RELAY)
+    with pytest.raises(NameNotFound) as missing:
+        await resolver.resolve(f"nothing.{RELAY}.")
+
+    by_type = {query.qtype: query for query in answered.queries}
+    a, aaaa = by_type["A"], by_type["AAAA"]
+    assert (a.fqdn, a.nameserver, a.attempt, a.rcode, a.source) == (
+        RELAY,
+        str(dns.address),
+        1,
+        "NOERROR",
+        "wire",
+    )
+    assert (a.answers, isinstance(a.ttl, int), a.latency_ms >= 0) == ((RELAY_IP,), True, True)
+    assert (aaaa.rcode, aaaa.answers, aaaa.ttl) == ("NOERROR", (), None)
+    assert answered.addresses == (RELAY_IP,)
+    assert answered.source == "wire"
+    assert {(q.qtype, q.rcode, q.answers) for q in missing.value.queries} == {
+        ("A", "NXDOMAIN", ()),
+        ("AAAA", "NXDOMAIN", ()),
+    }

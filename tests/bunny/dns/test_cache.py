@@ -102,3 +102,48 @@ def test_the_cache_is_bounded_and_forgets_the_oldest_first(monkeypatch: pytest.M
 
     assert cache.fresh("n0.example", T0) is None
     assert all(cache.fresh(f"n{n}.example", T0) is not None for n in (1, 2, 3))
+
+
+def test_a_new_answer_ends_the_back_off_of_the_refresh_that_failed_before_it() -> None:
+    cache = _cache(stale_max=60.0, stale_recheck=5.0)
+    cache.store(_answer(ttl=30))
+    assert cache.serve_stale(NAME, T0 + 31, _timeout()) is not None
+
+    cache.store(_answer(ttl=30, at=T0 + 32))
+
+    assert cache.refresh_error(NAME) == ""
+    # Expired again: the old back-off must not hold back the refresh of the new answer.
+    assert cache.stale_while_rechecking(NAME, T0 + 63) is None
+    stale = cache.serve_stale(NAME, T0 + 63, _timeout())
+    assert stale is not None
+    assert stale.expires_at == T0 + 63 + 30
+    assert cache.refresh_error(NAME) == "DnsTimeout"
+
+
+def test_a_name_the_bound_drops_takes_its_failed_refresh_with_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cache_module, "MAX_ENTRIES", 2)
+    cache = _cache()
+    cache.store(_answer("n0.example"))
+    assert cache.serve_stale("n0.example", T0 + 31, _timeout()) is not None
+    for n in (1, 2):
+        cache.store(_answer(f"n{n}.example"))
+
+    assert cache.refresh_error("n0.example") == ""
+    assert cache.stale_while_rechecking("n0.example", T0 + 32) is None
+    assert cache.expired_for("n0.example", T0 + 32) == 0.0
+
+
+def test_the_answer_every_caller_is_handed_cannot_be_changed_by_one_of_them() -> None:
+    cache = _cache()
+    cache.store(_answer())
+    hit = cache.fresh(NAME, T0)
+    assert hit is not None
+
+    with pytest.raises(AttributeError):
+        hit.addresses = ("192.0.2.66",)  # type: ignore[misc]
+
+    again = cache.fresh(NAME, T0)
+    assert again is not None
+    assert again.addresses == ("10.20.0.5",)

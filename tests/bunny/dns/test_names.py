@@ -38,6 +38,15 @@ def test_a_search_domain_that_makes_the_name_too_long_is_skipped() -> None:
         ("relay.éxample", "ASCII"),
         ("re lay.internal", "characters DNS names cannot"),
         ("a." * 127 + "b", "longer than 253"),
+        # Short names and long ones are checked by different means: both must refuse.
+        (".relay", "empty label"),
+        ("relay..", "empty label"),
+        ("re\tlay", "characters DNS names cannot"),
+        ('re"lay', "characters DNS names cannot"),
+        ("re(lay)", "characters DNS names cannot"),
+        ("relay\\.internal", "characters DNS names cannot"),
+        ("r" * 60 + ".re lay", "characters DNS names cannot"),
+        ("r" * 60 + "..x", "empty label"),
     ],
 )
 def test_names_dns_cannot_ask_are_refused_saying_why(name: str, why: str) -> None:
@@ -46,7 +55,15 @@ def test_names_dns_cannot_ask_are_refused_saying_why(name: str, why: str) -> Non
 
 
 @pytest.mark.parametrize(
-    "name", ["relay.private.aws.internal", "relay.private.aws.internal.", "_srv.x"]
+    "name",
+    [
+        "relay.private.aws.internal",
+        "relay.private.aws.internal.",
+        "_srv.x",
+        "r" * 63,
+        "r" * 63 + ".",
+        ".".join(["r" * 63] * 3) + ".internal",
+    ],
 )
 def test_ordinary_names_pass(name: str) -> None:
     check_name(name)

@@ -221,6 +221,30 @@ async def test_concurrent_resolves_of_one_name_share_one_query(
     assert named(spans, "dns.query") == []
 
 
+async def test_concurrent_callers_of_a_missing_name_share_one_query_and_its_nxdomain(
+    dns: ZoneServer, make_resolver: MakeResolver, spans: InMemorySpanExporter
+) -> None:
+    resolver = make_resolver()
+    dns.set_delay(0.1)
+    missing = f"missing.{RELAY}."
+
+    outcomes = await asyncio.gather(
+        *(resolver.resolve(missing) for _ in range(5)), return_exceptions=True
+    )
+
+    assert all(isinstance(outcome, NameNotFound) for outcome in outcomes)
+    assert len(dns.log) == 1
+    failed = named(spans, "dns.lookup")
+    assert len(failed) == 5
+    assert {attribute(s, semconv.ERROR_TYPE) for s in failed} == {"NameNotFound"}
+    assert sum(1 for s in failed if attribute(s, semconv.DNS_COALESCED)) == 4
+    # Once it is over, nothing of it is left in flight: the name is asked afresh (here
+    # from the negative cache) by the next caller, who waits for no one.
+    with pytest.raises(NameNotFound):
+        await resolver.resolve(missing)
+    assert len(dns.log) == 1
+
+
 async def test_callers_waiting_on_a_cancelled_callers_lookup_ask_again_and_get_the_answer(
     dns: ZoneServer, make_resolver: MakeResolver, arrivals: Arrivals
 ) -> None:

@@ -4,13 +4,17 @@ on both OTLP protocols, with the SDK's own handling of everything else (here: co
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 from bunnyrelay.otlpencode import wire
+from bunnyrelay.otlpencode.exporters import GrpcSpanExporter
 from bunnyrelay.telemetry import setup_telemetry
 from lab.otlpsink import OtlpSink
 
@@ -77,3 +81,38 @@ def test_no_span_exporter_and_no_encoder_without_an_endpoint() -> None:
         assert not telemetry.exporting
     finally:
         telemetry.shutdown()
+
+
+async def test_the_grpc_exporter_reconnecting_after_unavailable_still_sends_wires_bytes(
+    sink: OtlpSink, spy_encoder: list[int]
+) -> None:
+    # The receiver is down: the SDK's exporter, told UNAVAILABLE, makes its channel and stub
+    # again and retries. The stub it makes then must still send the encoder's bytes as they
+    # are (the generated one would refuse bytes).
+    await sink.stop()
+    exporter = GrpcSpanExporter(endpoint=f"127.0.0.1:{sink.port}", insecure=True, timeout=30)
+    reconnected = threading.Event()
+    initialize = exporter._initialize_channel_and_stub
+
+    def watched() -> None:
+        initialize()
+        reconnected.set()
+
+    exporter._initialize_channel_and_stub = watched  # type: ignore[method-assign]
+    captured = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(captured))
+    _make_tree(provider)
+    export = asyncio.create_task(asyncio.to_thread(exporter.export, captured.get_finished_spans()))
+    try:
+        assert await asyncio.to_thread(reconnected.wait, 30)
+        async with OtlpSink(port=sink.port) as back:
+            assert await export is SpanExportResult.SUCCESS
+            spans = await back.wait_for(lambda got: len(got) == 2)
+    finally:
+        exporter.shutdown()
+        await asyncio.gather(export, return_exceptions=True)
+    assert {span.name for span in spans} == {"job", "dns"}
+    # The first try, and the one (or, on a slow machine, more) after reconnecting.
+    assert len(spy_encoder) >= 2
+    assert set(spy_encoder) == {2}

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -33,6 +35,8 @@ from opentelemetry.trace import (
 )
 from opentelemetry.util.types import AttributeValue
 
+from bunnyrelay.keeping import KeepingTracerProvider
+from bunnyrelay.keepsettings import KeepSettings
 from bunnyrelay.otlpencode import wire
 from bunnyrelay.otlpencode.wire import cache_sizes, encode_spans, serialize_spans
 
@@ -91,9 +95,11 @@ class _DrawnIds(IdGenerator):
 
 
 @st.composite
-def batches(draw: st.DrawFn) -> list[ReadableSpan]:
+def batches(draw: st.DrawFn, light: bool = False) -> list[ReadableSpan]:
     """Real SDK spans from a few providers (resources, some equal but distinct objects)
-    and tracers (scopes), in random order, with every field the encoder writes."""
+    and tracers (scopes), in random order, with every field the encoder writes. ``light``:
+    from bunnyrelay's keeping providers, whose sampled spans are light (their limits from the
+    ``OTEL_*`` variables, as they are when this is drawn)."""
     captured = InMemorySpanExporter()
     ids = _DrawnIds(draw)
     resources = [
@@ -104,8 +110,12 @@ def batches(draw: st.DrawFn) -> list[ReadableSpan]:
     ]
     tracers = []
     for resource in draw(st.lists(st.sampled_from(resources), min_size=1, max_size=3)):
-        provider = TracerProvider(
-            resource=resource, span_limits=LIMITS, id_generator=ids, shutdown_on_exit=False
+        provider = (
+            KeepingTracerProvider(KeepSettings(), resource=resource, id_generator=ids)
+            if light
+            else TracerProvider(
+                resource=resource, span_limits=LIMITS, id_generator=ids, shutdown_on_exit=False
+            )
         )
         provider.add_span_processor(SimpleSpanProcessor(captured))
         for _ in range(draw(st.integers(min_value=1, max_value=2))):
@@ -161,6 +171,49 @@ def test_request_equals_the_official_encoders_for_any_sdk_spans(spans: list[Read
     _assert_same_request(spans)
     # A second time: now resource, scope, pairs and names come from the caches.
     _assert_same_request(spans)
+
+
+# LIMITS, as the OTEL_* variables say them.
+LIMIT_VARIABLES = {
+    "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "4",
+    "OTEL_SPAN_EVENT_COUNT_LIMIT": "2",
+    "OTEL_SPAN_LINK_COUNT_LIMIT": "2",
+    "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT": "2",
+    "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT": "2",
+}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_request_equals_the_official_encoders_for_light_sampled_spans(data: st.DataObject) -> None:
+    with mock.patch.dict(os.environ, LIMIT_VARIABLES):
+        spans = data.draw(batches(light=True))
+    _assert_same_request(spans)
+    _assert_same_request(spans)
+
+
+def test_light_sampled_spans_are_written_without_the_official_encoder() -> None:
+    # What bunny and relay export most: plain light spans, written by wire itself (the
+    # official encoder is only a fallback, and must not be what makes the bytes equal).
+    captured = InMemorySpanExporter()
+    provider = KeepingTracerProvider(KeepSettings(), resource=Resource({"service.name": "t"}))
+    provider.add_span_processor(SimpleSpanProcessor(captured))
+    tracer = provider.get_tracer("light")
+    root = tracer.start_span("job.submit", attributes={"bunnyrelay.job.id": "j-1", "n": 1})
+    child = tracer.start_span(
+        "call", trace.set_span_in_context(root), kind=SpanKind.CLIENT, attributes={"ok": True}
+    )
+    child.set_status(Status(StatusCode.ERROR, "UNAVAILABLE"))
+    child.end()
+    root.set_status(Status(StatusCode.OK))
+    root.end()
+    remote = SpanContext(7, 8, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    tracer.start_span("server", trace.set_span_in_context(NonRecordingSpan(remote))).end()
+    spans = captured.get_finished_spans()
+    assert [type(span) for span in spans] == [ReadableSpan] * 3
+    expected = official_encode_spans(spans).SerializeToString()
+    with mock.patch.object(wire, "_encode_span", side_effect=AssertionError("fell back")):
+        assert serialize_spans(spans) == expected
 
 
 def test_special_floats_are_written_bit_for_bit() -> None:
