@@ -246,7 +246,7 @@ class AttemptRecord(NotedSpan):
                 self._token = None
                 if not self._in_message:
                     carrier: dict[str, str] = {}
-                    inject_child_headers(carrier, self._parent, self.span_id)
+                    inject_child_headers(carrier, self._parent, self.span_id, current_context)
                     self._carrier = carrier
                 return self
             span = self._span = spans.tracer.start_span(

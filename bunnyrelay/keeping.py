@@ -56,7 +56,7 @@ from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.context import Context
+from opentelemetry.context import Context, get_current
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import (
     Event,
@@ -70,7 +70,13 @@ from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
-from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, StaticSampler
+from opentelemetry.sdk.trace.sampling import (
+    Decision,
+    ParentBased,
+    Sampler,
+    StaticSampler,
+    TraceIdRatioBased,
+)
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
@@ -82,6 +88,7 @@ from opentelemetry.trace import (
     Status,
     StatusCode,
     TraceFlags,
+    TraceState,
 )
 from opentelemetry.util.types import Attributes, AttributeValue
 
@@ -102,6 +109,8 @@ _SWEEP_EVERY_NS = _NS
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _SAMPLED_RANDOM = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
 _UNSET = Status(StatusCode.UNSET)
+# The bits of a trace id the SDK's ratio sampler compares with its bound.
+_TRACE_ID_LIMIT = TraceIdRatioBased.TRACE_ID_LIMIT
 
 CHECKED_SDK_VERSIONS = frozenset({"1.45.2"})
 """Releases of ``opentelemetry-sdk`` whose tracer, spans and processors :class:`SampledSpan`
@@ -920,6 +929,7 @@ class KeepingTracer(trace.Tracer):
         )
         self._follows_sampled_parents = _follows_sampled_parents(tracer.sampler)
         self._samples_roots = _samples_roots(tracer.sampler)
+        self._root_bound = _root_ratio_bound(tracer.sampler)
         self._sampled_flags = _SAMPLED_RANDOM if ids.is_trace_id_random() else _SAMPLED
         self._checked_processors: tuple[SpanProcessor, ...] | None = None
         self._quiet_processors = False
@@ -942,7 +952,23 @@ class KeepingTracer(trace.Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> trace.Span:
-        parent = trace.get_current_span(context)
+        if context is None:
+            current = get_current()
+            if not current:
+                # Most jobs' roots start in an empty context (falsy): no span to look for.
+                return self._start_root(
+                    name,
+                    context,
+                    kind,
+                    attributes,
+                    links,
+                    start_time,
+                    record_exception,
+                    set_status_on_exception,
+                )
+            parent = trace.get_current_span(current)
+        else:
+            parent = trace.get_current_span(context)
         if type(parent) in _LIGHT:
             return parent._child(  # type: ignore[attr-defined,no-any-return]  # just checked
                 self._scope, self._new_span_id, name, kind, attributes, links, start_time
@@ -1062,42 +1088,53 @@ class KeepingTracer(trace.Tracer):
                 attributes,
                 start_time or time_ns(),
             )
-        sampled = self._sampler.should_sample(
-            context, trace_id, name, kind, attributes, links or ()
-        )
-        decision = sampled.decision
-        if decision is Decision.RECORD_AND_SAMPLE and self._sampled_light(
-            links, record_exception, set_status_on_exception
-        ):
-            return SampledSpan(
-                self._sink,  # type: ignore[arg-type]  # set where sampled spans are light
-                name,
-                SpanContext(
-                    trace_id, self._new_span_id(), False, self._sampled_flags, sampled.trace_state
-                ),
-                None,
-                kind,
-                sampled.attributes,
-                start_time or time_ns(),
+        bound = self._root_bound
+        trace_state: TraceState | None = None
+        if bound is None or trace_id & _TRACE_ID_LIMIT < bound:
+            sampled = self._sampler.should_sample(
+                context, trace_id, name, kind, attributes, links or ()
             )
-        if decision.is_recording():  # type: ignore[no-untyped-call]  # the SDK's, untyped
-            with ids.lock:
-                ids.chosen = trace_id
-                try:
-                    return self._tracer.start_span(
-                        name,
-                        context,
-                        kind,
-                        attributes,
-                        links,
-                        start_time,
-                        record_exception,
-                        set_status_on_exception,
-                    )
-                finally:
-                    ids.chosen = 0
+            decision = sampled.decision
+            if decision is Decision.RECORD_AND_SAMPLE and self._sampled_light(
+                links, record_exception, set_status_on_exception
+            ):
+                return SampledSpan(
+                    self._sink,  # type: ignore[arg-type]  # set where sampled spans are light
+                    name,
+                    SpanContext(
+                        trace_id,
+                        self._new_span_id(),
+                        False,
+                        self._sampled_flags,
+                        sampled.trace_state,
+                    ),
+                    None,
+                    kind,
+                    sampled.attributes,
+                    start_time or time_ns(),
+                )
+            if decision.is_recording():  # type: ignore[no-untyped-call]  # the SDK's, untyped
+                with ids.lock:
+                    ids.chosen = trace_id
+                    try:
+                        return self._tracer.start_span(
+                            name,
+                            context,
+                            kind,
+                            attributes,
+                            links,
+                            start_time,
+                            record_exception,
+                            set_status_on_exception,
+                        )
+                    finally:
+                        ids.chosen = 0
+            trace_state = sampled.trace_state
+        # Else the ratio sampler drops the root, as its own check of the trace id says: most
+        # jobs at the rates people sample, so it is not asked (a call, a parent looked up
+        # twice in the context, a result made), and the root has no trace state.
         dropped = SpanContext(
-            trace_id, self._new_span_id(), False, self._dropped_flags, sampled.trace_state
+            trace_id, self._new_span_id(), False, self._dropped_flags, trace_state
         )
         if not self._keeps:
             # What the SDK makes of a root its sampler drops.
@@ -1230,6 +1267,25 @@ def _samples_roots(sampler: Sampler) -> bool:
     return _samples_everything(sampler) or (
         isinstance(sampler, ParentBased) and _samples_everything(sampler._root)
     )
+
+
+def _root_ratio_bound(sampler: Sampler) -> int | None:
+    """The bound under which ``sampler`` samples a span with no parent, when it is the SDK's
+    trace id ratio sampler, alone (``traceidratio``) or as the root sampler of the SDK's
+    ``ParentBased`` (``parentbased_traceidratio``); None for any other sampler.
+
+    For such a span it samples when the low 64 bits of the trace id are under the bound,
+    with no attributes and no trace state (it has no parent to take one from): nothing
+    else is read, so a trace id at or over the bound is a root it drops."""
+    root = sampler
+    if (
+        isinstance(sampler, ParentBased)
+        and type(sampler).should_sample is ParentBased.should_sample
+    ):
+        root = sampler._root
+    if type(root) is TraceIdRatioBased:
+        return root.bound
+    return None
 
 
 def _follows_sampled_parents(sampler: Sampler) -> bool:

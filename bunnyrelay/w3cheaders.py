@@ -104,22 +104,26 @@ def traceparent(span_context: SpanContext, parent_id: int | None = None) -> str:
     return f"00-{span_context.trace_id:032x}-{parent:016x}-{span_context.trace_flags:02x}"
 
 
-def inject_child_headers(carrier: dict[str, str], parent: SpanContext, span_id: int) -> None:
+def inject_child_headers(
+    carrier: dict[str, str], parent: SpanContext, span_id: int, context: Context | None = None
+) -> None:
     """Add the headers ``propagate.inject(carrier)`` would add with a child ``span_id`` of
-    ``parent`` current, ``parent`` being the current span's context: what keeping sends for
-    a noted span (:mod:`bunnyrelay.keeping`), which is not made current because that alone
-    would cost more than the noted span. The child shares its parent's trace, flags, trace
-    state and baggage; only the parent id in ``traceparent`` differs."""
+    ``parent`` current, ``parent`` being the span's context in ``context`` (the current
+    context when None): what keeping sends for a noted span (:mod:`bunnyrelay.keeping`),
+    which is not made current because that alone would cost more than the noted span. The
+    child shares its parent's trace, flags, trace state and baggage; only the parent id in
+    ``traceparent`` differs."""
     propagator = propagate.get_global_textmap()
+    state = parent.trace_state
     if (
         is_default_propagator(propagator)
         and parent.is_valid
-        and not parent.trace_state
-        and not baggage.get_all()
+        and (state is DEFAULT_TRACE_STATE or not state)
+        and not baggage.get_all(context)
     ):
-        carrier[TRACEPARENT] = traceparent(parent, span_id)
+        carrier[TRACEPARENT] = f"00-{parent.trace_id:032x}-{span_id:016x}-{parent.trace_flags:02x}"
         return
-    inject_headers(carrier)
+    inject_headers(carrier, context)
     written = carrier.get(TRACEPARENT)
     if written is not None and len(written) == 55 and written[:3] == "00-":
         # A version 00 header (00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>):

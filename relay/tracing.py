@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
+from contextvars import ContextVar, Token
 from time import perf_counter
 from typing import Any, TypeAlias
 
@@ -34,8 +35,8 @@ from opentelemetry.util.types import AttributeValue
 from bunnyrelay import semconv
 from bunnyrelay.histograms import HotHistogram
 from bunnyrelay.tally import Tally
-from bunnyrelay.v1.jobs_pb2 import JobRequest, JobResult, JobStatus, TraceContext
-from relay.callcontext import caller_context, job_context
+from bunnyrelay.v1.jobs_pb2 import JobRequest, JobResult, JobStatus
+from relay.callcontext import caller_context, caller_parent, job_context, job_parent
 from relay.errors import Refused, failure_type
 from relay.keptjobs import kept_jobs
 from relay.runner import Context, Executor
@@ -62,6 +63,9 @@ _OK = grpc.StatusCode.OK
 _SUCCEEDED = JobStatus.JOB_STATUS_SUCCEEDED
 _UNKNOWN_KIND = "_unknown"
 _ROOT = OtelContext()
+# True while a call whose caller the head sampler did not sample runs spanless: its job knows
+# it makes no span either without looking the current span up again (a dozen Python calls).
+_UNSAMPLED_CALL: ContextVar[bool] = ContextVar("relay.unsampled_call", default=False)
 
 
 def parse_peer(peer: str) -> dict[str, AttributeValue]:
@@ -105,11 +109,6 @@ def _unsampled(span: trace.Span) -> bool:
     """A real trace's span that records nothing: its children would record nothing either."""
     context = span.get_span_context()
     return context.is_valid and not context.trace_flags.sampled and not span.is_recording()
-
-
-def _job_context(carrier: TraceContext) -> OtelContext:
-    """The trace context a job of a stream carries in ``JobRequest.trace_context``."""
-    return job_context(carrier.traceparent, carrier.tracestate)
 
 
 def _cancelled_code(context: Context) -> grpc.StatusCode:
@@ -195,17 +194,14 @@ class RelayTelemetry:
         return for_peer
 
     def _server_spans(self, method: str) -> Callable[[OtelContext, str], trace.Span]:
-        """``start(parent, peer)``: the SERVER span of a call or a stream's job, or the
-        parent's own unsampled span when a new one would record nothing."""
+        """``start(parent, peer)``: the SERVER span of a call or a stream's job. Its callers
+        make none under an unsampled caller when it would record nothing (``_skip_unsampled``):
+        they know it from the caller's header, before they get here."""
         name = f"{SERVICE}/{method}"
         attributes_for = self._span_attributes(method)
         tracer = self._tracer
-        skip_unsampled = self._skip_unsampled
 
         def start(parent: OtelContext, peer: str) -> trace.Span:
-            span = get_current_span(parent)
-            if skip_unsampled and _unsampled(span):
-                return span
             return tracer.start_span(
                 name, context=parent, kind=SpanKind.SERVER, attributes=attributes_for(peer)
             )
@@ -218,13 +214,24 @@ class RelayTelemetry:
         by_code = self._rpc_attributes(method)
         ok_key, ok_attributes = by_code[_OK]
         record = self._duration.record
+        skip_unsampled = self._skip_unsampled
 
         async def traced(request: JobRequest, context: Context) -> JobResult:
             start = perf_counter()
-            parent = caller_context(context.invocation_metadata() or ())
+            parent, unsampled = caller_parent(context.invocation_metadata() or ())
             code = _OK
-            span = start_server_span(parent, context.peer())
-            token = attach(set_span_in_context(span))
+            span: trace.Span | None
+            flagged: Token[bool] | None = None
+            if skip_unsampled and unsampled:
+                # A span under the caller's unsampled one would record nothing: the caller's
+                # context is made current as it is (the trace id on log lines), and the job
+                # is told it makes no span either.
+                span = None
+                token = attach(parent)
+                flagged = _UNSAMPLED_CALL.set(True)
+            else:
+                span = start_server_span(parent, context.peer())
+                token = attach(set_span_in_context(span))
             try:
                 return await behavior(request, context)
             except grpc.aio.AbortError:
@@ -235,12 +242,16 @@ class RelayTelemetry:
                 raise
             except Exception as exc:
                 code = grpc.StatusCode.UNKNOWN
-                span.record_exception(exc)
+                if span is not None:
+                    span.record_exception(exc)
                 raise
             finally:
                 detach(token)
-                _end_rpc_span(span, code)
-                span.end()
+                if flagged is not None:
+                    _UNSAMPLED_CALL.reset(flagged)
+                if span is not None:
+                    _end_rpc_span(span, code)
+                    span.end()
                 elapsed = (perf_counter() - start) * 1000
                 if code is _OK:
                     record(ok_key, ok_attributes, elapsed)
@@ -320,7 +331,7 @@ class RelayTelemetry:
         counted = self._kept_if_wrong("Run", execute)
 
         async def traced(request: JobRequest, context: Context) -> JobResult:
-            if skip_unsampled and _unsampled(get_current_span()):
+            if skip_unsampled and (_UNSAMPLED_CALL.get() or _unsampled(get_current_span())):
                 # The span would record nothing; the caller's context is already current.
                 return await counted(request, context)
             kind = request.kind
@@ -402,8 +413,11 @@ class RelayTelemetry:
 
         async def traced(request: JobRequest, context: Context) -> JobResult:
             carrier = request.trace_context
-            parent = _job_context(carrier) if carrier.traceparent else _ROOT
-            if skip_unsampled and _unsampled(get_current_span(parent)):
+            if carrier.traceparent:
+                parent, unsampled = job_parent(carrier.traceparent, carrier.tracestate)
+            else:
+                parent, unsampled = _ROOT, False
+            if skip_unsampled and unsampled:
                 # Neither span would record: the job runs in its caller's context, made
                 # current once (for the trace id on log lines), as when tracing is off.
                 token = attach(parent)
@@ -435,7 +449,7 @@ class RelayTelemetry:
             if not carrier.traceparent:
                 return await counted_job(request, context)
             # No span, but the job's context, for the trace id on log lines.
-            token = attach(_job_context(carrier))
+            token = attach(job_context(carrier.traceparent, carrier.tracestate))
             try:
                 return await counted_job(request, context)
             finally:

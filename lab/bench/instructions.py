@@ -14,6 +14,25 @@ warm-up taken out::
     python -m lab.bench.instructions --modes stream --jobs 200,700
     python -m lab.bench.instructions --run --mode unary --jobs 300   # one run, no valgrind
 
+At 10 % head sampling, keeping off and then on; at a ratio of 0, what an unsampled job
+alone costs::
+
+    python -m lab.bench.instructions --sampler parentbased_traceidratio --sampler-arg 0.1 \
+        --keep-slower-than 0
+    python -m lab.bench.instructions --sampler parentbased_traceidratio --sampler-arg 0.1 \
+        --keep-slower-than 3600
+    python -m lab.bench.instructions --sampler parentbased_traceidratio --sampler-arg 0 \
+        --keep-slower-than 3600
+
+Under callgrind a job takes a hundred times as long: with the product's threshold (1 s)
+keeping would keep many jobs as slow, and count exporting them as their cost. Keeping on is
+counted with a threshold no job reaches (3600): what it costs a job that went well.
+
+``--sampler-arg`` is ``OTEL_TRACES_SAMPLER_ARG`` and ``--keep-slower-than`` both
+``BUNNY_KEEP_SLOWER_THAN`` and ``RELAY_KEEP_SLOWER_THAN`` (one provider serves both sides
+here); the runs see no other ``OTEL_*``, ``BUNNY_*`` or ``RELAY_*`` variable. The trace
+ids are drawn from a seeded generator, so a ratio sampler picks the same jobs in every run.
+
 ``--modes floor`` counts the floor the same way (:mod:`lab.bench.floor`: the raw echo pair
 with W3C context and the RPC duration histograms, a CLIENT and a SERVER span when
 sampled), on the same providers, so bunny and relay's unary job can be held to it in
@@ -26,6 +45,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -35,6 +55,10 @@ from typing import Any
 
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 _CONCURRENCY = 64
+_SEED = 20261206
+# What --keep-slower-than sets; the one-process run reads bunny's.
+_KEEP_VARIABLE = "BUNNY_KEEP_SLOWER_THAN"
+_KEEP_VARIABLES = (_KEEP_VARIABLE, "RELAY_KEEP_SLOWER_THAN")
 
 
 async def _run(mode: str, jobs: int) -> None:
@@ -53,7 +77,7 @@ async def _run(mode: str, jobs: int) -> None:
     from bunny.targets import LiteralAddress
     from bunny.tracing import BunnyTelemetry
     from bunnyrelay.keeping import connect_keeping, keeping_tracer_provider
-    from bunnyrelay.keepsettings import KeepSettings
+    from bunnyrelay.keepsettings import KeepSettings, parse_slower_than
     from bunnyrelay.otlpencode import wire
     from bunnyrelay.settings import HostPort
     from bunnyrelay.telemetry import build_resource
@@ -74,7 +98,12 @@ async def _run(mode: str, jobs: int) -> None:
             return SpanExportResult.SUCCESS
 
     resource = build_resource("instructions")
-    provider = keeping_tracer_provider(TracerProvider(resource=resource), resource, KeepSettings())
+    threshold = os.environ.get(_KEEP_VARIABLE)
+    keep = KeepSettings() if threshold is None else KeepSettings(parse_slower_than(threshold))
+    # The SDK's ids come from ``random``: seeded, a ratio sampler samples the same jobs in
+    # every run, and the difference of two runs is the cost of the jobs between them.
+    random.seed(_SEED)
+    provider = keeping_tracer_provider(TracerProvider(resource=resource), resource, keep)
     batch = BatchSpanProcessor(Encoded())
     provider.add_span_processor(batch)
     meters = MeterProvider(resource=resource, metric_readers=[dropped_reader()])
@@ -156,8 +185,17 @@ async def _floor(jobs: int, provider: Any, meters: Any) -> None:
         raise SystemExit(f"{len(failed)} of {jobs} calls failed, the first: {failed[0]}")
 
 
-def count(mode: str, jobs: int, root: Path, sampler: str = "parentbased_always_on") -> int:
-    """Instructions of one run of ``jobs`` jobs (callgrind's total, every thread)."""
+def count(
+    mode: str,
+    jobs: int,
+    root: Path,
+    sampler: str = "parentbased_always_on",
+    sampler_arg: str | None = None,
+    keep_slower_than: str | None = None,
+) -> int:
+    """Instructions of one run of ``jobs`` jobs (callgrind's total, every thread), with
+    ``OTEL_TRACES_SAMPLER=sampler``, ``OTEL_TRACES_SAMPLER_ARG=sampler_arg`` and both keeping
+    thresholds ``keep_slower_than`` when given."""
     done = subprocess.run(
         [
             "valgrind",
@@ -175,7 +213,7 @@ def count(mode: str, jobs: int, root: Path, sampler: str = "parentbased_always_o
         capture_output=True,
         text=True,
         cwd=root,
-        env={**_clean_env(sampler), "PYTHONPATH": str(root)},
+        env={**_clean_env(sampler, sampler_arg, keep_slower_than), "PYTHONPATH": str(root)},
         timeout=1800,
         check=False,
     )
@@ -185,9 +223,16 @@ def count(mode: str, jobs: int, root: Path, sampler: str = "parentbased_always_o
     return int(found.group(1))
 
 
-def _clean_env(sampler: str) -> dict[str, str]:
+def _clean_env(
+    sampler: str, sampler_arg: str | None = None, keep_slower_than: str | None = None
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "BUNNY_", "RELAY_"))}
     env["OTEL_TRACES_SAMPLER"] = sampler
+    if sampler_arg is not None:
+        env["OTEL_TRACES_SAMPLER_ARG"] = sampler_arg
+    if keep_slower_than is not None:
+        for name in _KEEP_VARIABLES:
+            env[name] = keep_slower_than
     return env
 
 
@@ -207,6 +252,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="parentbased_always_on",
         help="OTEL_TRACES_SAMPLER of the runs (always_off: what a job costs without spans)",
     )
+    parser.add_argument(
+        "--sampler-arg",
+        default=None,
+        help="OTEL_TRACES_SAMPLER_ARG of the runs (e.g. 0.1 with parentbased_traceidratio)",
+    )
+    parser.add_argument(
+        "--keep-slower-than",
+        default=None,
+        help="BUNNY_KEEP_SLOWER_THAN and RELAY_KEEP_SLOWER_THAN of the runs (0: keeping off; "
+        "default: the product's)",
+    )
     parser.add_argument("--run", action="store_true", help="one run in this process")
     parser.add_argument("--mode", default="unary", help="with --run: unary, stream or floor")
     args = parser.parse_args(argv)
@@ -217,8 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, Any] = {}
     for mode in args.modes.split(","):
         root = Path(args.root)
-        low = count(mode, few, root, args.sampler)
-        high = count(mode, many, root, args.sampler)
+        low = count(mode, few, root, args.sampler, args.sampler_arg, args.keep_slower_than)
+        high = count(mode, many, root, args.sampler, args.sampler_arg, args.keep_slower_than)
         results[mode] = {"per_job": round((high - low) / (many - few)), few: low, many: high}
     print(json.dumps(results))
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from opentelemetry import trace
@@ -19,11 +20,15 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     DEFAULT_OFF,
     Decision,
     ParentBased,
+    ParentBasedTraceIdRatio,
+    Sampler,
+    SamplingResult,
     TraceIdRatioBased,
 )
 from opentelemetry.trace import (
@@ -191,6 +196,86 @@ def test_roots_are_sampled_by_their_trace_id_as_the_sdk_samples_them() -> None:
     assert light > 100
     assert len(pipeline.spans()) == sampled
     pipeline.provider.shutdown()
+
+
+class ChosenTraceIds(IdGenerator):
+    """A fake id generator: the trace ids a test chooses, in order; random span ids."""
+
+    def __init__(self, trace_ids: list[int]) -> None:
+        self._trace_ids = iter(trace_ids)
+        self._span_ids = RandomIdGenerator()
+
+    def generate_trace_id(self) -> int:
+        return next(self._trace_ids)
+
+    def generate_span_id(self) -> int:
+        return self._span_ids.generate_span_id()
+
+
+class AskedParentBased(ParentBased):
+    """A sampler of the user's own, built on the SDK's: it must be asked about every root."""
+
+    asked = 0
+
+    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+        AskedParentBased.asked += 1
+        return super().should_sample(*args, **kwargs)
+
+
+# Trace ids either side of a quarter's bound, some with high bits the ratio does not read.
+_QUARTER = TraceIdRatioBased(0.25).bound
+_AROUND_THE_BOUND = [
+    _QUARTER - 1,
+    _QUARTER,
+    _QUARTER + 1,
+    (1 << 64) | (_QUARTER - 1),
+    (7 << 96) | _QUARTER,
+    1,
+    (1 << 64) - 1,
+]
+
+
+@pytest.mark.parametrize(
+    "sampler",
+    [
+        ParentBased(TraceIdRatioBased(0.25)),
+        ParentBasedTraceIdRatio(0.25),
+        TraceIdRatioBased(0.25),
+        AskedParentBased(TraceIdRatioBased(0.25)),
+    ],
+    ids=["parentbased", "parentbased_traceidratio", "traceidratio", "a subclass"],
+)
+@pytest.mark.parametrize("keeps", [True, False], ids=["keeping on", "keeping off"])
+def test_a_ratio_decides_each_root_at_its_bound_as_the_sdk_does(
+    sampler: Sampler, keeps: bool
+) -> None:
+    # Keeping does not ask the SDK's ratio sampler about a root it would drop (it compares
+    # the trace id with the bound itself): the same roots must come out sampled, with the
+    # same flags and trace state, as from the SDK's own provider with the same ids.
+    settings = KeepSettings() if keeps else KeepSettings(slower_than_s=0)
+    keeping = KeepingTracerProvider(
+        settings,
+        resource=Resource.create(),
+        sampler=sampler,
+        id_generator=ChosenTraceIds(_AROUND_THE_BOUND),
+    )
+    sdk = TracerProvider(sampler=sampler, id_generator=ChosenTraceIds(_AROUND_THE_BOUND))
+    AskedParentBased.asked = 0
+    for trace_id in _AROUND_THE_BOUND:
+        ours = keeping.get_tracer("test").start_span("job.submit")
+        theirs = sdk.get_tracer("test").start_span("job.submit")
+        ours_context, theirs_context = ours.get_span_context(), theirs.get_span_context()
+        assert ours_context.trace_id == theirs_context.trace_id == trace_id
+        assert ours_context.trace_flags == theirs_context.trace_flags, hex(trace_id)
+        assert ours_context.trace_state == theirs_context.trace_state
+        assert ours.is_recording() == (theirs.is_recording() or keeps)
+        ours.end()
+        theirs.end()
+    if isinstance(sampler, AskedParentBased):
+        # Asked once per root by each provider: its own answer counts, whatever it is.
+        assert AskedParentBased.asked == 2 * len(_AROUND_THE_BOUND)
+    keeping.shutdown()
+    sdk.shutdown()
 
 
 def test_samplers_chosen_to_trace_nothing_are_left_alone() -> None:

@@ -16,7 +16,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from bunnyrelay.w3cheaders import inject_headers, traceparent
+from bunnyrelay.w3cheaders import inject_child_headers, inject_headers, traceparent
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 SPAN_ID = "b7ad6b7169203331"
@@ -112,3 +112,33 @@ def test_traceparent_is_what_the_propagator_writes_with_the_parent_given(
 
 def test_an_invalid_context_has_no_traceparent() -> None:
     assert traceparent(trace.INVALID_SPAN_CONTEXT) == ""
+
+
+CHILD = 0x1234ABCD5678EF90
+
+
+def _child_expected(context: Context) -> dict[str, str]:
+    """What the propagator writes with a child of ``context``'s span made current."""
+    parent = trace.get_current_span(context).get_span_context()
+    child = SpanContext(parent.trace_id, CHILD, False, parent.trace_flags, parent.trace_state)
+    return _expected(set_span_in_context(NonRecordingSpan(child), context))
+
+
+@pytest.mark.parametrize(
+    "name", sorted(n for n in CONTEXTS if n not in ("empty", "baggage without a span"))
+)
+@pytest.mark.parametrize("given", [True, False], ids=["context given", "current context"])
+def test_a_noted_childs_headers_are_the_propagators_with_the_child_current(
+    name: str, given: bool
+) -> None:
+    # An unsampled job's RPC attempt is noted, not made current: its headers must be those
+    # the propagator would write were it current (its id as the parent, the rest its job's).
+    context = CONTEXTS[name]()
+    parent = trace.get_current_span(context).get_span_context()
+    carrier: dict[str, str] = {}
+    token = attach(context)
+    try:
+        inject_child_headers(carrier, parent, CHILD, context if given else None)
+    finally:
+        detach(token)
+    assert carrier == _child_expected(context)

@@ -7,7 +7,7 @@ from opentelemetry import baggage, propagate
 from opentelemetry.context import Context
 from opentelemetry.trace import get_current_span
 
-from relay.callcontext import METADATA_GETTER, Metadata, caller_context
+from relay.callcontext import METADATA_GETTER, Metadata, caller_context, caller_parent
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
@@ -56,6 +56,27 @@ def test_caller_context_is_what_the_global_propagator_extracts(name: str) -> Non
     expected = propagate.extract(metadata, getter=METADATA_GETTER)
     assert _seen(caller_context(metadata)) == _seen(expected)
     assert bool(caller_context(metadata)) == bool(expected)
+
+
+@pytest.mark.parametrize("name", sorted(CARRIERS))
+def test_a_caller_is_unsampled_exactly_when_the_extracted_span_is_valid_and_not_sampled(
+    name: str,
+) -> None:
+    # relay makes no span under such a caller: the flag must say what the context's own
+    # span says, or a sampled caller's job would go untraced (or the reverse).
+    metadata = CARRIERS[name]
+    context, unsampled = caller_parent(metadata)
+    span_context = get_current_span(propagate.extract(metadata, getter=METADATA_GETTER))
+    expected = span_context.get_span_context()
+    assert unsampled == (expected.is_valid and not expected.trace_flags.sampled)
+    assert _seen(context) == _seen(propagate.extract(metadata, getter=METADATA_GETTER))
+
+
+def test_an_unsampled_caller_is_told_apart_from_a_sampled_one() -> None:
+    assert caller_parent(CARRIERS["unsampled"])[1]
+    assert not caller_parent(CARRIERS["sampled"])[1]
+    assert not caller_parent(CARRIERS["nothing"])[1], "no caller: a root, not unsampled"
+    assert not caller_parent(CARRIERS["all-zero trace id"])[1]
 
 
 def test_a_well_formed_traceparent_gives_its_remote_span_context() -> None:

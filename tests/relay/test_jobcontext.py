@@ -20,7 +20,7 @@ from opentelemetry.propagators.textmap import (
 from opentelemetry.trace import SpanContext
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from relay.callcontext import job_context
+from relay.callcontext import job_context, job_parent
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 SPAN_ID = "b7ad6b7169203331"
@@ -68,6 +68,24 @@ def test_job_context_is_what_the_propagators_read(traceparent: str, tracestate: 
     assert dict(got).keys() == dict(expected).keys()
 
 
+@pytest.mark.parametrize(("traceparent", "tracestate"), HEADERS)
+@pytest.mark.usefixtures("restore_propagator")
+def test_a_job_is_unsampled_exactly_when_the_read_span_is_valid_and_not_sampled(
+    traceparent: str, tracestate: str
+) -> None:
+    propagate.set_global_textmap(
+        CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
+    )
+    expected = _span_context(
+        propagate.extract({"traceparent": traceparent, "tracestate": tracestate})
+    )
+
+    context, unsampled = job_parent(traceparent, tracestate)
+
+    assert unsampled == (expected.is_valid and not expected.trace_flags.sampled)
+    assert _span_context(context) == expected
+
+
 class _OwnHeader(TextMapPropagator):
     """A propagator of another format, as ``OTEL_PROPAGATORS`` may choose."""
 
@@ -99,3 +117,4 @@ def test_with_other_propagators_the_propagators_decide() -> None:
     got = job_context(f"00-{TRACE_ID}-{SPAN_ID}-01", "")
 
     assert not _span_context(got).is_valid
+    assert not job_parent(f"00-{TRACE_ID}-{SPAN_ID}-00", "")[1], "their context has no span"
