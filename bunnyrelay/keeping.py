@@ -954,19 +954,8 @@ class KeepingTracer(trace.Tracer):
     ) -> trace.Span:
         if context is None:
             current = get_current()
-            if not current:
-                # Most jobs' roots start in an empty context (falsy): no span to look for.
-                return self._start_root(
-                    name,
-                    context,
-                    kind,
-                    attributes,
-                    links,
-                    start_time,
-                    record_exception,
-                    set_status_on_exception,
-                )
-            parent = trace.get_current_span(current)
+            # Most jobs' roots start in an empty context (falsy): no span to look for.
+            parent = trace.get_current_span(current) if current else INVALID_SPAN
         else:
             parent = trace.get_current_span(context)
         if type(parent) in _LIGHT:
