@@ -232,12 +232,8 @@ class AttemptRecord(NotedSpan):
         current = trace.get_current_span(current_context)
         current_span_context = current.get_span_context()
         if current.is_recording() or not current_span_context.is_valid:
-            name = spans.span_name(method)
-            attributes = spans.span_attributes(method, self._endpoint, self._attempt)
             keeping = spans.keeping
-            if keeping is not None and keeping.note(
-                self, current, name, SpanKind.CLIENT, attributes
-            ):
+            if keeping is not None and keeping.note(self, current, self._attempt > 1):
                 # The job's trace was dropped and is held lightly until the job ends: its
                 # CLIENT span is noted, and made only if the trace is kept.
                 self._noted = True
@@ -250,7 +246,9 @@ class AttemptRecord(NotedSpan):
                     self._carrier = carrier
                 return self
             span = self._span = spans.tracer.start_span(
-                name, kind=SpanKind.CLIENT, attributes=attributes
+                spans.span_name(method),
+                kind=SpanKind.CLIENT,
+                attributes=spans.span_attributes(method, self._endpoint, self._attempt),
             )
             self._own = True
             self._token = context.attach(trace.set_span_in_context(span))
@@ -270,6 +268,14 @@ class AttemptRecord(NotedSpan):
             inject_headers(carrier)
             self._carrier = carrier
         return self
+
+    def describe(self) -> None:
+        # A noted attempt is described only when its trace is kept (see __enter__).
+        spans = self._spans
+        self._name = spans.span_name(self._method)
+        self._kind = SpanKind.CLIENT
+        self._attributes = spans.span_attributes(self._method, self._endpoint, self._attempt)
+        self._scope = spans.keeping.scope  # type: ignore[union-attr]  # noted: keeping
 
     def header(self, name: str) -> str:
         """What this attempt's metadata carries under ``name`` (a W3C header), or ""."""

@@ -41,6 +41,7 @@ from bunny.rpcspans import SCOPE as RPC_SCOPE
 from bunny.rpcspans import RpcSpans
 from bunnyrelay import semconv
 from bunnyrelay.histograms import HotHistogram
+from bunnyrelay.keeping import LocalRoot
 from bunnyrelay.tally import Tally
 from bunnyrelay.v1 import jobs_pb2
 
@@ -120,10 +121,14 @@ class JobSpans:
             token = context.attach(trace.set_span_in_context(span))
             try:
                 outcome = await core(request, f"{span.get_span_context().trace_id:032x}")
-                if span.is_recording():
-                    self._finish(span, outcome)
-            finally:
+            except BaseException:
                 context.detach(token)
+                span.end()
+                raise
+            context.detach(token)
+            if span.is_recording():
+                self._finish(span, outcome)
+            else:
                 span.end()
             self._count(outcome)
             return outcome
@@ -153,6 +158,7 @@ class JobSpans:
         return run_untraced
 
     def _finish(self, span: Span, outcome: JobOutcome) -> None:
+        """Tell ``span`` how its job ended, and end it."""
         answer = outcome.resolution
         if answer is not None and answer.source not in _NO_LOOKUP_SPAN:
             answer = None  # its dns.lookup span tells it
@@ -166,8 +172,14 @@ class JobSpans:
             self._told_succeeded = {**_SUCCEEDED, **self._told_attributes}
         if outcome.error is None and outcome.status == SUCCEEDED:
             # Most jobs: their attributes in one call, from a dict built once per answer.
-            # Every unsampled job pays for this when keeping is on (its root records).
-            span.set_attributes(_SUCCEEDED if answer is None else self._told_succeeded)
+            attributes = _SUCCEEDED if answer is None else self._told_succeeded
+            if type(span) is LocalRoot:
+                # An unsampled job's root, recorded by keeping: its attributes are set only
+                # if its trace is kept, which for a job that went well is rare.
+                span.end_with(attributes)
+                return
+            span.set_attributes(attributes)
+            span.end()
             return
         span.set_attribute(semconv.JOB_STATUS, outcome.status)
         if outcome.error is not None:
@@ -175,6 +187,7 @@ class JobSpans:
             span.set_attribute(semconv.ERROR_TYPE, outcome.error.type)
         if answer is not None:
             span.set_attributes(self._told_attributes)
+        span.end()
 
     def _count(self, outcome: JobOutcome) -> None:
         kind, status = outcome.kind, outcome.status

@@ -422,10 +422,19 @@ class LocalRoot(LightSpan):
         return self
 
     def end(self, end_time: int | None = None) -> None:
-        if self._end is not None:
-            return
-        end = self._end = end_time or time_ns()
+        if self._end is None:
+            self._settle(end_time or time_ns(), None)
+
+    def end_with(self, attributes: Mapping[str, AttributeValue]) -> None:
+        """Set ``attributes`` and end, in one call: set only if the trace is judged, so that
+        a root forgotten as it ends, most of them, is spared the copy."""
+        if self._end is None:
+            self._settle(time_ns(), attributes)
+
+    def _settle(self, end: int, attributes: Mapping[str, AttributeValue] | None) -> None:
+        self._end = end
         if self.state != _WAITING:
+            # Given up by the keeper while it ran: nothing of it is exported.
             return
         if (
             self._status is _UNSET
@@ -437,6 +446,8 @@ class LocalRoot(LightSpan):
             self.state = _FORGOTTEN
             self.spans = None
             return
+        if attributes:
+            self._attributes.update(attributes)
         self._keeper.judge(self)
 
 
@@ -672,7 +683,8 @@ class NotedSpan(_HeldSpan):
     a hot path pays for every unsampled job.
 
     Made by :meth:`KeepingTracer.note_child`, or noted into an object of a subclass the
-    caller holds anyway (:meth:`KeepingTracer.note`), which saves making one at all."""
+    caller holds anyway (:meth:`KeepingTracer.note`), which saves making one at all; such a
+    subclass can say what the span is (:meth:`describe`) only when its trace is kept."""
 
     __slots__ = ("_attributes", "_kind", "_parent", "_scope", "_set", "_start", "span_id")
 
@@ -744,9 +756,14 @@ class NotedSpan(_HeldSpan):
         elif root.state == _KEPT:
             root._keeper.export_late(self, root.reason)
 
+    def describe(self) -> None:
+        """Set what this span is (``_name``, ``_kind``, ``_attributes``, ``_scope``), for a
+        subclass that did not set them when noted; nothing here, where they were."""
+
     def readable(self, reason: str, resource: Resource, limits: SpanLimits) -> ReadableSpan:
         """This span as an exporter takes it: sampled, saying why it was kept, and within
         the span limits."""
+        self.describe()
         parent = self._parent
         return ReadableSpan(
             name=self._name,
@@ -940,6 +957,11 @@ class KeepingTracer(trace.Tracer):
             if ids.is_trace_id_random()
             else TraceFlags.DEFAULT
         )
+
+    @property
+    def scope(self) -> InstrumentationScope:
+        """The scope of this tracer's spans."""
+        return self._scope
 
     def start_span(
         self,
@@ -1174,22 +1196,23 @@ class KeepingTracer(trace.Tracer):
         attributes: Mapping[str, AttributeValue],
     ) -> NotedSpan | None:
         """A :class:`NotedSpan` under ``parent`` when ``parent`` is a light span whose trace is
-        held; None otherwise (then start a span as usual)."""
+        held; None otherwise (then start a span as usual). ``attributes`` are not copied: what
+        is set later is kept apart, so a caller may pass a dict it reuses."""
         noted = NotedSpan.__new__(NotedSpan)
-        return noted if self.note(noted, parent, name, kind, attributes) else None
+        if not self.note(noted, parent, kind is SpanKind.CLIENT and _tried_again(attributes)):
+            return None
+        noted._name = name
+        noted._kind = kind
+        noted._attributes = attributes
+        noted._scope = self._scope
+        return noted
 
-    def note(
-        self,
-        noted: NotedSpan,
-        parent: trace.Span,
-        name: str,
-        kind: SpanKind,
-        attributes: Mapping[str, AttributeValue],
-    ) -> bool:
-        """Start ``noted`` (not started yet) as a child of ``parent``, as :meth:`note_child`
-        would make one; False, and ``noted`` left as it was, when ``parent`` is not a light
-        span whose trace is held. ``attributes`` are not copied: what is set later is kept
-        apart, so a caller may pass a dict it reuses."""
+    def note(self, noted: NotedSpan, parent: trace.Span, retried: bool = False) -> bool:
+        """Start ``noted`` (not started yet) as a child of ``parent``: its ids, its start and
+        its trace; False, and ``noted`` left as it was, when ``parent`` is not a light span
+        whose trace is held. ``retried``: it is an attempt after the first, which keeps the
+        trace. What it is (name, kind, attributes, scope) is read only if the trace is kept:
+        set by the caller, or given by a subclass when asked (:meth:`NotedSpan.describe`)."""
         parent_type = type(parent)
         if parent_type is LocalRoot:
             root: LocalRoot = parent  # type: ignore[assignment]  # its type, just checked
@@ -1199,15 +1222,11 @@ class KeepingTracer(trace.Tracer):
             return False
         if root.state != _WAITING:
             return False
-        if kind is SpanKind.CLIENT and _tried_again(attributes):
+        if retried:
             root.retried = True
         noted._root = root
         noted._parent = parent._context  # type: ignore[attr-defined]  # a light span's
-        noted._scope = self._scope
         noted.span_id = self._new_span_id()
-        noted._name = name
-        noted._kind = kind
-        noted._attributes = attributes
         noted._set = None
         noted._status = _UNSET
         noted._start = time_ns()
