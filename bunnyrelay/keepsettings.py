@@ -54,7 +54,7 @@ def parse_max_age(text: str) -> float:
 
 @dataclass(frozen=True, slots=True)
 class KeepSettings:
-    """What :class:`bunnyrelay.keeping.KeepingSpanProcessor` keeps and how much it holds."""
+    """What keeping (:mod:`bunnyrelay.keeping`) keeps and how much it holds."""
 
     slower_than_s: float = 1.0
     """A job at least this slow keeps its trace; 0: keeping is off altogether."""
