@@ -20,7 +20,7 @@ def new_job_id() -> str:
     """A fresh job id: a random (version 4) UUID in its usual form, as ``str(uuid.uuid4())``
     makes it from the same 16 random bytes, at half the cost (no ``uuid.UUID`` object)."""
     bits = int.from_bytes(os.urandom(16)) & _KEEP_RANDOM | _VERSION_4
-    text = f"{bits:032x}"
+    text = bits.to_bytes(16, "big").hex()
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 

@@ -297,8 +297,10 @@ class AttemptRecord(NotedSpan):
         # The context the headers would carry (the current span's, with a noted span's id
         # as the parent), formatted here: the call metadata costs more than the rest of a
         # job's trip through the stream.
-        # A noted attempt's parent is the current span, whose context it holds already.
-        span_context = self._parent if self._noted else trace.get_current_span().get_span_context()
+        # Neither is looked up again: a noted attempt holds its parent's context, and any
+        # other holds the span it made current (its own, or its job's when it made none).
+        span = self._span
+        span_context = self._parent if span is None else span.get_span_context()
         carrier.traceparent = traceparent(span_context, noted_id)
         state = span_context.trace_state
         carrier.tracestate = state.to_header() if state and span_context.is_valid else ""

@@ -44,6 +44,7 @@ from bunnyrelay.histograms import HotHistogram
 from bunnyrelay.keeping import LocalRoot
 from bunnyrelay.tally import Tally
 from bunnyrelay.v1 import jobs_pb2
+from bunnyrelay.w3cheaders import trace_id_hex
 
 JOB_SCOPE = "bunny.runner"
 DIAGNOSE_SCOPE = "bunny.diagnose"
@@ -120,7 +121,7 @@ class JobSpans:
             )
             token = context.attach(trace.set_span_in_context(span))
             try:
-                outcome = await core(request, f"{span.get_span_context().trace_id:032x}")
+                outcome = await core(request, trace_id_hex(span.get_span_context().trace_id))
             except BaseException:
                 context.detach(token)
                 span.end()
@@ -149,7 +150,7 @@ class JobSpans:
                 return await run(request)
             token = context.attach(trace.set_span_in_context(NonRecordingSpan(root), current))
             try:
-                outcome = await core(request, f"{root.trace_id:032x}")
+                outcome = await core(request, trace_id_hex(root.trace_id))
             finally:
                 context.detach(token)
             self._count(outcome)

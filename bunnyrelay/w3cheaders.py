@@ -82,10 +82,7 @@ def span_headers(span_context: SpanContext, context: Context) -> dict[str, str]:
         and (state is DEFAULT_TRACE_STATE or not state)
         and not baggage.get_all(context)
     ):
-        return {
-            TRACEPARENT: f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-"
-            f"{span_context.trace_flags:02x}"
-        }
+        return {TRACEPARENT: _written(span_context, span_context.span_id)}
     carrier: dict[str, str] = {}
     propagator.inject(carrier, context)
     return carrier
@@ -100,8 +97,27 @@ def traceparent(span_context: SpanContext, parent_id: int | None = None) -> str:
     """
     if not span_context.is_valid:
         return ""
-    parent = span_context.span_id if parent_id is None else parent_id
-    return f"00-{span_context.trace_id:032x}-{parent:016x}-{span_context.trace_flags:02x}"
+    return _written(span_context, span_context.span_id if parent_id is None else parent_id)
+
+
+def trace_id_hex(trace_id: int) -> str:
+    """A trace id as W3C trace context and the logs write it: 32 lowercase hex digits, the
+    text of ``f"{trace_id:032x}"`` for any id that fits in 128 bits, made for a third of
+    its cost (a format spec is parsed on every call)."""
+    return trace_id.to_bytes(16, "big").hex()
+
+
+# Each flags byte as the header writes it: looked up rather than formatted.
+_FLAGS_HEX: Final = tuple(f"{flags:02x}" for flags in range(256))
+
+
+def _written(span_context: SpanContext, parent_id: int) -> str:
+    """The version 00 ``traceparent`` of a valid ``span_context`` with ``parent_id`` as its
+    parent id: what every header here comes to, once per call or job."""
+    return (
+        f"00-{span_context.trace_id.to_bytes(16, 'big').hex()}-"
+        f"{parent_id.to_bytes(8, 'big').hex()}-{_FLAGS_HEX[span_context.trace_flags]}"
+    )
 
 
 def inject_child_headers(
@@ -121,7 +137,7 @@ def inject_child_headers(
         and (state is DEFAULT_TRACE_STATE or not state)
         and not baggage.get_all(context)
     ):
-        carrier[TRACEPARENT] = f"00-{parent.trace_id:032x}-{span_id:016x}-{parent.trace_flags:02x}"
+        carrier[TRACEPARENT] = _written(parent, span_id)
         return
     inject_headers(carrier, context)
     written = carrier.get(TRACEPARENT)
