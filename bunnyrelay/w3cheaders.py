@@ -116,7 +116,7 @@ def _written(span_context: SpanContext, parent_id: int) -> str:
     parent id: what every header here comes to, once per call or job."""
     return (
         f"00-{span_context.trace_id.to_bytes(16, 'big').hex()}-"
-        f"{parent_id.to_bytes(8, 'big').hex()}-{_FLAGS_HEX[span_context.trace_flags]}"
+        f"{parent_id.to_bytes(8, 'big').hex()}-{_FLAGS_HEX[span_context.trace_flags & 0xFF]}"
     )
 
 

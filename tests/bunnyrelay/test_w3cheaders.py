@@ -16,7 +16,12 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from bunnyrelay.w3cheaders import inject_child_headers, inject_headers, traceparent
+from bunnyrelay.w3cheaders import (
+    inject_child_headers,
+    inject_headers,
+    trace_id_hex,
+    traceparent,
+)
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 SPAN_ID = "b7ad6b7169203331"
@@ -41,6 +46,9 @@ CONTEXTS: dict[str, Callable[[], Context]] = {
     "sampled": _with_span,
     "unsampled": lambda: _with_span(flags=0),
     "small ids": lambda: _with_span(trace_id=1, span_id=2),
+    "largest ids, random trace id flag": lambda: _with_span(
+        trace_id=2**128 - 1, span_id=2**64 - 1, flags=3
+    ),
     "tracestate": lambda: _with_span(state=TraceState([("vendor", "value")])),
     "baggage": lambda: baggage.set_baggage("team", "jobs", _with_span()),
     "baggage without a span": lambda: baggage.set_baggage("team", "jobs"),
@@ -108,6 +116,11 @@ def test_traceparent_is_what_the_propagator_writes_with_the_parent_given(
     assert traceparent(context) == carrier["traceparent"]
     noted = traceparent(context, 0xABC)
     assert noted == carrier["traceparent"][:36] + f"{0xABC:016x}" + carrier["traceparent"][52:]
+
+
+@pytest.mark.parametrize("trace_id", [0, 1, SPAN, TRACE, 2**128 - 1])
+def test_a_trace_id_is_written_as_the_logs_and_headers_write_it(trace_id: int) -> None:
+    assert trace_id_hex(trace_id) == f"{trace_id:032x}"
 
 
 def test_an_invalid_context_has_no_traceparent() -> None:
