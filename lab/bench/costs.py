@@ -8,6 +8,12 @@ its OTLP encoding, a histogram record, a counter add against bunny's
 whole per-job paths with gRPC taken out (a stub that answers at once, a servicer
 context that is a plain object), next to what the raw baseline does in their place.
 
+Two groups time the paths of a job the head sampler does not sample (a ratio of 0, and an
+unsampled caller on relay's side) with the providers ``setup_telemetry`` builds when spans
+are exported: keeping off (``*_KEEP_SLOWER_THAN=0``), then on with the product's threshold.
+Their difference is what keeping what went wrong costs a job that went well, without the
+noise of whole processes sharing two cores.
+
 The SDK's providers are process-wide, so each telemetry setting runs in a process
 of its own::
 
@@ -30,15 +36,25 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bunnyrelay.keepsettings import KeepSettings
+
 ROUNDS = 5
 """Rounds per probe; the median is reported (a shared machine makes single rounds noisy)."""
 
-_GROUPS = ("sdk", "off", "all")
+_GROUPS = ("sdk", "off", "all", "unsampled", "kept")
 _TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+_TRACEPARENT_UNSAMPLED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+_SAMPLES_NONE = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0"}
 _OTEL_ENV = {
     "off": {"OTEL_TRACES_SAMPLER": "always_off"},
     "all": {"OTEL_TRACES_SAMPLER": "parentbased_always_on"},
+    "unsampled": _SAMPLES_NONE,
+    "kept": _SAMPLES_NONE,
 }
+# The groups timed with the exporting providers, and their keeping threshold in seconds.
+_KEEPING = {"unsampled": 0.0, "kept": KeepSettings().slower_than_s}
+_UNSAMPLED = "unsampled, keeping off"
+_KEPT = "unsampled, keeping on"
 
 
 def _per_call(run: Callable[[int], None], calls: int) -> float:
@@ -218,13 +234,49 @@ def sdk_probes(calls: int) -> dict[str, float]:
     return results
 
 
-async def path_probes(calls: int) -> dict[str, float]:
+def _exporting_telemetry(keep: KeepSettings) -> Any:
+    """The providers ``setup_telemetry`` installs when spans are exported (the keeping
+    provider, a batch processor, keeping connected to it), with an exporter that drops
+    what it is given: the jobs timed with them are unsampled, and only a kept one would
+    reach it."""
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    from bunnyrelay.keeping import connect_keeping, keeping_tracer_provider
+    from bunnyrelay.telemetry import Telemetry, build_resource
+
+    class Dropped(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    resource = build_resource("costs")
+    # The sampler is the OTEL_* one, as the SDK's provider reads it.
+    provider = keeping_tracer_provider(TracerProvider(resource=resource), resource, keep)
+    batch = BatchSpanProcessor(Dropped())
+    provider.add_span_processor(batch)
+    meters = MeterProvider(resource=resource, metric_readers=[dropped_reader()])
+    connect_keeping(provider, batch, meters)
+    trace.set_tracer_provider(provider)
+    metrics.set_meter_provider(meters)
+    return Telemetry(provider, meters, exporting=True)
+
+
+async def path_probes(calls: int, group: str) -> dict[str, float]:
     """bunny's and relay's per-job paths without gRPC, under the OTEL_* of this process."""
     from bunnyrelay.telemetry import setup_telemetry
 
-    # Metrics are read (not exported) so that every record does its real work; spans go
-    # nowhere: their creation is measured here, their export by the otlp_* probes.
-    telemetry = setup_telemetry("costs", metric_readers=[dropped_reader()])
+    if group in _KEEPING:
+        telemetry = _exporting_telemetry(KeepSettings(_KEEPING[group]))
+    else:
+        # Metrics are read (not exported) so that every record does its real work; spans go
+        # nowhere: their creation is measured here, their export by the otlp_* probes.
+        telemetry = setup_telemetry("costs", metric_readers=[dropped_reader()])
 
     from bunny.relaypool import RelayPool
     from bunny.submitter import SubmitSettings, UnarySubmitter
@@ -251,7 +303,7 @@ async def path_probes(calls: int) -> dict[str, float]:
     class Context:
         """What relay's Run path asks of grpc.aio's servicer context."""
 
-        metadata = (("traceparent", _TRACEPARENT),)
+        metadata = (("traceparent", _TRACEPARENT_UNSAMPLED if group in _KEEPING else _TRACEPARENT),)
 
         def invocation_metadata(self) -> object:
             return self.metadata
@@ -364,15 +416,23 @@ def measure_all(*, quick: bool = False) -> dict[str, dict[str, float]]:
 def rows(costs: dict[str, dict[str, float]]) -> list[tuple[str, str, str]]:
     """(what, tracing, CPU µs per call) for the report, bunny's and relay's paths first."""
     sdk, off, every = costs.get("sdk", {}), costs.get("off", {}), costs.get("all", {})
+    unsampled, kept = costs.get("unsampled", {}), costs.get("kept", {})
 
     def path(label: str, key: str, raw: str, floor: str) -> list[tuple[str, str, str]]:
         out = []
-        for tracing, group in (("off", off), ("100%, not exported", every)):
+        for tracing, group in (
+            ("off", off),
+            ("100%, not exported", every),
+            (_UNSAMPLED, unsampled),
+        ):
             if key in group and raw in group:
                 extra = f"{group[key] - group[raw]:+.1f} over raw"
                 if floor in group:
                     extra += f", {group[key] - group[floor]:+.1f} over the floor"
                 out.append((label, tracing, f"{group[key]:.1f} ({extra})"))
+        if key in kept and key in unsampled:
+            extra = f"{kept[key] - unsampled[key]:+.1f} over keeping off"
+            out.append((label, _KEPT, f"{kept[key]:.1f} ({extra})"))
         return out
 
     table = [
@@ -416,7 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.group == "sdk":
         print(json.dumps(sdk_probes(calls)))
     else:
-        print(json.dumps(asyncio.run(path_probes(calls))))
+        print(json.dumps(asyncio.run(path_probes(calls, args.group))))
     return 0
 
 

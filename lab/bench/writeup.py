@@ -143,6 +143,12 @@ WHERE_TIME_GOES = """\
 What the profiles (py-spy, cProfile), the table above and the floor say, and what was done
 about it:
 
+- **Keeping, alone.** The *unsampled* rows time a job the head sampler drops (a ratio of
+  0; relay's caller says not sampled) with the providers bunny and relay build when they
+  export spans, keeping off and then on with its default threshold, in processes of their
+  own. Their difference is what keeping what went wrong costs a job that went well,
+  measured where two processes sharing two cores cannot blur it: in the 10 % rows above
+  keeping is a few percent of a stream job, about the noise between rounds.
 - **The floor.** The floor rows are the raw pair with nothing added but W3C trace context
   and the `rpc.*.duration` histograms (and at 100 % one CLIENT and one SERVER span), each
   done the way bunny and relay do it. With tracing off it adds, per job, measured alone

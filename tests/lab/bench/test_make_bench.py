@@ -64,8 +64,8 @@ async def test_quick_bench_runs_every_case_and_prints_ratios(tmp_path: Path) -> 
 
     # The pieces of a job's path, each timed alone: every probe ran, in each setting.
     costs = result["costs"]
-    assert set(costs) == {"sdk", "off", "all"}
-    for group in ("off", "all"):
+    assert set(costs) == {"sdk", "off", "all", "unsampled", "kept"}
+    for group in ("off", "all", "unsampled", "kept"):
         assert set(costs[group]) >= {
             "bunny_job",
             "floor_client_job",
@@ -90,6 +90,9 @@ async def test_quick_bench_runs_every_case_and_prints_ratios(tmp_path: Path) -> 
     assert "## Method" in document
     assert "quick smoke run" in document
     assert "**The floor.**" in document
+    # What keeping costs a job that went well is its own row, against keeping off.
+    assert "| bunny: one unary job, gRPC taken out | unsampled, keeping on |" in document
+    assert "over keeping off" in document
     for case in CASES:
         assert f"| {case.label} |" in document
 
