@@ -122,14 +122,11 @@ class JobSpans:
             token = context.attach(trace.set_span_in_context(span))
             try:
                 outcome = await core(request, trace_id_hex(span.get_span_context().trace_id))
-            except BaseException:
+                if span.is_recording():
+                    self._finish(span, outcome)
+            finally:
                 context.detach(token)
-                span.end()
-                raise
-            context.detach(token)
-            if span.is_recording():
-                self._finish(span, outcome)
-            else:
+                # Nothing, for a root _finish ended already.
                 span.end()
             self._count(outcome)
             return outcome
@@ -159,7 +156,7 @@ class JobSpans:
         return run_untraced
 
     def _finish(self, span: Span, outcome: JobOutcome) -> None:
-        """Tell ``span`` how its job ended, and end it."""
+        """Tell ``span`` how its job ended."""
         answer = outcome.resolution
         if answer is not None and answer.source not in _NO_LOOKUP_SPAN:
             answer = None  # its dns.lookup span tells it
@@ -175,12 +172,11 @@ class JobSpans:
             # Most jobs: their attributes in one call, from a dict built once per answer.
             attributes = _SUCCEEDED if answer is None else self._told_succeeded
             if type(span) is LocalRoot:
-                # An unsampled job's root, recorded by keeping: its attributes are set only
-                # if its trace is kept, which for a job that went well is rare.
+                # An unsampled job's root, recorded by keeping: ended here, its attributes
+                # set only if its trace is kept, which for a job that went well is rare.
                 span.end_with(attributes)
-                return
-            span.set_attributes(attributes)
-            span.end()
+            else:
+                span.set_attributes(attributes)
             return
         span.set_attribute(semconv.JOB_STATUS, outcome.status)
         if outcome.error is not None:
@@ -188,7 +184,6 @@ class JobSpans:
             span.set_attribute(semconv.ERROR_TYPE, outcome.error.type)
         if answer is not None:
             span.set_attributes(self._told_attributes)
-        span.end()
 
     def _count(self, outcome: JobOutcome) -> None:
         kind, status = outcome.kind, outcome.status

@@ -234,34 +234,40 @@ def sdk_probes(calls: int) -> dict[str, float]:
     return results
 
 
-def _exporting_telemetry(keep: KeepSettings) -> Any:
-    """The providers ``setup_telemetry`` installs when spans are exported (the keeping
-    provider, a batch processor, keeping connected to it), with an exporter that drops
-    what it is given: the jobs timed with them are unsampled, and only a kept one would
-    reach it."""
-    from opentelemetry import metrics, trace
+def exporting_providers(service: str, keep: KeepSettings, exporter: Any) -> tuple[Any, Any]:
+    """A tracer and a meter provider as ``setup_telemetry`` builds them when spans are
+    exported (the keeping provider, a batch processor, keeping connected to it), the spans
+    going to ``exporter`` and the metrics read but not exported; not installed."""
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import (
-        BatchSpanProcessor,
-        SpanExporter,
-        SpanExportResult,
-    )
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     from bunnyrelay.keeping import connect_keeping, keeping_tracer_provider
-    from bunnyrelay.telemetry import Telemetry, build_resource
+    from bunnyrelay.telemetry import build_resource
+
+    resource = build_resource(service)
+    # The sampler is the OTEL_* one, as the SDK's provider reads it.
+    provider = keeping_tracer_provider(TracerProvider(resource=resource), resource, keep)
+    batch = BatchSpanProcessor(exporter)
+    provider.add_span_processor(batch)
+    meters = MeterProvider(resource=resource, metric_readers=[dropped_reader()])
+    connect_keeping(provider, batch, meters)
+    return provider, meters
+
+
+def _exporting_telemetry(keep: KeepSettings) -> Any:
+    """:func:`exporting_providers`, installed, with an exporter that drops what it is given:
+    the jobs timed with them are unsampled, and only a kept one would reach it."""
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    from bunnyrelay.telemetry import Telemetry
 
     class Dropped(SpanExporter):
         def export(self, spans: Any) -> SpanExportResult:
             return SpanExportResult.SUCCESS
 
-    resource = build_resource("costs")
-    # The sampler is the OTEL_* one, as the SDK's provider reads it.
-    provider = keeping_tracer_provider(TracerProvider(resource=resource), resource, keep)
-    batch = BatchSpanProcessor(Dropped())
-    provider.add_span_processor(batch)
-    meters = MeterProvider(resource=resource, metric_readers=[dropped_reader()])
-    connect_keeping(provider, batch, meters)
+    provider, meters = exporting_providers("costs", keep, Dropped())
     trace.set_tracer_provider(provider)
     metrics.set_meter_provider(meters)
     return Telemetry(provider, meters, exporting=True)

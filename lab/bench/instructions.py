@@ -62,13 +62,8 @@ _KEEP_VARIABLES = (_KEEP_VARIABLE, "RELAY_KEEP_SLOWER_THAN")
 
 
 async def _run(mode: str, jobs: int) -> None:
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-    from opentelemetry.sdk.trace.export import (
-        BatchSpanProcessor,
-        SpanExporter,
-        SpanExportResult,
-    )
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
     from bunny.batch import new_job_id
     from bunny.relaypool import RelayPool
@@ -76,13 +71,11 @@ async def _run(mode: str, jobs: int) -> None:
     from bunny.submitter import JobSubmitter, SubmitSettings, UnarySubmitter
     from bunny.targets import LiteralAddress
     from bunny.tracing import BunnyTelemetry
-    from bunnyrelay.keeping import connect_keeping, keeping_tracer_provider
     from bunnyrelay.keepsettings import KeepSettings, parse_slower_than
     from bunnyrelay.otlpencode import wire
     from bunnyrelay.settings import HostPort
-    from bunnyrelay.telemetry import build_resource
     from bunnyrelay.v1 import jobs_pb2
-    from lab.bench.costs import _quiet_logger, dropped_reader
+    from lab.bench.costs import _quiet_logger, exporting_providers
     from relay.config import RelayConfig
     from relay.server import running_server
     from relay.stores.spec import StoreSpec
@@ -97,17 +90,12 @@ async def _run(mode: str, jobs: int) -> None:
             wire.serialize_spans(spans)
             return SpanExportResult.SUCCESS
 
-    resource = build_resource("instructions")
     threshold = os.environ.get(_KEEP_VARIABLE)
     keep = KeepSettings() if threshold is None else KeepSettings(parse_slower_than(threshold))
     # The SDK's ids come from ``random``: seeded, a ratio sampler samples the same jobs in
     # every run, and the difference of two runs is the cost of the jobs between them.
     random.seed(_SEED)
-    provider = keeping_tracer_provider(TracerProvider(resource=resource), resource, keep)
-    batch = BatchSpanProcessor(Encoded())
-    provider.add_span_processor(batch)
-    meters = MeterProvider(resource=resource, metric_readers=[dropped_reader()])
-    connect_keeping(provider, batch, meters)
+    provider, meters = exporting_providers("instructions", keep, Encoded())
 
     if mode == "floor":
         await _floor(jobs, provider, meters)
