@@ -461,6 +461,14 @@ about it:
     job moved between 71 and 105 µs from round to round of the same case, falling as the
     rate rose. What keeping costs bunny's side of an unsampled streamed job, about 2.5 µs
     counted alone, is 3-6 % of that job: at the edge of the 5 % the target allows.
+    Twelve more pairs (December 6; relay on the memory store and `bunny bench --stream`
+    in turn, keeping on and off, 64 in flight, 6 s after 1 s, the order alternating, CPU
+    from /proc over 4 s of each): keeping on against off, median of the pairs' ratios
+    1.00x (0.82-1.29), medians of the runs 8,854 against 9,276 jobs/s (0.95x); bunny's
+    CPU a job 97.6 against 92.4 µs, relay's 88.1 against 89.2. In the same hour the same
+    configuration ran from 7,700 to 13,570 jobs/s, the whole machine faster or slower
+    by turns (bunny's and relay's CPU per job moved together, the jobs per message
+    unchanged): four rounds cannot tell 0.95x from 0.98x here.
 """
 
 # Measured on whole processes (10 runs after a warm-up, medians), not by `make bench`;
