@@ -53,7 +53,7 @@ class RpcSpans:
 
     def __init__(self, tracer: Tracer, meter: Meter) -> None:
         self.tracer = tracer
-        self.keeping = tracer if isinstance(tracer, KeepingTracer) else None
+        self.keeping = tracer if isinstance(tracer, KeepingTracer) and tracer.keeps else None
         """The tracer again when it keeps what went wrong in traces its sampler drops."""
         self._duration = HotHistogram(
             meter,
@@ -230,21 +230,21 @@ class AttemptRecord(NotedSpan):
         self._started = time.perf_counter()
         current_context = context.get_current()
         current = trace.get_current_span(current_context)
+        keeping = spans.keeping
+        if keeping is not None and keeping.note(self, current, self._attempt > 1):
+            # The job's trace was dropped and is held lightly until the job ends: its
+            # CLIENT span is noted, and made only if the trace is kept.
+            self._noted = True
+            self._own = True
+            self._span = None
+            self._token = None
+            if not self._in_message:
+                carrier: dict[str, str] = {}
+                inject_child_headers(carrier, self._parent, self.span_id, current_context)
+                self._carrier = carrier
+            return self
         current_span_context = current.get_span_context()
         if current.is_recording() or not current_span_context.is_valid:
-            keeping = spans.keeping
-            if keeping is not None and keeping.note(self, current, self._attempt > 1):
-                # The job's trace was dropped and is held lightly until the job ends: its
-                # CLIENT span is noted, and made only if the trace is kept.
-                self._noted = True
-                self._own = True
-                self._span = None
-                self._token = None
-                if not self._in_message:
-                    carrier: dict[str, str] = {}
-                    inject_child_headers(carrier, self._parent, self.span_id, current_context)
-                    self._carrier = carrier
-                return self
             span = self._span = spans.tracer.start_span(
                 spans.span_name(method),
                 kind=SpanKind.CLIENT,

@@ -122,11 +122,19 @@ class JobSpans:
             token = context.attach(trace.set_span_in_context(span))
             try:
                 outcome = await core(request, trace_id_hex(span.get_span_context().trace_id))
-                if span.is_recording():
-                    self._finish(span, outcome)
-            finally:
+            except BaseException:
                 context.detach(token)
-                # Nothing, for a root _finish ended already.
+                span.end()
+                raise
+            context.detach(token)
+            if type(span) is LocalRoot:
+                # An unsampled job's root, recorded by keeping: most end well, their trace
+                # forgotten as they end, and need not be told anything.
+                if not (outcome.error is None and outcome.status == SUCCEEDED and span.end_well()):
+                    self._finish(span, outcome)
+                    span.end()
+            elif span.is_recording():
+                self._finish(span, outcome)
                 span.end()
             self._count(outcome)
             return outcome
@@ -170,13 +178,7 @@ class JobSpans:
             self._told_succeeded = {**_SUCCEEDED, **self._told_attributes}
         if outcome.error is None and outcome.status == SUCCEEDED:
             # Most jobs: their attributes in one call, from a dict built once per answer.
-            attributes = _SUCCEEDED if answer is None else self._told_succeeded
-            if type(span) is LocalRoot:
-                # An unsampled job's root, recorded by keeping: ended here, its attributes
-                # set only if its trace is kept, which for a job that went well is rare.
-                span.end_with(attributes)
-            else:
-                span.set_attributes(attributes)
+            span.set_attributes(_SUCCEEDED if answer is None else self._told_succeeded)
             return
         span.set_attribute(semconv.JOB_STATUS, outcome.status)
         if outcome.error is not None:

@@ -143,6 +143,18 @@ _WAITING = 0
 _KEPT = 1
 _FORGOTTEN = 2
 
+# What a local root notes of its trace as it runs (LocalRoot.marks), bits of one int: a job
+# that went well has none, which one test tells.
+_FAILED = 1
+"""A span in the trace was set to ERROR."""
+_RETRIED = 2
+"""Something was tried again: an RPC attempt or a DNS query after the first, or a second
+lookup."""
+_HELD = 4
+"""The keeper holds the trace (:meth:`Keeper.hold`)."""
+_LOOKED_UP = 8
+"""A lookup started under the root; a second one is a retry."""
+
 
 def keeps_anything(head: Sampler) -> bool:
     """False for a sampler chosen to trace nothing (``always_off``, ``parentbased_always_off``)."""
@@ -151,7 +163,7 @@ def keeps_anything(head: Sampler) -> bool:
 
 class _HeldSpan(trace.Span):
     """What the spans of a dropped trace share: a name, a status and an end, and the trace's
-    local root, whose ``failed`` an ERROR status sets."""
+    local root, which an ERROR status marks failed."""
 
     __slots__ = ("_end", "_name", "_root", "_status")
 
@@ -180,7 +192,7 @@ class _HeldSpan(trace.Span):
 
     def _failed(self) -> None:
         """This span was just set to ERROR: its trace is one to keep."""
-        self._root.failed = True
+        self._root.marks |= _FAILED
 
     def _ended(self) -> None:
         """A span under the root has ended: held with its trace until the root is judged,
@@ -312,12 +324,12 @@ class LightSpan(_HeldSpan):
             # Given up: the rest of the trace is not held either.
             return NonRecordingSpan(self._context)
         started = start_time or time_ns()
-        if state == _WAITING and not root.held:
+        if state == _WAITING and not root.marks & _HELD:
             self._keeper.hold(root, started)
         if name == semconv.SPAN_DNS_LOOKUP:
-            root.lookups += 1
+            root.marks |= _RETRIED if root.marks & _LOOKED_UP else _LOOKED_UP
         elif kind is SpanKind.CLIENT and attributes and _tried_again(attributes):
-            root.retried = True
+            root.marks |= _RETRIED
         context = self._context
         return LightSpan(
             self._keeper,
@@ -378,7 +390,10 @@ class LocalRoot(LightSpan):
     costs the keeper nothing, and it is the common one.
     """
 
-    __slots__ = ("failed", "held", "lookups", "reason", "retried", "spans", "state")
+    __slots__ = ("marks", "noted", "reason", "spans", "state")
+
+    reason: str
+    """Why the trace was kept; set when it is (``state`` is ``_KEPT``), read only then."""
 
     def __init__(
         self,
@@ -408,47 +423,47 @@ class LocalRoot(LightSpan):
         self._status = _UNSET
         self._start = start_time
         self._end = None
-        # The spans under it that ended, in the order they did; None until one has.
+        # Its first noted span (an RPC attempt), from its start: most jobs have one, and
+        # no list is made for it.
+        self.noted: NotedSpan | None = None
+        # The other spans under it: light ones that ended, in the order they did, and
+        # noted ones from their start; None until there is one.
         self.spans: list[_HeldSpan] | None = None
         self.state = _WAITING
-        self.reason = ""
-        self.held = False
-        self.failed = False
-        self.retried = False
-        self.lookups = 0
+        self.marks = 0
 
     @property
     def _root(self) -> LocalRoot:  # type: ignore[override]  # read-only: a root is its own
         return self
 
     def end(self, end_time: int | None = None) -> None:
-        if self._end is None:
-            self._settle(end_time or time_ns(), None)
+        if not self.end_well(end_time):
+            self._end = end_time or time_ns()
+            self._keeper.judge(self)
 
-    def end_with(self, attributes: Mapping[str, AttributeValue]) -> None:
-        """Set ``attributes`` and end, in one call: set only if the trace is judged, so that
-        a root forgotten as it ends, most of them, is spared the copy."""
-        if self._end is None:
-            self._settle(time_ns(), attributes)
+    def end_well(self, end_time: int | None = None) -> bool:
+        """End this root, and True, when nothing in its trace went wrong and it was quick,
+        or the keeper gave the trace up: nothing of it is exported. False, the root not
+        ended, when its trace is to be judged: set what a kept root shows, then end it.
 
-    def _settle(self, end: int, attributes: Mapping[str, AttributeValue] | None) -> None:
-        self._end = end
-        if self.state != _WAITING:
-            # Given up by the keeper while it ran: nothing of it is exported.
-            return
-        if (
-            self._status is _UNSET
-            and not (self.failed or self.retried or self.held)
-            and end - self._start < self._keeper.slower_than_ns
+        For a job that went well, in one call: the common end of an unsampled job, whose
+        attributes need not be set when, as most often, its trace is forgotten."""
+        if self._end is not None:
+            return True
+        end = end_time or time_ns()
+        if self.state == _WAITING and (
+            self._status is not _UNSET
+            or self.marks
+            or end - self._start >= self._keeper.slower_than_ns
         ):
-            # The common end, settled here: nothing went wrong, and no span under it
-            # that the keeper holds.
-            self.state = _FORGOTTEN
-            self.spans = None
-            return
-        if attributes:
-            self._attributes.update(attributes)
-        self._keeper.judge(self)
+            return False
+        # Not kept: before its end a trace is waiting or was given up, never kept. The
+        # spans under it point at it: let go, so that it is freed when its job lets go.
+        self._end = end
+        self.state = _FORGOTTEN
+        self.noted = None
+        self.spans = None
+        return True
 
 
 def finished_attributes(
@@ -723,7 +738,11 @@ class NotedSpan(_HeldSpan):
             self._set = attributes
         else:
             self._set.update(attributes)
-        self.end()
+        self._end = time_ns()
+        # _ended, written out: this runs once per unsampled job (an attempt that went well).
+        root = self._root
+        if root.state == _KEPT:
+            root._keeper.export_late(self, root.reason)
 
     def add_event(
         self, name: str, attributes: Attributes = None, timestamp: int | None = None
@@ -746,14 +765,13 @@ class NotedSpan(_HeldSpan):
         if self._end is not None:
             return
         self._end = end_time or time_ns()
-        # _HeldSpan._ended, written out: this runs once per unsampled job.
+        self._ended()
+
+    def _ended(self) -> None:
+        """Its trace holds it from its start (:meth:`KeepingTracer.note`): nothing to do
+        unless the trace was kept before it ended, which exports it now."""
         root = self._root
-        if root.state == _WAITING:
-            if root.spans is None:
-                root.spans = [self]
-            else:
-                root.spans.append(self)
-        elif root.state == _KEPT:
+        if root.state == _KEPT:
             root._keeper.export_late(self, root.reason)
 
     def describe(self) -> None:
@@ -847,7 +865,7 @@ class Keeper:
             while waiting and next(iter(waiting.values())) < too_old:
                 self._give_up(DROPPED_AGE)
         waiting[root] = now_ns
-        root.held = True
+        root.marks |= _HELD
 
     def _give_up(self, reason: str) -> None:
         """Forget the oldest trace held."""
@@ -856,20 +874,23 @@ class Keeper:
             return
         root = next(iter(waiting))
         del waiting[root]
-        root.held = False
+        root.marks &= ~_HELD
         root.state = _FORGOTTEN
+        root.noted = None
         root.spans = None
         if self._dropped is not None:
             self._dropped.add(1, self._dropped_attributes[reason])
 
     def judge(self, root: LocalRoot) -> None:
         """``root`` has ended: export its trace if something in it went wrong, else forget it."""
-        if root.held:
+        if root.marks & _HELD:
             self._waiting.pop(root, None)
-            root.held = False
+            root.marks &= ~_HELD
+        noted = root.noted
         spans = root.spans or ()
         # The spans and their root point at each other: let go here, so that none waits
         # for the garbage collector's cycle search, which every unsampled job would feed.
+        root.noted = None
         root.spans = None
         reason = self._why_keep(root)
         if reason is None:
@@ -883,8 +904,12 @@ class Keeper:
             on_end = self._export.on_end
             resource = self.resource
             limits = self.limits
+            # A noted span still running is exported when it ends (NotedSpan._ended).
+            if noted is not None and noted._end is not None:
+                on_end(noted.readable(reason, resource, limits))
             for each in spans:
-                on_end(each.readable(reason, resource, limits))
+                if each._end is not None:
+                    on_end(each.readable(reason, resource, limits))
             on_end(root.readable(reason, resource, limits))
 
     def export_late(self, span: _HeldSpan, reason: str) -> None:
@@ -897,9 +922,9 @@ class Keeper:
         else ``error`` when anything else failed, else ``slow`` for a slow root."""
         if root._status.status_code is StatusCode.ERROR:
             return KEPT_ERROR
-        if root.retried or root.lookups > 1:
+        if root.marks & _RETRIED:
             return KEPT_RETRIED
-        if root.failed:
+        if root.marks & _FAILED:
             return KEPT_ERROR
         if (root._end or 0) - root._start >= self.slower_than_ns:
             return KEPT_SLOW
@@ -957,6 +982,11 @@ class KeepingTracer(trace.Tracer):
             if ids.is_trace_id_random()
             else TraceFlags.DEFAULT
         )
+
+    @property
+    def keeps(self) -> bool:
+        """Whether this tracer records the traces its sampler drops, to keep what went wrong."""
+        return self._keeps
 
     @property
     def scope(self) -> InstrumentationScope:
@@ -1223,8 +1253,14 @@ class KeepingTracer(trace.Tracer):
         if root.state != _WAITING:
             return False
         if retried:
-            root.retried = True
+            root.marks |= _RETRIED
         noted._root = root
+        if root.noted is None:
+            root.noted = noted
+        elif root.spans is None:
+            root.spans = [noted]
+        else:
+            root.spans.append(noted)
         noted._parent = parent._context  # type: ignore[attr-defined]  # a light span's
         noted.span_id = self._new_span_id()
         noted._set = None

@@ -421,6 +421,50 @@ def test_a_span_ending_after_its_root_follows_the_roots_decision(pipeline: Pipel
     assert pipeline.keeping.waiting == 0
 
 
+def test_every_noted_attempt_of_a_kept_trace_is_exported_once(pipeline: Pipeline) -> None:
+    tracer = pipeline.tracer
+    root = tracer.start_span("job.submit")
+    failed = tracer.note_child(root, "Run", SpanKind.CLIENT, {semconv.JOB_ATTEMPT: 1})
+    assert failed is not None
+    failed.set_status(Status(StatusCode.ERROR, "UNAVAILABLE"))
+    failed.end()
+    retried = tracer.note_child(root, "Run", SpanKind.CLIENT, {semconv.JOB_ATTEMPT: 2})
+    assert retried is not None
+    retried.end()
+    # Still running when its job ends: exported when it ends, after the rest.
+    running = tracer.note_child(root, "Run", SpanKind.CLIENT, {semconv.JOB_ATTEMPT: 3})
+    assert running is not None
+    root.end()
+    assert _attempts_exported(pipeline) == [1, 2]
+    running.end()
+    assert _attempts_exported(pipeline) == [1, 2, 3]
+    spans = pipeline.spans()
+    assert {s.attributes[KEPT] for s in spans if s.attributes} == {"retried"}
+    assert len({s.context.span_id for s in spans if s.context}) == 4
+
+
+def _attempts_exported(pipeline: Pipeline) -> list[object]:
+    return [
+        s.attributes[semconv.JOB_ATTEMPT]
+        for s in pipeline.spans()
+        if s.name == "Run" and s.attributes
+    ]
+
+
+def test_a_noted_attempt_of_a_forgotten_trace_is_never_exported(pipeline: Pipeline) -> None:
+    tracer = pipeline.tracer
+    root = tracer.start_span("job.submit")
+    ended = tracer.note_child(root, "Run", SpanKind.CLIENT, {semconv.JOB_ATTEMPT: 1})
+    running = tracer.note_child(root, "Run", SpanKind.CLIENT, {semconv.JOB_ATTEMPT: 1})
+    assert ended is not None
+    assert running is not None
+    ended.end()
+    root.end()
+    running.set_status(Status(StatusCode.ERROR, "too late to matter"))
+    running.end()
+    assert pipeline.spans() == ()
+
+
 def test_past_the_cap_the_oldest_waiting_trace_is_dropped_and_counted() -> None:
     pipeline = Pipeline(KeepSettings(max_waiting=2))
     first = _job(pipeline, fail=True)
