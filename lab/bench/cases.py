@@ -109,6 +109,13 @@ class Case:
     protocol: Protocol = Protocol.GRPC
     """How spans reach the OTLP receiver; only traced cases (10 %, 100 %) export any."""
 
+    beside: str = ""
+    """The key of the case this one runs side by side with, at the same time, each with
+    its own server and client ("" to run alone). Two such cases share whatever the machine
+    does while they run, which consecutive runs do not: a comparison of a few percent, which
+    this machine's drift hides between runs a minute apart (docs/benchmarks.md, "Side by
+    side")."""
+
     @property
     def mode(self) -> str:
         return "stream" if self.stream else "unary"
@@ -132,6 +139,8 @@ class Case:
         parts = [f"bunny {self.mode}", f"tracing {self.tracing.value}", f"dns {self.dns.value}"]
         if self.store is Store.DEFAULT:
             parts.append("sqlite store")
+        if self.beside:
+            parts.append("side by side")
         return ", ".join(parts)
 
 
@@ -145,12 +154,9 @@ FLOOR_TRACED = "floor-unary-100"
 PEER = "peer-unary-100"
 HTTP_SUFFIX = "-http"
 """The key of a traced case's http/protobuf twin: its OTLP/gRPC key and this."""
-UNARY_10_PLAIN = "unary-10-plain"
-STREAM_10_PLAIN = "stream-10-plain"
-# Keeping what went wrong may cost an unsampled job little: held next to plain head
-# sampling, run beside it in the same round (over OTLP/gRPC only; see round_order).
-_KEEPING_UNARY = Target(0.95, UNARY_10_PLAIN)
-_KEEPING_STREAM = Target(0.95, STREAM_10_PLAIN)
+BESIDE_SUFFIX = "-beside"
+"""The key of a case run side by side with its twin: the key of the case run alone and this."""
+
 
 
 def _bunny(
@@ -175,13 +181,48 @@ def _bunny(
     )
 
 
+def _keeping_side_by_side(*, stream: bool) -> tuple[Case, Case]:
+    """The 10 % case with keeping and its keeping-off twin, run side by side, the first held
+    to the second: the one comparison on this machine sharp enough for a few percent."""
+    mode = "stream" if stream else "unary"
+    plain = f"{mode}-10-plain{BESIDE_SUFFIX}"
+    keeping = f"{mode}-10{BESIDE_SUFFIX}"
+    return (
+        Case(
+            plain,
+            "bunny",
+            "relay",
+            stream,
+            Tracing.SAMPLED_PLAIN,
+            Dns.CACHED,
+            Store.MEMORY,
+            beside=keeping,
+        ),
+        Case(
+            keeping,
+            "bunny",
+            "relay",
+            stream,
+            Tracing.SAMPLED,
+            Dns.CACHED,
+            Store.MEMORY,
+            baseline=plain,
+            targets=(Target(0.95, plain),),
+            beside=plain,
+        ),
+    )
+
+
 def _on_both_protocols(cases: tuple[Case, ...]) -> tuple[Case, ...]:
     """Each traced case, then its twin exporting over OTLP http/protobuf right after it (so the
     two are measured close in time): held to 0.95x the OTLP/gRPC case, and to the same
     targets against other cases, taken against their http/protobuf twins."""
     out: list[Case] = []
-    # The keeping-off cases are there for the keeping comparison alone: no twin.
-    twinned = {c.key for c in cases if c.traced and c.tracing is not Tracing.SAMPLED_PLAIN}
+    # The keeping-off cases are there for the keeping comparison alone, and the cases run side
+    # by side for it too: no twin.
+    twinned = {
+        c.key for c in cases if c.traced and c.tracing is not Tracing.SAMPLED_PLAIN and not c.beside
+    }
     for case in cases:
         out.append(case)
         if case.key not in twinned:
@@ -189,7 +230,6 @@ def _on_both_protocols(cases: tuple[Case, ...]) -> tuple[Case, ...]:
         twin_targets = tuple(
             Target(t.ratio, t.against + HTTP_SUFFIX if t.against in twinned else t.against)
             for t in case.targets
-            if t.against in twinned or t.against not in {UNARY_10_PLAIN, STREAM_10_PLAIN}
         )
         out.append(
             dataclasses.replace(
@@ -246,8 +286,8 @@ CASES: tuple[Case, ...] = _on_both_protocols(
             title="peer: raw unary + opentelemetry-instrumentation-grpc, 100%",
         ),
         _bunny("unary-off", stream=False, tracing=Tracing.OFF, targets=(Target(0.95, FLOOR_OFF),)),
-        _bunny(UNARY_10_PLAIN, stream=False, tracing=Tracing.SAMPLED_PLAIN),
-        _bunny("unary-10", stream=False, tracing=Tracing.SAMPLED, targets=(_KEEPING_UNARY,)),
+        _bunny("unary-10", stream=False, tracing=Tracing.SAMPLED),
+        *_keeping_side_by_side(stream=False),
         _bunny("unary-100", stream=False, tracing=Tracing.ALL, targets=(Target(1.0, PEER),)),
         _bunny("unary-off-dns", stream=False, tracing=Tracing.OFF, dns=Dns.EVERY_JOB),
         _bunny("unary-100-dns", stream=False, tracing=Tracing.ALL, dns=Dns.EVERY_JOB),
@@ -266,13 +306,10 @@ CASES: tuple[Case, ...] = _on_both_protocols(
             targets=(Target(0.9, "unary-100"),),
         ),
         _bunny("stream-off", stream=True, tracing=Tracing.OFF, targets=(Target(3.0, RAW_UNARY),)),
-        _bunny(STREAM_10_PLAIN, stream=True, tracing=Tracing.SAMPLED_PLAIN),
         _bunny(
-            "stream-10",
-            stream=True,
-            tracing=Tracing.SAMPLED,
-            targets=(Target(3.0, RAW_UNARY), _KEEPING_STREAM),
+            "stream-10", stream=True, tracing=Tracing.SAMPLED, targets=(Target(3.0, RAW_UNARY),)
         ),
+        *_keeping_side_by_side(stream=True),
         _bunny("stream-100", stream=True, tracing=Tracing.ALL, targets=(Target(1.5, RAW_UNARY),)),
         _bunny("stream-off-sqlite", stream=True, tracing=Tracing.OFF, store=Store.DEFAULT),
         Case(GHZ_RAW, "ghz", "raw", False),

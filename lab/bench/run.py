@@ -9,7 +9,8 @@ and the measured window; the server's CPU time is read from /proc at the
 client's window marks, its peak memory (VmHWM) before it is stopped.
 
 Each round runs every case once, in order, so a baseline and the cases measured against it
-are never far apart in time; the ratios are taken within a round (:mod:`.rounds`).
+are never far apart in time; the ratios are taken within a round (:mod:`.rounds`). Two cases
+that name each other ``beside`` run at the same time (:attr:`.cases.Case.beside`).
 
     python -m lab.bench            # about 7 minutes; writes docs/benchmarks.md
     python -m lab.bench --quick    # a few seconds per case, once: a smoke run
@@ -31,7 +32,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,6 +179,9 @@ class Bench:
         self.sink = _CountingSink()
         self.nameserver = ""
         self._zone: asyncio.subprocess.Process | None = None
+        # The DNS server answers one question about its count at a time; two cases run
+        # side by side both ask.
+        self._zone_lock = asyncio.Lock()
         self._protoset: Path | None = None
 
     def say(self, text: str) -> None:
@@ -296,7 +300,32 @@ class Bench:
         )
 
     async def _queries(self) -> int:
-        return await queries_so_far(self._zone) if self._zone is not None else 0
+        if self._zone is None:
+            return 0
+        async with self._zone_lock:
+            return await queries_so_far(self._zone)
+
+    async def run_round(
+        self, cases: Sequence[Case], say: Callable[[int, Case], None]
+    ) -> list[CaseResult]:
+        """``cases`` in order, each alone, except two next to each other that name each other
+        ``beside``: those at the same time."""
+        measured: list[CaseResult] = []
+        order = list(cases)
+        at = 0
+        while at < len(order):
+            case = order[at]
+            partner = order[at + 1] if at + 1 < len(order) else None
+            if partner is not None and case.beside == partner.key and partner.beside == case.key:
+                say(at + 1, case)
+                say(at + 2, partner)
+                measured += await asyncio.gather(self.run_case(case), self.run_case(partner))
+                at += 2
+                continue
+            say(at + 1, case)
+            measured.append(await self.run_case(case))
+            at += 1
+        return measured
 
     async def _run_ghz(self, case: Case) -> CaseResult:
         protoset = await self.protoset()
@@ -367,14 +396,18 @@ class Bench:
                             f"OTLP receiver on {self.sink.endpoint}"
                         )
                         for round_number in range(1, plan.rounds + 1):
-                            measured: list[CaseResult] = []
-                            rounds.append(measured)
-                            for number, case in enumerate(round_order(cases, round_number), 1):
+
+                            def say(
+                                number: int, case: Case, round_number: int = round_number
+                            ) -> None:
                                 self.say(
                                     f"[round {round_number}/{plan.rounds}] "
                                     f"[{number}/{len(cases)}] {case.label}"
                                 )
-                                measured.append(await self.run_case(case))
+
+                            rounds.append(
+                                await self.run_round(round_order(cases, round_number), say)
+                            )
                     self._zone = None
                 if plan.dns is not None:
                     self.say("DNS lookups: bunny's resolver, aiodns, dnspython, getaddrinfo")

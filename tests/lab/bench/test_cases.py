@@ -1,4 +1,4 @@
-from lab.bench.cases import CASES, STREAM_10_PLAIN, UNARY_10_PLAIN, round_order
+from lab.bench.cases import CASES, Target, Tracing, round_order
 
 
 def _keys(round_number: int) -> list[str]:
@@ -11,15 +11,21 @@ def test_odd_rounds_run_the_cases_in_the_order_of_the_table() -> None:
     assert _keys(3) == table
 
 
-def test_even_rounds_run_each_keeping_case_just_before_its_keeping_off_twin() -> None:
-    table = [case.key for case in CASES]
-    even = _keys(2)
-    assert sorted(even) == sorted(table)
-    for plain, held in ((UNARY_10_PLAIN, "unary-10"), (STREAM_10_PLAIN, "stream-10")):
-        assert table.index(held) == table.index(plain) + 1
-        assert even.index(plain) == even.index(held) + 1
-        # Its http twin, held to it, comes first in turn, still next to it.
-        assert even.index(held + "-http") == even.index(held) - 1
+def test_each_keeping_case_runs_beside_its_keeping_off_twin_held_to_it_in_every_round() -> None:
+    by_key = {case.key: case for case in CASES}
+    for mode in ("unary", "stream"):
+        plain, keeping = by_key[f"{mode}-10-plain-beside"], by_key[f"{mode}-10-beside"]
+        assert (plain.tracing, keeping.tracing) == (Tracing.SAMPLED_PLAIN, Tracing.SAMPLED)
+        assert (plain.beside, keeping.beside) == (keeping.key, plain.key)
+        assert keeping.targets == (Target(0.95, plain.key),)
+        assert keeping.baseline == plain.key
+        for round_number in (1, 2):
+            keys = _keys(round_number)
+            assert abs(keys.index(plain.key) - keys.index(keeping.key)) == 1
+    # Run alone, only the cases that are side by side would be held to each other.
+    assert not [
+        t for case in CASES for t in case.targets if "plain" in t.against and not case.beside
+    ]
 
 
 def test_even_rounds_run_each_http_case_just_before_its_grpc_twin() -> None:
