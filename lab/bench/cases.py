@@ -158,7 +158,6 @@ BESIDE_SUFFIX = "-beside"
 """The key of a case run side by side with its twin: the key of the case run alone and this."""
 
 
-
 def _bunny(
     key: str,
     *,
