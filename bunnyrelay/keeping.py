@@ -381,8 +381,9 @@ class LightSpan(_HeldSpan):
 
 class LocalRoot(LightSpan):
     """The local root of a trace the head sampler dropped, and the record of that trace:
-    what judging it reads (noted as its spans start and fail) and the spans under it that
-    ended, until it ends itself and is judged.
+    what judging it reads (``marks``, noted as its spans start and fail), its noted spans
+    from their start and its light spans once they ended, until it ends itself and is
+    judged (:meth:`end_well`, :meth:`end`).
 
     The trace lives as long as the job that holds its root: the keeper holds it as well,
     within its bounds, only once a span starts under the root

@@ -449,8 +449,8 @@ about it:
     job's end attributes copied into its root, for every job, though only a kept trace
     reads them. Now a noted attempt records its ids, times and status, and is described
     (`AttemptRecord.describe`) only when its trace is kept; a root that ends well is ended
-    with its attributes in one call (`LocalRoot.end_with`), which sets them only if the
-    trace is judged. With every job unsampled, a stream job (both sides in one process,
+    with its attributes in one call (`LocalRoot.end_with`, now `end_well`), which sets them
+    only if the trace is judged. With every job unsampled, a stream job (both sides in one process,
     `python -m lab.bench.instructions --modes stream --sampler parentbased_traceidratio
     --sampler-arg 0 --keep-slower-than 0`, then `3600`, then `--sampler always_off`) went
     from 321k to 311k instructions with keeping off, from 343k to 332k with it on, and from
@@ -480,6 +480,20 @@ about it:
     configuration ran from 7,700 to 13,570 jobs/s, the whole machine faster or slower
     by turns (bunny's and relay's CPU per job moved together, the jobs per message
     unchanged): four rounds cannot tell 0.95x from 0.98x here.
+  - side by side (December 6, later: the bench's own two stream cases at the same time,
+    each with its own relay and bunny, eight rounds of 5 s) the stream's keeping cost was
+    plain to see: keeping on against off 0.958x (0.929-0.978), under 1 in every round,
+    bunny's CPU a job about 5 µs more; two runs of the keeping-off case side by side read
+    1.007x (0.962-1.050) of each other. What was cut: a root that ends well now ends in one
+    call (`LocalRoot.end_well`), told nothing; its first noted attempt is held from its
+    start in a slot of its own, not in a list made as it ends; what it notes (failed,
+    retried, held, looked up) is one int; an attempt asks keeping first and looks nothing
+    else up when it is noted. Python calls a job over keeping off: 11 to 6. Counted alone
+    (bunny's job path with a noted attempt, keeping on against off, 16 rounds of 20,000
+    jobs) keeping's extra went from 3.3 to 2.1 µs a job; in one process with a relay
+    (`python -m lab.bench.instructions --run --mode stream --jobs 30000`, every job
+    unsampled, six runs each, CPU from rusage) from +5.7 to +3.8 µs of about 113. Side by
+    side after: 0.963x (0.942-0.996, ten rounds).
 """
 
 # Measured on whole processes (10 runs after a warm-up, medians), not by `make bench`;
