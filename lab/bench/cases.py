@@ -181,32 +181,18 @@ def _bunny(
 
 
 def _keeping_side_by_side(*, stream: bool) -> tuple[Case, Case]:
-    """The 10 % case with keeping and its keeping-off twin, run side by side, the first held
-    to the second: the one comparison on this machine sharp enough for a few percent."""
+    """Plain 10 % head sampling and the same with keeping, run side by side, the second held
+    to the first: the one comparison on this machine sharp enough for a few percent."""
     mode = "stream" if stream else "unary"
     plain = f"{mode}-10-plain{BESIDE_SUFFIX}"
     keeping = f"{mode}-10{BESIDE_SUFFIX}"
     return (
-        Case(
-            plain,
-            "bunny",
-            "relay",
-            stream,
-            Tracing.SAMPLED_PLAIN,
-            Dns.CACHED,
-            Store.MEMORY,
-            beside=keeping,
+        dataclasses.replace(
+            _bunny(plain, stream=stream, tracing=Tracing.SAMPLED_PLAIN), baseline="", beside=keeping
         ),
-        Case(
-            keeping,
-            "bunny",
-            "relay",
-            stream,
-            Tracing.SAMPLED,
-            Dns.CACHED,
-            Store.MEMORY,
+        dataclasses.replace(
+            _bunny(keeping, stream=stream, tracing=Tracing.SAMPLED, targets=(Target(0.95, plain),)),
             baseline=plain,
-            targets=(Target(0.95, plain),),
             beside=plain,
         ),
     )
