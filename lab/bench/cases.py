@@ -203,11 +203,8 @@ def _on_both_protocols(cases: tuple[Case, ...]) -> tuple[Case, ...]:
     two are measured close in time): held to 0.95x the OTLP/gRPC case, and to the same
     targets against other cases, taken against their http/protobuf twins."""
     out: list[Case] = []
-    # The keeping-off cases are there for the keeping comparison alone, and the cases run side
-    # by side for it too: no twin.
-    twinned = {
-        c.key for c in cases if c.traced and c.tracing is not Tracing.SAMPLED_PLAIN and not c.beside
-    }
+    # The cases run side by side are there for the keeping comparison alone: no twin.
+    twinned = {c.key for c in cases if c.traced and not c.beside}
     for case in cases:
         out.append(case)
         if case.key not in twinned:

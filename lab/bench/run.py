@@ -32,7 +32,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -305,26 +305,23 @@ class Bench:
         async with self._zone_lock:
             return await queries_so_far(self._zone)
 
-    async def run_round(
-        self, cases: Sequence[Case], say: Callable[[int, Case], None]
-    ) -> list[CaseResult]:
-        """``cases`` in order, each alone, except two next to each other that name each other
-        ``beside``: those at the same time."""
+    async def run_round(self, round_number: int, cases: Sequence[Case]) -> list[CaseResult]:
+        """Round ``round_number``: its order of ``cases`` (:func:`round_order`), each alone,
+        except two next to each other that name each other ``beside``: those at the same time."""
+        order = round_order(cases, round_number)
         measured: list[CaseResult] = []
-        order = list(cases)
         at = 0
         while at < len(order):
-            case = order[at]
-            partner = order[at + 1] if at + 1 < len(order) else None
-            if partner is not None and case.beside == partner.key and partner.beside == case.key:
-                say(at + 1, case)
-                say(at + 2, partner)
-                measured += await asyncio.gather(self.run_case(case), self.run_case(partner))
-                at += 2
-                continue
-            say(at + 1, case)
-            measured.append(await self.run_case(case))
-            at += 1
+            together = order[at : at + 2]
+            if len(together) < 2 or together[0].beside != together[1].key:
+                together = together[:1]
+            for number, case in enumerate(together, at + 1):
+                self.say(
+                    f"[round {round_number}/{self.plan.rounds}] "
+                    f"[{number}/{len(order)}] {case.label}"
+                )
+            measured += await asyncio.gather(*(self.run_case(case) for case in together))
+            at += len(together)
         return measured
 
     async def _run_ghz(self, case: Case) -> CaseResult:
@@ -396,18 +393,7 @@ class Bench:
                             f"OTLP receiver on {self.sink.endpoint}"
                         )
                         for round_number in range(1, plan.rounds + 1):
-
-                            def say(
-                                number: int, case: Case, round_number: int = round_number
-                            ) -> None:
-                                self.say(
-                                    f"[round {round_number}/{plan.rounds}] "
-                                    f"[{number}/{len(cases)}] {case.label}"
-                                )
-
-                            rounds.append(
-                                await self.run_round(round_order(cases, round_number), say)
-                            )
+                            rounds.append(await self.run_round(round_number, cases))
                     self._zone = None
                 if plan.dns is not None:
                     self.say("DNS lookups: bunny's resolver, aiodns, dnspython, getaddrinfo")

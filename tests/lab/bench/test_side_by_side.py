@@ -12,7 +12,8 @@ from lab.bench.run import Bench, Plan
 
 
 async def test_cases_beside_each_other_run_at_the_same_time_and_every_other_case_alone() -> None:
-    bench = Bench(Plan(), progress=io.StringIO())
+    progress = io.StringIO()
+    bench = Bench(Plan(), progress=progress)
     running: set[str] = set()
     seen_together: list[frozenset[str]] = []
     ran: list[str] = []
@@ -27,14 +28,14 @@ async def test_cases_beside_each_other_run_at_the_same_time_and_every_other_case
         return CaseResult(case, 1, 0, 1.0, None, None, None, None, None, None)
 
     bench.run_case = run_case  # type: ignore[method-assign]  # the processes are not the subject
-    said: list[str] = []
     order = round_order(CASES, 2)
     try:
-        results = await bench.run_round(order, lambda number, case: said.append(case.key))
+        results = await bench.run_round(2, CASES)
     finally:
         shutil.rmtree(bench.scratch, ignore_errors=True)
     assert [r.case.key for r in results] == [c.key for c in order]
-    assert said == [c.key for c in order]
+    said = [line.split("] ", 2)[2] for line in progress.getvalue().splitlines()]
+    assert said == [c.label for c in order]
     pairs = {frozenset({c.key, c.beside}) for c in CASES if c.beside}
     assert len(pairs) == 2
     together = {group for group in seen_together if len(group) > 1}
